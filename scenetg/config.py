@@ -5,6 +5,7 @@ The resolved config is written into ``OUT/manifest.json`` so every output says h
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,12 +213,16 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def load_build_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    """Load a BuildConfig from YAML (defaults when `path` is None), apply dotted overrides, validate.
+def load_build_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> BuildConfig:
+    """Load a BuildConfig from YAML (else `base`, else defaults), apply dotted overrides, validate.
 
     `overrides` maps dotted keys to values, e.g. ``{"captions.model": "/models/qwen"}``.
     """
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = copy.deepcopy(base) if base else {}
     if path is not None:
         p = Path(path)
         if not p.is_file():

@@ -1,0 +1,90 @@
+"""The Ray engine: the same per-video stage methods, placed by Ray Data.
+
+Decode + shot detection run as CPU tasks; captioning and CLIP run in actor pools that hold their
+model (GPUs per actor from `engine.caption_gpus` / `engine.clip_gpus`). Workers write the same
+per-video stage files as the local engine (OUT must be on storage every node sees, as the videos
+are); only the driver writes the manifest. Hence both engines give identical output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scenetg.build.workdir import VideoJob
+from scenetg.errors import ScenetgError, VideoError
+
+
+def _job(row: dict[str, Any]) -> VideoJob:
+    return VideoJob(row["video_id"], row["rel_path"], Path(row["path"]), row["key"])
+
+
+class _Worker:
+    """Runs one stage of `Build` on rows; holds the Build (and so its models) for an actor's life."""
+
+    def __init__(self, out_dir: str, cfg_dict: dict[str, Any], videos_dir: str, stage: str):
+        from scenetg.build.pipeline import Build
+        from scenetg.config import build_config_from_dict
+
+        self.build = Build(Path(out_dir), build_config_from_dict(cfg_dict), Path(videos_dir))
+        self.stage = stage
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.get("error"):
+            return row
+        job = _job(row)
+        try:
+            shots = self.build.shots(job, resume=True)
+            if self.stage in ("captions", "filter"):
+                captions = self.build.captions(job, shots, resume=True)
+                if self.stage == "filter":
+                    self.build.filter(job, shots, captions, resume=True)
+        except VideoError as exc:
+            return {**row, "error": str(exc)}
+        except ScenetgError:
+            raise
+        except Exception as exc:  # one broken video must not stop the build
+            return {**row, "error": f"{job.rel_path}: {type(exc).__name__}: {exc}".splitlines()[0]}
+        return row
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=256 << 20)
+
+
+def run_ray(build: Any, jobs: list[VideoJob], upto: str) -> None:
+    """Run stages up to `upto` on `jobs` with Ray Data; statuses go to the manifest on the driver."""
+    import ray.data
+
+    eng = build.cfg.engine
+    init_ray(eng.ray_address, eng.num_cpus)
+    if not jobs:
+        return
+    rows = [{"video_id": j.video_id, "rel_path": j.rel_path, "path": str(j.path), "key": j.key,
+             "error": ""} for j in jobs]
+    args = (str(build.work.out), build.cfg.to_dict(), str(build.videos_dir))
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    ds = ds.map(_Worker, fn_constructor_args=(*args, "shots"), num_cpus=1, concurrency=(1, max(1, len(rows))))
+    if upto in ("captions", "filter"):
+        ds = ds.map(_Worker, fn_constructor_args=(*args, "captions"), concurrency=eng.caption_actors,
+                    num_gpus=eng.caption_gpus or None, num_cpus=1)
+    if upto == "filter":
+        ds = ds.map(_Worker, fn_constructor_args=(*args, "filter"), concurrency=eng.clip_actors,
+                    num_gpus=eng.clip_gpus or None, num_cpus=1)
+    build.reporter.start("videos", len(rows))
+    for row in ds.iter_rows():
+        job = _job(row)
+        if row["error"]:
+            build.set_status(job, "error", row["error"])
+            build.reporter.log(f"[yellow]skipped[/] {row['error']}")
+        else:
+            build.set_status(job, "ok" if upto == "filter" else "partial")
+        build.reporter.advance("videos")

@@ -1,0 +1,351 @@
+"""`build(videos, out, config)`: the whole dataset build, and each stage alone on an `OUT/` folder.
+
+Flow per video: shots (probe, shot detection, scene assembly) -> captions -> filter; then one
+export of every finished video into Parquet. Stage results are stored per video in
+`OUT/work/<key>/`, so `--resume` skips what is done and a crash loses at most the video in flight.
+One bad video never stops the build: it gets `status=error` and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scenetg.build import stages
+from scenetg.build.workdir import FORMAT_VERSION, VideoJob, WorkDir, discover_videos
+from scenetg.config import BuildConfig, build_config_from_dict
+from scenetg.errors import ScenetgError, VideoError
+from scenetg.progress import Reporter
+
+STAGES = ("shots", "captions", "filter")
+
+
+@dataclass
+class BuildSummary:
+    """What a build (or a stage run) did; the CLI prints it as a table."""
+
+    out_dir: Path
+    videos_ok: int = 0
+    videos_failed: int = 0
+    scenes: int = 0
+    queries_generated: int = 0
+    queries_kept: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    split_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all videos ok, 3 finished but some videos failed."""
+        return 3 if self.videos_failed else 0
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("scenetg", "torch", "transformers", "open_clip_torch", "scenedetect", "av", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class Models:
+    """The build's models, loaded once, lazily: a resumed build with nothing to caption loads none."""
+
+    def __init__(self, cfg: BuildConfig):
+        self.cfg = cfg
+        self._captioner = None
+        self._clip = None
+
+    def check_available(self) -> None:
+        """Fail fast (before any video work) on a model that is neither local nor reachable."""
+        from scenetg.build.captions import check_caption_model
+        from scenetg.models.clip import check_clip_available
+
+        check_caption_model(self.cfg.captions)
+        check_clip_available(self.cfg.filter.clip_model)
+
+    @property
+    def captioner(self):
+        if self._captioner is None:
+            from scenetg.build.captions import make_caption_backend
+
+            self._captioner = make_caption_backend(self.cfg.captions)
+        return self._captioner
+
+    @property
+    def clip(self):
+        if self._clip is None:
+            from scenetg.models.clip import load_clip
+
+            self._clip = load_clip(self.cfg.filter.clip_model, device=self.cfg.filter.device)
+        return self._clip
+
+
+class Build:
+    """State of one build folder: config, manifest, stage files; runs stages on videos."""
+
+    def __init__(self, out_dir: Path, cfg: BuildConfig, videos_dir: Path, reporter: Reporter | None = None):
+        self.work = WorkDir(out_dir)
+        self.cfg = cfg
+        self.videos_dir = Path(videos_dir).absolute()
+        self.reporter = reporter or Reporter()
+        self.models = Models(cfg)
+        self.fp = {
+            "shots": stages.shots_fingerprint(cfg),
+            "captions": stages.captions_fingerprint(cfg),
+            "filter": stages.filter_fingerprint(cfg),
+        }
+        self.stage_seconds: dict[str, float] = {s: 0.0 for s in (*STAGES, "export")}
+        self.manifest: dict[str, Any] = {}
+
+    # ----- manifest -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, out_dir: Path, cfg: BuildConfig | None = None, reporter: Reporter | None = None) -> Build:
+        """Re-open an existing build folder (for the stage commands), config from its manifest."""
+        manifest = WorkDir(out_dir).require_manifest()
+        cfg = cfg or build_config_from_dict(manifest["config"])
+        build = cls(out_dir, cfg, Path(manifest["videos_dir"]), reporter)
+        build.manifest = manifest
+        return build
+
+    def init_manifest(self, jobs: list[VideoJob], resume: bool) -> None:
+        old = self.work.load_manifest() if resume else None
+        old_videos = (old or {}).get("videos", {})
+        videos = {}
+        for job in jobs:
+            prev = old_videos.get(job.video_id, {})
+            videos[job.video_id] = {
+                "rel_path": job.rel_path,
+                "key": job.key,
+                "status": prev.get("status", "pending") if resume else "pending",
+                "error": prev.get("error") if resume else None,
+            }
+        self.manifest = {
+            "format_version": FORMAT_VERSION,
+            "videos_dir": str(self.videos_dir),
+            "config": self.cfg.to_dict(),
+            "versions": _versions(),
+            "videos": videos,
+            "counts": {},
+        }
+        self.save_manifest()
+
+    def save_manifest(self) -> None:
+        self.manifest["config"] = self.cfg.to_dict()
+        self.work.save_manifest(self.manifest)
+
+    def jobs(self) -> list[VideoJob]:
+        return [
+            VideoJob(vid, v["rel_path"], self.videos_dir / v["rel_path"], v["key"])
+            for vid, v in sorted(self.manifest["videos"].items())
+        ]
+
+    def set_status(self, job: VideoJob, status: str, error: str | None = None) -> None:
+        entry = self.manifest["videos"][job.video_id]
+        entry["status"], entry["error"] = status, error
+        self.save_manifest()
+
+    # ----- stages on one video --------------------------------------------------------------
+    def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            self.stage_seconds[stage] += time.perf_counter() - t0
+
+    def shots(self, job: VideoJob, resume: bool = True) -> dict[str, Any]:
+        cached = self.work.read_stage(job.key, "shots", self.fp["shots"]) if resume else None
+        if cached is not None:
+            return cached
+        result = self._timed("shots", lambda: stages.run_shots(job.path, self.cfg))
+        self.work.write_stage(job.key, "shots", self.fp["shots"], result)
+        return result
+
+    def captions(self, job: VideoJob, shots: dict[str, Any], resume: bool = True) -> dict[str, Any]:
+        cached = self.work.read_stage(job.key, "captions", self.fp["captions"]) if resume else None
+        if cached is not None:
+            self.reporter.advance("captions", len(cached["captions"]))
+            return cached
+        cache = stages.CaptionCache(self.work.video_dir(job.key) / "captions.jsonl", self.fp["captions"])
+
+        def run() -> dict[str, Any]:
+            captioner = self.models.captioner
+            texts = stages.run_captions(
+                job.path, shots["scenes"], captioner, self.cfg, cache,
+                on_scenes_done=lambda n: self.reporter.advance("captions", n),
+            )
+            return {"model": captioner.model_name, "captions": texts}
+
+        result = self._timed("captions", run)
+        self.work.write_stage(job.key, "captions", self.fp["captions"], result)
+        return result
+
+    def filter(self, job: VideoJob, shots: dict[str, Any], captions: dict[str, Any], resume: bool = True) -> dict[str, Any]:
+        cached = self.work.read_stage(job.key, "filter", self.fp["filter"]) if resume else None
+        if cached is not None:
+            return cached
+
+        def run() -> dict[str, Any]:
+            clip = self.models.clip
+            figures = stages.run_filter(job.path, shots["scenes"], captions["captions"], clip, self.cfg)
+            return {"clip_model": clip.name, "figures": figures}
+
+        result = self._timed("filter", run)
+        self.work.write_stage(job.key, "filter", self.fp["filter"], result)
+        return result
+
+    def process_video(self, job: VideoJob, upto: str = "filter", resume: bool = True) -> None:
+        """Run the stages up to `upto` on one video; a bad video is recorded, not raised."""
+        try:
+            shots = self.shots(job, resume)
+            if upto in ("captions", "filter"):
+                captions = self.captions(job, shots, resume)
+                if upto == "filter":
+                    self.filter(job, shots, captions, resume)
+        except VideoError as exc:
+            self.set_status(job, "error", str(exc))
+            self.reporter.log(f"[yellow]skipped[/] {exc}")
+            return
+        except (ScenetgError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # one broken video must not stop the build
+            msg = f"{job.rel_path}: {type(exc).__name__}: {exc}".splitlines()[0]
+            self.set_status(job, "error", msg)
+            self.reporter.log(f"[red]failed[/] {msg}")
+            return
+        done = upto == "filter"
+        self.set_status(job, "ok" if done else "partial", None)
+
+    def run_videos(self, upto: str, resume: bool) -> None:
+        """Run the per-video stages on every video of the manifest (the local engine)."""
+        jobs = self.jobs()
+        if resume:
+            jobs = [j for j in jobs if self.manifest["videos"][j.video_id]["status"] not in ("ok", "error")]
+        if self.cfg.engine.name == "ray":
+            from scenetg.build.engines import run_ray
+
+            run_ray(self, jobs, upto)
+            return
+        self.reporter.start("videos", len(jobs))
+        self.reporter.start("captions", None)
+        for job in jobs:
+            self.process_video(job, upto, resume=resume)
+            self.reporter.advance("videos")
+
+    # ----- export ---------------------------------------------------------------------------
+    def export(self) -> BuildSummary:
+        """Write videos.parquet, scenes.parquet, data/, audit/ and the card from the stage files."""
+        summary = self._timed("export", lambda: export_build(self))
+        summary.stage_seconds = {k: round(v, 2) for k, v in self.stage_seconds.items()}
+        return summary
+
+
+def export_build(b: Build) -> BuildSummary:
+    from scenetg.build.export import (
+        assign_split,
+        sample_id,
+        write_dataset,
+        write_scenes_table,
+        write_videos_table,
+    )
+
+    cfg = b.cfg
+    summary = BuildSummary(out_dir=b.work.out)
+    video_rows, scene_rows, audit_rows = [], [], []
+    caption_model = clip_model = None
+    for job in b.jobs():
+        entry = b.manifest["videos"][job.video_id]
+        shots = b.work.read_stage(job.key, "shots", b.fp["shots"])
+        captions = b.work.read_stage(job.key, "captions", b.fp["captions"])
+        figures = b.work.read_stage(job.key, "filter", b.fp["filter"])
+        row = {"video_id": job.video_id, "path": job.rel_path, "duration_s": None, "fps": None,
+               "width": None, "height": None, "n_frames": None, "status": "error",
+               "error": entry.get("error")}
+        if entry["status"] == "ok" and shots and captions and figures:
+            row.update(shots["video"], status="ok", error=None)
+        elif entry["status"] != "error":
+            row["error"] = "not processed (run the missing stages or `scenetg build --resume`)"
+        video_rows.append(row)
+        if row["status"] != "ok":
+            summary.videos_failed += 1
+            summary.errors[job.video_id] = row["error"]
+            continue
+        summary.videos_ok += 1
+        caption_model, clip_model = captions["model"], figures["clip_model"]
+        split = assign_split(job.video_id, cfg.export.splits, cfg.export.split_salt)
+        for scene, text, fig in zip(shots["scenes"], captions["captions"], figures["figures"], strict=True):
+            scene_rows.append({"video_id": job.video_id, **scene})
+            audit_rows.append({
+                "sample_id": sample_id(job.video_id, scene["scene_index"], text),
+                "video_id": job.video_id,
+                "video_path": job.rel_path,
+                "duration_s": shots["video"]["duration_s"],
+                "start_s": scene["start_s"],
+                "end_s": scene["end_s"],
+                "scene_index": scene["scene_index"],
+                "query": text,
+                "caption_model": captions["model"],
+                "clip_model": figures["clip_model"],
+                **{k: fig[k] for k in ("clip_self", "clip_best_other", "clip_margin", "clip_rank",
+                                       "confusers", "kept", "drop_reason")},
+                "split": split,
+            })
+    summary.scenes = len(scene_rows)
+    summary.queries_generated = len(audit_rows)
+    kept = [{k: v for k, v in r.items() if k not in ("kept", "drop_reason")} for r in audit_rows if r["kept"]]
+    summary.queries_kept = len(kept)
+    for r in kept:
+        summary.split_counts[r["split"]] = summary.split_counts.get(r["split"], 0) + 1
+    write_videos_table(b.work.out, video_rows)
+    write_scenes_table(b.work.out, scene_rows)
+    drops: dict[str, int] = {}
+    for r in audit_rows:
+        if not r["kept"]:
+            drops[r["drop_reason"]] = drops.get(r["drop_reason"], 0) + 1
+    hours = sum(r["duration_s"] or 0.0 for r in video_rows if r["status"] == "ok") / 3600
+    write_dataset(b.work.out, kept, audit_rows, cfg.export, {
+        "caption_model": caption_model or cfg.captions.model,
+        "clip_model": clip_model or cfg.filter.clip_model,
+        "min_margin": cfg.filter.min_margin,
+        "n_videos": summary.videos_ok,
+        "hours": round(hours, 3),
+        "n_generated": summary.queries_generated,
+        "n_kept": summary.queries_kept,
+        "drop_counts": dict(sorted(drops.items())),
+        "split_counts": dict(sorted(summary.split_counts.items())),
+        "config": dataclasses.asdict(cfg),
+    })
+    b.manifest["counts"] = {
+        "videos_ok": summary.videos_ok, "videos_failed": summary.videos_failed,
+        "scenes": summary.scenes, "queries_generated": summary.queries_generated,
+        "queries_kept": summary.queries_kept, "drop_counts": drops,
+        "split_counts": summary.split_counts,
+    }
+    b.save_manifest()
+    return summary
+
+
+def build(
+    videos_dir: Path,
+    out_dir: Path,
+    cfg: BuildConfig,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+) -> BuildSummary:
+    """The whole build: discover videos, check models, run the stages, export Parquet + card."""
+    jobs = discover_videos(Path(videos_dir), cfg.extensions)
+    if not jobs:
+        raise ScenetgError(f"{videos_dir}: no videos found (extensions: {', '.join(cfg.extensions)})")
+    b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
+    b.models.check_available()
+    b.init_manifest(jobs, resume)
+    b.run_videos("filter", resume)
+    return b.export()

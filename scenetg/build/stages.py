@@ -1,0 +1,177 @@
+"""Per-video stage functions: shots+scenes, captions, ambiguity filter.
+
+Each takes one video and the models it needs, and returns JSON-able results; engines decide where
+they run, `pipeline.py` decides what is cached. Each decodes the video at most once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenetg.build.workdir import fingerprint
+from scenetg.config import BuildConfig
+
+ProgressFn = Callable[[int], None]
+
+
+def shots_fingerprint(cfg: BuildConfig) -> str:
+    return fingerprint(
+        {"shots": dataclasses.asdict(cfg.shots), "scenes": dataclasses.asdict(cfg.scenes),
+         "k": cfg.captions.frames_per_scene}
+    )
+
+
+def captions_fingerprint(cfg: BuildConfig) -> str:
+    c = cfg.captions
+    return fingerprint(
+        {"shots": shots_fingerprint(cfg), "backend": c.backend, "model": c.model, "prompt": c.prompt,
+         "max_new_tokens": c.max_new_tokens, "k": c.frames_per_scene, "side": c.max_frame_side}
+    )
+
+
+def filter_fingerprint(cfg: BuildConfig) -> str:
+    f = cfg.filter
+    return fingerprint(
+        {"captions": captions_fingerprint(cfg), "clip": f.clip_model, "margin": f.min_margin,
+         "k": f.frames_per_scene}
+    )
+
+
+def run_shots(path: Path, cfg: BuildConfig) -> dict[str, Any]:
+    """Probe, detect shots and assemble scenes for one video (raises VideoError on bad input)."""
+    from scenetg.build.scenes import assemble_scenes
+    from scenetg.build.shots import detect_shots
+    from scenetg.video.probe import probe_video
+
+    info = probe_video(path)
+    shots = detect_shots(path, cfg.shots, info)
+    scenes = assemble_scenes(shots, info.duration_s, cfg.scenes, cfg.captions.frames_per_scene)
+    video = {k: getattr(info, k) for k in ("duration_s", "fps", "width", "height", "n_frames")}
+    return {
+        "video": video,
+        "n_shots": len(shots),
+        "scenes": [dataclasses.asdict(s) for s in scenes],
+    }
+
+
+def _scene_frame_groups(
+    path: Path, times_per_scene: list[list[float]], max_side: int | None
+) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Yield (scene position, its frames) in time order from one decode pass of the video."""
+    from scenetg.video.frames import iter_frames_at
+
+    flat = [t for times in times_per_scene for t in times]
+    owner = [i for i, times in enumerate(times_per_scene) for _ in times]
+    current: list[np.ndarray] = []
+    for n, frame in enumerate(iter_frames_at(path, flat, max_side=max_side)):
+        current.append(frame)
+        if n + 1 == len(flat) or owner[n + 1] != owner[n]:
+            yield owner[n], current
+            current = []
+
+
+class CaptionCache:
+    """Append-only per-video caption cache (`captions.jsonl`): a killed run never re-captions.
+
+    Each line is keyed by the caption config and the scene's bounds, so a changed model, prompt
+    or scene re-captions only what changed. A torn last line (crash mid-write) is ignored.
+    """
+
+    def __init__(self, path: Path, config_fp: str):
+        self.path = Path(path)
+        self.config_fp = config_fp
+        self.entries: dict[str, str] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.entries[row["key"]] = row["caption"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+
+    def key(self, scene: dict[str, Any]) -> str:
+        return fingerprint([self.config_fp, scene["start_s"], scene["end_s"], scene["keyframe_times"]])
+
+    def get(self, scene: dict[str, Any]) -> str | None:
+        return self.entries.get(self.key(scene))
+
+    def put_many(self, scenes: list[dict[str, Any]], captions: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for scene, caption in zip(scenes, captions, strict=True):
+            k = self.key(scene)
+            self.entries[k] = caption
+            lines.append(json.dumps({"key": k, "scene_index": scene["scene_index"], "caption": caption}))
+        with open(self.path, "a", encoding="utf-8") as fh:
+            # A torn previous line must not swallow this one.
+            if fh.tell() > 0:
+                fh.write("\n")
+            fh.write("\n".join(lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def run_captions(
+    path: Path,
+    scenes: list[dict[str, Any]],
+    captioner: Any,
+    cfg: BuildConfig,
+    cache: CaptionCache,
+    on_scenes_done: ProgressFn | None = None,
+) -> list[str]:
+    """One caption per scene; cached scenes are not decoded or captioned again."""
+    from scenetg.build.captions import SceneFrames
+
+    todo = [s for s in scenes if cache.get(s) is None]
+    if on_scenes_done and len(todo) < len(scenes):
+        on_scenes_done(len(scenes) - len(todo))
+    batch: list[tuple[dict[str, Any], SceneFrames]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        texts = captioner.caption_scenes([sf for _, sf in batch])
+        cache.put_many([s for s, _ in batch], texts)
+        if on_scenes_done:
+            on_scenes_done(len(batch))
+        batch.clear()
+
+    if todo:
+        groups = _scene_frame_groups(
+            path, [s["keyframe_times"] for s in todo], cfg.captions.max_frame_side
+        )
+        for pos, frames in groups:
+            scene = todo[pos]
+            batch.append((scene, SceneFrames(frames=frames, times_s=list(scene["keyframe_times"]))))
+            if len(batch) >= cfg.captions.batch_size:
+                flush()
+        flush()
+    return [cache.get(s) or "" for s in scenes]
+
+
+def run_filter(
+    path: Path, scenes: list[dict[str, Any]], captions: list[str], clip: Any, cfg: BuildConfig
+) -> list[dict[str, Any]]:
+    """CLIP ambiguity filter for one video's queries: one figure set per scene's query."""
+    from scenetg.build.ambiguity import filter_queries, scene_embedding
+    from scenetg.video.frames import sample_times
+
+    k = cfg.filter.frames_per_scene
+    times = [sample_times(s["start_s"], s["end_s"], k) for s in scenes]
+    scene_embs = [None] * len(scenes)
+    # Image side: CLIP's preprocess resizes to its own input size; decode no larger than needed.
+    side = max(224, int(getattr(clip, "image_size", 224)))
+    for pos, frames in _scene_frame_groups(path, times, side):
+        scene_embs[pos] = scene_embedding(clip.encode_images(frames))
+    text_emb = clip.encode_text([c if c.strip() else " " for c in captions])
+    figures = filter_queries(
+        text_emb, np.stack(scene_embs), cfg.filter.min_margin, empty=[not c.strip() for c in captions]
+    )
+    return figures

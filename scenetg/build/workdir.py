@@ -1,0 +1,148 @@
+"""The build folder `OUT/`: video discovery, per-video stage files, and the manifest.
+
+Every write here is atomic (temp file + fsync + rename), so a crash or SIGKILL leaves either the
+old or the new file, never half of one. Per-video stage results live in `OUT/work/<key>/`; a
+video whose stage file exists (with the same stage fingerprint) is not recomputed on `--resume`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scenetg.errors import ScenetgError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One input video: its id (relative path without extension), absolute path and work key."""
+
+    video_id: str
+    rel_path: str
+    path: Path
+    key: str
+
+
+def video_key(video_id: str) -> str:
+    """A filesystem-safe, collision-free folder name for a video_id (readable prefix + hash)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id)[-48:].strip("_.") or "video"
+    return f"{safe}-{hashlib.sha1(video_id.encode()).hexdigest()[:10]}"
+
+
+def discover_videos(videos_dir: Path, extensions: list[str]) -> list[VideoJob]:
+    """All files under `videos_dir` (recursively) whose extension is one of `extensions`.
+
+    Dangling symlinks are included on purpose: they become per-video error rows, not silence.
+    Sorted by relative path so every run sees the same order.
+    """
+    videos_dir = Path(videos_dir)
+    if not videos_dir.is_dir():
+        raise ScenetgError(f"{videos_dir}: not a folder (--videos)")
+    exts = {"." + e.lower().lstrip(".") for e in extensions}
+    jobs = []
+    for root, dirs, files in os.walk(videos_dir, followlinks=False):
+        dirs.sort()
+        for name in files:
+            path = Path(root) / name
+            if path.suffix.lower() not in exts:
+                continue
+            rel = path.relative_to(videos_dir).as_posix()
+            video_id = rel[: -len(path.suffix)]
+            jobs.append(VideoJob(video_id, rel, path.absolute(), video_key(video_id)))
+    jobs.sort(key=lambda j: j.rel_path)
+    ids = [j.video_id for j in jobs]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ScenetgError(
+            f"{videos_dir}: several files share the video_id {dupes[0]!r} (same name, other extension)"
+        )
+    return jobs
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of a JSON-able object (a stage's config), to tell stale stage files."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class WorkDir:
+    """Paths and manifest of one build folder."""
+
+    def __init__(self, out_dir: Path):
+        self.out = Path(out_dir)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out / MANIFEST
+
+    def video_dir(self, key: str) -> Path:
+        return self.out / "work" / key
+
+    def stage_path(self, key: str, stage: str) -> Path:
+        return self.video_dir(key) / f"{stage}.json"
+
+    def read_stage(self, key: str, stage: str, stage_fp: str) -> Any | None:
+        """The stage's stored result, or None if missing or made with another config."""
+        path = self.stage_path(key, stage)
+        if not path.is_file():
+            return None
+        try:
+            doc = read_json(path)
+        except (OSError, json.JSONDecodeError):
+            return None
+        if doc.get("fingerprint") != stage_fp:
+            return None
+        return doc["result"]
+
+    def write_stage(self, key: str, stage: str, stage_fp: str, result: Any) -> None:
+        write_json_atomic(self.stage_path(key, stage), {"fingerprint": stage_fp, "result": result})
+
+    def load_manifest(self) -> dict[str, Any] | None:
+        if not self.manifest_path.is_file():
+            return None
+        try:
+            return read_json(self.manifest_path)
+        except json.JSONDecodeError as exc:
+            raise ScenetgError(f"{self.manifest_path}: corrupt manifest ({exc.msg})") from exc
+
+    def save_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json_atomic(self.manifest_path, manifest)
+
+    def require_manifest(self) -> dict[str, Any]:
+        manifest = self.load_manifest()
+        if manifest is None:
+            raise ScenetgError(f"{self.out}: no {MANIFEST}; run `scenetg shots --videos DIR --out {self.out}` first")
+        return manifest

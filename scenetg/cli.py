@@ -1,0 +1,255 @@
+"""`scenetg` command line: parses arguments and calls the library; no stage logic lives here.
+
+Exit codes: 0 success; 1 unexpected failure; 2 bad input or usage; 3 finished, but some videos
+failed (their rows in videos.parquet say why).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scenetg.errors import ScenetgError
+
+app = typer.Typer(
+    help="SceneTG: long-video temporal grounding — build datasets, train with GRPO, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Model utilities (tiny offline models).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=True)
+out_console = Console()
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+# ----- shared options --------------------------------------------------------------------------
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Build config YAML (default: built-in defaults).")]
+CaptionModelOpt = Annotated[str | None, typer.Option("--caption-model", help="Captioner: HF id or local folder (overrides captions.model).")]
+ClipModelOpt = Annotated[str | None, typer.Option("--clip-model", help="OpenCLIP `arch:pretrained`, hf-hub:ID or local folder (overrides filter.clip_model).")]
+
+
+def _load_config(config: Path | None, caption_model: str | None = None, clip_model: str | None = None,
+                 engine: str | None = None, base: dict | None = None):
+    from scenetg.config import load_build_config
+
+    overrides = {}
+    if caption_model:
+        overrides["captions.model"] = caption_model
+    if clip_model:
+        overrides["filter.clip_model"] = clip_model
+    if engine:
+        overrides["engine.name"] = engine
+    return load_build_config(config, overrides, base=base)
+
+
+def _print_summary(summary, title: str) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("output", str(summary.out_dir))
+    table.add_row("videos ok / failed", f"{summary.videos_ok} / {summary.videos_failed}")
+    table.add_row("scenes", str(summary.scenes))
+    table.add_row("queries generated / kept", f"{summary.queries_generated} / {summary.queries_kept}")
+    if summary.split_counts:
+        table.add_row("kept per split", ", ".join(f"{k} {v}" for k, v in sorted(summary.split_counts.items())))
+    for stage, secs in summary.stage_seconds.items():
+        table.add_row(f"time {stage}", f"{secs:.1f} s")
+    out_console.print(table)
+    for vid, err in sorted(summary.errors.items()):
+        console.print(f"[red]failed[/] {vid}: {err}", highlight=False)
+
+
+def _finish(summary, title: str) -> None:
+    _print_summary(summary, title)
+    if summary.exit_code:
+        console.print(f"finished; {summary.videos_failed} video(s) failed (see videos.parquet)")
+        raise typer.Exit(summary.exit_code)
+
+
+# ----- build -----------------------------------------------------------------------------------
+@app.command()
+def build(
+    videos: Annotated[Path, typer.Option("--videos", help="Folder of videos (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset folder.")],
+    config: ConfigOpt = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="local or ray (overrides engine.name).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip finished videos and cached stages.")] = False,
+    caption_model: CaptionModelOpt = None,
+    clip_model: ClipModelOpt = None,
+) -> None:
+    """Build a grounding dataset: shots -> scenes -> captions -> CLIP filter -> Parquet + card."""
+    from scenetg.build.pipeline import build as run_build
+    from scenetg.progress import rich_reporter
+
+    cfg = _load_config(config, caption_model, clip_model, engine)
+    with rich_reporter(console) as reporter:
+        summary = run_build(videos, out, cfg, resume=resume, reporter=reporter)
+    _finish(summary, "scenetg build")
+
+
+@app.command()
+def shots(
+    videos: Annotated[Path, typer.Option("--videos", help="Folder of videos (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset folder.")],
+    config: ConfigOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip videos already done.")] = False,
+) -> None:
+    """Stage 1 alone: probe videos, detect shots, assemble scenes (OUT/work/*/shots.json)."""
+    from scenetg.build.pipeline import Build
+    from scenetg.build.workdir import discover_videos
+    from scenetg.progress import rich_reporter
+
+    cfg = _load_config(config)
+    jobs = discover_videos(videos, cfg.extensions)
+    if not jobs:
+        raise ScenetgError(f"{videos}: no videos found")
+    with rich_reporter(console) as reporter:
+        b = Build(out, cfg, videos, reporter)
+        b.init_manifest(jobs, resume)
+        b.run_videos("shots", resume)
+    _stage_report(b, "shots")
+
+
+def _stage_report(b, stage: str) -> None:
+    videos = b.manifest["videos"]
+    failed = {k: v["error"] for k, v in videos.items() if v["status"] == "error"}
+    out_console.print(f"{stage}: {len(videos) - len(failed)} video(s) done, {len(failed)} failed -> {b.work.out}")
+    for vid, err in sorted(failed.items()):
+        console.print(f"[red]failed[/] {vid}: {err}", highlight=False)
+    if failed:
+        raise typer.Exit(3)
+
+
+def _stage_command(out: Path, stage: str, config: Path | None, caption_model: str | None,
+                   clip_model: str | None) -> None:
+    from scenetg.build.pipeline import Build
+    from scenetg.build.workdir import WorkDir
+    from scenetg.progress import rich_reporter
+
+    manifest = WorkDir(out).require_manifest()
+    cfg = _load_config(config, caption_model, clip_model, base=manifest["config"])
+    with rich_reporter(console) as reporter:
+        b = Build.open(out, cfg, reporter)
+        _check_stage_models(b, stage)
+        b.run_videos(stage, resume=True)
+    _stage_report(b, stage)
+
+
+def _check_stage_models(b, stage: str) -> None:
+    from scenetg.build.captions import check_caption_model
+    from scenetg.models.clip import check_clip_available
+
+    if stage == "captions":
+        check_caption_model(b.cfg.captions)
+    if stage == "filter":
+        check_clip_available(b.cfg.filter.clip_model)
+
+
+@app.command()
+def captions(
+    out: Annotated[Path, typer.Argument(help="Dataset folder made by `scenetg shots`.")],
+    config: ConfigOpt = None,
+    caption_model: CaptionModelOpt = None,
+) -> None:
+    """Stage 2 alone: caption every scene (cached per scene; a re-run never re-captions)."""
+    _stage_command(out, "captions", config, caption_model, None)
+
+
+@app.command("filter")
+def filter_(
+    out: Annotated[Path, typer.Argument(help="Dataset folder with captions.")],
+    config: ConfigOpt = None,
+    clip_model: ClipModelOpt = None,
+) -> None:
+    """Stage 3 alone: the CLIP ambiguity filter on every video's queries."""
+    _stage_command(out, "filter", config, None, clip_model)
+
+
+@app.command()
+def export(out: Annotated[Path, typer.Argument(help="Dataset folder with filtered queries.")]) -> None:
+    """Stage 4 alone: write videos/scenes/data/audit Parquet and the dataset card."""
+    from scenetg.build.pipeline import Build
+
+    b = Build.open(out)
+    _finish(b.export(), "scenetg export")
+
+
+# ----- models ----------------------------------------------------------------------------------
+@models_app.command("make-tiny")
+def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen/ and clip/ into.")]) -> None:
+    """Write a tiny random Qwen2.5-VL and a tiny OpenCLIP, saved like real checkpoints."""
+    from scenetg.models.tiny import make_tiny_models
+
+    paths = make_tiny_models(out_dir)
+    for name, path in paths.items():
+        out_console.print(f"{name}: {path}")
+    out_console.print(f"use: --caption-model {paths['qwen']} --clip-model {paths['clip']}")
+
+
+# ----- demo ------------------------------------------------------------------------------------
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's videos, models and dataset.")] = Path("demo_out"),
+    config: Annotated[Path, typer.Option("--config", "-c", help="Demo build config.")] = Path("pipelines/demo/build.yaml"),
+    assets: Annotated[Optional[Path], typer.Option("--assets", help="Folder of real sample clips (default: ../shared/assets/videos when present).")] = None,
+) -> None:
+    """End-to-end offline run: sample videos + tiny models -> build -> report, in minutes on CPU."""
+    from scenetg.demo import default_assets_dir, run_demo
+    from scenetg.progress import rich_reporter
+
+    with rich_reporter(console) as reporter:
+        paths, summary = run_demo(out, config, assets or default_assets_dir(), reporter)
+    _print_summary(summary, "scenetg demo: build")
+    out_console.print(f"\nDataset: {paths.dataset}")
+    out_console.print(f"  card:    {paths.dataset / 'README.md'}")
+    out_console.print(f"  queries: {paths.dataset / 'data'}   audit: {paths.dataset / 'audit'}")
+    out_console.print(f"  load:    python -c \"import datasets; print(datasets.load_dataset('{paths.dataset}'))\"")
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+# ----- entry point -----------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="scenetg", standalone_mode=False)
+        return int(code or 0)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.print("interrupted; finished videos are kept — re-run with --resume")
+        return 130
+    except ScenetgError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+    except Exception as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        console.print(f"[red]error:[/] {type(exc).__name__}: {exc} (re-run with --debug for the traceback)", highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

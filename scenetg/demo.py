@@ -1,0 +1,81 @@
+"""`scenetg demo`: the whole system offline on a CPU in minutes.
+
+Makes a small corpus (synthetic multi-scene videos, plus the real sample clips when the shared
+assets folder is there), makes the tiny models, and runs the build with pipelines/demo/build.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from scenetg.progress import Reporter
+
+# (name, scene durations in seconds, fps, variable frame rate)
+SYNTHETIC_VIDEOS = [
+    ("synthetic/kitchen_25fps.mp4", [3.0, 2.5, 4.0, 3.0, 2.0], 25.0, False),
+    ("synthetic/street_29.97fps.mp4", [2.0, 3.5, 3.0, 2.5], 30000 / 1001, False),
+    ("synthetic/garden vfr ü.mp4", [3.0, 3.0, 2.0, 4.0], 24.0, True),
+]
+REAL_CLIPS = [
+    "charades/3MSZA.mp4",
+    "pyscenedetect/testvideo.mp4",
+    "pyscenedetect/goldeneye-vfr-drop3.mp4",
+]
+
+
+@dataclass
+class DemoPaths:
+    videos: Path
+    models: Path
+    dataset: Path
+
+
+def default_assets_dir() -> Path | None:
+    """../shared/assets/videos next to the project checkout, when present."""
+    here = Path(__file__).resolve().parents[2]
+    for cand in (Path.cwd().parent / "shared" / "assets" / "videos", here.parent / "shared" / "assets" / "videos"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def make_corpus(videos_dir: Path, assets_dir: Path | None) -> list[Path]:
+    """Write the synthetic videos (skipping existing ones) and link the real clips."""
+    from scenetg.video.synthetic import write_synthetic_video
+
+    made = []
+    for i, (name, durations, fps, vfr) in enumerate(SYNTHETIC_VIDEOS):
+        path = videos_dir / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(".tmp-" + path.name)
+            write_synthetic_video(tmp, durations, fps, size=(320, 180), vfr=vfr, seed=i)
+            os.replace(tmp, path)
+        made.append(path)
+    if assets_dir is not None:
+        for rel in REAL_CLIPS:
+            src = assets_dir / rel
+            dst = videos_dir / "real" / rel
+            if src.is_file() and not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(src.resolve(), dst)
+            if dst.exists():
+                made.append(dst)
+    return made
+
+
+def run_demo(out: Path, config: Path, assets_dir: Path | None, reporter: Reporter | None = None):
+    """Corpus -> tiny models -> build. Returns (paths, build summary)."""
+    from scenetg.build.pipeline import build
+    from scenetg.config import load_build_config
+    from scenetg.models.tiny import make_tiny_models
+
+    out = Path(out)
+    paths = DemoPaths(out / "videos", out / "models", out / "dataset")
+    make_corpus(paths.videos, assets_dir)
+    models = make_tiny_models(paths.models)
+    cfg = load_build_config(config, {"captions.model": str(models["qwen"]), "filter.clip_model": str(models["clip"])})
+    summary = build(paths.videos, paths.dataset, cfg, resume=True, reporter=reporter)
+    return paths, summary

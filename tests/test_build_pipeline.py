@@ -1,0 +1,190 @@
+"""End-to-end `scenetg build` with the tiny models: outputs, bad inputs, exit codes, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from scenetg.cli import main
+from scenetg.video.synthetic import write_synthetic_video
+
+pytestmark = pytest.mark.slow
+
+
+def _build_args(videos: Path, out: Path, models: dict[str, Path], *extra: str) -> list[str]:
+    return [
+        "build", "--videos", str(videos), "--out", str(out),
+        "--config", str(Path(__file__).parents[1] / "pipelines" / "demo" / "build.yaml"),
+        "--caption-model", str(models["qwen"]), "--clip-model", str(models["clip"]), *extra,
+    ]
+
+
+def _make_good_videos(folder: Path, n: int = 3) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    specs = [([2.0, 1.5, 2.5], 25.0), ([1.5, 2.0], 24.0), ([2.0, 2.0, 1.5], 30000 / 1001)]
+    names = ["alpha.mp4", "sub dir/beta ü.mp4", "gamma.mkv"]
+    for i in range(n):
+        path = folder / names[i]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        durations, fps = specs[i]
+        write_synthetic_video(path, durations, fps, size=(160, 96), seed=i)
+
+
+def _write_audio_only(path: Path) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=16000)
+        s.layout = "mono"
+        for i in range(20):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            frame.pts = i * 1024
+            for pkt in s.encode(frame):
+                c.mux(pkt)
+        for pkt in s.encode(None):
+            c.mux(pkt)
+
+
+def _make_bad_videos(folder: Path, good: Path) -> dict[str, str]:
+    """Bad inputs next to good ones; returns video_id -> expected error substring."""
+    (folder / "empty.mp4").write_bytes(b"")
+    data = good.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (folder / "notes.mp4").write_text("this is not a video\n")
+    _write_audio_only(folder / "audio only.mp4")
+    write_synthetic_video(folder / "one_frame.mp4", [1 / 25], 25.0, size=(64, 48))
+    os.symlink(folder / "does-not-exist.mp4", folder / "dangling.mp4")
+    return {
+        "empty": "empty",
+        "truncated": "",
+        "notes": "",
+        "audio only": "no video stream",
+        "one_frame": "frame",
+        "dangling": "",
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_models):
+    root = tmp_path_factory.mktemp("build")
+    videos = root / "videos"
+    _make_good_videos(videos)
+    expected_errors = _make_bad_videos(videos, videos / "alpha.mp4")
+    out = root / "out"
+    code = main(_build_args(videos, out, tiny_models))
+    return {"root": root, "videos": videos, "out": out, "code": code, "errors": expected_errors}
+
+
+def test_build_writes_the_layout(built):
+    out = built["out"]
+    for rel in ("manifest.json", "videos.parquet", "scenes.parquet", "README.md"):
+        assert (out / rel).is_file(), rel
+    assert list((out / "audit").glob("queries-*.parquet"))
+    assert list((out / "data").glob("*.parquet"))
+
+
+def test_bad_videos_give_error_rows_and_exit_code_3(built):
+    assert built["code"] == 3
+    videos = pq.read_table(built["out"] / "videos.parquet").to_pylist()
+    by_id = {r["video_id"]: r for r in videos}
+    assert by_id["alpha"]["status"] == "ok"
+    assert by_id["sub dir/beta ü"]["status"] == "ok"
+    assert by_id["gamma"]["status"] == "ok"
+    for vid, needle in built["errors"].items():
+        row = by_id[vid]
+        assert row["status"] == "error", vid
+        assert row["error"] and "\n" not in row["error"], vid
+        assert needle.lower() in row["error"].lower(), (vid, row["error"])
+        assert row["path"].startswith(vid), row
+
+
+def test_good_videos_have_scenes_and_queries(built):
+    scenes = pq.read_table(built["out"] / "scenes.parquet").to_pylist()
+    audit = pq.read_table(built["out"] / "audit").to_pylist()
+    assert {s["video_id"] for s in scenes} == {"alpha", "sub dir/beta ü", "gamma"}
+    assert len(audit) == len(scenes)
+    for row in audit:
+        assert row["start_s"] < row["end_s"] <= row["duration_s"] + 1e-6
+        assert row["caption_model"] and row["clip_model"]
+    alpha = [s for s in scenes if s["video_id"] == "alpha"]
+    assert alpha[0]["start_s"] == 0.0
+    assert alpha[-1]["end_s"] == pytest.approx(6.0, abs=0.05)
+
+
+def test_rerun_is_byte_identical_and_manifest_is_complete(built, tiny_models):
+    out = built["out"]
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")}
+    code = main(_build_args(built["videos"], out, tiny_models, "--resume"))
+    assert code == 3
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")}
+    assert before == after
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["videos_ok"] == 3
+    assert manifest["config"]["captions"]["model"] == str(tiny_models["qwen"])
+
+
+def test_unknown_model_fails_fast_with_the_flag_named(tmp_path, capsys):
+    videos = tmp_path / "v"
+    _make_good_videos(videos, n=1)
+    code = main(["build", "--videos", str(videos), "--out", str(tmp_path / "o"),
+                 "--caption-model", str(tmp_path / "no-such-model"), "--clip-model", str(tmp_path / "nope")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--caption-model" in err and "no-such-model" in err
+    assert not (tmp_path / "o" / "work").exists(), "no video work may start before the model check"
+
+
+def test_missing_videos_folder_is_a_usage_error(tmp_path, capsys):
+    assert main(["build", "--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def _wait_for_first_done(manifest: Path, proc: subprocess.Popen, timeout_s: float = 240) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("build finished before it could be killed")
+        try:
+            videos = json.loads(manifest.read_text())["videos"]
+            if any(v["status"] == "ok" for v in videos.values()):
+                return
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.05)
+    pytest.fail("no video finished in time")
+
+
+def test_resume_after_sigkill_equals_an_unkilled_run(tmp_path, tiny_models):
+    videos = tmp_path / "videos"
+    _make_good_videos(videos)
+    reference = tmp_path / "reference"
+    assert main(_build_args(videos, reference, tiny_models)) == 0
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scenetg.cli", *_build_args(videos, killed, tiny_models)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_first_done(killed / "manifest.json", proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    statuses = [v["status"] for v in json.loads((killed / "manifest.json").read_text())["videos"].values()]
+    assert "ok" in statuses and statuses.count("ok") < len(statuses)
+
+    assert main(_build_args(videos, killed, tiny_models, "--resume")) == 0
+    ref_files = sorted(p.relative_to(reference) for p in reference.rglob("*.parquet"))
+    assert ref_files == sorted(p.relative_to(killed) for p in killed.rglob("*.parquet"))
+    for rel in ref_files:
+        assert (reference / rel).read_bytes() == (killed / rel).read_bytes(), rel
