@@ -1,0 +1,206 @@
+"""OpenCLIP encoders for the ambiguity filter: L2-normalised text and image embeddings.
+
+A model is named as a local folder (open_clip's ``local-dir:`` layout: ``open_clip_config.json`` +
+weights), an ``arch:pretrained`` pair (``ViT-L-14:openai``) or ``hf-hub:ORG/NAME``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenetg.errors import ModelError
+from scenetg.models.qwen import hub_file_problem, hub_offline, resolve_device
+
+CLIP_MODEL_FLAG = "--clip-model"
+LOCAL_DIR_PREFIX = "local-dir:"
+HF_HUB_PREFIX = "hf-hub:"
+_HF_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class _ClipSource:
+    """A parsed model name: what to pass to open_clip, and the stable name to record."""
+
+    model_name: str
+    pretrained: str | None
+    name: str
+
+
+def _fail(name: str, why: str) -> ModelError:
+    return ModelError(
+        f"CLIP model {name!r}: {why}; set {CLIP_MODEL_FLAG} (arch:pretrained, hf-hub:ORG/NAME or a folder)"
+    )
+
+
+def _local_source(name: str, folder: Path) -> _ClipSource:
+    config = folder / "open_clip_config.json"
+    if not folder.is_dir():
+        raise _fail(name, "no such model folder")
+    if not config.is_file():
+        raise _fail(name, "folder has no open_clip_config.json")
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise _fail(name, f"unreadable open_clip_config.json ({type(exc).__name__})") from exc
+    if "model_cfg" not in data:
+        raise _fail(name, "open_clip_config.json has no model_cfg")
+    if not any(folder.glob(pattern) for pattern in ("*.safetensors", "*.bin", "*.pth")):
+        raise _fail(name, "folder has no weights (*.safetensors, *.bin, *.pth)")
+    stable = str(data.get("model_name") or folder.resolve().name)
+    return _ClipSource(f"{LOCAL_DIR_PREFIX}{folder}", None, stable)
+
+
+def _resolve(name_or_path: str | Path) -> _ClipSource:
+    """Parse and check a model name without loading anything (cache lookups or one HEAD request)."""
+    import open_clip
+    from open_clip.pretrained import get_pretrained_cfg
+
+    name = str(name_or_path)
+    if name.startswith(LOCAL_DIR_PREFIX):
+        return _local_source(name, Path(name[len(LOCAL_DIR_PREFIX) :]).expanduser())
+    if name.startswith(HF_HUB_PREFIX):
+        repo = name[len(HF_HUB_PREFIX) :]
+        problem = hub_file_problem(repo, ["open_clip_config.json"])
+        if problem:
+            raise _fail(name, f"not a local folder and {problem}")
+        return _ClipSource(name, None, name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _local_source(name, path)
+    if ":" not in name:
+        if name.startswith((".", "/", "~")) or os.sep in name:
+            raise _fail(name, "no such model folder")
+        raise _fail(name, "no pretrained weights named (use arch:pretrained, e.g. ViT-L-14:openai)")
+    arch, tag = name.split(":", 1)
+    arch = arch.replace("/", "-")
+    if arch not in open_clip.list_models():
+        raise _fail(name, f"unknown OpenCLIP architecture {arch!r}")
+    if os.path.isfile(tag):
+        return _ClipSource(arch, tag, f"{arch}:{Path(tag).name}")
+    cfg = get_pretrained_cfg(arch, tag)
+    if not cfg:
+        known = open_clip.list_pretrained_tags_by_model(arch)
+        tags = ", ".join(known[:6]) + (", ..." if len(known) > 6 else "") if known else "none"
+        raise _fail(name, f"unknown pretrained tag {tag!r} (known: {tags})")
+    hf_hub = cfg.get("hf_hub", "")
+    if hf_hub:
+        repo, filename = os.path.split(hf_hub)  # "org/name/" means open_clip's default file name
+        if not filename:
+            files = list(_HF_WEIGHTS)
+        elif filename.endswith((".bin", ".pth")):
+            files = [os.path.splitext(filename)[0] + ".safetensors", filename]
+        else:
+            files = [filename]
+        problem = hub_file_problem(repo, files)
+        if problem:
+            raise _fail(name, f"weights ({repo}) {problem}")
+    else:
+        url = cfg.get("url", "")
+        cached = Path("~/.cache/clip").expanduser() / os.path.basename(url)
+        if not cached.is_file() and hub_offline():
+            raise _fail(name, f"weights not in ~/.cache/clip and offline ({os.path.basename(url)})")
+    return _ClipSource(arch, tag, f"{arch}:{tag}")
+
+
+def check_clip_available(name_or_path: str | Path) -> str:
+    """Raise ModelError (one line, naming ``--clip-model``) unless the model can be loaded.
+
+    Cheap: parses the name, looks in the local folder or the Hugging Face cache, and only when
+    online asks the Hub for one file's metadata. Returns the stable name to record.
+    """
+    return _resolve(name_or_path).name
+
+
+class ClipEncoder:
+    """An OpenCLIP model with its inference preprocess and tokenizer; outputs are L2-normalised float32."""
+
+    def __init__(
+        self,
+        model: Any,
+        preprocess: Any,
+        tokenizer: Any,
+        name: str,
+        device: str,
+        batch_size: int = 64,
+    ):
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name = name
+        """Stable model name for the Parquet ``clip_model`` column (never an absolute path)."""
+        self.device = device
+        self.batch_size = batch_size
+        self._dim: int | None = getattr(getattr(model, "visual", None), "output_dim", None)
+        size = getattr(getattr(model, "visual", None), "image_size", 224)
+        self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
+        """Side of the model's square input, so callers can decode frames no larger than needed."""
+
+    @property
+    def dim(self) -> int:
+        """Embedding size."""
+        if self._dim is None:
+            self._dim = int(self.encode_text([""]).shape[1])
+        return self._dim
+
+    def _run(self, items: Sequence[Any], batch_size: int | None, encode) -> np.ndarray:
+        import torch
+
+        size = batch_size or self.batch_size
+        if len(items) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        chunks = []
+        with torch.inference_mode():
+            for i in range(0, len(items), size):
+                emb = encode(items[i : i + size]).float()
+                emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                chunks.append(emb.cpu().numpy())
+        return np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
+
+    def encode_text(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """(N, d) embeddings of `texts` with open_clip's own tokenizer."""
+
+        def encode(batch):
+            tokens = self.tokenizer(list(batch)).to(self.device)
+            return self.model.encode_text(tokens)
+
+        return self._run(list(texts), batch_size, encode)
+
+    def encode_images(
+        self, images: Sequence[np.ndarray], batch_size: int | None = None
+    ) -> np.ndarray:
+        """(N, d) embeddings of RGB uint8 HxWx3 frames, through open_clip's inference preprocess."""
+        import torch
+        from PIL import Image
+
+        def encode(batch):
+            pixels = torch.stack(
+                [self.preprocess(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in batch]
+            )
+            return self.model.encode_image(pixels.to(self.device))
+
+        return self._run(list(images), batch_size, encode)
+
+
+def load_clip(name_or_path: str | Path, device: str = "auto", batch_size: int = 64) -> ClipEncoder:
+    """Load an OpenCLIP model (folder, ``arch:pretrained`` or ``hf-hub:``) as a ClipEncoder in eval mode."""
+    import open_clip
+
+    source = _resolve(name_or_path)
+    dev = resolve_device(device)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            source.model_name, pretrained=source.pretrained, device=dev
+        )
+        tokenizer = open_clip.get_tokenizer(source.model_name)
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(str(name_or_path), f"cannot be loaded ({first})") from exc
+    model.eval()
+    return ClipEncoder(model, preprocess, tokenizer, source.name, dev, batch_size)
