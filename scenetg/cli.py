@@ -191,6 +191,51 @@ def export(out: Annotated[Path, typer.Argument(help="Dataset folder with filtere
     _finish(b.export(), "scenetg export")
 
 
+@app.command()
+def inspect(
+    out: Annotated[Path, typer.Argument(help="Built dataset folder.")],
+    html_report: Annotated[bool, typer.Option("--html/--no-html", help="Also write OUT/report/index.html.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the statistics as one JSON object.")] = False,
+) -> None:
+    """Dataset statistics and an HTML report with scene thumbnails, queries and filter figures."""
+    import json
+
+    from scenetg.build.report import dataset_stats, write_report
+    from scenetg.build.workdir import WorkDir
+
+    stats = dataset_stats(out)
+    if json_out:
+        print(json.dumps(stats, sort_keys=True))
+    else:
+        table = Table(title=f"scenetg inspect {out}", show_header=False, title_justify="left")
+        for key, value in stats.items():
+            if key != "errors":
+                table.add_row(key, str(value))
+        out_console.print(table)
+    if html_report:
+        manifest = WorkDir(out).require_manifest()
+        with console.status("writing report"):
+            path = write_report(out, Path(manifest["videos_dir"]))
+        console.print(f"report: {path}")
+
+
+@app.command()
+def publish(
+    out: Annotated[Path, typer.Argument(help="Built dataset folder.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repo, USER/NAME.")] = "",
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only validate the folder.")] = False,
+) -> None:
+    """Push Parquet shards + dataset card to the Hugging Face Hub (huggingface_hub)."""
+    from scenetg.build.publish import publish as run_publish
+
+    if not dry_run and "/" not in repo_id:
+        raise ScenetgError("--repo-id must be USER/NAME")
+    files = run_publish(out, repo_id, private=private, dry_run=dry_run)
+    verb = "would upload" if dry_run else f"uploaded to {repo_id}:"
+    out_console.print(f"{verb} {len(files)} file(s) from {out}")
+
+
 # ----- models ----------------------------------------------------------------------------------
 @models_app.command("make-tiny")
 def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen/ and clip/ into.")]) -> None:
@@ -208,7 +253,7 @@ def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's videos, models and dataset.")] = Path("demo_out"),
     config: Annotated[Path, typer.Option("--config", "-c", help="Demo build config.")] = Path("pipelines/demo/build.yaml"),
-    assets: Annotated[Optional[Path], typer.Option("--assets", help="Folder of real sample clips (default: ../shared/assets/videos when present).")] = None,
+    assets: Annotated[Path | None, typer.Option("--assets", help="Folder of real sample clips (default: ../shared/assets/videos when present).")] = None,
 ) -> None:
     """End-to-end offline run: sample videos + tiny models -> build -> report, in minutes on CPU."""
     from scenetg.demo import default_assets_dir, run_demo

@@ -205,7 +205,7 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}")
     kwargs = {}
     for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None  # noqa: E501
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
         if dataclasses.is_dataclass(default) and value is not None:
             kwargs[name] = _from_dict(type(default), value, f"{where}.{name}".lstrip("."))
         else:

@@ -149,7 +149,9 @@ def run_captions(
         )
         for pos, frames in groups:
             scene = todo[pos]
-            batch.append((scene, SceneFrames(frames=frames, times_s=list(scene["keyframe_times"]))))
+            batch.append((scene, SceneFrames(
+                frames=frames, times_s=list(scene["keyframe_times"]),
+                duration_s=scene["end_s"] - scene["start_s"])))
             if len(batch) >= cfg.captions.batch_size:
                 flush()
         flush()
