@@ -1,0 +1,140 @@
+"""Eval metrics throughput: vectorised `compute_metrics` against the plain per-query loop.
+
+Both apply the same rules to the same 1,000,000 synthetic predictions (quick: 100,000), side by
+side in one run; the loop is `reference_metrics_loop`, the way public reference scripts do it.
+Synthetic mix: 70% one GT window, 30% 2-5 (QVHighlights-like), 2% unknown durations, 3% missing,
+3% null, the rest random intervals (some reversed or outside the video). Predictions are keyed
+in shuffled order (the general lookup path).
+
+Rows (each time the best of `repeats` runs):
+- loop: `reference_metrics_loop(records, predictions)`.
+- end to end: `compute_metrics(records, predictions)`, building the GT arrays from the records.
+- metric computation: `compute_metrics(gt, predictions)` with `gt = GroundTruth.from_records`
+  built once when the annotations load (as `scenetg eval` does): aligns the dict, then the math.
+- array math only: `metrics_from_arrays(preds, gt)` on predictions already aligned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import time
+
+from scenetg.eval.metrics import (
+    GroundTruth,
+    align_predictions,
+    compute_metrics,
+    metrics_from_arrays,
+    reference_metrics_loop,
+)
+from scenetg.eval.records import GroundingRecord
+
+TARGET_RATIO = 20.0
+
+
+def synthetic(n: int, seed: int = 0):
+    """`n` records and their predictions dict (qid -> (s, e) | None), seeded."""
+    rng = random.Random(seed)
+    records, preds = [], {}
+    for i in range(n):
+        duration = None if rng.random() < 0.02 else rng.uniform(10.0, 600.0)
+        span = duration or 600.0
+        k = 1 if rng.random() < 0.7 else rng.randint(2, 5)
+        windows = []
+        for _ in range(k):
+            s = rng.uniform(0.0, span * 0.9)
+            windows.append((s, min(s + rng.uniform(0.5, span * 0.5), span)))
+        qid = f"q{i:07d}"
+        records.append(GroundingRecord(qid, f"v{i % 5000}", duration, "query", windows))
+        r = rng.random()
+        if r < 0.03:
+            continue
+        if r < 0.06:
+            preds[qid] = None
+            continue
+        s = rng.uniform(-5.0, span)
+        preds[qid] = (s, s + rng.uniform(-2.0, span * 0.5))
+    keys = list(preds)
+    rng.shuffle(keys)
+    return records, {q: preds[q] for q in keys}
+
+
+def _best_time(fn, repeats: int):
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def run(quick: bool = False) -> dict:
+    """Time the loop and the vectorised paths; return figures and a Markdown table."""
+    n = 100_000 if quick else 1_000_000
+    repeats = 1 if quick else 3
+    records, preds = synthetic(n)
+
+    loop_s, loop = _best_time(lambda: reference_metrics_loop(records, preds), repeats)
+    e2e_s, e2e = _best_time(lambda: compute_metrics(records, preds), repeats)
+    gt_s, gt = _best_time(lambda: GroundTruth.from_records(records), repeats)
+    compute_s, vec = _best_time(lambda: compute_metrics(gt, preds), repeats)
+    aligned, _ = align_predictions(gt.qids, preds)
+    math_s, _ = _best_time(lambda: metrics_from_arrays(aligned, gt), repeats)
+
+    for key in ("n", "invalid", "missing", "extra", "empty", "R1@0.3", "R1@0.5", "R1@0.7"):
+        assert loop[key] == vec[key] == e2e[key], key  # same rules, same answer
+    assert abs(loop["mIoU"] - vec["mIoU"]) < 1e-9
+
+    rows = [
+        ("plain Python loop (`reference_metrics_loop`)", loop_s),
+        ("end to end from records (`compute_metrics(records, preds)`)", e2e_s),
+        ("metric computation (`compute_metrics(gt, preds)`)", compute_s),
+        ("array math only (`metrics_from_arrays`)", math_s),
+    ]
+    lines = [
+        f"Eval metrics on {n:,} synthetic predictions (best of {repeats}; "
+        f"GT arrays built once at load: {gt_s:.3f} s).",
+        "",
+        "| path | time (s) | predictions/s | vs loop |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, seconds in rows:
+        lines.append(f"| {label} | {seconds:.3f} | {n / seconds:,.0f} | {loop_s / seconds:.1f}× |")
+    ratio = loop_s / compute_s
+    align_s = max(compute_s - math_s, 0.0)
+    lines += [
+        "",
+        f"Target ≥ {TARGET_RATIO:g}× the loop: the NumPy metric math reaches "
+        f"{loop_s / math_s:.0f}×; `compute_metrics` from a predictions dict reaches {ratio:.1f}× "
+        f"because matching {n:,} dict entries to the annotations by qid (Python-level lookups "
+        f"and tuple unpacking) takes ~{align_s:.2f} s by itself. Same results checked "
+        "(counts exactly, mIoU to 1e-9).",
+    ]
+    return {
+        "name": "eval_metrics",
+        "n": n,
+        "loop_s": loop_s,
+        "end_to_end_s": e2e_s,
+        "gt_build_s": gt_s,
+        "compute_s": compute_s,
+        "array_math_s": math_s,
+        "ratio": ratio,
+        "ratio_end_to_end": loop_s / e2e_s,
+        "ratio_array_math": loop_s / math_s,
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio >= TARGET_RATIO,
+        "markdown": "\n".join(lines),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100,000 predictions, one run")
+    result = run(quick=parser.parse_args().quick)
+    print(result["markdown"])
+
+
+if __name__ == "__main__":
+    main()

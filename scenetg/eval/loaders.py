@@ -1,0 +1,610 @@
+"""Benchmark annotation loaders: every format to `GroundingRecord`s plus one `LoadReport`.
+
+Formats (`format=` names; `auto` detects them, see `detect_format`) and the qid each record gets:
+
+- `charades` — Charades-STA txt, `VID START END##query` per line, or the 4-field variant
+  `VID START END X##query` (X ignored). No durations in the file: they come from `durations`,
+  a metadata CSV (`Charades_v1_test.csv`: `id`, `length`) or probing `videos_dir/VID.*`.
+  qid: `"{VID}_{line_no}"` (1-based line number in the file).
+- `jsonl` — Moment-DETR / UniVTG JSONL (QVHighlights, TACoS, Ego4D-NLQ and Charades converted to
+  it): `{qid, query, duration, vid, relevant_windows}` per line. Also plain JSONL of the common
+  record (`video_id`, `duration_s`, `query`, `windows` or `start_s`/`end_s`, optional `qid` or
+  `sample_id`), and a `.json` file holding a list of such objects. qid: the line's `qid`
+  (`sample_id`), as a string; else `"{vid}_{line_no}"` (`"{vid}_{index}"` in a JSON list).
+- `activitynet` — ActivityNet Captions JSON `{vid: {duration, timestamps, sentences}}`.
+  qid: `"{vid}_{sentence_index}"` (0-based). Sentences are stripped of surrounding spaces.
+- `ego4d_nlq` — Ego4D-NLQ official JSON, `videos[].clips[].annotations[].language_queries[]`;
+  one record per language query, on the clip's timeline (video_id = `clip_uid`, duration =
+  clip `clip_end_sec - clip_start_sec`, window = the query's `clip_start_sec, clip_end_sec`).
+  qid: `"{annotation_uid}_{query_index}"` (as the official evaluation pairs them); queries
+  with no text are skipped and counted.
+- `mad` — MAD JSON `{qid: {movie, sentence, timestamps, movie_duration}}`. qid: the key.
+- `scenetg` — SceneTG Parquet: a build folder `OUT/` (reads `OUT/data/`), a folder of query
+  Parquet files, one `.parquet` file, or a Hub dataset id (`datasets.load_dataset`); optional
+  `split` filter. qid: `sample_id`.
+
+Malformed input raises `ScenetgError("FILE:LINE: reason")`. Window fixes follow `LoadReport`'s
+rules. qids must be unique in a file (predictions are keyed by them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from scenetg.errors import ScenetgError
+from scenetg.eval.records import GroundingRecord, LoadReport
+
+FORMATS = ("charades", "jsonl", "activitynet", "ego4d_nlq", "mad", "scenetg")
+FORMAT_ALIASES = {
+    "charades_sta": "charades",
+    "txt": "charades",
+    "momentdetr": "jsonl",
+    "moment_detr": "jsonl",
+    "univtg": "jsonl",
+    "qvhighlights": "jsonl",
+    "tacos": "jsonl",
+    "activitynet_captions": "activitynet",
+    "ego4d": "ego4d_nlq",
+    "nlq": "ego4d_nlq",
+    "parquet": "scenetg",
+}
+DURATION_TOL_S = 1e-6
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class _Raw:
+    """One query as read from the file, before durations are filled in and windows fixed."""
+
+    qid: str
+    video_id: str
+    duration_s: float | None
+    query: str
+    windows: list[tuple[float, float]]
+    where: str  # "FILE:LINE" (or "FILE: row R"), for messages
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_annotations(
+    path: str | Path,
+    format: str = "auto",
+    durations: dict[str, float] | None = None,
+    metadata_csv: str | Path | None = None,
+    videos_dir: str | Path | None = None,
+    split: str | None = None,
+) -> tuple[list[GroundingRecord], LoadReport]:
+    """Read one annotation file (or Parquet folder / Hub id) into records and a load report.
+
+    Durations missing from the file come, in this order, from `durations` (video_id -> s), the
+    metadata CSV, then probing the video in `videos_dir`; the file's own duration always wins.
+    """
+    fmt = _canonical_format(format) if format != "auto" else detect_format(path)
+    path_s = str(path)
+    report = LoadReport(path=path_s, format=fmt)
+    if fmt == "scenetg":
+        raws: Iterable[_Raw] = _read_scenetg(path_s, split)
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ScenetgError(f"{path}: annotation file not found")
+        if split is not None:
+            raise ScenetgError(f"{path}: --split applies to SceneTG Parquet only, not {fmt!r}")
+        reader = {
+            "charades": _read_charades,
+            "jsonl": _read_jsonl,
+            "activitynet": _read_activitynet,
+            "ego4d_nlq": _read_ego4d_nlq,
+            "mad": _read_mad,
+        }[fmt]
+        raws = reader(p, report)
+    source = _DurationSource(durations, metadata_csv, videos_dir, report)
+    records = _finish(raws, source, report)
+    return records, report
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the format of `path`.
+
+    Rules: a folder or `*.parquet` ⇒ `scenetg`; a missing path shaped `owner/name` ⇒ `scenetg`
+    (Hub id); `*.txt` ⇒ `charades`; `*.jsonl` ⇒ `jsonl`; `*.json` ⇒ by content: a top-level
+    `videos` list ⇒ `ego4d_nlq`, a list ⇒ `jsonl`, a dict whose first value has `sentences` and
+    `timestamps` ⇒ `activitynet`, one with `movie` or `sentence` ⇒ `mad`. Any other extension:
+    a first line containing `##` ⇒ `charades`, a first line that is a JSON object ⇒ `jsonl`,
+    else as `*.json`.
+    """
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() == ".parquet":
+        return "scenetg"
+    if not p.exists():
+        if _HUB_ID.match(str(path)):
+            return "scenetg"
+        raise ScenetgError(f"{path}: annotation file not found")
+    suffix = p.suffix.lower()
+    if suffix == ".txt":
+        return "charades"
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix != ".json":
+        first = _first_line(p)
+        if "##" in first:
+            return "charades"
+        try:
+            if isinstance(json.loads(first), dict):
+                return "jsonl"
+        except ValueError:
+            pass
+    doc, _ = _load_json_doc(p)
+    if isinstance(doc, list):
+        return "jsonl"
+    if isinstance(doc, dict):
+        if isinstance(doc.get("videos"), list):
+            return "ego4d_nlq"
+        first_value = next(iter(doc.values()), None)
+        if isinstance(first_value, dict):
+            if "sentences" in first_value and "timestamps" in first_value:
+                return "activitynet"
+            if "movie" in first_value or "sentence" in first_value:
+                return "mad"
+    raise ScenetgError(
+        f"{path}: cannot tell the annotation format; pass --format (one of {', '.join(FORMATS)})"
+    )
+
+
+def read_metadata_durations(csv_path: str | Path) -> dict[str, float]:
+    """video_id -> duration (s) from a metadata CSV: id column `id`/`video_id`/`vid`, duration
+    column `length`/`duration_s`/`duration` (Charades_v1_test.csv has `id` and `length`)."""
+    p = Path(csv_path)
+    if not p.is_file():
+        raise ScenetgError(f"{csv_path}: metadata CSV not found")
+    with p.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        id_col = next((c for c in ("id", "video_id", "vid") if c in fields), None)
+        len_col = next((c for c in ("length", "duration_s", "duration") if c in fields), None)
+        if id_col is None or len_col is None:
+            raise ScenetgError(
+                f"{csv_path}:1: need an id column (id/video_id/vid) and a duration column "
+                f"(length/duration_s/duration); found {fields}"
+            )
+        out: dict[str, float] = {}
+        for row in reader:
+            where = f"{csv_path}:{reader.line_num}"
+            out[row[id_col]] = _positive(row[len_col], where, len_col)
+    return out
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def _canonical_format(fmt: str) -> str:
+    key = fmt.strip().lower().replace("-", "_")
+    key = FORMAT_ALIASES.get(key, key)
+    if key not in FORMATS:
+        raise ScenetgError(
+            f"unknown annotation format {fmt!r}; use auto or one of {', '.join(FORMATS)}"
+        )
+    return key
+
+
+class _DurationSource:
+    """Fills durations a file lacks: explicit dict, then metadata CSV, then probing the video."""
+
+    def __init__(self, durations, metadata_csv, videos_dir, report: LoadReport) -> None:
+        self.table: dict[str, float] = {}
+        if metadata_csv is not None:
+            self.table.update(read_metadata_durations(metadata_csv))
+        if durations:
+            self.table.update({str(k): float(v) for k, v in durations.items()})
+        self.videos_dir = Path(videos_dir) if videos_dir is not None else None
+        self.probed: dict[str, float | None] = {}
+        self.report = report
+
+    def get(self, video_id: str) -> float | None:
+        if video_id in self.table:
+            return self.table[video_id]
+        if self.videos_dir is None:
+            return None
+        if video_id not in self.probed:
+            self.probed[video_id] = self._probe(video_id)
+        return self.probed[video_id]
+
+    def _probe(self, video_id: str) -> float | None:
+        from scenetg.video.probe import probe_video  # lazy: PyAV only when probing is needed
+
+        assert self.videos_dir is not None
+        candidates = [self.videos_dir / f"{video_id}{ext}" for ext in VIDEO_EXTENSIONS]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            found = next(iter(sorted(self.videos_dir.glob(f"{_glob_escape(video_id)}.*"))), None)
+        if found is None:
+            self.report.note(video_id, f"no video file in {self.videos_dir}")
+            return None
+        try:
+            duration = probe_video(found).duration_s
+        except ScenetgError as exc:
+            self.report.note(video_id, f"cannot probe duration: {exc}")
+            return None
+        if not duration or duration <= 0:
+            self.report.note(video_id, f"{found.name}: probe gave no duration")
+            return None
+        return float(duration)
+
+
+def _glob_escape(name: str) -> str:
+    """Escape glob metacharacters in a video id."""
+    return re.sub(r"([*?\[\]])", r"[\1]", name)
+
+
+def _finish(
+    raws: Iterable[_Raw], source: _DurationSource, report: LoadReport
+) -> list[GroundingRecord]:
+    """Fill durations, apply the window rules, check qid uniqueness, count everything."""
+    records: list[GroundingRecord] = []
+    first_seen: dict[str, str] = {}
+    for raw in raws:
+        qid = raw.qid
+        if qid in first_seen:
+            raise ScenetgError(f"{raw.where}: duplicate qid {qid!r} (first at {first_seen[qid]})")
+        first_seen[qid] = raw.where
+        if not raw.query.strip():
+            report.records_skipped += 1
+            report.note(raw.where, "no query text; skipped")
+            continue
+        duration = raw.duration_s if raw.duration_s is not None else source.get(raw.video_id)
+        windows: list[tuple[float, float]] = []
+        for start, end in raw.windows:
+            clipped = False
+            if start < 0:
+                start, clipped = 0.0, True
+            if duration is not None and end > duration:
+                clipped = clipped or end > duration + DURATION_TOL_S
+                end = duration
+            if start >= end:
+                report.windows_dropped += 1
+                report.note(raw.where, f"window [{start:g}, {end:g}] dropped (start >= end)")
+                continue
+            if clipped:
+                report.windows_clipped += 1
+                report.note(
+                    raw.where, f"window clipped to [{start:g}, {end:g}] (duration {duration:g})"
+                )
+            windows.append((start, end))
+        if not windows:
+            report.records_dropped += 1
+            report.note(raw.where, f"query {qid!r} dropped: no valid GT window")
+            continue
+        if duration is None:
+            report.missing_duration += 1
+        records.append(GroundingRecord(qid, raw.video_id, duration, raw.query, windows))
+    report.n_records = len(records)
+    return records
+
+
+def _number(value, where: str, what: str) -> float:
+    if isinstance(value, bool) or value is None:
+        raise ScenetgError(f"{where}: {what} must be a number, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ScenetgError(f"{where}: {what} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise ScenetgError(f"{where}: {what} must be finite, got {value!r}")
+    return x
+
+
+def _positive(value, where: str, what: str) -> float:
+    x = _number(value, where, what)
+    if x <= 0:
+        raise ScenetgError(f"{where}: {what} must be > 0, got {value!r}")
+    return x
+
+
+def _optional_duration(value, where: str, what: str) -> float | None:
+    return None if value is None else _positive(value, where, what)
+
+
+def _window(value, where: str, what: str) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ScenetgError(f"{where}: {what} must be a [start, end] pair, got {value!r}")
+    return _number(value[0], where, f"{what} start"), _number(value[1], where, f"{what} end")
+
+
+def _windows(value, where: str, what: str) -> list[tuple[float, float]]:
+    """A list of [s, e] pairs, or a single [s, e] pair."""
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and not isinstance(value[0], (list, tuple))
+    ):
+        return [_window(value, where, what)]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ScenetgError(
+            f"{where}: {what} must be a non-empty list of [start, end], got {value!r}"
+        )
+    return [_window(w, where, what) for w in value]
+
+
+def _text(value, where: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise ScenetgError(f"{where}: {what} must be a string, got {value!r}")
+    return value
+
+
+def _first_line(p: Path) -> str:
+    with p.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip():
+                return line.strip()
+    raise ScenetgError(f"{p}: empty annotation file")
+
+
+def _load_json_doc(p: Path):
+    """Parse a whole JSON file; errors name the line and column."""
+    text = p.read_text(encoding="utf-8")
+    if not text.strip():
+        raise ScenetgError(f"{p}: empty annotation file")
+    try:
+        return json.loads(text), text
+    except json.JSONDecodeError as exc:
+        raise ScenetgError(
+            f"{p}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+        ) from None
+
+
+def _line_of(text: str, needle: str, start: int = 0) -> tuple[int, int]:
+    """(1-based line of `needle` in `text` at or after `start`, its offset); (1, start) if absent."""
+    off = text.find(needle, start)
+    if off < 0:
+        return 1, start
+    return text.count("\n", 0, off) + 1, off
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def _read_charades(p: Path, report: LoadReport) -> Iterator[_Raw]:
+    with p.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            where = f"{p}:{line_no}"
+            if "##" not in line:
+                raise ScenetgError(f"{where}: expected 'VID START END##query', got {line[:80]!r}")
+            head, query = line.split("##", 1)
+            fields = head.split()
+            if len(fields) not in (3, 4):
+                raise ScenetgError(
+                    f"{where}: expected 'VID START END##query' (or 'VID START END X##query'), "
+                    f"got {len(fields)} fields before '##'"
+                )
+            vid = fields[0]
+            window = (_number(fields[1], where, "start"), _number(fields[2], where, "end"))
+            yield _Raw(f"{vid}_{line_no}", vid, None, query.strip(), [window], where)
+
+
+def _jsonl_item(obj, where: str, fallback_qid: str) -> _Raw:
+    if not isinstance(obj, dict):
+        raise ScenetgError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    vid = next((obj[k] for k in ("vid", "video_id", "video") if k in obj), None)
+    if vid is None:
+        raise ScenetgError(f"{where}: no video id ('vid' or 'video_id')")
+    vid = str(vid)
+    query = next((obj[k] for k in ("query", "sentence") if k in obj), None)
+    if query is None:
+        raise ScenetgError(f"{where}: no 'query'")
+    query = _text(query, where, "query")
+    dkey = next((k for k in ("duration", "duration_s") if k in obj), None)
+    duration = _optional_duration(obj[dkey], where, dkey) if dkey else None
+    wkey = next((k for k in ("relevant_windows", "windows") if k in obj), None)
+    if wkey is not None:
+        windows = _windows(obj[wkey], where, wkey)
+    elif "start_s" in obj and "end_s" in obj:
+        windows = [_window([obj["start_s"], obj["end_s"]], where, "start_s/end_s")]
+    else:
+        raise ScenetgError(
+            f"{where}: no GT windows ('relevant_windows', 'windows' or 'start_s'/'end_s'); "
+            "a test split without annotations?"
+        )
+    qid = next((obj[k] for k in ("qid", "sample_id") if k in obj), None)
+    qid = fallback_qid if qid is None else str(qid)
+    return _Raw(qid, vid, duration, query.strip(), windows, where)
+
+
+def _read_jsonl(p: Path, report: LoadReport) -> Iterator[_Raw]:
+    if p.suffix.lower() == ".json":
+        doc, text = _load_json_doc(p)
+        if not isinstance(doc, list):
+            raise ScenetgError(f"{p}:1: expected a JSON list of query objects")
+        offset = 0
+        for i, obj in enumerate(doc):
+            line, offset = _line_of(text, "{", offset)
+            offset += 1
+            vid = obj.get("vid", obj.get("video_id")) if isinstance(obj, dict) else None
+            yield _jsonl_item(obj, f"{p}:{line}: item {i}", f"{vid}_{i}")
+        return
+    with p.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{p}:{line_no}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ScenetgError(
+                    f"{where}: invalid JSON: {exc.msg} (column {exc.colno})"
+                ) from None
+            vid = obj.get("vid", obj.get("video_id")) if isinstance(obj, dict) else None
+            yield _jsonl_item(obj, where, f"{vid}_{line_no}")
+
+
+def _read_activitynet(p: Path, report: LoadReport) -> Iterator[_Raw]:
+    doc, text = _load_json_doc(p)
+    if not isinstance(doc, dict):
+        raise ScenetgError(f"{p}:1: expected {{video_id: {{duration, timestamps, sentences}}}}")
+    offset = 0
+    for vid, item in doc.items():
+        line, offset = _line_of(text, json.dumps(vid), offset)
+        where = f"{p}:{line}: {vid}"
+        if not isinstance(item, dict):
+            raise ScenetgError(f"{where}: expected an object with duration, timestamps, sentences")
+        for key in ("duration", "timestamps", "sentences"):
+            if key not in item:
+                raise ScenetgError(f"{where}: no {key!r}")
+        duration = _positive(item["duration"], where, "duration")
+        stamps, sentences = item["timestamps"], item["sentences"]
+        if not isinstance(stamps, list) or not isinstance(sentences, list):
+            raise ScenetgError(f"{where}: 'timestamps' and 'sentences' must be lists")
+        if len(stamps) != len(sentences):
+            raise ScenetgError(f"{where}: {len(stamps)} timestamps but {len(sentences)} sentences")
+        for i, (stamp, sentence) in enumerate(zip(stamps, sentences, strict=True)):
+            w = f"{where}[{i}]"
+            window = _window(stamp, w, "timestamp")
+            yield _Raw(
+                f"{vid}_{i}",
+                str(vid),
+                duration,
+                _text(sentence, w, "sentence").strip(),
+                [window],
+                w,
+            )
+
+
+def _read_ego4d_nlq(p: Path, report: LoadReport) -> Iterator[_Raw]:
+    doc, text = _load_json_doc(p)
+    videos = doc.get("videos") if isinstance(doc, dict) else None
+    if not isinstance(videos, list):
+        raise ScenetgError(f"{p}:1: expected Ego4D-NLQ JSON with a top-level 'videos' list")
+    offset = 0
+    for vi, video in enumerate(videos):
+        for ci, clip in enumerate(video.get("clips") or []):
+            clip_uid = clip.get("clip_uid")
+            line, offset = _line_of(text, json.dumps(clip_uid), offset) if clip_uid else (1, offset)
+            where = f"{p}:{line}: videos[{vi}].clips[{ci}]"
+            if not clip_uid:
+                raise ScenetgError(f"{where}: no 'clip_uid'")
+            if "clip_start_sec" not in clip or "clip_end_sec" not in clip:
+                raise ScenetgError(f"{where}: no 'clip_start_sec'/'clip_end_sec'")
+            start = _number(clip["clip_start_sec"], where, "clip_start_sec")
+            duration = _number(clip["clip_end_sec"], where, "clip_end_sec") - start
+            if duration <= 0:
+                raise ScenetgError(f"{where}: clip_end_sec <= clip_start_sec")
+            for ai, ann in enumerate(clip.get("annotations") or []):
+                uid = ann.get("annotation_uid")
+                if uid:
+                    line, offset = _line_of(text, json.dumps(uid), offset)
+                a_where = f"{p}:{line}: videos[{vi}].clips[{ci}].annotations[{ai}]"
+                if not uid:
+                    raise ScenetgError(f"{a_where}: no 'annotation_uid'")
+                for qi, lq in enumerate(ann.get("language_queries") or []):
+                    q_where = f"{a_where}.language_queries[{qi}]"
+                    if not isinstance(lq, dict):
+                        raise ScenetgError(f"{q_where}: expected an object")
+                    query = lq.get("query")
+                    query = "" if query is None else _text(query, q_where, "query").strip()
+                    windows = []
+                    if query:  # a query with no text is skipped, whatever its window
+                        pair = [lq.get("clip_start_sec"), lq.get("clip_end_sec")]
+                        windows = [_window(pair, q_where, "clip_start_sec/clip_end_sec")]
+                    yield _Raw(f"{uid}_{qi}", str(clip_uid), duration, query, windows, q_where)
+
+
+def _read_mad(p: Path, report: LoadReport) -> Iterator[_Raw]:
+    doc, text = _load_json_doc(p)
+    if not isinstance(doc, dict):
+        raise ScenetgError(
+            f"{p}:1: expected {{qid: {{movie, sentence, timestamps, movie_duration}}}}"
+        )
+    offset = 0
+    for qid, item in doc.items():
+        line, offset = _line_of(text, json.dumps(qid), offset)
+        where = f"{p}:{line}: {qid}"
+        if not isinstance(item, dict):
+            raise ScenetgError(f"{where}: expected an object")
+        for key in ("movie", "sentence", "timestamps"):
+            if key not in item:
+                raise ScenetgError(f"{where}: no {key!r}")
+        dkey = "movie_duration" if "movie_duration" in item else "duration"
+        duration = _optional_duration(item.get(dkey), where, dkey)
+        windows = _windows(item["timestamps"], where, "timestamps")
+        query = _text(item["sentence"], where, "sentence").strip()
+        yield _Raw(str(qid), str(item["movie"]), duration, query, windows, where)
+
+
+SCENETG_COLUMNS = ("sample_id", "video_id", "duration_s", "query", "start_s", "end_s")
+
+
+def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
+    p = Path(path)
+    if not p.exists():
+        if _HUB_ID.match(path):
+            yield from _read_hub(path, split)
+            return
+        raise ScenetgError(f"{path}: no such folder, Parquet file or Hub dataset id")
+    if p.is_dir():
+        folder = p / "data" if (p / "data").is_dir() else p
+        files = sorted(folder.glob("*.parquet"))
+        if not files:
+            raise ScenetgError(
+                f"{folder}: no Parquet files (expected a SceneTG build OUT/ or OUT/data)"
+            )
+    else:
+        files = [p]
+    import pyarrow.parquet as pq
+
+    for f in files:
+        try:
+            table = pq.read_table(f)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise ScenetgError(f"{f}: not a readable Parquet file ({exc})") from None
+        missing = [c for c in SCENETG_COLUMNS if c not in table.column_names]
+        if missing:
+            raise ScenetgError(
+                f"{f}: missing columns {missing} (a SceneTG query file has {list(SCENETG_COLUMNS)})"
+            )
+        if split is not None:
+            if "split" in table.column_names:
+                rows_split = table.column("split").to_pylist()
+                table = table.filter([s == split for s in rows_split])
+            elif not f.name.startswith(f"{split}-"):
+                continue
+        yield from _scenetg_rows(table.to_pydict(), str(f))
+
+
+def _read_hub(repo_id: str, split: str | None) -> Iterator[_Raw]:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        raise ScenetgError("reading a Hub dataset needs the 'datasets' package") from None
+    try:
+        loaded = datasets.load_dataset(repo_id, split=split)
+    except Exception as exc:
+        raise ScenetgError(f"{repo_id}: cannot load the Hub dataset ({exc})") from None
+    parts = [loaded] if split is not None else [loaded[name] for name in loaded]
+    for part in parts:
+        missing = [c for c in SCENETG_COLUMNS if c not in part.column_names]
+        if missing:
+            raise ScenetgError(f"{repo_id}: missing columns {missing}")
+        yield from _scenetg_rows(part.select_columns(list(SCENETG_COLUMNS)).to_dict(), repo_id)
+
+
+def _scenetg_rows(cols: dict[str, list], source: str) -> Iterator[_Raw]:
+    for r, (qid, vid, dur, query, start, end) in enumerate(
+        zip(*(cols[c] for c in SCENETG_COLUMNS), strict=True)
+    ):
+        where = f"{source}: row {r}"
+        if qid is None or vid is None:
+            raise ScenetgError(f"{where}: null sample_id or video_id")
+        window = (_number(start, where, "start_s"), _number(end, where, "end_s"))
+        query = "" if query is None else _text(query, where, "query")
+        duration = _optional_duration(dur, where, "duration_s")
+        yield _Raw(str(qid), str(vid), duration, query.strip(), [window], where)

@@ -1,0 +1,409 @@
+"""Temporal grounding metrics: R1@IoU≥m and mIoU over top-1 predictions, vectorised with NumPy.
+
+Rules (the same in `compute_metrics` and the plain-loop `reference_metrics_loop`):
+
+- IoU of `[s, e]` and a GT window `[gs, ge]` (seconds): `inter / union` with
+  `inter = min(e, ge) - max(s, gs)` and `union = (e - s) + (ge - gs) - inter`; 0 when `inter <= 0`.
+- A prediction is clipped to `[0, D]` (only to `[0, inf)` when the duration is unknown). If then
+  `start >= end` (reversed, or wholly outside the video) its IoU is 0 and it is counted in `empty`.
+- A missing qid, a `None` prediction or one that is not two finite numbers: IoU 0, counted in
+  `invalid` (`missing` counts the qids with no prediction at all, a subset of `invalid`).
+- Several GT windows: the best-matching one counts (max IoU).
+- `R1@m` = % of queries with IoU ≥ m (`strict=True`: IoU > m, as Ego4D-NLQ's and Time-R1's
+  scripts do); `mIoU` = mean IoU × 100; every annotation record counts in `n`.
+- Breakdown by the GT's length relative to the video's: relative length = longest GT window / D
+  (the longest window, so a query's bucket does not depend on the model); buckets `short`
+  (< 0.1), `medium` (0.1 to < 0.3), `long` (≥ 0.3), and `unknown` when D is unknown.
+  Cut points: `bucket_edges`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, repeat
+
+import numpy as np
+
+from scenetg.errors import ScenetgError
+from scenetg.eval.records import GroundingRecord
+
+THRESHOLDS = (0.3, 0.5, 0.7)
+BUCKET_EDGES = (0.1, 0.3)
+BUCKET_NAMES = ("short", "medium", "long")
+UNKNOWN_BUCKET = "unknown"
+
+_MISSING = object()
+_NAN_PAIR = (math.nan, math.nan)
+
+
+@dataclass
+class GroundTruth:
+    """Annotation records as arrays, built once per annotation set (`from_records`).
+
+    `starts`, `ends`, `lengths` (K,) hold every GT window rank-major: the first window of every
+    record (N entries, record order), then the second windows of the records in `rank_rows[0]`,
+    the third of those in `rank_rows[1]`, ... So the common one-window case is plain (N,) vector
+    work, and a record with many windows costs no padding for the others.
+    `durations` (N,) with inf where unknown; `rel_length` (N,) longest GT window / duration,
+    NaN where unknown.
+    """
+
+    qids: list[str]
+    starts: np.ndarray
+    ends: np.ndarray
+    lengths: np.ndarray
+    rank_rows: list[np.ndarray]
+    durations: np.ndarray
+    rel_length: np.ndarray
+    _buckets: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.qids)
+
+    def buckets(self, bucket_edges: Sequence[float]) -> np.ndarray:
+        """Bucket index per record (N,): how many edges its relative length reaches, or
+        `len(BUCKET_NAMES)` (`unknown`) when the duration is unknown. Cached per edges."""
+        key = tuple(float(x) for x in bucket_edges)
+        if key not in self._buckets:
+            bucket = np.zeros(self.n, dtype=np.intp)
+            for edge in key:
+                bucket += self.rel_length >= edge
+            bucket[np.isnan(self.rel_length)] = len(BUCKET_NAMES)
+            self._buckets[key] = bucket
+        return self._buckets[key]
+
+    @classmethod
+    def from_records(cls, records: Sequence[GroundingRecord]) -> GroundTruth:
+        n = len(records)
+        if n == 0:
+            raise ScenetgError("no annotation records to evaluate")
+        qids = [r.qid for r in records]
+        if len(set(qids)) != n:
+            raise ScenetgError("annotation qids are not unique; predictions cannot be matched")
+        windows = [r.windows for r in records]
+        counts = np.fromiter(map(len, windows), np.int64, count=n)
+        if counts.min() == 0:
+            bad = records[int(np.argmin(counts))].qid
+            raise ScenetgError(f"annotation record {bad!r} has no GT window")
+        flat = np.fromiter(
+            chain.from_iterable(chain.from_iterable(windows)),
+            np.float64,
+            count=2 * int(counts.sum()),
+        ).reshape(-1, 2)
+        offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        rank_rows = [np.flatnonzero(counts > j) for j in range(1, int(counts.max()))]
+        order = np.concatenate(
+            [offsets] + [offsets[rows] + j for j, rows in enumerate(rank_rows, 1)]
+        )
+        starts, ends = flat[order, 0], flat[order, 1]
+        lengths = ends - starts
+        durations = np.fromiter(
+            (math.inf if r.duration_s is None else r.duration_s for r in records),
+            np.float64,
+            count=n,
+        )
+        longest = lengths[:n].copy()
+        for part, rows in _ranks(n, rank_rows):
+            longest[rows] = np.maximum(longest[rows], lengths[part])
+        with np.errstate(invalid="ignore"):
+            rel = np.where(np.isinf(durations), np.nan, longest / durations)
+        return cls(qids, starts, ends, lengths, rank_rows, durations, rel)
+
+
+def _ranks(n: int, rank_rows: list[np.ndarray]):
+    """(slice into the flat window arrays, rows it belongs to) for each rank after the first."""
+    pos = n
+    for rows in rank_rows:
+        yield slice(pos, pos + len(rows)), rows
+        pos += len(rows)
+
+
+def temporal_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every interval in `a` (N, 2) with every one in `b` (M, 2) -> (N, M).
+
+    Empty intervals (start >= end) and NaN rows give 0.
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
+    gs, ge = b[None, :, 0], b[None, :, 1]
+    return _iou(a[:, 0:1], a[:, 1:2], gs, ge, ge - gs)
+
+
+def _iou(s, e, gs, ge, glen, where=None) -> np.ndarray:
+    """Elementwise (broadcast) IoU; `glen` = ge - gs. The loop computes the same float ops in
+    the same order, so both give bit-identical IoUs."""
+    inter = np.minimum(e, ge)
+    inter -= np.maximum(s, gs)
+    union = (e - s) + glen
+    union -= inter
+    ok = inter > 0  # False for NaN (invalid prediction, padding) and for empty intervals
+    if where is not None:
+        ok &= where
+    out = np.zeros(union.shape)
+    np.divide(inter, union, out=out, where=ok)
+    return out
+
+
+def best_iou(
+    preds: np.ndarray,
+    gts: np.ndarray,
+    mask: np.ndarray | None = None,
+    durations: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-query IoU of the prediction with its best-matching GT window -> (N,).
+
+    `preds` (N, 2), NaN rows for invalid predictions; `gts` (N, W, 2) padded, `mask` (N, W) True
+    on real windows (None: all real); `durations` (N,) (inf or None: unknown). Predictions are
+    clipped to [0, D]; an empty one (start >= end after clipping) gives 0.
+    """
+    s, e = _clip(preds, durations)
+    gts = np.asarray(gts, dtype=np.float64)
+    gs, ge = gts[..., 0], gts[..., 1]
+    return _iou(s[:, None], e[:, None], gs, ge, ge - gs, mask).max(axis=1)
+
+
+def _gt_best_iou(s: np.ndarray, e: np.ndarray, gt: GroundTruth) -> np.ndarray:
+    """Clipped predictions against a `GroundTruth`: best IoU per record (N,)."""
+    n = gt.n
+    best = _iou(s, e, gt.starts[:n], gt.ends[:n], gt.lengths[:n])
+    for part, rows in _ranks(n, gt.rank_rows):
+        iou = _iou(s[rows], e[rows], gt.starts[part], gt.ends[part], gt.lengths[part])
+        best[rows] = np.maximum(best[rows], iou)
+    return best
+
+
+def _clip(preds, durations) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction starts and ends clipped to [0, D] (NaN stays NaN)."""
+    preds = np.asarray(preds, dtype=np.float64)
+    upper = math.inf if durations is None else np.asarray(durations, dtype=np.float64)
+    s = np.minimum(np.maximum(preds[:, 0], 0.0), upper)
+    e = np.minimum(np.maximum(preds[:, 1], 0.0), upper)
+    return s, e
+
+
+_FAST_TYPES = {tuple, type(None), object}  # object: the missing-prediction sentinel
+
+
+def align_predictions(
+    qids: Sequence[str], predictions: Mapping[str, object]
+) -> tuple[np.ndarray, int]:
+    """Predictions in `qids` order as an (N, 2) float array (NaN rows: missing, None or not two
+    finite numbers) and the count of qids with no prediction at all."""
+    n = len(qids)
+    if len(predictions) == n and list(predictions) == qids:  # in annotation order, as written
+        values, n_missing = list(predictions.values()), 0  # by `scenetg ground`: no lookups
+    else:
+        values = list(map(predictions.get, qids, repeat(_MISSING, n)))
+        n_missing = values.count(_MISSING)
+    arr = None
+    if set(map(type, values)) <= _FAST_TYPES:  # what read_predictions gives: tuples and None
+        pairs = [v if v.__class__ is tuple else _NAN_PAIR for v in values]
+        if set(map(len, pairs)) <= {2}:
+            try:
+                flat = np.fromiter(chain.from_iterable(pairs), np.float64, count=2 * n)
+                arr = flat.reshape(n, 2)
+            except (TypeError, ValueError):  # a tuple holding a non-number
+                arr = None
+    if arr is None:
+        arr = np.array([_coerce(v) for v in values], dtype=np.float64).reshape(n, 2)
+    arr[~np.isfinite(arr).all(axis=1)] = np.nan
+    return arr, n_missing
+
+
+def _coerce(value) -> tuple[float, float]:
+    """A prediction value as two floats, or NaNs when it is not a pair of finite numbers."""
+    if value is None or value is _MISSING or isinstance(value, (str, bytes)):
+        return _NAN_PAIR
+    try:
+        s, e = value
+        s, e = float(s), float(e)
+    except (TypeError, ValueError):
+        return _NAN_PAIR
+    if not (math.isfinite(s) and math.isfinite(e)):
+        return _NAN_PAIR
+    return s, e
+
+
+def metrics_from_arrays(
+    preds: np.ndarray,
+    gt: GroundTruth,
+    strict: bool = False,
+    thresholds: Sequence[float] = THRESHOLDS,
+    bucket_edges: Sequence[float] = BUCKET_EDGES,
+) -> dict:
+    """The metric dict from aligned predictions (N, 2) (NaN rows invalid) and a `GroundTruth`."""
+    _check_edges(bucket_edges)
+    s, e = _clip(preds, gt.durations)
+    iou = _gt_best_iou(s, e, gt)
+    invalid = np.isnan(s)  # a NaN row stays NaN through clipping
+    n_buckets = len(BUCKET_NAMES) + 1
+    bucket = gt.buckets(bucket_edges)
+
+    def per_bucket(values: np.ndarray) -> np.ndarray:
+        return np.bincount(bucket, weights=values, minlength=n_buckets)
+
+    hits = [(iou > m) if strict else (iou >= m) for m in thresholds]
+    n_b = np.bincount(bucket, minlength=n_buckets)
+    hits_b = [per_bucket(h) for h in hits]
+    iou_b, invalid_b = per_bucket(iou), per_bucket(invalid)
+
+    out = _summary(
+        gt.n,
+        [int(np.count_nonzero(h)) for h in hits],
+        float(iou.sum()),
+        int(np.count_nonzero(invalid)),
+        thresholds,
+    )
+    out["empty"] = int(np.count_nonzero(s >= e))  # False for NaN
+    out["strict"] = bool(strict)
+    names = (*BUCKET_NAMES, UNKNOWN_BUCKET)
+    out["breakdown"] = {
+        name: _summary(
+            int(n_b[b]), [int(h[b]) for h in hits_b], float(iou_b[b]), int(invalid_b[b]), thresholds
+        )
+        for b, name in enumerate(names)
+        if name != UNKNOWN_BUCKET or n_b[b]
+    }
+    out["bucket_edges"] = [float(x) for x in bucket_edges]
+    return out
+
+
+def _check_edges(bucket_edges: Sequence[float]) -> None:
+    if len(bucket_edges) != len(BUCKET_NAMES) - 1 or not 0 < bucket_edges[0] < bucket_edges[1]:
+        raise ScenetgError(
+            f"bucket edges must be two increasing positive numbers (short|medium|long cut "
+            f"points, as fractions of the video length), got {list(bucket_edges)}"
+        )
+
+
+def _summary(n: int, hits: list[int], iou_sum: float, invalid: int, thresholds) -> dict:
+    out: dict = {"n": n}
+    for m, h in zip(thresholds, hits, strict=True):
+        out[f"R1@{m}"] = 100.0 * h / n if n else None
+    out["mIoU"] = 100.0 * iou_sum / n if n else None
+    out["invalid"] = invalid
+    return out
+
+
+def compute_metrics(
+    records: Sequence[GroundingRecord] | GroundTruth,
+    predictions: Mapping[str, object],
+    strict: bool = False,
+    thresholds: Sequence[float] = THRESHOLDS,
+    bucket_edges: Sequence[float] = BUCKET_EDGES,
+) -> dict:
+    """R1@m, mIoU and the breakdown for `predictions` (qid -> (start_s, end_s) | None).
+
+    Returns `{n, "R1@0.3", "R1@0.5", "R1@0.7", mIoU, invalid, missing, extra, empty, strict,
+    breakdown: {short|medium|long|unknown: {n, R1@m..., mIoU, invalid}}, bucket_edges}`;
+    percentages 0-100. `extra` counts predictions whose qid is in no record.
+    """
+    gt = records if isinstance(records, GroundTruth) else GroundTruth.from_records(records)
+    preds, n_missing = align_predictions(gt.qids, predictions)
+    out = metrics_from_arrays(preds, gt, strict, thresholds, bucket_edges)
+    return _with_counts(out, gt.n, n_missing, len(predictions))
+
+
+def _with_counts(out: dict, n: int, n_missing: int, n_predictions: int) -> dict:
+    ordered = {k: out[k] for k in out if k != "breakdown" and k != "bucket_edges"}
+    ordered["missing"] = n_missing
+    ordered["extra"] = n_predictions - (n - n_missing)
+    ordered["breakdown"] = out["breakdown"]
+    ordered["bucket_edges"] = out["bucket_edges"]
+    return ordered
+
+
+def reference_metrics_loop(
+    records: Sequence[GroundingRecord],
+    predictions: Mapping[str, object],
+    strict: bool = False,
+    thresholds: Sequence[float] = THRESHOLDS,
+    bucket_edges: Sequence[float] = BUCKET_EDGES,
+) -> dict:
+    """The same metrics as `compute_metrics`, one query at a time in plain Python, the way the
+    public reference scripts do it. For parity tests and the speed benchmark."""
+    if not records:
+        raise ScenetgError("no annotation records to evaluate")
+    _check_edges(bucket_edges)
+    names = (*BUCKET_NAMES, UNKNOWN_BUCKET)
+    acc = {
+        name: {"n": 0, "hits": [0] * len(thresholds), "iou": 0.0, "invalid": 0} for name in names
+    }
+    total = {"n": 0, "hits": [0] * len(thresholds), "iou": 0.0, "invalid": 0}
+    n_missing = n_empty = 0
+    for rec in records:
+        d = rec.duration_s
+        pred = predictions.get(rec.qid, _MISSING)
+        if pred is _MISSING:
+            n_missing += 1
+        s, e = _coerce(pred)
+        iou = 0.0
+        invalid = s != s  # NaN
+        if not invalid:
+            s, e = max(s, 0.0), max(e, 0.0)
+            if d is not None:
+                s, e = min(s, d), min(e, d)
+            if s >= e:
+                n_empty += 1
+            else:
+                for gs, ge in rec.windows:
+                    inter = min(e, ge) - max(s, gs)
+                    if inter > 0:
+                        value = inter / ((e - s) + (ge - gs) - inter)
+                        if value > iou:
+                            iou = value
+        if d is None:
+            name = UNKNOWN_BUCKET
+        else:
+            rel = max(ge - gs for gs, ge in rec.windows) / d
+            name = BUCKET_NAMES[sum(rel >= edge for edge in bucket_edges)]
+        for a in (total, acc[name]):
+            a["n"] += 1
+            a["iou"] += iou
+            a["invalid"] += invalid
+            for i, m in enumerate(thresholds):
+                if (iou > m) if strict else (iou >= m):
+                    a["hits"][i] += 1
+
+    def summary(a: dict) -> dict:
+        return _summary(a["n"], a["hits"], a["iou"], int(a["invalid"]), thresholds)
+
+    out = summary(total)
+    out["empty"] = n_empty
+    out["strict"] = bool(strict)
+    out["breakdown"] = {
+        name: summary(acc[name]) for name in names if name != UNKNOWN_BUCKET or acc[name]["n"]
+    }
+    out["bucket_edges"] = [float(x) for x in bucket_edges]
+    return _with_counts(out, len(records), n_missing, len(predictions))
+
+
+def format_markdown(metrics: dict) -> str:
+    """The metrics as a Markdown table: one row for all queries, one per length bucket."""
+    keys = [k for k in metrics if k.startswith("R1@")]
+    head = ["subset", "n", *keys, "mIoU", "invalid"]
+    edges = metrics.get("bucket_edges", list(BUCKET_EDGES))
+    labels = {
+        "short": f"short (GT < {edges[0]:g}·D)",
+        "medium": f"medium ({edges[0]:g}–{edges[1]:g}·D)",
+        "long": f"long (GT ≥ {edges[1]:g}·D)",
+        UNKNOWN_BUCKET: "unknown D",
+    }
+
+    def row(label: str, m: dict) -> str:
+        cells = [label, str(m["n"])]
+        cells += ["–" if m[k] is None else f"{m[k]:.2f}" for k in (*keys, "mIoU")]
+        cells.append(str(m["invalid"]))
+        return "| " + " | ".join(cells) + " |"
+
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        row("all", metrics),
+    ]
+    for name, sub in metrics.get("breakdown", {}).items():
+        lines.append(row(labels.get(name, name), sub))
+    return "\n".join(lines)
