@@ -27,7 +27,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="Model utilities (tiny offline models).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out_console = Console()
 _state = {"debug": False}
 
@@ -236,6 +236,41 @@ def publish(
     out_console.print(f"{verb} {len(files)} file(s) from {out}")
 
 
+# ----- evaluation ------------------------------------------------------------------------------
+@app.command("eval")
+def eval_(
+    predictions: Annotated[Path, typer.Option("--predictions", "-p", help="Predictions JSONL: {qid, pred, raw} per line.")],
+    annotations: Annotated[Path, typer.Option("--annotations", "-a", help="Benchmark annotation file or SceneTG folder.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="auto, charades, jsonl, activitynet, ego4d_nlq, mad, scenetg.")] = "auto",
+    strict: Annotated[bool, typer.Option("--strict", help="R1@m counts IoU > m (Ego4D / Time-R1 scripts) instead of >= m.")] = False,
+    durations_csv: Annotated[Path | None, typer.Option("--durations", help="Metadata CSV with video lengths (e.g. Charades_v1_test.csv).")] = None,
+    videos: Annotated[Path | None, typer.Option("--videos", help="Videos folder, to probe durations a file lacks.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Split of a SceneTG dataset.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here (default: next to the predictions).")] = None,
+) -> None:
+    """Temporal grounding metrics: R1@0.3/0.5/0.7 and mIoU, by GT length too."""
+    import json
+
+    from scenetg.build.workdir import write_json_atomic
+    from scenetg.eval.loaders import load_annotations
+    from scenetg.eval.metrics import compute_metrics, format_markdown
+    from scenetg.eval.predictions import read_predictions
+
+    records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
+                                       videos_dir=videos, split=split)
+    if report.has_issues:
+        console.print(report.summary(), highlight=False)
+    metrics = compute_metrics(records, read_predictions(predictions), strict=strict)
+    target = out or predictions.with_suffix(".metrics.json")
+    write_json_atomic(target, metrics)
+    if json_out:
+        print(json.dumps(metrics, sort_keys=True))
+    else:
+        out_console.print(format_markdown(metrics), highlight=False)
+        console.print(f"metrics: {target}")
+
+
 # ----- models ----------------------------------------------------------------------------------
 @models_app.command("make-tiny")
 def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen/ and clip/ into.")]) -> None:
@@ -270,6 +305,11 @@ def demo(
         raise typer.Exit(summary.exit_code)
 
 
+def _error_line(message: str) -> None:
+    """One plain line on stderr (no wrapping: users grep and scripts parse it)."""
+    sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+
+
 # ----- entry point -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
@@ -287,12 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     except ScenetgError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        _error_line(str(exc))
         return 2
     except Exception as exc:
         if _state["debug"]:
             traceback.print_exc()
-        console.print(f"[red]error:[/] {type(exc).__name__}: {exc} (re-run with --debug for the traceback)", highlight=False)
+        _error_line(f"{type(exc).__name__}: {exc} (re-run with --debug for the traceback)")
         return 1
 
 
