@@ -1,0 +1,83 @@
+"""Prompts and frame sampling shared by GRPO training and inference.
+
+Training and evaluation must show the model the same thing: the same frames (times from
+`sample_video_times`, decoded no larger than `DEFAULT_MAX_SIDE`) and the same words
+(`grounding_prompt`). Changing either here changes both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from scenetg.video.frames import sample_times
+
+DEFAULT_FPS = 2.0
+"""Frames per second sampled from a video for grounding (long videos hit `DEFAULT_MAX_FRAMES`)."""
+
+DEFAULT_MAX_FRAMES = 128
+"""Frame budget per video; past it, frames are spread evenly over the whole video."""
+
+DEFAULT_MAX_SIDE = 448
+"""Frames are decoded with their longer side at most this many pixels (the processor's own
+pixel budget may shrink them further); keeps memory bounded on long videos."""
+
+FRAME_MULTIPLE = 2
+"""Qwen2.5-VL merges frames in pairs (temporal_patch_size 2); an even count avoids the padded,
+duplicated last frame (qwen-vl-utils rounds to 2 as well)."""
+
+GROUNDING_TEMPLATE = (
+    "The video is {duration:.1f} seconds long. "
+    'Find the moment in the video that matches this description: "{query}"\n'
+    "First think step by step inside <think> </think>. Then give the start and end time of the "
+    "moment in seconds inside <answer> </answer>, in the form <answer>START - END</answer>, "
+    "for example <answer>12.5 - 17.8</answer>."
+)
+
+MCQ_TEMPLATE = (
+    "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
+)
+
+
+def grounding_prompt(query: str, duration_s: float) -> str:
+    """The grounding instruction: find `query`, answer ``<think>…</think><answer>S - E</answer>``
+    in seconds. The duration is stated so the model knows the range of valid times."""
+    return GROUNDING_TEMPLATE.format(query=" ".join(str(query).split()), duration=float(duration_s))
+
+
+def sample_video_times(
+    duration_s: float,
+    fps: float = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    multiple_of: int = FRAME_MULTIPLE,
+) -> list[float]:
+    """Absolute times (s) of the frames shown to the model for a whole video of `duration_s`.
+
+    ``k = min(floor(duration_s * fps), max_frames)`` rounded down to a multiple of
+    `multiple_of` (at least `multiple_of`, or `max_frames` when smaller), placed at the centres of k equal parts of
+    ``[0, duration_s)``: the spacing is exactly ``duration_s / k``, so the sampled fps given
+    to the processor is ``k / duration_s``.
+    """
+    if not duration_s or duration_s <= 0 or not math.isfinite(duration_s):
+        raise ValueError(f"duration_s must be a positive number, got {duration_s!r}")
+    if fps <= 0:
+        raise ValueError("fps must be > 0")
+    if max_frames < 1 or multiple_of < 1:
+        raise ValueError("max_frames and multiple_of must be >= 1")
+    k = min(int(math.floor(duration_s * fps + 1e-9)), int(max_frames))
+    k = max(min(multiple_of, int(max_frames)), k - k % multiple_of)
+    return sample_times(0.0, float(duration_s), k)
+
+
+def option_letter(index: int) -> str:
+    """0 -> "A", 1 -> "B", ..."""
+    return chr(ord("A") + index)
+
+
+def mcq_prompt(question: str, options: Sequence[str]) -> str:
+    """A multiple-choice question with lettered options (``A. text`` per line), asking for the
+    letter only. Options are given as plain text (loaders strip any ``A.`` prefix)."""
+    if not 1 <= len(options) <= 26:
+        raise ValueError("between 1 and 26 options are needed")
+    lines = "\n".join(f"{option_letter(i)}. {str(o).strip()}" for i, o in enumerate(options))
+    return MCQ_TEMPLATE.format(question=str(question).strip(), options=lines)
