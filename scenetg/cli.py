@@ -271,6 +271,79 @@ def eval_(
         console.print(f"metrics: {target}")
 
 
+@app.command()
+def ground(
+    annotations: Annotated[Path, typer.Option("--annotations", "-a", help="Benchmark annotation file or SceneTG folder.")],
+    videos: Annotated[Path, typer.Option("--videos", help="Folder with the videos (VIDEO_ID.ext).")],
+    out: Annotated[Path, typer.Option("--out", help="Predictions JSONL (appended; finished qids are skipped).")],
+    model: Annotated[str | None, typer.Option("--model", help="MLLM id/folder (method model) or OpenCLIP name/folder (method clip).")] = None,
+    method: Annotated[str, typer.Option("--method", help="model | center | clip.")] = "model",
+    format: Annotated[str, typer.Option("--format", "-f", help="Annotation format (auto-detected by default).")] = "auto",
+    split: Annotated[str | None, typer.Option("--split", help="Split of a SceneTG dataset.")] = None,
+    durations_csv: Annotated[Path | None, typer.Option("--durations", help="Metadata CSV with video lengths.")] = None,
+    fps: Annotated[float, typer.Option("--fps", help="Frames per second sampled (as in training).")] = 2.0,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="At most this many frames per video.")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per generate call.")] = 4,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N queries.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16, float32.")] = "auto",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
+    center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = "0.3",
+) -> None:
+    """Grounding inference: one predicted [start, end] per query, raw model text kept."""
+    from scenetg.eval.grounding import ground as run_ground
+    from scenetg.eval.loaders import load_annotations
+    from scenetg.progress import rich_reporter
+
+    records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
+                                       videos_dir=videos, split=split)
+    if report.has_issues:
+        console.print(report.summary(), highlight=False)
+    if method in ("model", "clip") and not model:
+        raise ScenetgError(f"--method {method} needs --model")
+    fraction: float | str = center_fraction if center_fraction == "auto" else float(center_fraction)
+    with rich_reporter(console) as reporter:
+        stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
+                           max_frames=max_frames, batch_size=batch_size, limit=limit,
+                           reporter=reporter, dtype=dtype, device=device,
+                           max_new_tokens=max_new_tokens, center_fraction=fraction)
+    out_console.print(stats.summary(), highlight=False)
+
+
+@app.command()
+def answer(
+    qa: Annotated[Path, typer.Option("--qa", help="Multiple-choice QA file (Video-MME, LongVideoBench, MLVU).")],
+    videos: Annotated[Path, typer.Option("--videos", help="Folder with the videos.")],
+    out: Annotated[Path, typer.Option("--out", help="Per-question rows JSONL (resumable).")],
+    answerer: Annotated[str, typer.Option("--answerer", help="MLLM id/folder that answers.")],
+    qa_format: Annotated[str, typer.Option("--qa-format", help="auto, videomme, longvideobench, mlvu.")] = "auto",
+    grounder: Annotated[str, typer.Option("--grounder", help="model | clip.")] = "model",
+    grounder_model: Annotated[str | None, typer.Option("--grounder-model", help="Grounding MLLM or OpenCLIP (default: the answerer).")] = None,
+    frames: Annotated[int, typer.Option("--frames", help="N frames for both arms.")] = 16,
+    context_fraction: Annotated[float, typer.Option("--context-fraction", help="Widen the span by this fraction of its length per side.")] = 0.5,
+    context_s: Annotated[float, typer.Option("--context-s", help="...and by this many seconds per side.")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype")] = "auto",
+    summary: Annotated[Path | None, typer.Option("--summary", help="Summary JSON path (default: next to --out).")] = None,
+) -> None:
+    """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
+    from scenetg.eval.answering import answer as run_answer
+    from scenetg.eval.answering import format_answer_summary, load_qa
+    from scenetg.progress import rich_reporter
+
+    records = load_qa(qa, qa_format)
+    with rich_reporter(console) as reporter:
+        result = run_answer(records, videos, out, answerer, grounder=grounder,
+                            grounder_model=grounder_model, n_frames=frames,
+                            context_fraction=context_fraction, context_s=context_s,
+                            batch_size=batch_size, limit=limit, reporter=reporter,
+                            dtype=dtype, device=device,
+                            summary_path=summary or out.with_suffix(".summary.json"))
+    out_console.print(format_answer_summary(result), highlight=False)
+
+
 # ----- models ----------------------------------------------------------------------------------
 @models_app.command("make-tiny")
 def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen/ and clip/ into.")]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from scenetg.cli import main
 
 
@@ -40,3 +42,27 @@ def test_eval_bad_predictions_line_is_one_line_error(tmp_path, capsys):
     assert main(["eval", "--predictions", str(preds), "--annotations", str(ann)]) == 2
     err = capsys.readouterr().err.strip()
     assert "preds.jsonl:2" in err and len(err.splitlines()) == 1
+
+
+def test_ground_center_baseline_then_eval(tmp_path, assets, capsys):
+    """The real Charades clip: ground with the center prior, then score it end to end."""
+    ann = tmp_path / "ann.jsonl"
+    ann.write_text(json.dumps({"qid": "q1", "vid": "3MSZA", "duration": 30.96,
+                               "query": "person turn a light on.", "relevant_windows": [[24.3, 30.4]]}) + "\n")
+    preds = tmp_path / "preds.jsonl"
+    videos = str(assets / "videos" / "charades")
+    assert main(["ground", "-a", str(ann), "--videos", videos, "--out", str(preds), "--method", "center"]) == 0
+    row = json.loads(preds.read_text().splitlines()[0])
+    # A window of 0.3·D centred in the video.
+    assert row["qid"] == "q1"
+    assert row["pred"] == pytest.approx([30.96 * 0.35, 30.96 * 0.65])
+    capsys.readouterr()
+    assert main(["eval", "-p", str(preds), "-a", str(ann), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["n"] == 1 and m["mIoU"] == 0.0 and m["invalid"] == 0
+
+
+def test_ground_model_method_needs_a_model(tmp_path, capsys):
+    ann, _ = _write(tmp_path)
+    assert main(["ground", "-a", str(ann), "--videos", str(tmp_path), "--out", str(tmp_path / "p.jsonl")]) == 2
+    assert "--model" in capsys.readouterr().err
