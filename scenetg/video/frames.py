@@ -1,0 +1,152 @@
+"""Frame sampling: the frames shown at given times, from one sequential decode pass.
+
+Times follow the project convention (docs/ARCHITECTURE.md): seconds from the stream's start,
+``(pts - stream.start_time) * time_base``, so the first presented frame is at 0.0 whatever the
+file's edit list or start offset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+from av.video.reformatter import Interpolation, VideoReformatter
+
+from scenetg.errors import VideoError
+from scenetg.video.probe import open_video, stream_start_pts
+
+MAX_CONSECUTIVE_DECODE_FAILURES = 8
+"""Isolated corrupt packets are skipped; this many in a row means the file is unusable."""
+
+SCALE_FLAGS = Interpolation.AREA | Interpolation.FULL_CHR_H_INT
+"""swscale flags for the returned frames: area averaging when shrinking (no aliasing in what the
+captioner sees) and full chroma interpolation (the fast path tints near-black pixels)."""
+
+_TIME_EPS_S = 1e-6
+"""Slack when comparing a requested time with a frame time (absorbs float rounding only)."""
+
+
+def sample_times(start_s: float, end_s: float, k: int) -> list[float]:
+    """Centres of `k` equal parts of ``[start_s, end_s)``: the usual way to pick k keyframes."""
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    if end_s < start_s:
+        raise ValueError("end_s must be >= start_s")
+    step = (end_s - start_s) / k
+    return [start_s + (i + 0.5) * step for i in range(k)]
+
+
+def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) scaled so the longer side is at most `max_side` (never upscaled)."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    if max_side < 1:
+        raise ValueError("max_side must be >= 1")
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def decoded_frames(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    name: str,
+) -> Iterator[tuple[av.VideoFrame, int]]:
+    """Decode `stream` in presentation order, yielding ``(frame, pts relative to stream start)``.
+
+    A packet that fails to decode is skipped (as PySceneDetect's PyAV backend does); after
+    MAX_CONSECUTIVE_DECODE_FAILURES in a row the file is reported as corrupt. A frame without a
+    pts gets the previous one plus the nominal frame duration.
+    """
+    start = stream_start_pts(stream)
+    rate = stream.average_rate or stream.guessed_rate
+    tick = int(1 / (rate * stream.time_base)) if rate and stream.time_base else 1
+    failures = 0
+    prev_rel: int | None = None
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            failures += 1
+            if failures >= MAX_CONSECUTIVE_DECODE_FAILURES:
+                at = 0.0 if prev_rel is None else float(prev_rel * stream.time_base)
+                raise VideoError(
+                    f"{name}: corrupt video data (decoding fails after {at:.2f} s)"
+                ) from exc
+            continue
+        failures = 0
+        for frame in frames:
+            if frame.pts is not None:
+                rel = frame.pts - start
+            elif prev_rel is not None:
+                rel = prev_rel + tick
+            else:
+                rel = 0
+            # Frames before the stream start (rare: edit-list preroll) are clamped to 0.
+            rel = max(rel, 0 if prev_rel is None else prev_rel)
+            prev_rel = rel
+            yield frame, rel
+
+
+def read_frames_at(
+    path: str | os.PathLike, times_s: Sequence[float], max_side: int | None = None
+) -> list[np.ndarray]:
+    """The frame shown at each time in `times_s`, as RGB uint8 HxWx3 arrays, in the given order.
+
+    "Shown at t" is the last frame whose time is <= t (the first frame for t before it; the
+    last frame for t past the end). One sequential decode pass that stops after the last
+    requested time; only the previous frame and the requested results are held. Frames are
+    scaled by swscale while converting to RGB so the longer side is <= `max_side`. Times are
+    seconds from the stream start (the first frame is at 0.0); requests that land on the same
+    frame share one array. Pass all of a video's times in one call: each call decodes from the
+    start.
+    """
+    if len(times_s) == 0:
+        return []
+    order = sorted(range(len(times_s)), key=lambda i: float(times_s[i]))
+    container, stream = open_video(path)
+    name = Path(path).name
+    stream.thread_type = "AUTO"
+    out_w, out_h = scaled_size(stream.codec_context.width, stream.codec_context.height, max_side)
+    reformatter = VideoReformatter()
+    tb = Fraction(stream.time_base.numerator, stream.time_base.denominator)
+    results: list[np.ndarray | None] = [None] * len(times_s)
+
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        rgb = reformatter.reformat(
+            frame, width=out_w, height=out_h, format="rgb24", interpolation=SCALE_FLAGS
+        )
+        return rgb.to_ndarray()
+
+    pos = 0  # next request (in time order) to serve
+    prev: av.VideoFrame | None = None
+    prev_img: np.ndarray | None = None
+    try:
+        for frame, rel in decoded_frames(container, stream, name):
+            t = float(rel * tb)
+            # Requests before this frame's time are served by the previous frame (or by this
+            # one when it is the first frame).
+            while pos < len(order) and float(times_s[order[pos]]) + _TIME_EPS_S < t:
+                if prev is None:
+                    prev = frame
+                if prev_img is None:
+                    prev_img = convert(prev)
+                results[order[pos]] = prev_img
+                pos += 1
+            if pos == len(order):
+                break
+            prev, prev_img = frame, None
+        if pos < len(order):
+            if prev is None:
+                raise VideoError(f"{name}: no decodable video frames (truncated or corrupt file)")
+            last_img = prev_img if prev_img is not None else convert(prev)
+            while pos < len(order):
+                results[order[pos]] = last_img
+                pos += 1
+    finally:
+        container.close()
+    return [r for r in results if r is not None]
