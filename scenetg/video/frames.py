@@ -92,29 +92,27 @@ def decoded_frames(
             yield frame, rel
 
 
-def read_frames_at(
+def iter_frames_at(
     path: str | os.PathLike, times_s: Sequence[float], max_side: int | None = None
-) -> list[np.ndarray]:
-    """The frame shown at each time in `times_s`, as RGB uint8 HxWx3 arrays, in the given order.
+) -> Iterator[np.ndarray]:
+    """Yield the frame shown at each time of `times_s` (ascending), from one decode pass.
 
     "Shown at t" is the last frame whose time is <= t (the first frame for t before it; the
-    last frame for t past the end). One sequential decode pass that stops after the last
-    requested time; only the previous frame and the requested results are held. Frames are
-    scaled by swscale while converting to RGB so the longer side is <= `max_side`. Times are
-    seconds from the stream start (the first frame is at 0.0); requests that land on the same
-    frame share one array. Pass all of a video's times in one call: each call decodes from the
-    start.
+    last frame for t past the end). Decoding stops after the last requested time, and only the
+    previous frame is held, so callers can stream long videos scene by scene. Frames are RGB
+    uint8 HxWx3, scaled by swscale while converting so the longer side is <= `max_side`.
     """
-    if len(times_s) == 0:
-        return []
-    order = sorted(range(len(times_s)), key=lambda i: float(times_s[i]))
+    times = [float(t) for t in times_s]
+    if any(b < a for a, b in zip(times, times[1:], strict=False)):
+        raise ValueError("times_s must be ascending")
+    if not times:
+        return
     container, stream = open_video(path)
     name = Path(path).name
     stream.thread_type = "AUTO"
     out_w, out_h = scaled_size(stream.codec_context.width, stream.codec_context.height, max_side)
     reformatter = VideoReformatter()
     tb = Fraction(stream.time_base.numerator, stream.time_base.denominator)
-    results: list[np.ndarray | None] = [None] * len(times_s)
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
         rgb = reformatter.reformat(
@@ -122,7 +120,7 @@ def read_frames_at(
         )
         return rgb.to_ndarray()
 
-    pos = 0  # next request (in time order) to serve
+    pos = 0  # next request to serve
     prev: av.VideoFrame | None = None
     prev_img: np.ndarray | None = None
     try:
@@ -130,23 +128,37 @@ def read_frames_at(
             t = float(rel * tb)
             # Requests before this frame's time are served by the previous frame (or by this
             # one when it is the first frame).
-            while pos < len(order) and float(times_s[order[pos]]) + _TIME_EPS_S < t:
+            while pos < len(times) and times[pos] + _TIME_EPS_S < t:
                 if prev is None:
                     prev = frame
                 if prev_img is None:
                     prev_img = convert(prev)
-                results[order[pos]] = prev_img
+                yield prev_img
                 pos += 1
-            if pos == len(order):
+            if pos == len(times):
                 break
             prev, prev_img = frame, None
-        if pos < len(order):
+        if pos < len(times):
             if prev is None:
                 raise VideoError(f"{name}: no decodable video frames (truncated or corrupt file)")
             last_img = prev_img if prev_img is not None else convert(prev)
-            while pos < len(order):
-                results[order[pos]] = last_img
+            while pos < len(times):
+                yield last_img
                 pos += 1
     finally:
         container.close()
-    return [r for r in results if r is not None]
+
+
+def read_frames_at(
+    path: str | os.PathLike, times_s: Sequence[float], max_side: int | None = None
+) -> list[np.ndarray]:
+    """The frames shown at `times_s` (any order), as a list in the given order.
+
+    See `iter_frames_at`; requests that land on the same frame share one array.
+    """
+    order = sorted(range(len(times_s)), key=lambda i: float(times_s[i]))
+    frames = iter_frames_at(path, [times_s[i] for i in order], max_side)
+    results: list[np.ndarray] = [None] * len(times_s)  # type: ignore[list-item]
+    for i, frame in zip(order, frames, strict=True):
+        results[i] = frame
+    return results
