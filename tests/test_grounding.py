@@ -193,7 +193,6 @@ def test_model_method_rows_batches_and_one_decode_per_video(videos, tmp_path, mo
         return real(path, times_s, max_side=max_side)
 
     monkeypatch.setattr(frames_mod, "read_frames_at", counting)
-    monkeypatch.delattr(frames_mod, "iter_frames_at", raising=False)
     runner = FakeRunner()
     out = tmp_path / "preds.jsonl"
     stats = G.ground(_records(), videos, out, model=runner, fps=2, max_frames=6, batch_size=2)

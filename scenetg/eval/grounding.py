@@ -149,14 +149,10 @@ def read_frames(
 def iter_frames(
     path: str | Path, times_s: Sequence[float], max_side: int | None
 ) -> Iterator[np.ndarray]:
-    """Like `read_frames` but streaming when `scenetg.video.frames.iter_frames_at` exists."""
+    """Like `read_frames` but streaming (ascending `times_s`): only one frame held at a time."""
     from scenetg.video import frames as frames_mod
 
-    streaming = getattr(frames_mod, "iter_frames_at", None)
-    if streaming is not None:
-        yield from streaming(path, times_s, max_side=max_side)
-    else:
-        yield from frames_mod.read_frames_at(path, times_s, max_side=max_side)
+    yield from frames_mod.iter_frames_at(path, times_s, max_side=max_side)
 
 
 def group_by_video(records: Iterable[Any]) -> dict[str, list[Any]]:
