@@ -28,7 +28,7 @@ models_app = typer.Typer(help="Model utilities (tiny offline models).", no_args_
 app.add_typer(models_app, name="models")
 
 console = Console(stderr=True, soft_wrap=True)
-out_console = Console()
+out_console = Console(soft_wrap=True)
 _state = {"debug": False}
 
 

@@ -29,6 +29,9 @@ class Reporter:
     def advance(self, task: str, n: int = 1) -> None:
         pass
 
+    def grow(self, task: str, n: int) -> None:
+        """Add `n` to a task's total (work discovered on the way, e.g. scenes after shots)."""
+
     def log(self, message: str) -> None:
         pass
 
@@ -50,6 +53,12 @@ class RichReporter(Reporter):
         if task not in self.tasks:
             self.start(task, None)
         self.progress.advance(self.tasks[task], n)
+
+    def grow(self, task: str, n: int) -> None:
+        if task not in self.tasks:
+            self.start(task, 0)
+        current = self.progress.tasks[self.tasks[task]].total or 0
+        self.progress.update(self.tasks[task], total=current + n)
 
     def log(self, message: str) -> None:
         self.progress.console.print(message, highlight=False)

@@ -188,3 +188,38 @@ def test_resume_after_sigkill_equals_an_unkilled_run(tmp_path, tiny_models):
     assert ref_files == sorted(p.relative_to(killed) for p in killed.rglob("*.parquet"))
     for rel in ref_files:
         assert (reference / rel).read_bytes() == (killed / rel).read_bytes(), rel
+
+
+def test_ray_engine_gives_identical_output(tmp_path, tiny_models):
+    """Ray Data (local Ray, CPU actors) writes the same Parquet bytes as the local engine."""
+    videos = tmp_path / "videos"
+    _make_good_videos(videos, n=2)
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert main(_build_args(videos, local, tiny_models)) == 0
+    assert main(_build_args(videos, on_ray, tiny_models, "--engine", "ray")) == 0
+    files = sorted(p.relative_to(local) for p in local.rglob("*.parquet"))
+    assert files == sorted(p.relative_to(on_ray) for p in on_ray.rglob("*.parquet"))
+    for rel in files:
+        assert (local / rel).read_bytes() == (on_ray / rel).read_bytes(), rel
+    manifest = json.loads((on_ray / "manifest.json").read_text())
+    assert manifest["config"]["engine"]["name"] == "ray"
+
+
+def test_each_video_is_decoded_once_per_stage(tmp_path, tiny_models, monkeypatch):
+    """Captions and CLIP frames: one decode pass per video per stage, however many scenes."""
+    from scenetg.video import frames as frames_mod
+
+    calls: list[str] = []
+    real = frames_mod.iter_frames_at
+
+    def counting(path, times_s, max_side=None):
+        calls.append(Path(path).name)
+        return real(path, times_s, max_side=max_side)
+
+    monkeypatch.setattr(frames_mod, "iter_frames_at", counting)
+    videos = tmp_path / "videos"
+    _make_good_videos(videos, n=1)
+    assert main(_build_args(videos, tmp_path / "out", tiny_models)) == 0
+    scenes = pq.read_table(tmp_path / "out" / "scenes.parquet").num_rows
+    assert scenes >= 3
+    assert calls == ["alpha.mp4", "alpha.mp4"]  # captions stage, filter stage

@@ -207,6 +207,7 @@ class Build:
         try:
             shots = self.shots(job, resume)
             if upto in ("captions", "filter"):
+                self.reporter.grow("captions", len(shots["scenes"]))
                 captions = self.captions(job, shots, resume)
                 if upto == "filter":
                     self.filter(job, shots, captions, resume)
@@ -235,7 +236,7 @@ class Build:
             run_ray(self, jobs, upto)
             return
         self.reporter.start("videos", len(jobs))
-        self.reporter.start("captions", None)
+        self.reporter.start("captions", 0)
         for job in jobs:
             self.process_video(job, upto, resume=resume)
             self.reporter.advance("videos")
