@@ -7,12 +7,13 @@ STAMP  := $(VENV)/.installed
 VIDEOS ?= data/videos
 OUT    ?= out/dataset
 CONFIG ?= pipelines/build.yaml
+EVAL_CONFIG ?= pipelines/eval.yaml
 ENGINE ?= local
 DEMO_OUT ?= demo_out
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test test-fast demo build bench lint clean
+.PHONY: setup test test-fast demo build eval bench lint clean
 
 setup: $(STAMP)
 
@@ -35,6 +36,9 @@ demo: $(STAMP)
 
 build: $(STAMP)
 	$(BIN)/scenetg build --videos $(VIDEOS) --out $(OUT) --config $(CONFIG) --engine $(ENGINE) --resume
+
+eval: $(STAMP)
+	$(BIN)/scenetg eval-suite --config $(EVAL_CONFIG)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run_all.py --out docs/BENCHMARKS.md

@@ -344,6 +344,23 @@ def answer(
     out_console.print(format_answer_summary(result), highlight=False)
 
 
+@app.command("eval-suite")
+def eval_suite(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Evaluation config (pipelines/eval.yaml).")],
+    out: Annotated[str | None, typer.Option("--out", help="Output folder (overrides out).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Grounding MLLM (overrides model).")] = None,
+) -> None:
+    """Ground and score every benchmark x method in a config; writes report.md + IoU PNG."""
+    from scenetg.eval.suite import load_eval_config, run_eval_suite
+    from scenetg.progress import rich_reporter
+
+    cfg = load_eval_config(config, {"out": out, "model": model})
+    with rich_reporter(console) as reporter:
+        _, report = run_eval_suite(cfg, reporter)
+    out_console.print(report.read_text(), highlight=False)
+    console.print(f"report: {report}")
+
+
 # ----- models ----------------------------------------------------------------------------------
 @models_app.command("make-tiny")
 def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen/ and clip/ into.")]) -> None:
@@ -361,15 +378,19 @@ def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's videos, models and dataset.")] = Path("demo_out"),
     config: Annotated[Path, typer.Option("--config", "-c", help="Demo build config.")] = Path("pipelines/demo/build.yaml"),
+    eval_config: Annotated[Path, typer.Option("--eval-config", help="Demo evaluation config.")] = Path("pipelines/demo/eval.yaml"),
     assets: Annotated[Path | None, typer.Option("--assets", help="Folder of real sample clips (default: ../shared/assets/videos when present).")] = None,
 ) -> None:
-    """End-to-end offline run: sample videos + tiny models -> build -> report, in minutes on CPU."""
-    from scenetg.demo import default_assets_dir, run_demo
+    """End-to-end offline run: sample videos + tiny models -> build -> ground -> eval -> report."""
+    from scenetg.demo import default_assets_dir, run_demo, run_demo_eval
     from scenetg.progress import rich_reporter
 
     with rich_reporter(console) as reporter:
         paths, summary = run_demo(out, config, assets or default_assets_dir(), reporter)
+        results, report = run_demo_eval(paths, out, eval_config, reporter)
     _print_summary(summary, "scenetg demo: build")
+    out_console.print("\n" + report.read_text().split("\n\n![")[0], highlight=False)
+    out_console.print(f"\nEvaluation report: {report} (IoU histogram: {report.parent / 'iou_distribution.png'})")
     out_console.print(f"\nDataset: {paths.dataset}")
     out_console.print(f"  card:    {paths.dataset / 'README.md'}")
     out_console.print(f"  queries: {paths.dataset / 'data'}   audit: {paths.dataset / 'audit'}")

@@ -79,3 +79,17 @@ def run_demo(out: Path, config: Path, assets_dir: Path | None, reporter: Reporte
     cfg = load_build_config(config, {"captions.model": str(models["qwen"]), "filter.clip_model": str(models["clip"])})
     summary = build(paths.videos, paths.dataset, cfg, resume=True, reporter=reporter)
     return paths, summary
+
+
+def run_demo_eval(paths: DemoPaths, out: Path, config: Path, reporter: Reporter | None = None):
+    """Ground the demo dataset's test split (tiny MLLM + the two baselines), score, report."""
+    from scenetg.eval.suite import load_eval_config, run_eval_suite
+
+    models = {"model": str(paths.models / "qwen"), "clip_model": str(paths.models / "clip")}
+    cfg = load_eval_config(config, {"out": str(Path(out) / "eval"), **models})
+    # The test split can be empty on a tiny corpus (splits hash video ids): then use every split.
+    has_test = any((paths.dataset / "data").glob("test-*.parquet"))
+    for spec in cfg.benchmarks:
+        spec.annotations, spec.videos = str(paths.dataset), str(paths.videos)
+        spec.split = "test" if has_test else None
+    return run_eval_suite(cfg, reporter)

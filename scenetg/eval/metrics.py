@@ -407,3 +407,13 @@ def format_markdown(metrics: dict) -> str:
     for name, sub in metrics.get("breakdown", {}).items():
         lines.append(row(labels.get(name, name), sub))
     return "\n".join(lines)
+
+
+def per_query_iou(
+    records: Sequence[GroundingRecord] | GroundTruth, predictions: Mapping[str, object]
+) -> np.ndarray:
+    """Each record's IoU (N,) under the same rules as `compute_metrics` (invalid ⇒ 0)."""
+    gt = records if isinstance(records, GroundTruth) else GroundTruth.from_records(records)
+    preds, _ = align_predictions(gt.qids, predictions)
+    s, e = _clip(preds, gt.durations)
+    return _gt_best_iou(s, e, gt)

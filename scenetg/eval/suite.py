@@ -1,0 +1,121 @@
+"""`scenetg eval-suite --config pipelines/eval.yaml` (`make eval`): ground + score several benchmarks.
+
+For each benchmark and each method: `ground` (resumable predictions JSONL), then the metrics,
+then one report (`OUT/report.md` + `OUT/iou_distribution.png`) over all runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scenetg.build.workdir import write_json_atomic
+from scenetg.errors import ConfigError
+from scenetg.progress import Reporter
+
+METHODS = ("model", "center", "clip")
+
+
+@dataclass
+class BenchmarkSpec:
+    """One annotation set to evaluate on."""
+
+    name: str
+    annotations: str
+    videos: str
+    format: str = "auto"
+    durations: str | None = None
+    """Metadata CSV with video lengths (Charades_v1_test.csv) for files that lack them."""
+    split: str | None = None
+    """Split of a SceneTG dataset folder."""
+    limit: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Grounding evaluation over benchmarks; paths relative to the current folder."""
+
+    out: str = "out/eval"
+    methods: list[str] = field(default_factory=lambda: ["model"])
+    model: str | None = None
+    """Grounding MLLM (HF id or folder) for method `model`."""
+    clip_model: str | None = None
+    """OpenCLIP name or folder for method `clip`."""
+    fps: float = 2.0
+    max_frames: int = 128
+    batch_size: int = 4
+    max_new_tokens: int = 256
+    device: str = "auto"
+    dtype: str = "auto"
+    strict: bool = False
+    benchmarks: list[BenchmarkSpec] = field(default_factory=list)
+
+    def validate(self) -> EvalConfig:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ConfigError(f"methods: unknown {bad}; choose from {list(METHODS)}")
+        if "model" in self.methods and not self.model:
+            raise ConfigError("method 'model' needs `model:` (HF id or folder)")
+        if "clip" in self.methods and not self.clip_model:
+            raise ConfigError("method 'clip' needs `clip_model:`")
+        if not self.benchmarks:
+            raise ConfigError("benchmarks: empty; list at least one {name, annotations, videos}")
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ConfigError("benchmarks: names must be unique")
+        return self
+
+
+def load_eval_config(path: Path | None, overrides: dict[str, Any] | None = None) -> EvalConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"{path}: config file not found")
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    known = {f.name for f in dataclasses.fields(EvalConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
+    specs = []
+    for i, b in enumerate(data.pop("benchmarks", []) or []):
+        try:
+            specs.append(BenchmarkSpec(**b))
+        except TypeError as exc:
+            raise ConfigError(f"{path}: benchmarks[{i}]: {exc}") from None
+    return EvalConfig(**data, benchmarks=specs).validate()
+
+
+def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
+    """Ground and score every (benchmark, method); returns (results, report path)."""
+    from scenetg.eval.grounding import ground
+    from scenetg.eval.loaders import load_annotations
+    from scenetg.eval.metrics import compute_metrics, per_query_iou
+    from scenetg.eval.predictions import read_predictions
+    from scenetg.eval.report import EvalResult, write_eval_report
+
+    out = Path(cfg.out)
+    results = []
+    for spec in cfg.benchmarks:
+        records, report = load_annotations(spec.annotations, spec.format, metadata_csv=spec.durations,
+                                           videos_dir=spec.videos, split=spec.split)
+        if report.has_issues and reporter:
+            reporter.log(report.summary())
+        if spec.limit is not None:
+            records = records[: spec.limit]
+        for method in cfg.methods:
+            preds_path = out / spec.name / f"{method}.jsonl"
+            preds_path.parent.mkdir(parents=True, exist_ok=True)
+            model = {"model": cfg.model, "clip": cfg.clip_model}.get(method)
+            ground(records, spec.videos, preds_path, method=method, model=model, fps=cfg.fps,
+                   max_frames=cfg.max_frames, batch_size=cfg.batch_size, reporter=reporter,
+                   dtype=cfg.dtype, device=cfg.device, max_new_tokens=cfg.max_new_tokens)
+            predictions = read_predictions(preds_path)
+            metrics = compute_metrics(records, predictions, strict=cfg.strict)
+            write_json_atomic(preds_path.with_suffix(".metrics.json"), metrics)
+            results.append(EvalResult(spec.name, method, metrics, per_query_iou(records, predictions), preds_path))
+    return results, write_eval_report(results, out)
