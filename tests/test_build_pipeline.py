@@ -120,6 +120,29 @@ def test_good_videos_have_scenes_and_queries(built):
     assert alpha[-1]["end_s"] == pytest.approx(6.0, abs=0.05)
 
 
+def test_inspect_writes_stats_and_html_report(built, capsys):
+    out = built["out"]
+    assert main(["inspect", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert stats["videos_ok"] == 3 and stats["videos_failed"] == 6
+    assert stats["queries_generated"] == stats["queries_kept"] + sum(stats["drop_reasons"].values())
+    html = (out / "report" / "index.html").read_text()
+    assert html.count("<img src='data:image/jpeg;base64,") == stats["queries_generated"]
+    assert "sub dir/beta ü" in html
+    assert ("dropped: " in html) == (stats["queries_kept"] < stats["queries_generated"])
+
+
+def test_publish_dry_run_validates_and_refuses_a_broken_card(built, tmp_path, capsys):
+    out = built["out"]
+    assert main(["publish", str(out), "--repo-id", "me/demo", "--dry-run"]) == 0
+    assert "would upload" in capsys.readouterr().out
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "README.md").write_text("no header\n")
+    assert main(["publish", str(broken), "--repo-id", "me/demo", "--dry-run"]) == 2
+    assert "no YAML header" in capsys.readouterr().err
+
+
 def test_rerun_is_byte_identical_and_manifest_is_complete(built, tiny_models):
     out = built["out"]
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.parquet")}
