@@ -246,3 +246,23 @@ def test_each_video_is_decoded_once_per_stage(tmp_path, tiny_models, monkeypatch
     scenes = pq.read_table(tmp_path / "out" / "scenes.parquet").num_rows
     assert scenes >= 3
     assert calls == ["alpha.mp4", "alpha.mp4"]  # captions stage, filter stage
+
+
+def test_resume_redoes_a_replaced_video_and_only_that_one(tmp_path, tiny_models, monkeypatch):
+    videos = tmp_path / "videos"
+    _make_good_videos(videos, n=2)
+    out = tmp_path / "out"
+    assert main(_build_args(videos, out, tiny_models)) == 0
+    before = {r["video_id"]: r for r in pq.read_table(out / "scenes.parquet").to_pylist() if r["scene_index"] == 0}
+    assert before["alpha"]["end_s"] == pytest.approx(2.0)
+
+    write_synthetic_video(videos / "alpha.mp4", [3.0, 3.0], 25.0, size=(160, 96), seed=7)
+    from scenetg.build import stages
+
+    shot_runs: list[str] = []
+    real = stages.run_shots
+    monkeypatch.setattr(stages, "run_shots", lambda path, cfg: shot_runs.append(Path(path).name) or real(path, cfg))
+    assert main(_build_args(videos, out, tiny_models, "--resume")) == 0
+    assert shot_runs == ["alpha.mp4"]
+    after = [r for r in pq.read_table(out / "scenes.parquet").to_pylist() if r["video_id"] == "alpha"]
+    assert [(r["start_s"], r["end_s"]) for r in after] == [(0.0, 3.0), (3.0, pytest.approx(6.0, abs=0.05))]

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from scenetg.build import stages
-from scenetg.build.workdir import FORMAT_VERSION, VideoJob, WorkDir, discover_videos
+from scenetg.build.workdir import (
+    FORMAT_VERSION,
+    VideoJob,
+    WorkDir,
+    discover_videos,
+    file_signature,
+    fingerprint,
+)
 from scenetg.config import BuildConfig, build_config_from_dict
 from scenetg.errors import ScenetgError, VideoError
 from scenetg.progress import Reporter
@@ -161,20 +168,31 @@ class Build:
         finally:
             self.stage_seconds[stage] += time.perf_counter() - t0
 
+    def stage_fp(self, job: VideoJob, stage: str, *upstream: Any) -> str:
+        """A stage file's fingerprint: its config, the video file's identity, its inputs.
+
+        So `--resume` never trusts a result made from another config, a replaced video file,
+        or scenes/captions that have since changed.
+        """
+        return fingerprint([self.fp[stage], file_signature(job.path), *upstream])
+
     def shots(self, job: VideoJob, resume: bool = True) -> dict[str, Any]:
-        cached = self.work.read_stage(job.key, "shots", self.fp["shots"]) if resume else None
+        fp = self.stage_fp(job, "shots")
+        cached = self.work.read_stage(job.key, "shots", fp) if resume else None
         if cached is not None:
             return cached
         result = self._timed("shots", lambda: stages.run_shots(job.path, self.cfg))
-        self.work.write_stage(job.key, "shots", self.fp["shots"], result)
+        self.work.write_stage(job.key, "shots", fp, result)
         return result
 
     def captions(self, job: VideoJob, shots: dict[str, Any], resume: bool = True) -> dict[str, Any]:
-        cached = self.work.read_stage(job.key, "captions", self.fp["captions"]) if resume else None
+        fp = self.stage_fp(job, "captions", shots["scenes"])
+        cached = self.work.read_stage(job.key, "captions", fp) if resume else None
         if cached is not None:
             self.reporter.advance("captions", len(cached["captions"]))
             return cached
-        cache = stages.CaptionCache(self.work.video_dir(job.key) / "captions.jsonl", self.fp["captions"])
+        # Per-scene cache keyed without the scenes: an unchanged scene keeps its caption.
+        cache = stages.CaptionCache(self.work.video_dir(job.key) / "captions.jsonl", self.stage_fp(job, "captions"))
 
         def run() -> dict[str, Any]:
             captioner = self.models.captioner
@@ -185,11 +203,12 @@ class Build:
             return {"model": captioner.model_name, "captions": texts}
 
         result = self._timed("captions", run)
-        self.work.write_stage(job.key, "captions", self.fp["captions"], result)
+        self.work.write_stage(job.key, "captions", fp, result)
         return result
 
     def filter(self, job: VideoJob, shots: dict[str, Any], captions: dict[str, Any], resume: bool = True) -> dict[str, Any]:
-        cached = self.work.read_stage(job.key, "filter", self.fp["filter"]) if resume else None
+        fp = self.stage_fp(job, "filter", shots["scenes"], captions["captions"])
+        cached = self.work.read_stage(job.key, "filter", fp) if resume else None
         if cached is not None:
             return cached
 
@@ -199,8 +218,21 @@ class Build:
             return {"clip_model": clip.name, "figures": figures}
 
         result = self._timed("filter", run)
-        self.work.write_stage(job.key, "filter", self.fp["filter"], result)
+        self.work.write_stage(job.key, "filter", fp, result)
         return result
+
+    def stored_results(self, job: VideoJob) -> tuple[dict | None, dict | None, dict | None]:
+        """The video's current shots, captions and filter results (None where missing/stale)."""
+        shots = self.work.read_stage(job.key, "shots", self.stage_fp(job, "shots"))
+        if shots is None:
+            return None, None, None
+        captions = self.work.read_stage(job.key, "captions", self.stage_fp(job, "captions", shots["scenes"]))
+        if captions is None:
+            return shots, None, None
+        figures = self.work.read_stage(
+            job.key, "filter", self.stage_fp(job, "filter", shots["scenes"], captions["captions"])
+        )
+        return shots, captions, figures
 
     def process_video(self, job: VideoJob, upto: str = "filter", resume: bool = True) -> None:
         """Run the stages up to `upto` on one video; a bad video is recorded, not raised."""
@@ -225,11 +257,21 @@ class Build:
         done = upto == "filter"
         self.set_status(job, "ok" if done else "partial", None)
 
+    def is_done(self, job: VideoJob, upto: str) -> bool:
+        """Finished up to `upto` with results that are still current (same config and file).
+
+        Failed videos are not done: a resumed build retries them (cheap for a file that is
+        still bad, and right for one the user has fixed).
+        """
+        if self.manifest["videos"][job.video_id]["status"] not in ("ok", "partial"):
+            return False
+        return all(r is not None for r in self.stored_results(job)[: STAGES.index(upto) + 1])
+
     def run_videos(self, upto: str, resume: bool) -> None:
         """Run the per-video stages on every video of the manifest (the local engine)."""
         jobs = self.jobs()
         if resume:
-            jobs = [j for j in jobs if self.manifest["videos"][j.video_id]["status"] not in ("ok", "error")]
+            jobs = [j for j in jobs if not self.is_done(j, upto)]
         if self.cfg.engine.name == "ray":
             from scenetg.build.engines import run_ray
 
@@ -264,9 +306,7 @@ def export_build(b: Build) -> BuildSummary:
     caption_model = clip_model = None
     for job in b.jobs():
         entry = b.manifest["videos"][job.video_id]
-        shots = b.work.read_stage(job.key, "shots", b.fp["shots"])
-        captions = b.work.read_stage(job.key, "captions", b.fp["captions"])
-        figures = b.work.read_stage(job.key, "filter", b.fp["filter"])
+        shots, captions, figures = b.stored_results(job)
         row = {"video_id": job.video_id, "path": job.rel_path, "duration_s": None, "fps": None,
                "width": None, "height": None, "n_frames": None, "status": "error",
                "error": entry.get("error")}

@@ -98,6 +98,15 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def file_signature(path: Path) -> list[int] | None:
+    """(size, mtime) of a file: tells a replaced video from the one a stage result was made of."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 class WorkDir:
     """Paths and manifest of one build folder."""
 
