@@ -112,6 +112,7 @@ class Build:
         }
         self.stage_seconds: dict[str, float] = {s: 0.0 for s in (*STAGES, "export")}
         self.manifest: dict[str, Any] = {}
+        self._saved_at = 0.0
 
     # ----- manifest -------------------------------------------------------------------------
     @classmethod
@@ -148,6 +149,7 @@ class Build:
     def save_manifest(self) -> None:
         self.manifest["config"] = self.cfg.to_dict()
         self.work.save_manifest(self.manifest)
+        self._saved_at = time.monotonic()
 
     def jobs(self) -> list[VideoJob]:
         return [
@@ -156,9 +158,15 @@ class Build:
         ]
 
     def set_status(self, job: VideoJob, status: str, error: str | None = None) -> None:
+        """Record a video's status; the manifest is rewritten at most every n_videos/1000 s.
+
+        Throttled so a 100k-video build does not rewrite a large manifest per video; a status
+        lost in a crash costs nothing, since `is_done` trusts only the stage files.
+        """
         entry = self.manifest["videos"][job.video_id]
         entry["status"], entry["error"] = status, error
-        self.save_manifest()
+        if time.monotonic() - self._saved_at >= min(5.0, len(self.manifest["videos"]) / 1000):
+            self.save_manifest()
 
     # ----- stages on one video --------------------------------------------------------------
     def _timed(self, stage: str, fn: Callable[[], Any]) -> Any:
@@ -276,12 +284,14 @@ class Build:
             from scenetg.build.engines import run_ray
 
             run_ray(self, jobs, upto)
+            self.save_manifest()
             return
         self.reporter.start("videos", len(jobs))
         self.reporter.start("captions", 0)
         for job in jobs:
             self.process_video(job, upto, resume=resume)
             self.reporter.advance("videos")
+        self.save_manifest()
 
     # ----- export ---------------------------------------------------------------------------
     def export(self) -> BuildSummary:
