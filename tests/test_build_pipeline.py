@@ -266,3 +266,19 @@ def test_resume_redoes_a_replaced_video_and_only_that_one(tmp_path, tiny_models,
     assert shot_runs == ["alpha.mp4"]
     after = [r for r in pq.read_table(out / "scenes.parquet").to_pylist() if r["video_id"] == "alpha"]
     assert [(r["start_s"], r["end_s"]) for r in after] == [(0.0, 3.0), (3.0, pytest.approx(6.0, abs=0.05))]
+
+
+def test_stage_commands_one_by_one_equal_the_whole_build(tmp_path, tiny_models):
+    videos = tmp_path / "videos"
+    _make_good_videos(videos, n=2)
+    whole, staged = tmp_path / "whole", tmp_path / "staged"
+    assert main(_build_args(videos, whole, tiny_models)) == 0
+    config = str(Path(__file__).parents[1] / "pipelines" / "demo" / "build.yaml")
+    assert main(["shots", "--videos", str(videos), "--out", str(staged), "--config", config]) == 0
+    assert main(["captions", str(staged), "--caption-model", str(tiny_models["qwen"])]) == 0
+    assert main(["filter", str(staged), "--clip-model", str(tiny_models["clip"])]) == 0
+    assert main(["export", str(staged)]) == 0
+    files = sorted(p.relative_to(whole) for p in whole.rglob("*.parquet"))
+    assert files == sorted(p.relative_to(staged) for p in staged.rglob("*.parquet"))
+    for rel in files:
+        assert (whole / rel).read_bytes() == (staged / rel).read_bytes(), rel
