@@ -166,6 +166,17 @@ def test_unknown_model_fails_fast_with_the_flag_named(tmp_path, capsys):
     assert not (tmp_path / "o" / "work").exists(), "no video work may start before the model check"
 
 
+def test_unknown_clip_model_fails_fast_with_its_flag(tmp_path, tiny_models, capsys):
+    videos = tmp_path / "v"
+    _make_good_videos(videos, n=1)
+    code = main(["build", "--videos", str(videos), "--out", str(tmp_path / "o"),
+                 "--caption-model", str(tiny_models["qwen"]), "--clip-model", "ViT-Nope-99:openai"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--clip-model" in err and "ViT-Nope-99" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "work").exists()
+
+
 def test_missing_videos_folder_is_a_usage_error(tmp_path, capsys):
     assert main(["build", "--videos", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "not a folder" in capsys.readouterr().err
