@@ -243,3 +243,25 @@ def test_malformed_predictions_name_file_and_line(tmp_path, text, where, reason)
     assert str(info.value).startswith(f"{path}{where}") and reason in str(info.value)
     with pytest.raises(ScenetgError, match="not found"):
         read_predictions(tmp_path / "none.jsonl")
+
+
+def test_prediction_set_from_file_aligns_like_a_dict(tmp_path):
+    """read_predictions' array-backed set gives the same metrics as the dict path."""
+    import json
+
+    from scenetg.eval.metrics import compute_metrics, reference_metrics_loop
+    from scenetg.eval.predictions import read_predictions
+    from scenetg.eval.records import GroundingRecord
+
+    records = [GroundingRecord(f"q{i}", "v", 100.0, "x", [(10.0 * i, 10.0 * i + 8)]) for i in range(6)]
+    lines = [{"qid": "q0", "pred": [0, 8]}, {"qid": "q1", "pred": None}, {"qid": "q2", "pred": [20, 30]},
+             {"qid": "q2", "pred": [21, 29]}, {"qid": "q4", "pred": [45, 40]}, {"qid": "zz", "pred": [1, 2]},
+             {"qid": "q5", "pred": [50, 58]}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    pset = read_predictions(path)
+    assert pset["q2"] == (21.0, 29.0) and pset["q1"] is None and "q3" not in pset
+    as_dict = dict(pset.items())
+    m = compute_metrics(records, pset)
+    assert m == compute_metrics(records, as_dict) == reference_metrics_loop(records, as_dict)
+    assert m["invalid"] == 2 and m["missing"] == 1 and m["extra"] == 1 and m["empty"] == 1

@@ -192,6 +192,10 @@ def align_predictions(
 ) -> tuple[np.ndarray, int]:
     """Predictions in `qids` order as an (N, 2) float array (NaN rows: missing, None or not two
     finite numbers) and the count of qids with no prediction at all."""
+    from scenetg.eval.predictions import PredictionSet
+
+    if isinstance(predictions, PredictionSet):  # what read_predictions gives: array lookups
+        return predictions.rows(qids)
     n = len(qids)
     if len(predictions) == n and list(predictions) == qids:  # in annotation order, as written
         values, n_missing = list(predictions.values()), 0  # by `scenetg ground`: no lookups

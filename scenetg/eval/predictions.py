@@ -5,13 +5,55 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import IO
+
+import numpy as np
 
 from scenetg.errors import ScenetgError
 
 
-def read_predictions(path: str | Path) -> dict[str, tuple[float, float] | None]:
+class PredictionSet(Mapping):
+    """qid -> (start_s, end_s) | None, stored as one (M, 2) array (NaN rows for None).
+
+    A read-only mapping like the dict the reference scripts build, but `rows(qids)` aligns a
+    million predictions to the annotations with one index lookup per qid and array indexing,
+    instead of building a million tuples.
+    """
+
+    def __init__(self, index: dict[str, int], pairs: np.ndarray):
+        self._index = index
+        self.pairs = pairs
+
+    @classmethod
+    def from_mapping(cls, predictions: Mapping[str, object]) -> PredictionSet:
+        """From a plain dict qid -> (start_s, end_s) | None (e.g. built in a notebook)."""
+        index = {str(q): i for i, q in enumerate(predictions)}
+        pairs = [_pair(list(v)) if isinstance(v, (tuple, list)) else None for v in predictions.values()]
+        flat = [x for pr in pairs for x in (pr or (math.nan, math.nan))]
+        return cls(index, np.array(flat, dtype=np.float64).reshape(-1, 2))
+
+    def __getitem__(self, qid: str) -> tuple[float, float] | None:
+        s, e = self.pairs[self._index[qid]]
+        return None if math.isnan(s) else (float(s), float(e))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def rows(self, qids: Sequence[str]) -> tuple[np.ndarray, int]:
+        """(len(qids), 2) predictions in `qids` order (NaN rows: none or missing) and the
+        count of qids with no prediction line at all."""
+        idx = np.fromiter(map(self._index.get, qids, repeat(-1)), np.int64, count=len(qids))
+        padded = np.vstack([self.pairs, np.full((1, 2), np.nan)])  # row -1: missing
+        return padded[idx], int(np.count_nonzero(idx < 0))
+
+
+def read_predictions(path: str | Path) -> PredictionSet:
     """qid (as a string, so int qids match the records') -> (start_s, end_s) or None.
 
     A `pred` that is null or not two finite numbers reads as None (an invalid prediction, IoU 0).
@@ -21,7 +63,9 @@ def read_predictions(path: str | Path) -> dict[str, tuple[float, float] | None]:
     p = Path(path)
     if not p.is_file():
         raise ScenetgError(f"{path}: predictions file not found")
-    out: dict[str, tuple[float, float] | None] = {}
+    index: dict[str, int] = {}
+    flat: list[float] = []
+    nan_pair = (math.nan, math.nan)
     loads = json.loads
     with p.open(encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, start=1):
@@ -40,8 +84,9 @@ def read_predictions(path: str | Path) -> dict[str, tuple[float, float] | None]:
             qid = obj.get("qid")
             if qid is None or isinstance(qid, (dict, list, bool)):
                 raise ScenetgError(f"{path}:{line_no}: missing or invalid 'qid'")
-            out[str(qid)] = _pair(obj.get("pred"))
-    return out
+            index[str(qid)] = len(flat) // 2
+            flat.extend(_pair(obj.get("pred")) or nan_pair)
+    return PredictionSet(index, np.array(flat, dtype=np.float64).reshape(-1, 2))
 
 
 def _pair(pred) -> tuple[float, float] | None:
