@@ -231,3 +231,20 @@ def test_delayed_start_shots_on_stream_timeline(assets):
     assert shots[0].start_s == 0.0
     assert shots[-1].end_s == pytest.approx(0.96)
     assert shots[-1].end_frame == 24
+
+
+@pytest.mark.parametrize("clip", ["testvideo.mp4", "goldeneye-vfr-drop3.mp4", "fades.mp4"])
+def test_fast_frame_score_equals_pyscenedetects_own(assets, clip):
+    """Our faster ContentDetector score is the same float, frame by frame, as upstream's."""
+    import av
+    from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
+
+    from scenetg.build.shots import FastAdaptiveDetector, FastContentDetector
+
+    pairs = [(ContentDetector(), FastContentDetector()), (AdaptiveDetector(), FastAdaptiveDetector())]
+    with av.open(str(assets / "videos" / "pyscenedetect" / clip)) as container:
+        for n, frame in enumerate(container.decode(video=0)):
+            img = frame.to_ndarray(width=256, height=144, format="bgr24")
+            tc = FrameTimecode(n, fps=30.0)
+            for upstream, fast in pairs:
+                assert fast._calculate_frame_score(tc, img) == upstream._calculate_frame_score(tc, img)

@@ -70,6 +70,40 @@ class Shot:
     embedding: np.ndarray
 
 
+class _FastScoreMixin:
+    """ContentDetector's frame score, computed with one absdiff + per-channel sum over the HSV
+    image instead of three int32 NumPy round trips: the same integers summed, so the same
+    float scores (tested for equality against upstream), at about a third of the cost.
+
+    Only the default path is replaced (edges weight 0, no stats manager); any other
+    configuration runs upstream's own `_calculate_frame_score`.
+    """
+
+    _last_hsv: np.ndarray | None = None
+
+    def _calculate_frame_score(self, timecode, frame_img: np.ndarray) -> float:
+        if self._weights.delta_edges > 0.0 or self.stats_manager is not None:
+            return super()._calculate_frame_score(timecode, frame_img)
+        hsv = cv2.cvtColor(frame_img, cv2.COLOR_BGR2HSV)
+        last, self._last_hsv = self._last_hsv, hsv
+        if last is None:
+            return 0.0
+        n_pixels = float(hsv.shape[0] * hsv.shape[1])
+        sums = cv2.sumElems(cv2.absdiff(hsv, last))
+        components = (sums[0] / n_pixels, sums[1] / n_pixels, sums[2] / n_pixels, 0.0)
+        return sum(c * w for c, w in zip(components, self._weights, strict=True)) / sum(
+            abs(w) for w in self._weights
+        )
+
+
+class FastContentDetector(_FastScoreMixin, ContentDetector):
+    """PySceneDetect's ContentDetector with the faster, identical frame score."""
+
+
+class FastAdaptiveDetector(_FastScoreMixin, AdaptiveDetector):
+    """PySceneDetect's AdaptiveDetector with the faster, identical frame score."""
+
+
 def make_detector(cfg: ShotsConfig) -> SceneDetector:
     """The PySceneDetect detector the config asks for.
 
@@ -77,10 +111,10 @@ def make_detector(cfg: ShotsConfig) -> SceneDetector:
     measures on the frames' PTS, so the minimum length is right for variable frame rate too.
     """
     if cfg.detector == "adaptive":
-        return AdaptiveDetector(
+        return FastAdaptiveDetector(
             adaptive_threshold=cfg.adaptive_threshold, min_scene_len=float(cfg.min_shot_s)
         )
-    return ContentDetector(threshold=cfg.threshold, min_scene_len=float(cfg.min_shot_s))
+    return FastContentDetector(threshold=cfg.threshold, min_scene_len=float(cfg.min_shot_s))
 
 
 def process_size(width: int, height: int, process_width: int) -> tuple[int, int]:
