@@ -188,7 +188,7 @@ class _Detection:
 def _detection_frames(
     container, stream, name: str, out_w: int, out_h: int
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """``(pts relative to stream start, BGR out_w x out_h frame, flat 16x9 BGR thumbnail)``."""
+    """``(pts relative to stream start, BGR out_w x out_h frame)``."""
     shrink, to_bgr = VideoReformatter(), VideoReformatter()
     cc = stream.codec_context
     scale = (out_w, out_h) != (cc.width, cc.height)
@@ -198,8 +198,7 @@ def _detection_frames(
         bgr = to_bgr.reformat(
             frame, format="bgr24", interpolation=COLOUR_FLAGS, threads=1
         ).to_ndarray()
-        thumb = cv2.resize(bgr, THUMB_SIZE, interpolation=cv2.INTER_AREA)
-        yield rel, bgr, thumb.reshape(-1)
+        yield rel, bgr
 
 
 _END = object()
@@ -282,9 +281,11 @@ def _detect_with(
             _detection_frames(container, stream, name, out_w, out_h), DECODE_QUEUE_FRAMES
         )
         try:
-            for rel, bgr, thumb in frames:
+            for rel, bgr in frames:
                 index += 1
-                builder.add_frame(index, rel, thumb)
+                # The thumbnail is made here, not in the decode thread: that thread is the
+                # bottleneck, this one waits on it.
+                builder.add_frame(index, rel, cv2.resize(bgr, THUMB_SIZE, interpolation=cv2.INTER_AREA).reshape(-1))
                 tc = FrameTimecode(Timecode(pts=rel, time_base=tb), fps=rate)
                 for cut in detector.process_frame(tc, bgr):
                     builder.add_cut(_cut_time(cut), tb, cut.frame_num)
