@@ -269,6 +269,9 @@ def _detect_with(
     container, stream = open_video(path)
     try:
         stream.thread_type = "AUTO"
+        # More frame threads than cores keeps the decoder's pipeline full while the detector
+        # thread competes for the CPU (measured: +10% on 2 cores; docs/BENCHMARKS.md).
+        stream.codec_context.thread_count = max(4, (os.cpu_count() or 1) + 1)
         cc = stream.codec_context
         out_w, out_h = process_size(cc.width, cc.height, process_width)
         tb = Fraction(stream.time_base.numerator, stream.time_base.denominator)
