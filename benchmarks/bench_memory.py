@@ -69,6 +69,14 @@ def run(quick: bool = False) -> dict:
         "short_peak_mb": round(short, 1), "long_peak_mb": round(long, 1),
         "ratio": round(long / short, 3), "target": "<= 1.2",
     }
+    result["markdown"] = (
+        "| video | peak RSS (MB) |\n| --- | ---: |\n"
+        f"| {short_min} min, {size[0]}x{size[1]} | {short:.0f} |\n"
+        f"| {long_min} min, {size[0]}x{size[1]} | {long:.0f} |\n\n"
+        f"Ratio {long / short:.3f} (target <= 1.2). A whole `scenetg build` (tiny models, CPU,\n"
+        "pipelines/demo/build.yaml) of one synthetic video, a fresh process each; peak RSS from\n"
+        "`getrusage`. Frames are streamed (shots, captions and CLIP each decode the video once).\n"
+    )
     return result
 
 

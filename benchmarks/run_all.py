@@ -48,7 +48,8 @@ def main() -> int:
         f"Written by `make bench` (`python benchmarks/run_all.py{' --quick' if args.quick else ''}`) "
         f"on {dt.date.today().isoformat()}: {platform.processor() or platform.machine()}, "
         f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, no GPU "
-        "unless stated. Each ratio is measured side by side in one run.",
+        "unless stated. Each ratio is measured side by side in one run. One benchmark: "
+        "`.venv/bin/python benchmarks/run_all.py --only bench_shots`.",
         "",
     ]
     sections, failed = [], 0
@@ -64,6 +65,7 @@ def main() -> int:
             result = {"error": "benchmark failed; see the console output"}
         print(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2, default=str))
         sections.append(_section(title, result))
+    sections.append("## GPU\n\nReal-size model timings need a GPU machine; none is measured in this file.\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(head + sections))
     print(f"wrote {args.out}")
