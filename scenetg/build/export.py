@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from scenetg.build.workdir import write_bytes_atomic
 from scenetg.config import ExportConfig
 from scenetg.errors import ScenetgError
 
@@ -156,41 +155,19 @@ def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema, what: st
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_table_atomic(table: pa.Table, path: str | Path) -> Path:
-    """Write ``table`` to ``path`` as Parquet atomically: a temp file in the same folder, fsync,
-    ``os.replace``. On failure the temp file is removed and an existing ``path`` is untouched.
+    """Write ``table`` to ``path`` as Parquet atomically (`write_bytes_atomic`): on failure an
+    existing ``path`` is untouched. A shard is serialised in memory first (shards are bounded
+    by ``rows_per_shard``).
 
     An empty table is written with no row group (readers such as `datasets` reject a 0-row group).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with pq.ParquetWriter(fh, table.schema, **PARQUET_OPTIONS) as writer:
-                if table.num_rows:
-                    writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, table.schema, **PARQUET_OPTIONS) as writer:
+        if table.num_rows:
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+    write_bytes_atomic(path, sink.getvalue().to_pybytes())
     return path
 
 
@@ -298,7 +275,7 @@ def write_dataset(
     _remove_stale(out / "audit", keep)
 
     card_path = out / "README.md"
-    _write_text_atomic(card_path, card)
+    write_bytes_atomic(card_path, card.encode("utf-8"))
     written["card"] = [card_path]
     return written
 
@@ -403,21 +380,6 @@ def render_card(
                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
     text = env.from_string(path.read_text(encoding="utf-8")).render(**values)
     return text.rstrip("\n") + "\n"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 # ----- readers (for `scenetg inspect` and tests) ------------------------------------------------

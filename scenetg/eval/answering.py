@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from scenetg.build.workdir import write_bytes_atomic
 from scenetg.errors import ConfigError, ScenetgError, VideoError
 from scenetg.eval.grounding import (
     CLIP_SCALES,
@@ -460,9 +461,7 @@ def answer(
         if summary_path is not None
         else out.with_name(out.stem + ".summary.json")
     )
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    write_bytes_atomic(target, (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
     summary["summary_path"] = str(target)
     return summary
 
