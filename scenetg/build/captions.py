@@ -8,9 +8,7 @@ in with their absolute times, so the model is told the real sampled fps (K / sce
 
 from __future__ import annotations
 
-import base64
 import copy
-import io
 import os
 import re
 from collections.abc import Sequence
@@ -29,6 +27,7 @@ from scenetg.models.qwen import (
     check_qwen_available,
     load_qwen,
 )
+from scenetg.video.frames import jpeg_data_url
 
 MODELS_CHECK_TIMEOUT_S = 5.0
 
@@ -134,16 +133,6 @@ class TransformersCaptioner:
         return captions
 
 
-def _jpeg_data_url(frame: np.ndarray, quality: int) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB").save(
-        buf, format="JPEG", quality=int(quality)
-    )
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 class OpenAICaptioner:
     """Captioner over an OpenAI-compatible chat-completions server (vLLM, ...).
 
@@ -168,7 +157,7 @@ class OpenAICaptioner:
         parts: list[dict] = [
             {
                 "type": "image_url",
-                "image_url": {"url": _jpeg_data_url(f, self.cfg.openai.jpeg_quality)},
+                "image_url": {"url": jpeg_data_url(f, self.cfg.openai.jpeg_quality)},
             }
             for f in scene.frames
         ]

@@ -7,9 +7,7 @@ at a glance why the filter dropped what it dropped.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -44,17 +42,9 @@ def dataset_stats(out_dir: Path) -> dict[str, Any]:
     }
 
 
-def _thumb_uri(frame) -> str:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def write_report(out_dir: Path, videos_dir: Path, max_videos: int = 200, thumb_side: int = 160) -> Path:
     """Write OUT/report/index.html (thumbnails embedded, so the file can be moved alone)."""
-    from scenetg.video.frames import iter_frames_at
+    from scenetg.video.frames import iter_frames_at, jpeg_data_url
 
     out = Path(out_dir)
     stats = dataset_stats(out)
@@ -87,7 +77,7 @@ def write_report(out_dir: Path, videos_dir: Path, max_videos: int = 200, thumb_s
             margin = "n/a" if row["clip_margin"] is None else f"{row['clip_margin']:+.3f}"
             status = "kept" if row["kept"] else f"dropped: {row['drop_reason']}"
             parts.append(
-                f"<div class='scene {cls}'><img src='{_thumb_uri(frame)}'>"
+                f"<div class='scene {cls}'><img src='{jpeg_data_url(frame, quality=80)}'>"
                 f"<b>#{row['scene_index']}</b> {row['start_s']:.2f}–{row['end_s']:.2f} s<br>"
                 f"{html.escape(row['query'])}<br><i>{status}</i>, margin {margin}, rank {row['clip_rank']}</div>"
             )

@@ -41,6 +41,20 @@ def sample_times(start_s: float, end_s: float, k: int) -> list[float]:
     return [start_s + (i + 0.5) * step for i in range(k)]
 
 
+def jpeg_data_url(frame: np.ndarray, quality: int = 90) -> str:
+    """An RGB uint8 frame as a `data:image/jpeg;base64,...` URL (chat APIs, HTML reports)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(frame, dtype=np.uint8)).convert("RGB").save(
+        buf, format="JPEG", quality=int(quality)
+    )
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     """(width, height) scaled so the longer side is at most `max_side` (never upscaled)."""
     if max_side is None or max(width, height) <= max_side:
