@@ -112,18 +112,12 @@ def shots(
     resume: Annotated[bool, typer.Option("--resume", help="Skip videos already done.")] = False,
 ) -> None:
     """Stage 1 alone: probe videos, detect shots, assemble scenes (OUT/work/*/shots.json)."""
-    from scenetg.build.pipeline import Build
-    from scenetg.build.workdir import discover_videos
+    from scenetg.build.pipeline import run_stage
     from scenetg.progress import rich_reporter
 
     cfg = _load_config(config)
-    jobs = discover_videos(videos, cfg.extensions)
-    if not jobs:
-        raise ScenetgError(f"{videos}: no videos found")
     with rich_reporter(console) as reporter:
-        b = Build(out, cfg, videos, reporter)
-        b.init_manifest(jobs, resume)
-        b.run_videos("shots", resume)
+        b = run_stage(out, "shots", cfg, videos_dir=videos, resume=resume, reporter=reporter)
     _stage_report(b, "shots")
 
 
@@ -139,27 +133,15 @@ def _stage_report(b, stage: str) -> None:
 
 def _stage_command(out: Path, stage: str, config: Path | None, caption_model: str | None,
                    clip_model: str | None) -> None:
-    from scenetg.build.pipeline import Build
+    from scenetg.build.pipeline import run_stage
     from scenetg.build.workdir import WorkDir
     from scenetg.progress import rich_reporter
 
     manifest = WorkDir(out).require_manifest()
     cfg = _load_config(config, caption_model, clip_model, base=manifest["config"])
     with rich_reporter(console) as reporter:
-        b = Build.open(out, cfg, reporter)
-        _check_stage_models(b, stage)
-        b.run_videos(stage, resume=True)
+        b = run_stage(out, stage, cfg, reporter=reporter)
     _stage_report(b, stage)
-
-
-def _check_stage_models(b, stage: str) -> None:
-    from scenetg.build.captions import check_caption_model
-    from scenetg.models.clip import check_clip_available
-
-    if stage == "captions":
-        check_caption_model(b.cfg.captions)
-    if stage == "filter":
-        check_clip_available(b.cfg.filter.clip_model)
 
 
 @app.command()

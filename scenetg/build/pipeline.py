@@ -71,13 +71,15 @@ class Models:
         self._captioner = None
         self._clip = None
 
-    def check_available(self) -> None:
+    def check_available(self, stages: tuple[str, ...] = ("captions", "filter")) -> None:
         """Fail fast (before any video work) on a model that is neither local nor reachable."""
         from scenetg.build.captions import check_caption_model
         from scenetg.models.clip import check_clip_available
 
-        check_caption_model(self.cfg.captions)
-        check_clip_available(self.cfg.filter.clip_model)
+        if "captions" in stages:
+            check_caption_model(self.cfg.captions)
+        if "filter" in stages:
+            check_clip_available(self.cfg.filter.clip_model)
 
     @property
     def captioner(self):
@@ -392,11 +394,42 @@ def build(
     reporter: Reporter | None = None,
 ) -> BuildSummary:
     """The whole build: discover videos, check models, run the stages, export Parquet + card."""
-    jobs = discover_videos(Path(videos_dir), cfg.extensions)
-    if not jobs:
-        raise ScenetgError(f"{videos_dir}: no videos found (extensions: {', '.join(cfg.extensions)})")
+    jobs = _discover(videos_dir, cfg)
     b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
     b.models.check_available()
     b.init_manifest(jobs, resume)
     b.run_videos("filter", resume)
     return b.export()
+
+
+def _discover(videos_dir: Path, cfg: BuildConfig) -> list[VideoJob]:
+    jobs = discover_videos(Path(videos_dir), cfg.extensions)
+    if not jobs:
+        raise ScenetgError(f"{videos_dir}: no videos found (extensions: {', '.join(cfg.extensions)})")
+    return jobs
+
+
+def run_stage(
+    out_dir: Path,
+    stage: str,
+    cfg: BuildConfig,
+    videos_dir: Path | None = None,
+    resume: bool = True,
+    reporter: Reporter | None = None,
+) -> Build:
+    """One stage alone on a build folder (`scenetg shots|captions|filter`).
+
+    `shots` starts the folder from `videos_dir`; the later stages re-open it and run on every
+    video not yet done up to `stage` (with `cfg`, e.g. the manifest's config plus overrides).
+    """
+    if stage == "shots":
+        if videos_dir is None:
+            raise ScenetgError("the shots stage needs --videos")
+        jobs = _discover(videos_dir, cfg)
+        b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
+        b.init_manifest(jobs, resume)
+    else:
+        b = Build.open(Path(out_dir), cfg, reporter)
+        b.models.check_available((stage,))
+    b.run_videos(stage, resume)
+    return b
