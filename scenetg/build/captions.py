@@ -8,7 +8,6 @@ in with their absolute times, so the model is told the real sampled fps (K / sce
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from scenetg.models.qwen import (
     CAPTION_MODEL_FLAG,
     batch_video_inputs,
     check_qwen_available,
+    greedy_generation_config,
     load_qwen,
 )
 from scenetg.video.frames import jpeg_data_url
@@ -102,11 +102,7 @@ class TransformersCaptioner:
             model, processor = load_qwen(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
         self.model, self.processor = model, processor
         self.model_name = _local_model_name(cfg.model)
-        gen = copy.deepcopy(model.generation_config)
-        gen.do_sample, gen.num_beams = False, 1
-        gen.temperature = gen.top_p = gen.top_k = None
-        gen.max_new_tokens = cfg.max_new_tokens
-        self.generation_config = gen
+        self.generation_config = greedy_generation_config(model, cfg.max_new_tokens)
 
     def caption_scenes(self, scenes: Sequence[SceneFrames]) -> list[str]:
         """One caption per scene (same order), deterministic."""

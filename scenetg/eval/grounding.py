@@ -222,11 +222,9 @@ class QwenRunner:
 
     def __init__(self, model: Any, processor: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
         self.model, self.processor = model, processor
-        gen = copy.deepcopy(model.generation_config)
-        gen.do_sample, gen.num_beams = False, 1
-        gen.temperature = gen.top_p = gen.top_k = None
-        gen.max_new_tokens = int(max_new_tokens)
-        self.generation_config = gen
+        from scenetg.models.qwen import greedy_generation_config
+
+        self.generation_config = greedy_generation_config(model, max_new_tokens)
 
     @classmethod
     def load(

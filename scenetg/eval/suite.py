@@ -92,26 +92,35 @@ def load_eval_config(path: Path | None, overrides: dict[str, Any] | None = None)
 
 def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     """Ground and score every (benchmark, method); returns (results, report path)."""
-    from scenetg.eval.grounding import ground
+    from scenetg.eval.grounding import QwenRunner, ground
     from scenetg.eval.loaders import load_annotations
     from scenetg.eval.metrics import compute_metrics, per_query_iou
     from scenetg.eval.predictions import read_predictions
     from scenetg.eval.report import EvalResult, write_eval_report
+    from scenetg.models.clip import load_clip
 
     out = Path(cfg.out)
-    results = []
+    # Annotations first: a malformed file fails before any model loads.
+    benchmarks = []
     for spec in cfg.benchmarks:
         records, report = load_annotations(spec.annotations, spec.format, metadata_csv=spec.durations,
                                            videos_dir=spec.videos, split=spec.split)
         if report.has_issues and reporter:
             reporter.log(report.summary())
-        if spec.limit is not None:
-            records = records[: spec.limit]
+        benchmarks.append((spec, records if spec.limit is None else records[: spec.limit]))
+    # Each model is loaded once for all benchmarks (a 7B MLLM takes a while to load).
+    models: dict[str, Any] = {"center": None}
+    if "model" in cfg.methods:
+        models["model"] = QwenRunner.load(cfg.model, dtype=cfg.dtype, device=cfg.device,
+                                          max_new_tokens=cfg.max_new_tokens)
+    if "clip" in cfg.methods:
+        models["clip"] = load_clip(cfg.clip_model, device=cfg.device)
+    results = []
+    for spec, records in benchmarks:
         for method in cfg.methods:
             preds_path = out / spec.name / f"{method}.jsonl"
             preds_path.parent.mkdir(parents=True, exist_ok=True)
-            model = {"model": cfg.model, "clip": cfg.clip_model}.get(method)
-            ground(records, spec.videos, preds_path, method=method, model=model, fps=cfg.fps,
+            ground(records, spec.videos, preds_path, method=method, model=models[method], fps=cfg.fps,
                    max_frames=cfg.max_frames, batch_size=cfg.batch_size, reporter=reporter,
                    dtype=cfg.dtype, device=cfg.device, max_new_tokens=cfg.max_new_tokens)
             predictions = read_predictions(preds_path)

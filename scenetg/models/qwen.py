@@ -286,3 +286,14 @@ def video_inputs(
         add_generation_prompt=add_generation_prompt,
         return_tensors=return_tensors,
     )
+
+
+def greedy_generation_config(model: Any, max_new_tokens: int):
+    """The model's generation config made deterministic: greedy, one beam, no sampling knobs."""
+    import copy
+
+    gen = copy.deepcopy(model.generation_config)
+    gen.do_sample, gen.num_beams = False, 1
+    gen.temperature = gen.top_p = gen.top_k = None
+    gen.max_new_tokens = int(max_new_tokens)
+    return gen
