@@ -140,8 +140,8 @@ def _pyav_default_threading() -> str:
 
 
 def _ours(path: Path) -> tuple[float, list[float]]:
-    from scenetg.build.shots import detect_shots
     from scenetg.config import ShotsConfig
+    from scenetg.curate.shots import detect_shots
 
     started = time.perf_counter()
     shots = detect_shots(path, ShotsConfig())

@@ -17,6 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from scenetg.errors import ScenetgError
+from scenetg.eval.answering import (
+    DEFAULT_CONTEXT_FRACTION,
+    DEFAULT_CONTEXT_S,
+    DEFAULT_N_FRAMES,
+)
+from scenetg.eval.baselines import DEFAULT_CENTER_FRACTION
+from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 
 app = typer.Typer(
     help="SceneTG: long-video temporal grounding — build datasets, train with GRPO, evaluate.",
@@ -95,7 +103,7 @@ def build(
     clip_model: ClipModelOpt = None,
 ) -> None:
     """Build a grounding dataset: shots -> scenes -> captions -> CLIP filter -> Parquet + card."""
-    from scenetg.build.pipeline import build as run_build
+    from scenetg.curate.pipeline import build as run_build
     from scenetg.progress import rich_reporter
 
     cfg = _load_config(config, caption_model, clip_model, engine)
@@ -112,7 +120,7 @@ def shots(
     resume: Annotated[bool, typer.Option("--resume", help="Skip videos already done.")] = False,
 ) -> None:
     """Stage 1 alone: probe videos, detect shots, assemble scenes (OUT/work/*/shots.json)."""
-    from scenetg.build.pipeline import run_stage
+    from scenetg.curate.pipeline import run_stage
     from scenetg.progress import rich_reporter
 
     cfg = _load_config(config)
@@ -133,8 +141,8 @@ def _stage_report(b, stage: str) -> None:
 
 def _stage_command(out: Path, stage: str, config: Path | None, caption_model: str | None,
                    clip_model: str | None) -> None:
-    from scenetg.build.pipeline import run_stage
-    from scenetg.build.workdir import WorkDir
+    from scenetg.curate.pipeline import run_stage
+    from scenetg.curate.workdir import WorkDir
     from scenetg.progress import rich_reporter
 
     manifest = WorkDir(out).require_manifest()
@@ -167,7 +175,7 @@ def filter_(
 @app.command()
 def export(out: Annotated[Path, typer.Argument(help="Dataset folder with filtered queries.")]) -> None:
     """Stage 4 alone: write videos/scenes/data/audit Parquet and the dataset card."""
-    from scenetg.build.pipeline import Build
+    from scenetg.curate.pipeline import Build
 
     b = Build.open(out)
     _finish(b.export(), "scenetg export")
@@ -182,8 +190,8 @@ def inspect(
     """Dataset statistics and an HTML report with scene thumbnails, queries and filter figures."""
     import json
 
-    from scenetg.build.report import dataset_stats, write_report
-    from scenetg.build.workdir import WorkDir
+    from scenetg.curate.report import dataset_stats, write_report
+    from scenetg.curate.workdir import WorkDir
 
     stats = dataset_stats(out)
     if json_out:
@@ -209,7 +217,7 @@ def publish(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only validate the folder.")] = False,
 ) -> None:
     """Push Parquet shards + dataset card to the Hugging Face Hub (huggingface_hub)."""
-    from scenetg.build.publish import publish as run_publish
+    from scenetg.curate.publish import publish as run_publish
 
     if not dry_run and "/" not in repo_id:
         raise ScenetgError("--repo-id must be USER/NAME")
@@ -234,7 +242,7 @@ def eval_(
     """Temporal grounding metrics: R1@0.3/0.5/0.7 and mIoU, by GT length too."""
     import json
 
-    from scenetg.build.workdir import write_json_atomic
+    from scenetg.curate.workdir import write_json_atomic
     from scenetg.eval.loaders import load_annotations
     from scenetg.eval.metrics import compute_metrics, format_markdown
     from scenetg.eval.predictions import read_predictions
@@ -263,16 +271,16 @@ def ground(
     format: Annotated[str, typer.Option("--format", "-f", help="Annotation format (auto-detected by default).")] = "auto",
     split: Annotated[str | None, typer.Option("--split", help="Split of a SceneTG dataset.")] = None,
     durations_csv: Annotated[Path | None, typer.Option("--durations", help="Metadata CSV with video lengths.")] = None,
-    fps: Annotated[float, typer.Option("--fps", help="Frames per second sampled (as in training).")] = 2.0,
-    max_frames: Annotated[int, typer.Option("--max-frames", help="At most this many frames per video.")] = 128,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per generate call.")] = 4,
+    fps: Annotated[float, typer.Option("--fps", help="Frames per second sampled (as in training).")] = DEFAULT_FPS,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="At most this many frames per video.")] = DEFAULT_MAX_FRAMES,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per generate call.")] = DEFAULT_BATCH_SIZE,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N queries.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16, float32.")] = "auto",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 256,
-    center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = "0.3",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = DEFAULT_MAX_NEW_TOKENS,
+    center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
 ) -> None:
-    """Grounding inference: one predicted [start, end] per query, raw model text kept."""
+    """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
     from scenetg.eval.grounding import ground as run_ground
     from scenetg.eval.loaders import load_annotations
     from scenetg.progress import rich_reporter
@@ -301,10 +309,10 @@ def answer(
     qa_format: Annotated[str, typer.Option("--qa-format", help="auto, videomme, longvideobench, mlvu.")] = "auto",
     grounder: Annotated[str, typer.Option("--grounder", help="model | clip.")] = "model",
     grounder_model: Annotated[str | None, typer.Option("--grounder-model", help="Grounding MLLM or OpenCLIP (default: the answerer).")] = None,
-    frames: Annotated[int, typer.Option("--frames", help="N frames for both arms.")] = 16,
-    context_fraction: Annotated[float, typer.Option("--context-fraction", help="Widen the span by this fraction of its length per side.")] = 0.5,
-    context_s: Annotated[float, typer.Option("--context-s", help="...and by this many seconds per side.")] = 0.0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+    frames: Annotated[int, typer.Option("--frames", help="N frames for both arms.")] = DEFAULT_N_FRAMES,
+    context_fraction: Annotated[float, typer.Option("--context-fraction", help="Widen the span by this fraction of its length per side.")] = DEFAULT_CONTEXT_FRACTION,
+    context_s: Annotated[float, typer.Option("--context-s", help="...and by this many seconds per side.")] = DEFAULT_CONTEXT_S,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per generate call.")] = DEFAULT_BATCH_SIZE,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
     device: Annotated[str, typer.Option("--device")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",

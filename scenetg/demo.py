@@ -68,8 +68,8 @@ def make_corpus(videos_dir: Path, assets_dir: Path | None) -> list[Path]:
 
 def run_demo(out: Path, config: Path, assets_dir: Path | None, reporter: Reporter | None = None):
     """Corpus -> tiny models -> build. Returns (paths, build summary)."""
-    from scenetg.build.pipeline import build
     from scenetg.config import load_build_config
+    from scenetg.curate.pipeline import build
     from scenetg.models.tiny import make_tiny_models
 
     out = Path(out)

@@ -9,8 +9,7 @@ import pytest
 
 from scenetg.errors import ConfigError, ScenetgError
 from scenetg.eval import answering as A
-from scenetg.rl.prompts import mcq_prompt
-from scenetg.video.frames import sample_times
+from scenetg.rl.prompts import mcq_prompt, span_times
 from scenetg.video.synthetic import write_synthetic_video
 
 SPAN_ANSWER = "<think>there</think><answer>1.0 - 2.5</answer>"
@@ -268,10 +267,10 @@ def test_answer_two_arms_rows_and_summary(videos, tmp_path):
     ]
     prompt = mcq_prompt("What is dark?", ["sky", "box", "road"])
     seen = [(t, d) for t, d, p in answer_calls if p == prompt]
-    assert seen[0][0] == pytest.approx(sample_times(0.25, 3.25, 4)) and seen[0][1] == pytest.approx(
+    assert seen[0][0] == pytest.approx(span_times(0.25, 3.25, 4)) and seen[0][1] == pytest.approx(
         3.0
     )
-    assert seen[1][0] == pytest.approx(sample_times(0.0, 4.0, 4)) and seen[1][1] == pytest.approx(
+    assert seen[1][0] == pytest.approx(span_times(0.0, 4.0, 4)) and seen[1][1] == pytest.approx(
         4.0
     )
     assert all(len(t) == 4 for t, _, _ in answer_calls)
@@ -329,7 +328,7 @@ def test_answer_validates(videos, tmp_path):
 
 
 def test_answer_with_tiny_models_clip_grounder(videos, tiny_models, tmp_path):
-    from scenetg.eval.grounding import QwenRunner
+    from scenetg.models.runner import QwenRunner
 
     runner = QwenRunner.load(tiny_models["qwen"], device="cpu", max_new_tokens=8)
     out = tmp_path / "qa.jsonl"

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from scenetg.build.captions import (
+from scenetg.config import CaptionsConfig, OpenAIConfig
+from scenetg.curate.captions import (
     CaptionBackend,
     OpenAICaptioner,
     SceneFrames,
@@ -21,7 +22,6 @@ from scenetg.build.captions import (
     clean_caption,
     make_caption_backend,
 )
-from scenetg.config import CaptionsConfig, OpenAIConfig
 from scenetg.errors import ModelError
 
 SERVED_MODEL = "tiny-qwen"

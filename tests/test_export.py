@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from scenetg.build import export
-from scenetg.build.export import (
+from scenetg.config import ExportConfig
+from scenetg.curate import export
+from scenetg.curate.export import (
     AUDIT_SCHEMA,
     QUERY_SCHEMA,
     SCENE_SCHEMA,
@@ -25,7 +26,6 @@ from scenetg.build.export import (
     write_table_atomic,
     write_videos_table,
 )
-from scenetg.config import ExportConfig
 
 REASONS = ["ambiguous", "not_top1", "empty_caption"]
 

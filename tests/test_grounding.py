@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 
 from scenetg.errors import ConfigError, ScenetgError
+from scenetg.eval import baselines as B
 from scenetg.eval import grounding as G
 from scenetg.eval.predictions import read_predictions
 from scenetg.eval.records import GroundingRecord
+from scenetg.models.runner import QwenRunner
 from scenetg.rl.parsing import parse_answer
 from scenetg.rl.prompts import (
     grounding_prompt,
     mcq_prompt,
     sample_video_times,
 )
+from scenetg.video.lookup import find_video
 from scenetg.video.synthetic import write_synthetic_video
 
 ANSWER = "<think>the person is there</think><answer>1.0 - 2.5</answer>"
@@ -69,14 +72,16 @@ def _rows(path: Path) -> list[dict]:
 # ------------------------------------------------------------------------------ prompts
 
 
-def test_sample_video_times_fps_budget_and_centres():
+def test_sample_video_times_fps_budget_and_start_at_zero():
     times = sample_video_times(10.0, fps=2.0, max_frames=100)
     assert len(times) == 20
-    assert times[0] == pytest.approx(0.25) and times[-1] == pytest.approx(9.75)
+    # i * D/k from 0: grid t of Qwen2.5-VL is read as time t * 2/fps from the first frame
+    assert times[0] == 0.0 and times[-1] == pytest.approx(9.5)
     assert np.allclose(np.diff(times), 0.5)
     long = sample_video_times(3600.0, fps=2.0, max_frames=64)
     assert len(long) == 64  # capped, spread over the whole video
-    assert long[0] == pytest.approx(3600 / 128) and long[-1] == pytest.approx(3600 - 3600 / 128)
+    assert long[0] == 0.0 and long[-1] == pytest.approx(3600 - 3600 / 64)
+    assert np.allclose(np.diff(long), 3600 / 64)
     assert len(sample_video_times(10.0, fps=1.5, max_frames=100)) == 14  # 15 rounded to even
     assert len(sample_video_times(0.4, fps=2.0, max_frames=10)) == 2  # at least 2
     assert len(sample_video_times(10.0, fps=2.0, max_frames=1)) == 1
@@ -101,39 +106,39 @@ def test_prompts():
 
 
 def test_find_video(videos, tmp_path):
-    assert G.find_video(videos, "a") == videos / "a.mp4"
-    assert G.find_video(videos, "sub/b") == videos / "sub" / "b.mp4"
-    assert G.find_video(videos, "a.mp4") == videos / "a.mp4"
-    assert G.find_video(videos, "nope") is None
-    assert G.find_video(videos, "sub/nope") is None
+    assert find_video(videos, "a") == videos / "a.mp4"
+    assert find_video(videos, "sub/b") == videos / "sub" / "b.mp4"
+    assert find_video(videos, "a.mp4") == videos / "a.mp4"
+    assert find_video(videos, "nope") is None
+    assert find_video(videos, "sub/nope") is None
     (tmp_path / "C D.MKV").write_bytes(b"x")
     (tmp_path / "E.Mov").write_bytes(b"x")
     (tmp_path / "F.txt").write_bytes(b"x")
-    assert G.find_video(tmp_path, "C D") == tmp_path / "C D.MKV"
-    assert G.find_video(tmp_path, "E") == tmp_path / "E.Mov"
-    assert G.find_video(tmp_path, "F") is None
+    assert find_video(tmp_path, "C D") == tmp_path / "C D.MKV"
+    assert find_video(tmp_path, "E") == tmp_path / "E.Mov"
+    assert find_video(tmp_path, "F") is None
 
 
 # ---------------------------------------------------------------------------- baselines
 
 
 def test_center_window_and_auto_fraction(videos, tmp_path):
-    assert G.center_window(10.0, 0.3) == pytest.approx((3.5, 6.5))
+    assert B.center_window(10.0, 0.3) == pytest.approx((3.5, 6.5))
     recs = _records(duration_a=None)  # `a` has no duration: probed from the file
     out = tmp_path / "center.jsonl"
     stats = G.ground(recs, videos, out, method="center")
     preds = read_predictions(out)
-    assert preds["q1"] == pytest.approx(G.center_window(4.0, G.DEFAULT_CENTER_FRACTION))
+    assert preds["q1"] == pytest.approx(B.center_window(4.0, B.DEFAULT_CENTER_FRACTION))
     assert preds["q2"] == pytest.approx((1.05, 1.95))
     assert preds["q4"] == pytest.approx((3.5, 6.5))  # duration known: no video needed
     assert stats.parsed == 4 and stats.written == 4 and stats.missing_videos == 0
 
     recs = _records()
-    fraction = G.mean_relative_length(recs)
+    fraction = B.mean_relative_length(recs)
     assert fraction == pytest.approx(np.mean([0.5, 0.5, 0.5, 0.1]))
     out2 = tmp_path / "auto.jsonl"
     G.ground(recs, videos, out2, method="center", center_fraction="auto")
-    assert read_predictions(out2)["q4"] == pytest.approx(G.center_window(10.0, fraction))
+    assert read_predictions(out2)["q4"] == pytest.approx(B.center_window(10.0, fraction))
     with pytest.raises(ConfigError):
         G.ground(recs, videos, out2, method="center", center_fraction=1.5)
 
@@ -141,19 +146,19 @@ def test_center_window_and_auto_fraction(videos, tmp_path):
 def test_clip_best_window_contrast_score():
     sims = np.zeros(40)
     sims[10:20] = 1.0
-    s, e, score = G.clip_best_window(sims, 80.0, scales=(0.1, 0.25, 0.5), stride=0.25)
+    s, e, score = B.clip_best_window(sims, 80.0, scales=(0.1, 0.25, 0.5), stride=0.25)
     assert (s, e) == pytest.approx((20.0, 40.0))  # frames 10..19 of 40, 2 s each
     assert score == pytest.approx(1.0)
     # a plain mean would tie every window inside the bump; the contrast picks the whole bump
-    s, e, _ = G.clip_best_window(sims, 80.0, scales=(0.1, 0.25), stride=0.1)
+    s, e, _ = B.clip_best_window(sims, 80.0, scales=(0.1, 0.25), stride=0.1)
     assert (s, e) == pytest.approx((20.0, 40.0))
     # a window covering every frame has no contrast (score 0)
-    s, e, score = G.clip_best_window(np.ones(5), 5.0, scales=(1.0,))
+    s, e, score = B.clip_best_window(np.ones(5), 5.0, scales=(1.0,))
     assert (s, e, score) == (0.0, 5.0, 0.0)
     # the last start is always tried even when the stride skips it
     sims = np.zeros(10)
     sims[7:10] = 1.0
-    assert G.clip_best_window(sims, 10.0, scales=(0.3,), stride=1.0)[:2] == (7.0, 10.0)
+    assert B.clip_best_window(sims, 10.0, scales=(0.3,), stride=1.0)[:2] == (7.0, 10.0)
 
 
 def test_clip_method_with_tiny_clip(videos, tiny_models, tmp_path):
@@ -281,7 +286,7 @@ def test_model_method_with_tiny_qwen_and_time_encoding(videos, tiny_models, tmp_
         return inputs
 
     monkeypatch.setattr(qwen_mod, "batch_video_inputs", spy)
-    runner = G.QwenRunner.load(tiny_models["qwen"], device="cpu", max_new_tokens=8)
+    runner = QwenRunner.load(tiny_models["qwen"], device="cpu", max_new_tokens=8)
     out = tmp_path / "p.jsonl"
     stats = G.ground(_records(), videos, out, model=runner, fps=2, max_frames=4, batch_size=3)
     assert stats.written == 4 and stats.videos == 3

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from scenetg.build.scenes import Scene, assemble_scenes
 from scenetg.config import ScenesConfig
+from scenetg.curate.scenes import Scene, assemble_scenes
 
 FPS = 10
 

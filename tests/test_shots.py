@@ -1,4 +1,4 @@
-"""scenetg.build.shots: cut times on synthetic videos with known cuts and on PySceneDetect's clips."""
+"""scenetg.curate.shots: cut times on synthetic videos with known cuts and on PySceneDetect's clips."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scenedetect import AdaptiveDetector, ContentDetector, ThresholdDetector, detect
 
-from scenetg.build.shots import EMBEDDING_DIM, Shot, _detect_with, detect_shots
 from scenetg.config import ShotsConfig
+from scenetg.curate.shots import EMBEDDING_DIM, Shot, _detect_with, detect_shots
 from scenetg.errors import VideoError
 from scenetg.video.probe import probe_video
 from scenetg.video.synthetic import scene_colours, write_synthetic_video
@@ -239,7 +239,7 @@ def test_fast_frame_score_equals_pyscenedetects_own(assets, clip):
     import av
     from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
-    from scenetg.build.shots import FastAdaptiveDetector, FastContentDetector
+    from scenetg.curate.shots import FastAdaptiveDetector, FastContentDetector
 
     pairs = [(ContentDetector(), FastContentDetector()), (AdaptiveDetector(), FastAdaptiveDetector())]
     with av.open(str(assets / "videos" / "pyscenedetect" / clip)) as container:

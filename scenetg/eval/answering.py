@@ -13,35 +13,30 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from scenetg.build.workdir import write_bytes_atomic
-from scenetg.errors import ConfigError, ScenetgError, VideoError
-from scenetg.eval.grounding import (
+from scenetg.curate.workdir import write_bytes_atomic
+from scenetg.errors import ConfigError, VideoError
+from scenetg.eval.baselines import (
     CLIP_SCALES,
     CLIP_STRIDE,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_MAX_NEW_TOKENS,
-    ERROR_PREFIX,
-    as_clip,
-    as_runner,
     clip_frame_embeddings,
+    clip_frame_times,
     clip_ground_video,
-    find_video,
-    group_by_video,
-    missing_video_message,
-    model_ground_batch,
-    read_done_rows,
-    read_frames,
 )
+from scenetg.eval.grounding import ERROR_PREFIX, group_by_video, read_done_rows
+from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` callers load QA here
+    DURATION_GROUPS,
+    QA_FORMATS,
+    QARecord,
+    duration_group,
+    load_qa,
+)
+from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, as_clip, as_runner
 from scenetg.progress import Reporter
 from scenetg.rl.parsing import parse_answer, parse_choice
 from scenetg.rl.prompts import (
@@ -49,17 +44,19 @@ from scenetg.rl.prompts import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_MAX_SIDE,
     mcq_prompt,
-    sample_video_times,
+    span_times,
 )
-from scenetg.video.frames import sample_times
+from scenetg.rl.samples import (
+    FrameSampling,
+    GroundingInput,
+    SampledVideo,
+    generate_grounding,
+    generate_texts,
+)
+from scenetg.video.frames import read_frames_at
+from scenetg.video.lookup import find_video, missing_video_message
 
-QA_FORMATS = ("videomme", "longvideobench", "mlvu")
 GROUNDERS = ("model", "clip")
-DURATION_GROUPS = ("short", "medium", "long")
-DURATION_GROUP_EDGES_S = (240.0, 900.0)
-"""Seconds-to-group edges, following Video-MME's groups (short < 2 min, medium 4–15 min,
-long 30–60 min) with the gaps closed: short < 4 min <= medium <= 15 min < long."""
-UNKNOWN_GROUP = "unknown"
 
 DEFAULT_N_FRAMES = 16
 DEFAULT_CONTEXT_FRACTION = 0.5
@@ -67,272 +64,6 @@ DEFAULT_CONTEXT_FRACTION = 0.5
 DEFAULT_CONTEXT_S = 0.0
 """...plus this many seconds, then clipped to the video."""
 DEFAULT_ANSWER_TOKENS = 32
-
-
-@dataclass
-class QARecord:
-    """One multiple-choice question about video `video_id`; `options` are plain texts (no
-    letters), `answer_index` 0-based. `duration_group` is short/medium/long (or the file's own
-    group label, or "unknown"); `duration_s` the file's duration when it gives one."""
-
-    qid: str
-    video_id: str
-    question: str
-    options: list[str]
-    answer_index: int
-    duration_group: str
-    duration_s: float | None = None
-
-
-# ----------------------------------------------------------------------------------- loaders
-
-
-def duration_group(duration_s: float | None) -> str:
-    """short / medium / long from seconds (`DURATION_GROUP_EDGES_S`); "unknown" for None."""
-    if duration_s is None:
-        return UNKNOWN_GROUP
-    if duration_s < DURATION_GROUP_EDGES_S[0]:
-        return "short"
-    if duration_s <= DURATION_GROUP_EDGES_S[1]:
-        return "medium"
-    return "long"
-
-
-def _read_items(p: Path) -> list[tuple[str, dict]]:
-    """``(where, object)`` for each item of a JSON list, JSONL file or Parquet table."""
-    suffix = p.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(p).to_pylist()
-        return [(f"{p}: row {i}", r) for i, r in enumerate(rows)]
-    text = p.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if suffix == ".jsonl" or (suffix != ".json" and stripped.startswith("{") and "\n{" in stripped):
-        items = []
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                raise ScenetgError(f"{p}:{line_no}: invalid JSON ({exc})") from None
-            if not isinstance(obj, dict):
-                raise ScenetgError(f"{p}:{line_no}: expected a JSON object")
-            items.append((f"{p}:{line_no}", obj))
-        return items
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise ScenetgError(f"{p}: invalid JSON ({exc})") from None
-    if isinstance(doc, dict):
-        lists = [v for v in doc.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise ScenetgError(f"{p}: expected a list of questions (or an object holding one list)")
-        doc = lists[0]
-    if not isinstance(doc, list) or not all(isinstance(x, dict) for x in doc):
-        raise ScenetgError(f"{p}: expected a list of JSON objects")
-    return [(f"{p}: item {i}", obj) for i, obj in enumerate(doc)]
-
-
-def detect_qa_format(item: dict) -> str:
-    """videomme: has `options` (or nested `questions`); longvideobench: `correct_choice`;
-    mlvu: `candidates` with `video_name` or `video`."""
-    if "correct_choice" in item:
-        return "longvideobench"
-    if "options" in item or isinstance(item.get("questions"), list):
-        return "videomme"
-    if "candidates" in item and ("video_name" in item or "video" in item):
-        return "mlvu"
-    raise ScenetgError(
-        "cannot tell the QA format from the fields "
-        f"{sorted(item)[:12]}; pass a format ({', '.join(QA_FORMATS)})"
-    )
-
-
-def load_qa(path: str | Path, format: str = "auto") -> list[QARecord]:
-    """Read a Video-MME, LongVideoBench or MLVU file (JSON list, JSONL or Parquet).
-
-    - ``videomme``: rows ``video_id, duration (short|medium|long), question, options, answer``
-      (letter), optional ``question_id`` and ``videoID``; or video objects with a ``questions``
-      list. The video file is ``videoID`` when present (the YouTube id the released files are
-      named by), else ``video_id``. Options ``"A. text"`` lose their letter. qid: ``question_id``
-      else ``"{video_id}-{k}"`` (k-th question of the video, from 1).
-    - ``longvideobench``: ``video_id, question, option0..option4`` (trailing empty / "N/A"
-      options dropped) or ``candidates``, ``correct_choice`` (index or letter), ``duration`` (s).
-      qid: ``id`` else ``"{video_id}_{i}"`` (i: position in the file).
-    - ``mlvu``: ``video_name`` (or ``video``, extension dropped), ``question``, ``candidates``,
-      ``answer`` (the option's text; a letter also works), ``duration`` (s). qid: ``question_id``
-      else ``"{video}_{i}"``.
-
-    Group: Video-MME's own label; otherwise from the duration in seconds (`duration_group`).
-    Raises `ScenetgError("FILE: where: reason")` on malformed input or duplicate qids.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ScenetgError(f"{path}: QA file not found")
-    items = _read_items(p)
-    if not items:
-        return []
-    fmt = format.strip().lower().replace("-", "").replace("_", "") if format else "auto"
-    fmt = {
-        "auto": "auto",
-        "videomme": "videomme",
-        "longvideobench": "longvideobench",
-        "lvb": "longvideobench",
-        "mlvu": "mlvu",
-    }.get(fmt, fmt)
-    if fmt == "auto":
-        fmt = detect_qa_format(items[0][1])
-    if fmt not in QA_FORMATS:
-        raise ScenetgError(
-            f"unknown QA format {format!r}; use auto or one of {', '.join(QA_FORMATS)}"
-        )
-    reader = {"videomme": _videomme, "longvideobench": _longvideobench, "mlvu": _mlvu}[fmt]
-    records: list[QARecord] = []
-    for i, (where, item) in enumerate(items):
-        try:
-            records.extend(reader(item, i))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            why = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise ScenetgError(f"{where}: {why}") from None
-    seen: set[str] = set()
-    for rec in records:
-        if rec.qid in seen:
-            raise ScenetgError(f"{path}: duplicate question id {rec.qid!r}")
-        seen.add(rec.qid)
-    return records
-
-
-_LETTER_PREFIX = re.compile(r"^\s*\(?([A-Za-z])[.):]\s*")
-
-
-def _strip_letters(options: Sequence[Any]) -> list[str]:
-    """Drop ``A. `` / ``(A) `` prefixes when every option carries its own letter in order."""
-    texts = [str(o).strip() for o in options]
-    matches = [_LETTER_PREFIX.match(t) for t in texts]
-    if texts and all(m and m.group(1).upper() == chr(65 + i) for i, m in enumerate(matches)):
-        return [t[m.end() :].strip() for t, m in zip(texts, matches, strict=True)]  # type: ignore[union-attr]
-    return texts
-
-
-def _index_of(answer: Any, options: list[str]) -> int:
-    """A 0-based index from an int, a letter or the option's text."""
-    if isinstance(answer, bool):
-        raise ValueError(f"invalid answer {answer!r}")
-    if isinstance(answer, (int, np.integer)):
-        idx = int(answer)
-    else:
-        text = str(answer).strip()
-        exact = [i for i, o in enumerate(options) if o == text]
-        loose = [i for i, o in enumerate(options) if o.strip().lower() == text.lower()]
-        if exact or loose:
-            idx = (exact or loose)[0]
-        elif re.fullmatch(r"\(?[A-Za-z][.)]?", text):
-            idx = ord(text.strip("().").upper()) - 65
-        elif text.isdigit():
-            idx = int(text)
-        else:
-            idx = -1
-        if not 0 <= idx < len(options):
-            raise ValueError(
-                f"answer {text!r} is not one of the {len(options)} options (text, letter or index)"
-            )
-    if not 0 <= idx < len(options):
-        raise ValueError(f"answer {answer!r} out of range for {len(options)} options")
-    return idx
-
-
-def _options(value: Any) -> list[str]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError("options must be a non-empty list")
-    return _strip_letters(value)
-
-
-def _seconds(value: Any) -> float | None:
-    try:
-        d = float(value)
-    except (TypeError, ValueError):
-        return None
-    return d if math.isfinite(d) and d > 0 else None
-
-
-def _videomme(item: dict, i: int) -> list[QARecord]:
-    video_id = str(item.get("videoID") or item["video_id"])
-    label = item.get("duration")
-    questions = item["questions"] if isinstance(item.get("questions"), list) else [item]
-    out = []
-    for k, q in enumerate(questions, start=1):
-        options = _options(q["options"])
-        raw_group = q.get("duration", label)
-        if isinstance(raw_group, str) and raw_group.strip().lower() in DURATION_GROUPS:
-            group, seconds = raw_group.strip().lower(), None
-        else:
-            seconds = _seconds(raw_group)
-            group = duration_group(seconds)
-        qid = q.get("question_id")
-        out.append(
-            QARecord(
-                qid=str(qid) if qid is not None else f"{item.get('video_id', video_id)}-{k}",
-                video_id=video_id,
-                question=str(q["question"]).strip(),
-                options=options,
-                answer_index=_index_of(q["answer"], options),
-                duration_group=group,
-                duration_s=seconds,
-            )
-        )
-    return out
-
-
-_EMPTY_OPTIONS = {"", "n/a", "none", "null"}
-
-
-def _longvideobench(item: dict, i: int) -> list[QARecord]:
-    if isinstance(item.get("candidates"), list):
-        raw = list(item["candidates"])
-    else:
-        raw = [item.get(f"option{j}") for j in range(5)]
-        while raw and (raw[-1] is None or str(raw[-1]).strip().lower() in _EMPTY_OPTIONS):
-            raw.pop()
-    options = _options(raw)
-    video_id = str(item["video_id"])
-    seconds = _seconds(item.get("duration"))
-    group = duration_group(seconds)
-    if seconds is None and item.get("duration_group") is not None:
-        group = f"<={item['duration_group']}s"  # LongVideoBench's own bucket (upper bound, s)
-    qid = item.get("id")
-    return [
-        QARecord(
-            qid=str(qid) if qid is not None else f"{video_id}_{i}",
-            video_id=video_id,
-            question=str(item["question"]).strip(),
-            options=options,
-            answer_index=_index_of(item["correct_choice"], options),
-            duration_group=group,
-            duration_s=seconds,
-        )
-    ]
-
-
-def _mlvu(item: dict, i: int) -> list[QARecord]:
-    name = str(item.get("video_name") or item["video"])
-    stem, ext = os.path.splitext(name)
-    video_id = stem if ext.lower() in (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v") else name
-    options = _options(item["candidates"])
-    seconds = _seconds(item.get("duration"))
-    qid = item.get("question_id")
-    return [
-        QARecord(
-            qid=str(qid) if qid is not None else f"{video_id}_{i}",
-            video_id=video_id,
-            question=str(item["question"]).strip(),
-            options=options,
-            answer_index=_index_of(item["answer"], options),
-            duration_group=duration_group(seconds),
-            duration_s=seconds,
-        )
-    ]
 
 
 # ---------------------------------------------------------------------------------- windows
@@ -486,10 +217,11 @@ class _Job:
     clip_stride: float
 
     def video_rows(self, videos_dir, video_id: str, recs: Sequence[QARecord]) -> list[dict]:
-        path = find_video(videos_dir, video_id)
-        if path is None:
-            return [_error_row(r, missing_video_message(videos_dir, video_id)) for r in recs]
         try:
+            path = find_video(videos_dir, video_id)
+            if path is None:
+                message = f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}"
+                return [_error_row(r, message) for r in recs]
             return self._rows(path, recs)
         except VideoError as exc:
             return [_error_row(r, f"{ERROR_PREFIX} {exc}") for r in recs]
@@ -504,12 +236,15 @@ class _Job:
         from scenetg.video.probe import probe_video
 
         duration = float(probe_video(path).duration_s)
-        uniform_times = sample_times(0.0, duration, self.n_frames)
+        # Frames for the model start at each span's start (`span_times`), as grounding's do.
+        uniform_times = span_times(0.0, duration, self.n_frames)
+        sampling = FrameSampling(self.fps, self.max_frames, self.max_side)
 
         # Stage 1: ground every question of the video (frames decoded once).
         if self.grounder == "clip":
-            times_g = sample_video_times(duration, self.fps, self.max_frames, multiple_of=1)
-            emb = clip_frame_embeddings(self.ground_engine, path, times_g)
+            emb = clip_frame_embeddings(
+                self.ground_engine, path, clip_frame_times(duration, self.fps, self.max_frames)
+            )
             found = clip_ground_video(
                 self.ground_engine,
                 emb,
@@ -520,47 +255,44 @@ class _Job:
             )
             spans = [(s, e) for s, e, _ in found]
             raw_ground = [f"clip window score={score:.4f}" for _, _, score in found]
-            uniform_frames = read_frames(path, uniform_times, self.max_side)
+            uniform_frames = read_frames_at(path, uniform_times, max_side=self.max_side)
         else:
-            times_g = sample_video_times(duration, self.fps, self.max_frames)
-            frames = read_frames(path, list(times_g) + list(uniform_times), self.max_side)
-            frames_g, uniform_frames = frames[: len(times_g)], frames[len(times_g) :]
-            items = [(frames_g, times_g, duration, r.question) for r in recs]
+            times_g = sampling.times(duration)
+            frames = read_frames_at(path, list(times_g) + list(uniform_times), self.max_side)
+            video_g = SampledVideo(frames[: len(times_g)], times_g, duration)
+            uniform_frames = frames[len(times_g) :]
+            items = [GroundingInput(video_g, r.question) for r in recs]
             raw_ground = self._batched(
                 items,
-                lambda b: model_ground_batch(self.ground_engine, b, self.max_new_tokens_ground),
+                lambda b: generate_grounding(self.ground_engine, b, self.max_new_tokens_ground),
             )
             spans = [parse_answer(t) for t in raw_ground]
-            del frames, frames_g
+            del frames, video_g
 
         # Stage 2: frames inside each widened span (whole video when grounding is unusable).
         windows = [answer_window(s, duration, self.context_fraction, self.context_s) for s in spans]
         used = [w if w is not None else (0.0, duration) for w in windows]
-        span_times = [sample_times(a, b, self.n_frames) for a, b in used]
-        flat = read_frames(path, [t for ts in span_times for t in ts], self.max_side)
-        span_frames = [flat[i * self.n_frames : (i + 1) * self.n_frames] for i in range(len(recs))]
-
-        answer_items = []
-        for rec, (a, b), times, frames_q in zip(recs, used, span_times, span_frames, strict=True):
+        times_q = [span_times(a, b, self.n_frames) for a, b in used]
+        flat = read_frames_at(path, [t for ts in times_q for t in ts], self.max_side)
+        n = self.n_frames
+        uniform = SampledVideo(uniform_frames, uniform_times, duration)
+        answer_items: list[tuple[SampledVideo, str]] = []
+        for k, (rec, (a, b)) in enumerate(zip(recs, used, strict=True)):
             prompt = mcq_prompt(rec.question, rec.options)
-            answer_items.append((frames_q, times, b - a, prompt))
-            answer_items.append((uniform_frames, uniform_times, duration, prompt))
+            answer_items.append((SampledVideo(flat[k * n : (k + 1) * n], times_q[k], b - a), prompt))
+            answer_items.append((uniform, prompt))
         texts = self._batched(
             answer_items,
-            lambda b: self.runner.generate(
-                [it[0] for it in b],
-                [it[1] for it in b],
-                [it[3] for it in b],
-                [it[2] for it in b],
-                max_new_tokens=self.max_new_tokens_answer,
+            lambda b: generate_texts(
+                self.runner, [v for v, _ in b], [p for _, p in b], self.max_new_tokens_answer
             ),
         )
         rows = []
         for k, rec in enumerate(recs):
             raw_gta, raw_uni = texts[2 * k], texts[2 * k + 1]
-            n = len(rec.options)
-            choice_gta = parse_choice(raw_gta, n, rec.options)
-            choice_uni = parse_choice(raw_uni, n, rec.options)
+            n_opt = len(rec.options)
+            choice_gta = parse_choice(raw_gta, n_opt, rec.options)
+            choice_uni = parse_choice(raw_uni, n_opt, rec.options)
             span = spans[k]
             rows.append(
                 {

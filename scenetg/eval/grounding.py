@@ -15,50 +15,35 @@ whose ``raw`` starts with ``"error:"`` (a missing or broken video), which are re
 
 from __future__ import annotations
 
-import copy
-import glob
 import json
-import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scenetg.errors import ConfigError, ScenetgError, VideoError
+from scenetg.eval.baselines import (
+    CLIP_SCALES,
+    CLIP_STRIDE,
+    DEFAULT_CENTER_FRACTION,
+    center_window,
+    clip_frame_embeddings,
+    clip_frame_times,
+    clip_ground_video,
+    mean_relative_length,
+)
 from scenetg.eval.predictions import append_prediction
 from scenetg.eval.records import GroundingRecord
+from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, as_clip, as_runner
 from scenetg.progress import Reporter
 from scenetg.rl.parsing import parse_answer
-from scenetg.rl.prompts import (
-    DEFAULT_FPS,
-    DEFAULT_MAX_FRAMES,
-    DEFAULT_MAX_SIDE,
-    grounding_prompt,
-    sample_video_times,
-)
+from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
+from scenetg.rl.samples import FrameSampling, GroundingInput, generate_grounding, sample_video
+from scenetg.video.lookup import find_video, missing_video_message, video_duration
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 METHODS = ("model", "center", "clip")
 ERROR_PREFIX = "error:"
-
-DEFAULT_CENTER_FRACTION = 0.3
-"""Centre-prior window length as a fraction of the video (no data needed). ``"auto"`` uses the
-mean relative GT length of the records being grounded instead: a prior fitted on the test set
-itself, so an optimistic baseline."""
-
-CLIP_SCALES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75)
-"""Sliding-window lengths tried by the CLIP baseline, as fractions of the video duration."""
-
-CLIP_STRIDE = 0.25
-"""Window stride as a fraction of the window's own length."""
-
-DEFAULT_MAX_NEW_TOKENS = 256
-"""Room for a short ``<think>`` plus the answer."""
-
-DEFAULT_BATCH_SIZE = 4
 
 
 @dataclass
@@ -97,62 +82,6 @@ class GroundStats:
         if self.video_errors:
             line += f"; {self.video_errors} queries with an unreadable video"
         return line
-
-
-# ------------------------------------------------------------------------------------ videos
-
-
-def find_video(videos_dir: str | Path, video_id: str) -> Path | None:
-    """The file of `video_id` under `videos_dir`: ``<video_id><ext>`` for the usual extensions
-    (any case; ids may be nested, ``charades/3MSZA``), or `video_id` itself when it already ends
-    with one. None when there is none."""
-    base = Path(videos_dir)
-    direct = base / video_id
-    if direct.suffix.lower() in VIDEO_EXTENSIONS and direct.is_file():
-        return direct
-    for ext in VIDEO_EXTENSIONS:
-        for e in (ext, ext.upper()):
-            candidate = base / f"{video_id}{e}"
-            if candidate.is_file():
-                return candidate
-    parent = direct.parent
-    if parent.is_dir():
-        for candidate in sorted(parent.glob(glob.escape(direct.name) + ".*")):
-            if candidate.suffix.lower() in VIDEO_EXTENSIONS and candidate.is_file():
-                return candidate
-    return None
-
-
-def missing_video_message(videos_dir: str | Path, video_id: str) -> str:
-    return f"{ERROR_PREFIX} video not found: {Path(videos_dir) / video_id}.* ({'/'.join(e[1:] for e in VIDEO_EXTENSIONS)})"
-
-
-def video_duration(path: Path, known: Iterable[float | None] = ()) -> float:
-    """The first known duration (from the annotations), else the probed one (raises VideoError)."""
-    for d in known:
-        if d is not None and d > 0:
-            return float(d)
-    from scenetg.video.probe import probe_video
-
-    return float(probe_video(path).duration_s)
-
-
-def read_frames(
-    path: str | Path, times_s: Sequence[float], max_side: int | None
-) -> list[np.ndarray]:
-    """RGB frames shown at `times_s`, from one decode pass."""
-    from scenetg.video import frames as frames_mod
-
-    return frames_mod.read_frames_at(path, times_s, max_side=max_side)
-
-
-def iter_frames(
-    path: str | Path, times_s: Sequence[float], max_side: int | None
-) -> Iterator[np.ndarray]:
-    """Like `read_frames` but streaming (ascending `times_s`): only one frame held at a time."""
-    from scenetg.video import frames as frames_mod
-
-    yield from frames_mod.iter_frames_at(path, times_s, max_side=max_side)
 
 
 def group_by_video(records: Iterable[Any]) -> dict[str, list[Any]]:
@@ -210,191 +139,6 @@ def read_done_rows(path: str | Path) -> dict[str, dict]:
 def is_error_row(row: dict, key: str = "raw") -> bool:
     value = row.get(key)
     return isinstance(value, str) and value.startswith(ERROR_PREFIX)
-
-
-# ----------------------------------------------------------------------------------- models
-
-
-class QwenRunner:
-    """A loaded MLLM + processor with a greedy generation config: batches of videos and prompts
-    in, generated texts out. Videos go through `batch_video_inputs` with their real duration, so
-    the sampled fps (and every time the model sees) is right."""
-
-    def __init__(self, model: Any, processor: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
-        self.model, self.processor = model, processor
-        from scenetg.models.qwen import greedy_generation_config
-
-        self.generation_config = greedy_generation_config(model, max_new_tokens)
-
-    @classmethod
-    def load(
-        cls,
-        model_id_or_path: str | Path,
-        dtype: str = "auto",
-        device: str = "auto",
-        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    ) -> QwenRunner:
-        from scenetg.models.qwen import load_qwen
-
-        model, processor = load_qwen(model_id_or_path, dtype=dtype, device=device)
-        return cls(model, processor, max_new_tokens)
-
-    def generate(
-        self,
-        videos: Sequence[Sequence[np.ndarray]],
-        times_s: Sequence[Sequence[float]],
-        prompts: Sequence[str],
-        durations_s: Sequence[float],
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """One greedy completion per (video, prompt); the special tokens are dropped."""
-        import torch
-
-        from scenetg.models.qwen import batch_video_inputs
-
-        if not videos:
-            return []
-        gen = self.generation_config
-        if max_new_tokens is not None and max_new_tokens != gen.max_new_tokens:
-            gen = copy.deepcopy(gen)
-            gen.max_new_tokens = int(max_new_tokens)
-        inputs = batch_video_inputs(
-            self.processor, videos, times_s, list(prompts), durations_s=list(durations_s)
-        ).to(self.model.device)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=gen)
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        return [
-            t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)
-        ]
-
-
-def as_runner(
-    model: Any, dtype: str, device: str, max_new_tokens: int, what: str = "--model"
-) -> Any:
-    """A `QwenRunner` from a model id/path, or `model` itself when it already has ``generate``
-    (a loaded runner, or a stand-in in tests)."""
-    if model is None:
-        raise ConfigError(f"an MLLM is needed: set {what}")
-    if hasattr(model, "generate") and not isinstance(model, (str, Path)):
-        return model
-    return QwenRunner.load(model, dtype=dtype, device=device, max_new_tokens=max_new_tokens)
-
-
-def as_clip(model: Any, device: str, what: str = "--model") -> Any:
-    """A `ClipEncoder` from a name/path, or `model` itself when it already encodes."""
-    if model is None:
-        raise ConfigError(f"a CLIP model is needed: set {what}")
-    if hasattr(model, "encode_images") and not isinstance(model, (str, Path)):
-        return model
-    from scenetg.models.clip import load_clip
-
-    return load_clip(model, device=device)
-
-
-# -------------------------------------------------------------------------------- baselines
-
-
-def center_window(duration_s: float, fraction: float) -> tuple[float, float]:
-    """The centre prior: ``[D/2 - f·D/2, D/2 + f·D/2]``."""
-    half = 0.5 * fraction * duration_s
-    return 0.5 * duration_s - half, 0.5 * duration_s + half
-
-
-def mean_relative_length(records: Iterable[GroundingRecord]) -> float | None:
-    """Mean over records with a known duration of (longest GT window / duration); None if none."""
-    values = [
-        max(e - s for s, e in rec.windows) / rec.duration_s
-        for rec in records
-        if rec.duration_s and rec.windows
-    ]
-    return float(np.mean(values)) if values else None
-
-
-def clip_best_window(
-    sims: np.ndarray,
-    duration_s: float,
-    scales: Sequence[float] = CLIP_SCALES,
-    stride: float = CLIP_STRIDE,
-) -> tuple[float, float, float]:
-    """The best sliding window for one query: ``(start_s, end_s, score)``.
-
-    `sims` (T,) are text–frame cosine similarities of T frames at the centres of T equal parts of
-    the video, frame i covering ``[i·D/T, (i+1)·D/T)``. For each scale f, windows of
-    ``w = max(1, round(f·T))`` frames start every ``max(1, round(stride·w))`` frames (the last
-    start, T - w, always included). Score = mean similarity inside the window minus mean outside
-    it (0 when the window covers every frame): a contrast, so the window that stands out from the
-    rest of the video wins; a plain inside mean would always pick the shortest window around the
-    single best frame. Ties go to the earliest, shortest window.
-    """
-    sims = np.asarray(sims, dtype=np.float64).reshape(-1)
-    t = sims.size
-    if t == 0:
-        raise ValueError("no frame similarities")
-    cum = np.concatenate([[0.0], np.cumsum(sims)])
-    total = cum[-1]
-    best = (-math.inf, 0, t)
-    for w in sorted({max(1, min(t, round(f * t))) for f in scales}):
-        step = max(1, round(stride * w))
-        starts = np.arange(0, t - w + 1, step)
-        if starts[-1] != t - w:
-            starts = np.append(starts, t - w)
-        inside = cum[starts + w] - cum[starts]
-        mean_in = inside / w
-        mean_out = (total - inside) / (t - w) if t > w else mean_in
-        score = mean_in - mean_out
-        i = int(np.argmax(score))
-        if score[i] > best[0] + 1e-12:
-            best = (float(score[i]), int(starts[i]), w)
-    score, start, w = best
-    frame_s = duration_s / t
-    return start * frame_s, (start + w) * frame_s, score
-
-
-def clip_frame_embeddings(
-    encoder: Any, path: str | Path, times_s: Sequence[float], chunk: int = 64
-) -> np.ndarray:
-    """(T, d) CLIP embeddings of the frames at `times_s`, decoded just large enough for the
-    model's input and encoded in chunks."""
-    max_side = 2 * int(getattr(encoder, "image_size", 224))
-    parts, buf = [], []
-    for frame in iter_frames(path, times_s, max_side):
-        buf.append(frame)
-        if len(buf) == chunk:
-            parts.append(encoder.encode_images(buf))
-            buf = []
-    if buf:
-        parts.append(encoder.encode_images(buf))
-    return np.concatenate(parts, axis=0)
-
-
-def clip_ground_video(
-    encoder: Any,
-    frame_emb: np.ndarray,
-    duration_s: float,
-    queries: Sequence[str],
-    scales: Sequence[float] = CLIP_SCALES,
-    stride: float = CLIP_STRIDE,
-) -> list[tuple[float, float, float]]:
-    """``(start_s, end_s, score)`` per query, from one video's frame embeddings."""
-    text = encoder.encode_text(list(queries))
-    sims = text @ frame_emb.T
-    return [clip_best_window(row, duration_s, scales, stride) for row in sims]
-
-
-def model_ground_batch(
-    runner: Any,
-    items: Sequence[tuple[Sequence[np.ndarray], Sequence[float], float, str]],
-    max_new_tokens: int | None = None,
-) -> list[str]:
-    """Raw grounding outputs for ``(frames, times_s, duration_s, query)`` items, one generate."""
-    return runner.generate(
-        [it[0] for it in items],
-        [it[1] for it in items],
-        [grounding_prompt(it[3], it[2]) for it in items],
-        [it[2] for it in items],
-        max_new_tokens=max_new_tokens,
-    )
 
 
 # ------------------------------------------------------------------------------------ ground
@@ -507,9 +251,14 @@ def _open_video(
     videos_dir: str | Path, video_id: str, recs: Sequence[GroundingRecord], emit: Emit
 ) -> Path | None:
     """The video's path, or None after writing an error row for each of its queries."""
-    path = find_video(videos_dir, video_id)
+    try:
+        path = find_video(videos_dir, video_id)
+    except VideoError as exc:
+        for rec in recs:
+            emit(rec, None, f"{ERROR_PREFIX} {exc}", "error")
+        return None
     if path is None:
-        message = missing_video_message(videos_dir, video_id)
+        message = f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}"
         for rec in recs:
             emit(rec, None, message, "missing")
     return path
@@ -550,7 +299,7 @@ def _run_clip(groups, videos_dir, encoder, fps, max_frames, scales, stride, emit
             continue
         try:
             duration = video_duration(path, (r.duration_s for r in recs))
-            times = sample_video_times(duration, fps, max_frames, multiple_of=1)
+            times = clip_frame_times(duration, fps, max_frames)
             frame_emb = clip_frame_embeddings(encoder, path, times)
         except (VideoError, ValueError) as exc:
             _video_failed(recs, exc, emit)
@@ -565,12 +314,13 @@ def _run_clip(groups, videos_dir, encoder, fps, max_frames, scales, stride, emit
 def _run_model(
     groups, videos_dir, runner, fps, max_frames, max_side, batch_size, emit, stats
 ) -> None:
-    batch: list[tuple[GroundingRecord, tuple]] = []
+    sampling = FrameSampling(fps=fps, max_frames=max_frames, max_side=max_side)
+    batch: list[tuple[GroundingRecord, GroundingInput]] = []
 
     def flush() -> None:
         if not batch:
             return
-        texts = model_ground_batch(runner, [item for _, item in batch])
+        texts = generate_grounding(runner, [item for _, item in batch])
         for (rec, _), text in zip(batch, texts, strict=True):
             emit(rec, parse_answer(text), text)
         batch.clear()
@@ -582,13 +332,12 @@ def _run_model(
             continue
         try:
             duration = video_duration(path, (r.duration_s for r in recs))
-            times = sample_video_times(duration, fps, max_frames)
-            frames = read_frames(path, times, max_side)
+            video = sample_video(path, duration, sampling)
         except (VideoError, ValueError) as exc:
             _video_failed(recs, exc, emit)
             continue
         for rec in recs:
-            batch.append((rec, (frames, times, duration, rec.query)))
+            batch.append((rec, GroundingInput(video, rec.query)))
             if len(batch) >= batch_size:
                 flush()
     flush()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenetg.build.workdir import write_bytes_atomic
+from scenetg.curate.workdir import write_bytes_atomic
 from scenetg.eval.metrics import THRESHOLDS
 
 

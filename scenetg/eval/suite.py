@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from scenetg.build.workdir import write_json_atomic
+from scenetg.curate.workdir import write_json_atomic
 from scenetg.errors import ConfigError
 from scenetg.progress import Reporter
 
@@ -92,12 +92,13 @@ def load_eval_config(path: Path | None, overrides: dict[str, Any] | None = None)
 
 def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     """Ground and score every (benchmark, method); returns (results, report path)."""
-    from scenetg.eval.grounding import QwenRunner, ground
+    from scenetg.eval.grounding import ground
     from scenetg.eval.loaders import load_annotations
     from scenetg.eval.metrics import compute_metrics, per_query_iou
     from scenetg.eval.predictions import read_predictions
     from scenetg.eval.report import EvalResult, write_eval_report
     from scenetg.models.clip import load_clip
+    from scenetg.models.runner import QwenRunner
 
     out = Path(cfg.out)
     # Annotations first: a malformed file fails before any model loads.

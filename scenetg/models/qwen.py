@@ -62,8 +62,9 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
 
 
-def check_qwen_available(model_id_or_path: str | Path) -> None:
-    """Raise ModelError (one line, naming ``--caption-model``) unless the model can be loaded.
+def check_qwen_available(model_id_or_path: str | Path, flag: str = CAPTION_MODEL_FLAG) -> None:
+    """Raise ModelError (one line, naming `flag`, the option of the command that was run)
+    unless the model can be loaded.
 
     A local folder must hold ``config.json``; a Hub id must be in the local cache or, when online,
     exist on the Hub. Run this before any video work so a typo fails in a second, not an hour in.
@@ -73,15 +74,15 @@ def check_qwen_available(model_id_or_path: str | Path) -> None:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelError(
-                f"caption model {name!r}: folder has no config.json; fix {CAPTION_MODEL_FLAG}"
+                f"model {name!r}: folder has no config.json; fix {flag}"
             )
         return
     if path.exists() or _looks_like_path(name):
-        raise ModelError(f"caption model {name!r}: no such model folder; fix {CAPTION_MODEL_FLAG}")
+        raise ModelError(f"model {name!r}: no such model folder; fix {flag}")
     problem = hub_file_problem(name, ["config.json"])
     if problem:
         raise ModelError(
-            f"caption model {name!r}: not a local folder and {problem}; download it or set {CAPTION_MODEL_FLAG}"
+            f"model {name!r}: not a local folder and {problem}; download it or set {flag}"
         )
 
 
@@ -123,6 +124,7 @@ def load_qwen(
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    flag: str = CAPTION_MODEL_FLAG,
 ) -> tuple[Any, Any]:
     """Load an image/video-text-to-text model and its processor with the transformers Auto classes.
 
@@ -131,7 +133,7 @@ def load_qwen(
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    check_qwen_available(model_id_or_path)
+    check_qwen_available(model_id_or_path, flag)
     name = str(model_id_or_path)
     src = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
     dev = resolve_device(device)
@@ -144,7 +146,7 @@ def load_qwen(
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"caption model {name!r} cannot be loaded: {first}; fix {CAPTION_MODEL_FLAG}"
+            f"model {name!r} cannot be loaded: {first}; fix {flag}"
         ) from exc
     model.to(dev).eval()
     tokenizer = getattr(processor, "tokenizer", None)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from scenetg.video.frames import sample_times
-
 DEFAULT_FPS = 2.0
 """Frames per second sampled from a video for grounding (long videos hit `DEFAULT_MAX_FRAMES`)."""
 
@@ -45,28 +43,50 @@ def grounding_prompt(query: str, duration_s: float) -> str:
     return GROUNDING_TEMPLATE.format(query=" ".join(str(query).split()), duration=float(duration_s))
 
 
+def frame_count(
+    duration_s: float,
+    fps: float = DEFAULT_FPS,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    multiple_of: int = FRAME_MULTIPLE,
+) -> int:
+    """``k = min(floor(duration_s * fps), max_frames)`` rounded down to a multiple of
+    `multiple_of` (at least `multiple_of`, or `max_frames` when smaller)."""
+    if not duration_s or duration_s <= 0 or not math.isfinite(duration_s):
+        raise ValueError(f"duration_s must be a positive number, got {duration_s!r}")
+    if not fps > 0 or not math.isfinite(fps):
+        raise ValueError("fps must be > 0")
+    if max_frames < 1 or multiple_of < 1:
+        raise ValueError("max_frames and multiple_of must be >= 1")
+    k = min(int(math.floor(duration_s * fps + 1e-9)), int(max_frames))
+    return max(min(multiple_of, int(max_frames)), k - k % multiple_of)
+
+
+def span_times(start_s: float, end_s: float, k: int) -> list[float]:
+    """k frame times from the span's start: ``start + i·(end − start)/k``, i = 0..k−1.
+
+    The sampled fps is exactly ``k / (end − start)`` and the first frame is at the span's start,
+    which is where Qwen2.5-VL puts temporal grid 0: it reads grid t as time
+    ``t · second_per_grid_ts`` from the first frame (qwen-vl-utils samples from the first frame
+    too). Frames at part centres would shift every time the model sees by (end − start)/(2k).
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    if end_s < start_s:
+        raise ValueError("end_s must be >= start_s")
+    step = (float(end_s) - float(start_s)) / k
+    return [float(start_s) + i * step for i in range(k)]
+
+
 def sample_video_times(
     duration_s: float,
     fps: float = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
     multiple_of: int = FRAME_MULTIPLE,
 ) -> list[float]:
-    """Absolute times (s) of the frames shown to the model for a whole video of `duration_s`.
-
-    ``k = min(floor(duration_s * fps), max_frames)`` rounded down to a multiple of
-    `multiple_of` (at least `multiple_of`, or `max_frames` when smaller), placed at the centres of k equal parts of
-    ``[0, duration_s)``: the spacing is exactly ``duration_s / k``, so the sampled fps given
-    to the processor is ``k / duration_s``.
-    """
-    if not duration_s or duration_s <= 0 or not math.isfinite(duration_s):
-        raise ValueError(f"duration_s must be a positive number, got {duration_s!r}")
-    if fps <= 0:
-        raise ValueError("fps must be > 0")
-    if max_frames < 1 or multiple_of < 1:
-        raise ValueError("max_frames and multiple_of must be >= 1")
-    k = min(int(math.floor(duration_s * fps + 1e-9)), int(max_frames))
-    k = max(min(multiple_of, int(max_frames)), k - k % multiple_of)
-    return sample_times(0.0, float(duration_s), k)
+    """Absolute times (s) of the frames shown to the model for a whole video of `duration_s`:
+    `frame_count` frames at ``i · D / k`` (`span_times` over ``[0, D)``), so grid t of the model
+    is at time ``t · 2 · D / k`` exactly and the fps given to the processor is ``k / D``."""
+    return span_times(0.0, float(duration_s), frame_count(duration_s, fps, max_frames, multiple_of))
 
 
 def option_letter(index: int) -> str:

@@ -36,7 +36,7 @@ from scenetg.config import ScenesConfig
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from scenetg.build.shots import Shot
+    from scenetg.curate.shots import Shot
 
 
 @dataclass

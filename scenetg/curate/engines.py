@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scenetg.build.workdir import VideoJob
+from scenetg.curate.workdir import VideoJob
 from scenetg.errors import ScenetgError, VideoError
 
 
@@ -24,8 +24,8 @@ class _Worker:
     """Runs one stage of `Build` on rows; holds the Build (and so its models) for an actor's life."""
 
     def __init__(self, out_dir: str, cfg_dict: dict[str, Any], videos_dir: str, stage: str):
-        from scenetg.build.pipeline import Build
         from scenetg.config import build_config_from_dict
+        from scenetg.curate.pipeline import Build
 
         self.build = Build(Path(out_dir), build_config_from_dict(cfg_dict), Path(videos_dir))
         self.stage = stage

@@ -20,13 +20,7 @@ import numpy as np
 
 from scenetg.config import CaptionsConfig
 from scenetg.errors import ConfigError, ModelError
-from scenetg.models.qwen import (
-    CAPTION_MODEL_FLAG,
-    batch_video_inputs,
-    check_qwen_available,
-    greedy_generation_config,
-    load_qwen,
-)
+from scenetg.models.qwen import CAPTION_MODEL_FLAG, check_qwen_available, load_qwen
 from scenetg.video.frames import jpeg_data_url
 
 MODELS_CHECK_TIMEOUT_S = 5.0
@@ -94,37 +88,32 @@ def _local_model_name(model: str) -> str:
 
 
 class TransformersCaptioner:
-    """Local Qwen2.5-VL-class captioner: `batch_size` scenes per greedy, left-padded generate call."""
+    """Local Qwen2.5-VL-class captioner: `batch_size` scenes per greedy, left-padded generate call
+    (the one generation path, `QwenRunner`)."""
 
     def __init__(self, cfg: CaptionsConfig, model: Any = None, processor: Any = None):
+        from scenetg.models.runner import QwenRunner
+
         self.cfg = cfg
         if model is None or processor is None:
             model, processor = load_qwen(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
+        self.runner = QwenRunner(model, processor, cfg.max_new_tokens)
         self.model, self.processor = model, processor
         self.model_name = _local_model_name(cfg.model)
-        self.generation_config = greedy_generation_config(model, cfg.max_new_tokens)
 
     def caption_scenes(self, scenes: Sequence[SceneFrames]) -> list[str]:
         """One caption per scene (same order), deterministic."""
-        import torch
-
         scenes = _check_scenes(scenes)
         captions: list[str] = []
         step = max(1, int(self.cfg.batch_size))
         for i in range(0, len(scenes), step):
             batch = scenes[i : i + step]
-            inputs = batch_video_inputs(
-                self.processor,
+            texts = self.runner.generate(
                 [s.frames for s in batch],
                 [s.times_s for s in batch],
                 self.cfg.prompt,
-                durations_s=[s.duration_s for s in batch],
-                padding_side="left",
-            ).to(self.model.device)
-            with torch.inference_mode():
-                out = self.model.generate(**inputs, generation_config=self.generation_config)
-            new_tokens = out[:, inputs["input_ids"].shape[1] :]
-            texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+                [s.duration_s for s in batch],
+            )
             captions.extend(clean_caption(t) for t in texts)
         return captions
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from scenetg.build.workdir import fingerprint
 from scenetg.config import BuildConfig
+from scenetg.curate.workdir import fingerprint
 
 ProgressFn = Callable[[int], None]
 
@@ -46,8 +46,8 @@ def filter_fingerprint(cfg: BuildConfig) -> str:
 
 def run_shots(path: Path, cfg: BuildConfig) -> dict[str, Any]:
     """Probe, detect shots and assemble scenes for one video (raises VideoError on bad input)."""
-    from scenetg.build.scenes import assemble_scenes
-    from scenetg.build.shots import detect_shots
+    from scenetg.curate.scenes import assemble_scenes
+    from scenetg.curate.shots import detect_shots
     from scenetg.video.probe import probe_video
 
     info = probe_video(path)
@@ -127,7 +127,7 @@ def run_captions(
     on_scenes_done: ProgressFn | None = None,
 ) -> list[str]:
     """One caption per scene; cached scenes are not decoded or captioned again."""
-    from scenetg.build.captions import SceneFrames
+    from scenetg.curate.captions import SceneFrames
 
     todo = [s for s in scenes if cache.get(s) is None]
     if on_scenes_done and len(todo) < len(scenes):
@@ -162,7 +162,7 @@ def run_filter(
     path: Path, scenes: list[dict[str, Any]], captions: list[str], clip: Any, cfg: BuildConfig
 ) -> list[dict[str, Any]]:
     """CLIP ambiguity filter for one video's queries: one figure set per scene's query."""
-    from scenetg.build.ambiguity import filter_queries, scene_embedding
+    from scenetg.curate.ambiguity import filter_queries, scene_embedding
     from scenetg.video.frames import sample_times
 
     k = cfg.filter.frames_per_scene

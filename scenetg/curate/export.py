@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from scenetg.build.workdir import write_bytes_atomic
 from scenetg.config import ExportConfig
+from scenetg.curate.workdir import write_bytes_atomic
 from scenetg.errors import ScenetgError
 
 SPLIT_ORDER = ("train", "validation", "test")

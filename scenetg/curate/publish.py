@@ -18,7 +18,7 @@ PUBLISH_PATTERNS = ["README.md", "data/*.parquet", "audit/*.parquet", "videos.pa
 
 def validate_for_publish(out_dir: Path) -> list[Path]:
     """Check the card's YAML header and every shard it names; return the files to upload."""
-    from scenetg.build.export import QUERY_SCHEMA
+    from scenetg.curate.export import QUERY_SCHEMA
 
     out = Path(out_dir)
     card = out / "README.md"

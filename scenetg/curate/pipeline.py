@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scenetg.build import stages
-from scenetg.build.workdir import (
+from scenetg.config import BuildConfig, build_config_from_dict
+from scenetg.curate import stages
+from scenetg.curate.workdir import (
     FORMAT_VERSION,
     VideoJob,
     WorkDir,
@@ -24,7 +25,6 @@ from scenetg.build.workdir import (
     file_signature,
     fingerprint,
 )
-from scenetg.config import BuildConfig, build_config_from_dict
 from scenetg.errors import ScenetgError, VideoError
 from scenetg.progress import Reporter
 
@@ -73,7 +73,7 @@ class Models:
 
     def check_available(self, stages: tuple[str, ...] = ("captions", "filter")) -> None:
         """Fail fast (before any video work) on a model that is neither local nor reachable."""
-        from scenetg.build.captions import check_caption_model
+        from scenetg.curate.captions import check_caption_model
         from scenetg.models.clip import check_clip_available
 
         if "captions" in stages:
@@ -84,7 +84,7 @@ class Models:
     @property
     def captioner(self):
         if self._captioner is None:
-            from scenetg.build.captions import make_caption_backend
+            from scenetg.curate.captions import make_caption_backend
 
             self._captioner = make_caption_backend(self.cfg.captions)
         return self._captioner
@@ -283,7 +283,7 @@ class Build:
         if resume:
             jobs = [j for j in jobs if not self.is_done(j, upto)]
         if self.cfg.engine.name == "ray":
-            from scenetg.build.engines import run_ray
+            from scenetg.curate.engines import run_ray
 
             run_ray(self, jobs, upto)
             self.save_manifest()
@@ -304,7 +304,7 @@ class Build:
 
 
 def export_build(b: Build) -> BuildSummary:
-    from scenetg.build.export import (
+    from scenetg.curate.export import (
         assign_split,
         sample_id,
         write_dataset,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from scenetg.build.workdir import write_bytes_atomic
+from scenetg.curate.workdir import write_bytes_atomic
 from scenetg.errors import ScenetgError
 
 

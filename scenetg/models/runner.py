@@ -1,0 +1,107 @@
+"""One batched greedy-generation path for every MLLM job (captions, grounding, answering).
+
+`QwenRunner` holds a loaded model + processor and a deterministic generation config; videos go
+through `batch_video_inputs` with their real duration, so the sampled fps (and every time the
+model sees) is right. Captioning, `scenetg ground` and `scenetg answer` all call `generate`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenetg.errors import ConfigError
+
+DEFAULT_MAX_NEW_TOKENS = 256
+"""Room for a short ``<think>`` plus the answer."""
+
+DEFAULT_BATCH_SIZE = 4
+
+
+class QwenRunner:
+    """A loaded MLLM + processor with a greedy generation config: batches of videos and prompts
+    in, generated texts out."""
+
+    def __init__(self, model: Any, processor: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+        from scenetg.models.qwen import greedy_generation_config
+
+        self.model, self.processor = model, processor
+        self.generation_config = greedy_generation_config(model, max_new_tokens)
+
+    @classmethod
+    def load(
+        cls,
+        model_id_or_path: str | Path,
+        dtype: str = "auto",
+        device: str = "auto",
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        trust_remote_code: bool = False,
+        flag: str = "--model",
+    ) -> QwenRunner:
+        from scenetg.models.qwen import load_qwen
+
+        model, processor = load_qwen(
+            model_id_or_path, dtype=dtype, device=device,
+            trust_remote_code=trust_remote_code, flag=flag,
+        )
+        return cls(model, processor, max_new_tokens)
+
+    def generate(
+        self,
+        videos: Sequence[Sequence[np.ndarray]],
+        times_s: Sequence[Sequence[float]],
+        prompts: str | Sequence[str],
+        durations_s: Sequence[float | None],
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """One greedy completion per (video, prompt), left-padded in one ``generate`` call; the
+        special tokens are dropped and the text stripped."""
+        import torch
+
+        from scenetg.models.qwen import batch_video_inputs
+
+        if not videos:
+            return []
+        gen = self.generation_config
+        if max_new_tokens is not None and max_new_tokens != gen.max_new_tokens:
+            gen = copy.deepcopy(gen)
+            gen.max_new_tokens = int(max_new_tokens)
+        inputs = batch_video_inputs(
+            self.processor, videos, times_s, prompts, durations_s=list(durations_s),
+            padding_side="left",
+        ).to(self.model.device)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=gen)
+        new_tokens = out[:, inputs["input_ids"].shape[1] :]
+        return [
+            t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        ]
+
+
+def as_runner(
+    model: Any, dtype: str, device: str, max_new_tokens: int, what: str = "--model"
+) -> Any:
+    """A `QwenRunner` from a model id/path, or `model` itself when it already has ``generate``
+    (a loaded runner, or a stand-in in tests). `what` names the flag in errors."""
+    if model is None:
+        raise ConfigError(f"an MLLM is needed: set {what}")
+    if hasattr(model, "generate") and not isinstance(model, (str, Path)):
+        return model
+    return QwenRunner.load(
+        model, dtype=dtype, device=device, max_new_tokens=max_new_tokens, flag=what
+    )
+
+
+def as_clip(model: Any, device: str, what: str = "--model") -> Any:
+    """A `ClipEncoder` from a name/path, or `model` itself when it already encodes."""
+    if model is None:
+        raise ConfigError(f"a CLIP model is needed: set {what}")
+    if hasattr(model, "encode_images") and not isinstance(model, (str, Path)):
+        return model
+    from scenetg.models.clip import load_clip
+
+    return load_clip(model, device=device)
