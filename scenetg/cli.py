@@ -351,6 +351,31 @@ def eval_suite(
     console.print(f"report: {report}")
 
 
+# ----- train -----------------------------------------------------------------------------------
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Training config (pipelines/train.yaml).")],
+    model: Annotated[str | None, typer.Option("--model", help="Policy: HF id or folder (overrides model).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Build folder, hub:ORG/NAME or annotation file (overrides data.dataset).")] = None,
+    video_root: Annotated[str | None, typer.Option("--video-root", help="Folder the videos are under (overrides data.video_root).")] = None,
+    output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run folder (overrides output_dir).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps (overrides grpo.max_steps).")] = None,
+    resume_from_checkpoint: Annotated[str | None, typer.Option("--resume-from-checkpoint", help="A checkpoint-N folder, or 'last'.")] = None,
+) -> None:
+    """GRPO training with token-aware KL and the Center Distance reward (TRL GRPOTrainer)."""
+    from scenetg.progress import rich_reporter
+    from scenetg.rl.config import load_train_config
+    from scenetg.rl.train import train as run_train
+
+    overrides = {"model": model, "data.dataset": dataset, "data.video_root": video_root,
+                 "output_dir": output_dir, "grpo.max_steps": max_steps}
+    cfg = load_train_config(config, {k: v for k, v in overrides.items() if v is not None})
+    with rich_reporter(console) as reporter:
+        result = run_train(cfg, resume_from_checkpoint=resume_from_checkpoint, reporter=reporter)
+    out_console.print(result.summary(), highlight=False)
+    out_console.print(f"metrics: {result.metrics_path}  curves: {result.curves_path}")
+
+
 # ----- models ----------------------------------------------------------------------------------
 @models_app.command("make-tiny")
 def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen/ and clip/ into.")]) -> None:

@@ -205,6 +205,79 @@ def video_messages(prompt: str, system: str | None = None) -> list[dict]:
     return messages
 
 
+def clean_messages(messages: Sequence[dict]) -> list[dict]:
+    """Chat messages with None-valued keys dropped from every content block.
+
+    Rows read back through `datasets` give every block every key (``{"type": "text", "text": ...,
+    "video": None}``); the real Qwen2.5-VL template tests key presence (``'image' in content``),
+    so such blocks would render stray ``<|image_pad|>`` tokens (DESIGN.md, Known pitfalls)."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [
+                {k: v for k, v in block.items() if v is not None} if isinstance(block, dict) else block
+                for block in content
+            ]
+        out.append({k: v for k, v in {**message, "content": content}.items() if v is not None})
+    return out
+
+
+def render_chat(processor: Any, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+    """The chat template applied to `messages` (cleaned by `clean_messages`), as text."""
+    return processor.apply_chat_template(
+        clean_messages(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def processor_video_inputs(
+    processor: Any,
+    texts: Sequence[str],
+    videos: Sequence[Sequence[np.ndarray]],
+    times_s: Sequence[Sequence[float]],
+    *,
+    fps: Sequence[float | None] | None = None,
+    durations_s: Sequence[float | None] | None = None,
+    padding_side: str = "left",
+    return_tensors: str = "pt",
+):
+    """The processor run on rendered chat `texts` (one video placeholder each) and their videos.
+
+    Each video is a list of RGB uint8 HxWx3 frames sampled at absolute times ``times_s[i]``; its
+    ``video_metadata`` carries the sampled fps (``fps[i]``, else K / ``durations_s[i]``, else the
+    frame spacing), so ``second_per_grid_ts = temporal_patch_size / fps``. Frames are ours
+    (``do_sample_frames=False``): the processor never decodes a file.
+    """
+    if getattr(processor, "video_processor", None) is None:
+        raise ModelError(
+            f"{type(processor).__name__} has no video processor; this model cannot take video input"
+        )
+    n = len(videos)
+    if len(times_s) != n or len(texts) != n:
+        raise ValueError(f"{n} videos but {len(times_s)} lists of frame times and {len(texts)} texts")
+    fps_list = list(fps) if fps is not None else [None] * n
+    dur_list = list(durations_s) if durations_s is not None else [None] * n
+    clips, metadata = [], []
+    for frames, times, rate, dur in zip(videos, times_s, fps_list, dur_list, strict=True):
+        if len(frames) == 0 or len(frames) != len(times):
+            raise ValueError(f"a video has {len(frames)} frames but {len(times)} times")
+        clips.append([np.ascontiguousarray(f, dtype=np.uint8) for f in frames])
+        metadata.append(video_metadata(times, fps=rate, duration_s=dur))
+    kwargs: dict[str, Any] = {}
+    if hasattr(processor.video_processor, "cap_pixels_per_frame"):
+        kwargs["cap_pixels_per_frame"] = True  # the reference (qwen-vl-utils) behaviour
+    return processor(
+        text=list(texts),
+        videos=clips,
+        video_metadata=metadata,
+        do_sample_frames=False,
+        padding=True,
+        padding_side=padding_side,
+        return_tensors=return_tensors,
+        **kwargs,
+    )
+
+
 def batch_video_inputs(
     processor: Any,
     videos: Sequence[Sequence[np.ndarray]],
@@ -218,49 +291,26 @@ def batch_video_inputs(
     padding_side: str = "left",
     return_tensors: str = "pt",
 ):
-    """Model inputs for a batch of videos, one prompt each (a single string is shared).
-
-    Each video is a list of RGB uint8 HxWx3 frames sampled at absolute times ``times_s[i]``;
-    its metadata carries the sampled fps (``fps[i]``, else K / ``durations_s[i]``, else the frame
-    spacing). Returns the processor's BatchFeature (``input_ids``, ``attention_mask``,
-    ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``, ...).
+    """Model inputs for a batch of videos, one prompt each (a single string is shared): each
+    prompt becomes a user turn with one video block (`video_messages`), rendered by the chat
+    template, then `processor_video_inputs`. Returns the processor's BatchFeature
+    (``input_ids``, ``attention_mask``, ``mm_token_type_ids``, ``pixel_values_videos``,
+    ``video_grid_thw``, ``second_per_grid_ts``).
     """
     if getattr(processor, "video_processor", None) is None:
         raise ModelError(
             f"{type(processor).__name__} has no video processor; this model cannot take video input"
         )
     n = len(videos)
-    if len(times_s) != n:
-        raise ValueError(f"{n} videos but {len(times_s)} lists of frame times")
     prompt_list = [prompts] * n if isinstance(prompts, str) else list(prompts)
     if len(prompt_list) != n:
         raise ValueError(f"{n} videos but {len(prompt_list)} prompts")
-    fps_list = list(fps) if fps is not None else [None] * n
-    dur_list = list(durations_s) if durations_s is not None else [None] * n
-    clips, metadata = [], []
-    for frames, times, rate, dur in zip(videos, times_s, fps_list, dur_list, strict=True):
-        if len(frames) == 0 or len(frames) != len(times):
-            raise ValueError(f"a video has {len(frames)} frames but {len(times)} times")
-        clips.append([np.ascontiguousarray(f, dtype=np.uint8) for f in frames])
-        metadata.append(video_metadata(times, fps=rate, duration_s=dur))
     texts = [
-        processor.apply_chat_template(
-            video_messages(p, system), tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-        for p in prompt_list
+        render_chat(processor, video_messages(p, system), add_generation_prompt) for p in prompt_list
     ]
-    kwargs: dict[str, Any] = {}
-    if hasattr(processor.video_processor, "cap_pixels_per_frame"):
-        kwargs["cap_pixels_per_frame"] = True  # the reference (qwen-vl-utils) behaviour
-    return processor(
-        text=texts,
-        videos=clips,
-        video_metadata=metadata,
-        do_sample_frames=False,
-        padding=True,
-        padding_side=padding_side,
-        return_tensors=return_tensors,
-        **kwargs,
+    return processor_video_inputs(
+        processor, texts, videos, times_s, fps=fps, durations_s=durations_s,
+        padding_side=padding_side, return_tensors=return_tensors,
     )
 
 

@@ -1,0 +1,261 @@
+"""`scenetg train` configuration: dataclasses loaded from YAML, coerced and validated up front.
+
+Each value is converted to its field's declared type (YAML gives ``"27"`` and ``"false"``;
+booleans are strict), range-checked (NaN is out of range) and named in the error, before any model
+loads. ``grpo:`` is passed to TRL's `GRPOConfig` as is (its own ``__post_init__`` validates it);
+the keys this project owns (``beta``, ``reward_weights``, ``output_dir``) live in their sections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scenetg.errors import ConfigError
+from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
+from scenetg.rl.rewards import REWARD_NAMES
+
+LANGUAGE_LORA_TARGETS = (
+    r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+)
+"""LoRA on the language model's attention and MLP projections only (the vision tower stays as
+pretrained; Qwen2.5-VL's vision blocks use other names, the regex keeps them out regardless)."""
+
+OWNED_GRPO_KEYS = {
+    "beta": "kl.beta",
+    "reward_weights": "rewards.*",
+    "output_dir": "output_dir",
+    "reward_funcs": "rewards.*",
+}
+
+
+@dataclass
+class DataConfig:
+    """Where training queries and their videos come from."""
+
+    dataset: str = "out/dataset"
+    """A SceneTG build folder or Parquet file, ``hub:ORG/NAME`` for a Hub dataset, or a benchmark
+    annotation file (Charades-STA, ActivityNet, ... through the eval loaders)."""
+    format: str = "auto"
+    """Annotation format (`scenetg eval --format` names); auto-detected by default."""
+    split: str | None = "train"
+    """Split of a SceneTG dataset (ignored for other formats)."""
+    video_root: str | None = None
+    """Folder the videos are resolved under; default: the build's ``--videos`` (manifest.json)."""
+    durations: str | None = None
+    """Metadata CSV with video durations, for formats that lack them."""
+    limit: int | None = None
+    """Only the first N queries (quick runs)."""
+
+
+@dataclass
+class SamplingConfig:
+    """Frames shown to the model (the same rule as `scenetg ground`)."""
+
+    fps: float = DEFAULT_FPS
+    max_frames: int = DEFAULT_MAX_FRAMES
+    max_side: int = DEFAULT_MAX_SIDE
+
+    def check(self) -> None:
+        _require(self.fps > 0, "sampling.fps", "must be > 0", self.fps)
+        _require(self.max_frames >= 2, "sampling.max_frames", "must be >= 2", self.max_frames)
+        _require(self.max_side >= 28, "sampling.max_side", "must be >= 28", self.max_side)
+
+
+@dataclass
+class RewardsConfig:
+    """Reward weights; total = Σ weight · reward (DESIGN default iou + cendist + 0.5·format).
+    A weight of 0 drops that reward."""
+
+    iou: float = 1.0
+    cendist: float = 1.0
+    format: float = 0.5
+
+    def check(self) -> None:
+        for name in REWARD_NAMES:
+            _require(getattr(self, name) >= 0, f"rewards.{name}", "must be >= 0", getattr(self, name))
+        _require(any(getattr(self, n) > 0 for n in REWARD_NAMES), "rewards", "need a weight > 0", None)
+
+
+@dataclass
+class KLConfig:
+    """Token-aware KL: β on ordinary tokens, β_ts on timestamp tokens inside ``<answer>``."""
+
+    beta: float = 0.04
+    beta_timestamp: float = 0.0
+    """0 frees the timestamps from the reference; equal to `beta` is plain GRPO."""
+
+    def check(self) -> None:
+        _require(self.beta >= 0, "kl.beta", "must be >= 0", self.beta)
+        _require(
+            0 <= self.beta_timestamp <= self.beta,
+            "kl.beta_timestamp",
+            f"must be in [0, kl.beta = {self.beta}]",
+            self.beta_timestamp,
+        )
+
+
+@dataclass
+class LoraSettings:
+    """PEFT LoRA on the language model; ``enabled: false`` is full fine-tuning."""
+
+    enabled: bool = True
+    r: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    target_modules: str = LANGUAGE_LORA_TARGETS
+
+    def check(self) -> None:
+        _require(self.r >= 1, "lora.r", "must be >= 1", self.r)
+        _require(self.alpha >= 1, "lora.alpha", "must be >= 1", self.alpha)
+        _require(0 <= self.dropout < 1, "lora.dropout", "must be in [0, 1)", self.dropout)
+
+
+@dataclass
+class TrainConfig:
+    """A GRPO run: model, data, frames, rewards, KL, LoRA and TRL's own settings."""
+
+    model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    """Policy to train: a Hub id or a local folder (a `scenetg train` output's ``final/`` too)."""
+    output_dir: str = "out/train"
+    """Run folder: checkpoints, ``final/``, ``config.yaml``, ``metrics.jsonl``, ``curves.png``."""
+    dtype: str = "auto"
+    """Weights dtype: auto (bf16 on GPU), bfloat16, float16, float32."""
+    device: str = "auto"
+    """auto, cpu or cuda (multi-GPU placement is accelerate's: `accelerate launch`)."""
+    freeze_vision: bool = True
+    """Keep the vision tower frozen (full fine-tuning too)."""
+    frame_cache: str | None = None
+    """Folder of decoded frames (uint8), keyed by file and sampling; default OUTPUT_DIR/frame_cache."""
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    kl: KLConfig = field(default_factory=KLConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    grpo: dict[str, Any] = field(default_factory=dict)
+    """Passed to trl.GRPOConfig (num_generations, learning_rate, max_steps, loss_type, bf16,
+    gradient_checkpointing, use_vllm, save_steps, report_to, ...)."""
+
+    def check(self) -> TrainConfig:
+        for part in (self.sampling, self.rewards, self.kl, self.lora):
+            part.check()
+        _require(bool(self.model), "model", "must name a model", self.model)
+        for key in self.grpo:
+            if key in OWNED_GRPO_KEYS:
+                raise ConfigError(f"grpo.{key}: set it as {OWNED_GRPO_KEYS[key]} instead")
+        if self.grpo.get("use_liger_kernel"):
+            raise ConfigError("grpo.use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------ coercion
+
+
+def _require(ok: bool, key: str, what: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {what}, got {value!r}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """`value` converted to the type `hint` (a resolved annotation), or ConfigError naming `key`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
+            return None
+        return _coerce(key, value, options[0])
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "yes", "on", "1"):
+            return True
+        if text in ("false", "no", "off", "0"):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not math.isfinite(number) or number != int(number):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(number)
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value, key)
+    return value
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {
+        name: _coerce(f"{where}.{name}" if where else name, value, hints[name])
+        for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return _from_dict(TrainConfig, data, "").check()
+
+
+def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A validated `TrainConfig` from YAML (None: defaults) with dotted-key `overrides` applied."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return train_config_from_dict(data)

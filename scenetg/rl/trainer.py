@@ -1,0 +1,255 @@
+"""`VideoGRPOTrainer`: TRL's GRPOTrainer with the two things it does not do (DESIGN.md, RL).
+
+1. **Video through every pass.** TRL 1.16 wires only images through its forward passes: with a
+   video prompt, generation sees the video but the policy, old and reference log-prob passes get
+   no ``pixel_values_videos`` — training would silently ignore the video. Here each row's frames
+   are decoded once (`rl.samples.sample_video`, through a `FrameCache`), turned into Qwen2.5-VL
+   inputs with the real sampled fps (`models.qwen.processor_video_inputs`), and the per-sample
+   video tensors (``pixel_values_videos`` rows, ``video_grid_thw``, ``second_per_grid_ts``) go
+   with the batch through TRL's shuffle/split into every forward pass. ``mm_token_type_ids``
+   (which Qwen needs to build its 3-D positions) is rebuilt from the ``<|video_pad|>`` ids.
+2. **Token-aware KL.** TRL adds ``self.beta * per_token_kl`` to the per-token loss; during the
+   loss this trainer's ``beta`` is a `TokenBeta`: a float equal to β (so every ``beta != 0``
+   branch of TRL is unchanged) whose product with the KL tensor is ``β_t · kl_t`` (β_ts on
+   timestamp tokens). Every `loss_type` is kept; with β_ts = β the loss is TRL's, bit for bit.
+
+Overridden TRL internals (`TRL_OVERRIDES`) are checked by `check_trl_internals`, which fails
+loudly on a TRL version whose code differs where we rely on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+from scenetg.errors import ConfigError
+from scenetg.models.qwen import processor_video_inputs, render_chat
+from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
+from scenetg.rl.samples import FrameSampling, SampledVideo, sample_video
+
+TRL_VERSION = "1.16"
+"""The TRL minor version whose internals the overrides below were written against."""
+
+TRL_OVERRIDES = {
+    # method -> source fragments our override relies on
+    "_compute_loss": ("per_token_loss = per_token_loss + self.beta * per_token_kl",),
+    "_get_per_token_logps_and_entropies": (
+        "outputs = model(**model_inputs, labels=labels, fused_lm_head=True)",
+    ),
+    "_generate": ("prompt_ids, images, multimodal_fields = self._tokenize_prompts(prompts)",),
+    "_generate_single_turn": ("for k, v in multimodal_fields.items():",),
+    "_prepare_inputs": ("generation_batch = shuffle_sequence_dict(generation_batch)",),
+}
+VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def check_trl_internals() -> None:
+    """Raise RuntimeError when the installed TRL is not the version the overrides target."""
+    import trl
+
+    if not trl.__version__.startswith(TRL_VERSION + "."):
+        raise RuntimeError(
+            f"scenetg's GRPO trainer overrides TRL {TRL_VERSION}.x internals; installed TRL is "
+            f"{trl.__version__}: install trl~={TRL_VERSION}.0"
+        )
+    for name, fragments in TRL_OVERRIDES.items():
+        source = inspect.getsource(getattr(GRPOTrainer, name))
+        for fragment in fragments:
+            if fragment not in source:
+                raise RuntimeError(
+                    f"TRL {trl.__version__}: GRPOTrainer.{name} no longer contains {fragment!r}; "
+                    "the video/KL overrides must be revisited"
+                )
+
+
+class TokenBeta(float):
+    """β as TRL sees it, with per-token coefficients for the KL product.
+
+    Equal to β as a float (so TRL's ``if self.beta != 0.0`` branches run as for plain GRPO);
+    ``beta * per_token_kl`` returns ``coeff * per_token_kl`` with `coeff` the (B, T) β_t, and
+    keeps the KL tensor for the timestamp/other logs."""
+
+    def __new__(cls, beta: float, coeff: torch.Tensor):
+        obj = super().__new__(cls, float(beta))
+        obj.coeff = coeff
+        obj.kl = None
+        return obj
+
+    def __mul__(self, other):
+        if isinstance(other, torch.Tensor) and other.shape == self.coeff.shape:
+            self.kl = other.detach()
+            return self.coeff.to(other.device, other.dtype) * other
+        return float(self) * other
+
+    __rmul__ = __mul__
+
+
+@dataclass
+class VideoBatch:
+    """Per-sample video tensors of a batch, in row order: ``pixel_values_videos`` split into one
+    tensor per sample (TRL shuffles and splits lists by row), grids (B, 3), seconds per grid (B,)."""
+
+    pixel_values: list[torch.Tensor]
+    grid_thw: torch.Tensor
+    second_per_grid_ts: torch.Tensor
+
+    @classmethod
+    def from_processor(cls, inputs: Any) -> VideoBatch:
+        grid = inputs["video_grid_thw"]
+        rows = grid.prod(-1).tolist()
+        return cls(
+            list(torch.split(inputs["pixel_values_videos"], rows, dim=0)),
+            grid,
+            inputs["second_per_grid_ts"].reshape(-1),
+        )
+
+    def model_kwargs(self, start: int, end: int, device: Any) -> dict[str, torch.Tensor]:
+        return {
+            "pixel_values_videos": torch.cat(self.pixel_values[start:end], dim=0).to(device),
+            "video_grid_thw": self.grid_thw[start:end].to(device),
+            "second_per_grid_ts": self.second_per_grid_ts[start:end].to(device),
+        }
+
+
+class _VideoForward:
+    """Calls `model` with the video tensors of the rows it is given. TRL's log-prob loop calls the
+    model on consecutive row chunks (0..b, b..2b, ...); the cursor follows them."""
+
+    def __init__(self, model: Any, video: VideoBatch, video_token_id: int):
+        self.model, self.video, self.video_token_id = model, video, video_token_id
+        self.cursor = 0
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
+        start, end = self.cursor, self.cursor + input_ids.shape[0]
+        self.cursor = end
+        kwargs.update(self.video.model_kwargs(start, end, input_ids.device))
+        kwargs["mm_token_type_ids"] = (input_ids == self.video_token_id).long() * 2
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+class VideoGRPOTrainer(GRPOTrainer):
+    """GRPO on grounding rows (``prompt``, ``video_path``, ``duration_s``, ``start_s``, ``end_s``):
+    video through generation and every log-prob pass, token-aware KL. `beta_timestamp` is β_ts;
+    β is ``args.beta``."""
+
+    def __init__(
+        self,
+        *args: Any,
+        sampling: FrameSampling,
+        beta_timestamp: float,
+        frame_cache: Any = None,
+        **kwargs: Any,
+    ):
+        check_trl_internals()
+        super().__init__(*args, **kwargs)
+        if self.args.use_liger_kernel:
+            raise ConfigError("use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
+        if not 0.0 <= beta_timestamp <= self.beta:
+            raise ConfigError(f"kl.beta_timestamp must be in [0, beta={self.beta}], got {beta_timestamp}")
+        if self._video_pad_token_id is None:
+            raise ConfigError("the model's tokenizer has no <|video_pad|> token: not a video model")
+        self.sampling, self.frame_cache = sampling, frame_cache
+        self.beta_timestamp = float(beta_timestamp)
+        self._rows_videos: list[SampledVideo] | None = None
+        self._video: VideoBatch | None = None
+        self._kl_logs: dict[str, list[float]] = {"train": [], "eval": []}
+
+    # ----------------------------------------------------------------------- video inputs
+
+    def _sample_videos(self, rows: Sequence[dict]) -> list[SampledVideo]:
+        """Each row's frames; rows of one video (G rollouts) share one decode."""
+        seen: dict[tuple[str, float], SampledVideo] = {}
+        out = []
+        for row in rows:
+            key = (str(row["video_path"]), float(row["duration_s"]))
+            if key not in seen:
+                seen[key] = sample_video(key[0], key[1], self.sampling, self.frame_cache)
+            out.append(seen[key])
+        return out
+
+    def _tokenize_prompts(self, prompts: list):
+        """Prompt ids and video tensors for generation, from our decoded frames (TRL's own path
+        would ask the processor to load the video from a path, without the real fps)."""
+        videos = self._rows_videos
+        if videos is None or len(videos) != len(prompts):
+            raise RuntimeError("video rows and prompts are out of step")
+        texts = [render_chat(self.processing_class, p) for p in prompts]
+        inputs = processor_video_inputs(
+            self.processing_class,
+            texts,
+            [v.frames for v in videos],
+            [v.times_s for v in videos],
+            durations_s=[v.duration_s for v in videos],
+            padding_side="left",
+        )
+        keep = inputs["attention_mask"].bool()
+        prompt_ids = [ids[m].tolist() for ids, m in zip(inputs["input_ids"], keep, strict=True)]
+        mm_types = [t[m].tolist() for t, m in zip(inputs["mm_token_type_ids"], keep, strict=True)]
+        self._video = VideoBatch.from_processor(inputs)
+        fields = {k: inputs[k] for k in VIDEO_KEYS}
+        fields["mm_token_type_ids"] = mm_types  # per-token: TRL left-pads it like the ids
+        return prompt_ids, None, fields
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        if self._video is not None:
+            model = _VideoForward(model, self._video, self._video_pad_token_id)
+        return super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+        )
+
+    def _generate_and_score_completions(self, inputs):
+        self._rows_videos = self._sample_videos(inputs)
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            video = self._video
+        finally:
+            self._rows_videos, self._video = None, None
+        output["pixel_values_videos"] = video.pixel_values  # a list: shuffled/split per row
+        output["video_grid_thw"] = video.grid_thw
+        output["second_per_grid_ts"] = video.second_per_grid_ts
+        output["timestamp_mask"] = timestamp_token_mask(self._tokenizer, output["completion_ids"])
+        return output
+
+    # --------------------------------------------------------------------- token-aware KL
+
+    def _compute_loss(self, model, inputs):
+        self._video = VideoBatch(
+            list(inputs["pixel_values_videos"]), inputs["video_grid_thw"], inputs["second_per_grid_ts"]
+        )
+        coeff = kl_coefficients(inputs["timestamp_mask"], self.beta, self.beta_timestamp)
+        with self._token_beta(coeff) as token_beta:
+            loss = super()._compute_loss(model, inputs)
+        self._video = None
+        if token_beta.kl is not None:
+            self._log_split_kl(token_beta.kl, inputs)
+        return loss
+
+    @contextlib.contextmanager
+    def _token_beta(self, coeff: torch.Tensor):
+        plain = self.beta
+        token_beta = TokenBeta(plain, coeff)
+        self.beta = token_beta
+        try:
+            yield token_beta
+        finally:
+            self.beta = plain
+
+    def _log_split_kl(self, kl: torch.Tensor, inputs: dict) -> None:
+        """Mean KL over timestamp tokens and over the other completion tokens (all processes)."""
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["completion_mask"].bool()
+        if "tool_mask" in inputs:
+            mask &= inputs["tool_mask"].bool()
+        ts = inputs["timestamp_mask"].bool() & mask
+        other = mask & ~ts
+        for name, sel in (("kl_timestamp", ts), ("kl_other", other)):
+            local = torch.stack([(kl * sel).sum(), sel.sum().float()])
+            total = self.accelerator.reduce(local, reduction="sum")
+            if total[1] > 0:
+                self._metrics[mode][name].append((total[0] / total[1]).item())
