@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -27,3 +28,22 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     from scenetg.models.tiny import make_tiny_models
 
     return make_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+@pytest.fixture(scope="session")
+def grounding_set(tmp_path_factory):
+    """Two synthetic videos and a Moment-DETR-style JSONL of four queries (training tests)."""
+    from scenetg.video.synthetic import write_synthetic_video
+    from tests.train_fixtures import QUERIES
+
+    root = tmp_path_factory.mktemp("grounding_set")
+    videos = root / "videos"
+    videos.mkdir()
+    write_synthetic_video(videos / "a.mp4", [2.0, 2.0, 2.0], fps=8, size=(64, 36), seed=1)
+    write_synthetic_video(videos / "b.mp4", [3.0, 1.0], fps=8, size=(64, 36), seed=2)
+    lines = [
+        json.dumps({"qid": q, "vid": v, "duration": d, "query": text, "relevant_windows": [w]})
+        for q, v, d, text, w in QUERIES
+    ]
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return root

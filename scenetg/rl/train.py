@@ -168,21 +168,17 @@ def save_final(trainer: Any, processor: Any, final_dir: Path) -> Path:
     return final_dir
 
 
-def train(
-    cfg: TrainConfig,
-    resume_from_checkpoint: str | bool | None = None,
-    reporter: Reporter | None = None,
-    model: Any = None,
-    processor: Any = None,
-) -> TrainSummary:
-    """Run GRPO as `cfg` says; see the module docstring for what the run folder holds."""
+def build_trainer(
+    cfg: TrainConfig, reporter: Reporter | None = None, model: Any = None, processor: Any = None
+) -> tuple[Any, Any, int]:
+    """``(trainer, processor, n_rows)`` for `cfg`, after every cheap check (config, data, videos,
+    the model's video processor). `model`/`processor` skip loading (tests, notebooks)."""
     from scenetg.models.qwen import resolve_device
-    from scenetg.rl.curves import MetricsLogCallback, plot_curves, read_metrics
+    from scenetg.rl.curves import MetricsLogCallback
     from scenetg.rl.samples import FrameSampling
     from scenetg.rl.trainer import VideoGRPOTrainer, check_trl_internals
     from scenetg.video.frame_cache import FrameCache
 
-    t0 = time.perf_counter()
     reporter = reporter or Reporter()
     check_trl_internals()
     data = load_training_data(cfg.data)
@@ -199,7 +195,6 @@ def train(
     suppress_vision_tokens(args, processor)
     import datasets
 
-    metrics_path = out / "metrics.jsonl"
     trainer = VideoGRPOTrainer(
         model=model,
         reward_funcs=reward_functions(cfg),
@@ -207,11 +202,28 @@ def train(
         train_dataset=datasets.Dataset.from_list(data.rows),
         processing_class=processor,
         peft_config=peft_config(cfg),
-        callbacks=[MetricsLogCallback(metrics_path)],
+        callbacks=[MetricsLogCallback(out / "metrics.jsonl")],
         sampling=FrameSampling(cfg.sampling.fps, cfg.sampling.max_frames, cfg.sampling.max_side),
         beta_timestamp=cfg.kl.beta_timestamp,
         frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
     )
+    return trainer, processor, len(data.rows)
+
+
+def train(
+    cfg: TrainConfig,
+    resume_from_checkpoint: str | bool | None = None,
+    reporter: Reporter | None = None,
+    model: Any = None,
+    processor: Any = None,
+) -> TrainSummary:
+    """Run GRPO as `cfg` says; see the module docstring for what the run folder holds."""
+    from scenetg.rl.curves import plot_curves, read_metrics
+
+    t0 = time.perf_counter()
+    trainer, processor, n_rows = build_trainer(cfg, reporter, model, processor)
+    out = Path(cfg.output_dir)
+    metrics_path = out / "metrics.jsonl"
     if resume_from_checkpoint in ("last", "latest", True):
         resume_from_checkpoint = _last_checkpoint(out)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
@@ -222,7 +234,7 @@ def train(
         output_dir=out,
         final_dir=final_dir,
         steps=int(trainer.state.global_step),
-        rows=len(data.rows),
+        rows=n_rows,
         seconds=time.perf_counter() - t0,
         metrics_path=metrics_path,
         curves_path=curves,
