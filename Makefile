@@ -8,12 +8,13 @@ VIDEOS ?= data/videos
 OUT    ?= out/dataset
 CONFIG ?= pipelines/build.yaml
 EVAL_CONFIG ?= pipelines/eval.yaml
+TRAIN_CONFIG ?= pipelines/train.yaml
 ENGINE ?= local
 DEMO_OUT ?= demo_out
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test test-fast demo build eval bench lint clean
+.PHONY: setup test test-fast demo build train eval bench lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +37,9 @@ demo: $(STAMP)
 
 build: $(STAMP)
 	$(BIN)/scenetg build --videos $(VIDEOS) --out $(OUT) --config $(CONFIG) --engine $(ENGINE) --resume
+
+train: $(STAMP)
+	$(BIN)/scenetg train --config $(TRAIN_CONFIG)
 
 eval: $(STAMP)
 	$(BIN)/scenetg eval-suite --config $(EVAL_CONFIG)

@@ -51,8 +51,6 @@ class FrameCache:
         self, path: str | os.PathLike, times_s: Sequence[float], max_side: int | None
     ) -> list[np.ndarray]:
         """The frames shown at `times_s`, from the cache or decoded once and stored."""
-        from scenetg.video.frames import read_frames_at
-
         key = frame_cache_key(path, times_s, max_side)
         file = self._file(key)
         if file.is_file():
@@ -64,6 +62,8 @@ class FrameCache:
             except (OSError, ValueError):
                 pass  # a damaged entry is decoded again and overwritten
         self.misses += 1
+        from scenetg.video.frames import read_frames_at  # PyAV only when decoding
+
         frames = read_frames_at(path, times_s, max_side=max_side)
         arr = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
         file.parent.mkdir(parents=True, exist_ok=True)
