@@ -37,7 +37,7 @@ QWEN25_VL_7B = {
 MIN_PIXELS, MAX_PIXELS = 3136, 12845056  # the real checkpoint's processor budget
 
 
-def real_size_model(tiny_dir: Path, smoke: bool = False):
+def real_size_model(tiny_dir: Path, smoke: bool = False, device: str = "cuda"):
     """The 7B-size model on the GPU (`smoke`: the tiny model on the CPU, to test this script)."""
     from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
@@ -52,9 +52,10 @@ def real_size_model(tiny_dir: Path, smoke: bool = False):
         "rope_type": "default", "rope_theta": QWEN25_VL_7B["rope_theta"],
         "mrope_section": QWEN25_VL_7B["mrope_section"],
     }
+    cfg.text_config.layer_types = ["full_attention"] * cfg.text_config.num_hidden_layers
     for k, v in QWEN25_VL_7B["vision"].items():
         setattr(cfg.vision_config, k, v)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=torch.bfloat16)
     processor = AutoProcessor.from_pretrained(tiny_dir)
     for proc in (processor.image_processor, processor.video_processor):
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--loss-reps", type=int, default=2, help="token-aware vs stock loss, each")
     args = ap.parse_args()
     smoke = not torch.cuda.is_available()  # CPU: the tiny model, to check the script itself
 
@@ -166,11 +168,62 @@ def main() -> None:
         "steady_step_s": round(step_s, 2),
         "generate_s": round(gen_s, 2),
         "generate_share": round(gen_s / step_s, 3),
+        "rollout_and_score_s": round(float(np.mean(timings["rollout_and_score"][steady])), 2),
         "peak_gib": round(peak, 1),
         "torch": torch.__version__,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.loss_reps:
+        result.update(compare_losses(trainer, args.loss_reps, sync))
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def compare_losses(trainer, reps: int, sync) -> dict:
+    """Loss forward + backward on the last generated batch: our token-aware `_compute_loss`
+    against TRL's own (`GRPOTrainer._compute_loss`, video injected the same way), interleaved;
+    plus the timestamp mask's cost on that batch's completions."""
+    from trl import GRPOTrainer
+
+    from scenetg.rl.kl import timestamp_token_mask
+    from scenetg.rl.trainer import VideoBatch
+
+    inputs = trainer._buffered_inputs[0]
+    model = trainer.model
+
+    def stock():
+        trainer._video = VideoBatch(
+            list(inputs["pixel_values_videos"]), inputs["video_grid_thw"], inputs["second_per_grid_ts"]
+        )
+        try:
+            return GRPOTrainer._compute_loss(trainer, model, inputs)
+        finally:
+            trainer._video = None
+
+    def ours():
+        return trainer._compute_loss(model, inputs)
+
+    times: dict[str, list[float]] = {"token_aware": [], "stock": []}
+    order = [("token_aware", ours), ("stock", stock)]
+    for rep in range(reps):
+        for name, fn in order if rep % 2 == 0 else order[::-1]:  # alternate who runs first
+            model.zero_grad(set_to_none=True)
+            sync()
+            t = time.perf_counter()
+            fn().backward()
+            sync()
+            times[name].append(time.perf_counter() - t)
+    model.zero_grad(set_to_none=True)
+    t = time.perf_counter()
+    timestamp_token_mask(trainer._tokenizer, inputs["completion_ids"])
+    mask_s = time.perf_counter() - t
+    ours_s, stock_s = min(times["token_aware"]), min(times["stock"])
+    return {
+        "loss_fwd_bwd_token_aware_s": round(ours_s, 3),
+        "loss_fwd_bwd_stock_s": round(stock_s, 3),
+        "token_aware_over_stock": round(ours_s / stock_s, 3),
+        "timestamp_mask_s_per_micro_batch": round(mask_s, 4),
+    }
 
 
 if __name__ == "__main__":
