@@ -367,8 +367,8 @@ def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's videos, models and dataset.")] = Path("demo_out"),
-    config: Annotated[Path, typer.Option("--config", "-c", help="Demo build config.")] = Path("pipelines/demo/build.yaml"),
-    eval_config: Annotated[Path, typer.Option("--eval-config", help="Demo evaluation config.")] = Path("pipelines/demo/eval.yaml"),
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Demo build config (default: the packaged pipelines/demo/build.yaml).")] = None,
+    eval_config: Annotated[Path | None, typer.Option("--eval-config", help="Demo evaluation config (default: the packaged pipelines/demo/eval.yaml).")] = None,
     assets: Annotated[Path | None, typer.Option("--assets", help="Folder of real sample clips (default: ../shared/assets/videos when present).")] = None,
 ) -> None:
     """End-to-end offline run: sample videos + tiny models -> build -> ground -> eval -> report."""
