@@ -222,8 +222,10 @@ def publish(
     if not dry_run and "/" not in repo_id:
         raise ScenetgError("--repo-id must be USER/NAME")
     files = run_publish(out, repo_id, private=private, dry_run=dry_run)
-    verb = "would upload" if dry_run else f"uploaded to {repo_id}:"
-    out_console.print(f"{verb} {len(files)} file(s) from {out}")
+    if dry_run:
+        out_console.print(f"would upload {len(files)} file(s) from {out}")
+    else:
+        out_console.print(f"uploaded {len(files)} file(s) from {out} to the dataset {repo_id} in one commit")
 
 
 # ----- evaluation ------------------------------------------------------------------------------
