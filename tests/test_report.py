@@ -123,3 +123,18 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
     with Image.open(shot) as im:
         assert im.size == (1280, 1600)
     assert _colours(shot) > 50  # text, tables, plots and thumbnails, not a blank page
+
+
+@pytest.mark.parametrize("kept_every", [0, 2])
+def test_report_of_a_folder_without_videos_or_kept_queries(tmp_path, kept_every):
+    """Videos moved away (or 0 kept): the report is still written, strips say why they are empty."""
+    from test_publish import audit_rows, make_dataset
+
+    from scenetg.curate.report import write_report
+
+    out = make_dataset(tmp_path / "out", audit_rows(n_videos=2, kept_every=kept_every))
+    page = write_report(out, tmp_path / "moved-away").read_text()
+    assert page.count("no thumbnails: ") == 2 and "<img src='data:" not in page
+    for name in PLOTS:
+        assert (out / "report" / "plots" / name).is_file()
+    assert "<td>queries kept</td>\n      <td>" + ("0" if kept_every == 0 else "4") + "</td>" in page
