@@ -5,8 +5,11 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -157,6 +160,83 @@ def test_headless_opencv_beside_opencv_is_refused(monkeypatch):
     message = str(err.value)
     assert "opencv-python-headless" in message and "pip uninstall -y opencv-python-headless" in message
     assert "\n" not in message
+
+
+def _copy_source(dest: Path) -> Path:
+    """The checkout's sources without build outputs, so building never writes into the checkout."""
+    skip = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist",
+                                  "out", "demo_out", ".pytest_cache", ".ruff_cache")
+    return Path(shutil.copytree(ROOT, dest, symlinks=True, ignore=skip))
+
+
+def _venv_beside_project(venv: Path) -> Path:
+    """A fresh venv that reuses the project venv's packages (torch & co.) without copying them.
+
+    `--system-site-packages` exposes the base interpreter's packages, not the project venv's,
+    so a .pth line appends the project venv's site-packages after the new venv's own. Lines
+    of that folder's own .pth files (the editable install of the checkout) are not run.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site_dir = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    parent = sysconfig.get_paths()["purelib"]
+    Path(site_dir, "scenetg_parent_venv.pth").write_text(parent + "\n")
+    return python
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_builds_a_dataset_outside_the_checkout(tmp_path, tiny_models):
+    from scenetg.video.synthetic import write_synthetic_video
+
+    src = _copy_source(tmp_path / "src")
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-q", "-w", str(dist), str(src)], check=True, capture_output=True, timeout=300)
+    (wheel,) = dist.glob("scenetg-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    for data in ("scenetg/py.typed", "scenetg/curate/templates/scenetg_dataset_card.md",
+                 "scenetg/demo_configs/build.yaml", "scenetg/demo_configs/eval.yaml"):
+        assert data in names, data
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/"))]
+    assert 'Requires-Dist: ray[data]>=2.40; extra == "ray"' in meta
+    assert "Requires-Dist: trl==1.16.0; extra == \"train\"" in meta
+
+    python = _venv_beside_project(tmp_path / "venv")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    work = tmp_path / "elsewhere"
+    videos = work / "videos"
+    videos.mkdir(parents=True)
+    write_synthetic_video(videos / "one.mp4", [1.5, 2.0, 1.5], 25.0, size=(128, 72), seed=3)
+    write_synthetic_video(videos / "two.mp4", [2.0, 1.5], 24.0, size=(128, 72), seed=4)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(python), *args], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    where = run("-c", "import scenetg; print(scenetg.__file__)")
+    assert where.stdout.strip().startswith(str(tmp_path / "venv")), where
+    scenetg = str(tmp_path / "venv" / "bin" / "scenetg")
+    built = subprocess.run(
+        [scenetg, "build", "--videos", "videos", "--out", "out", "--caption-model", str(tiny_models["qwen"]),
+         "--clip-model", str(tiny_models["clip"])], cwd=work, env=env, capture_output=True, text=True,
+        timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    card = (work / "out" / "README.md").read_text()
+    assert card.startswith("---\n") and "temporal grounding" in card
+    assert list((work / "out" / "audit").glob("queries-*.parquet"))
+    demo = subprocess.run([scenetg, "demo", "--out", "demo"], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    import pyarrow.parquet as pq
+
+    ids = {r["video_id"] for r in pq.read_table(work / "demo" / "dataset" / "videos.parquet").to_pylist()}
+    assert ids == {"synthetic/kitchen_25fps", "synthetic/street_29.97fps", "synthetic/garden vfr ü"}
 
 
 def test_package_data_is_declared_and_present():
