@@ -18,12 +18,13 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 setup: $(STAMP)
 
-# torch first, pinned to the build whose torchvision matches (a CPU-only torch breaks torchvision).
+# torch first, pinned to the build whose torchvision matches (a CPU-only torch breaks torchvision);
+# then this package editable with every extra (a user's `pip install scenetg` gets the core only).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,ray,openai,train]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -184,29 +184,46 @@ def export(out: Annotated[Path, typer.Argument(help="Dataset folder with filtere
 @app.command()
 def inspect(
     out: Annotated[Path, typer.Argument(help="Built dataset folder.")],
-    html_report: Annotated[bool, typer.Option("--html/--no-html", help="Also write OUT/report/index.html.")] = True,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the statistics as one JSON object.")] = False,
+    html_report: Annotated[bool, typer.Option("--html/--no-html", help="Also write OUT/report/index.html with plots.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the headline statistics as one JSON object.")] = False,
 ) -> None:
-    """Dataset statistics and an HTML report with scene thumbnails, queries and filter figures."""
+    """Dataset statistics (tables), consistency checks, and an HTML report with plots and thumbnails."""
     import json
 
-    from scenetg.curate.report import dataset_stats, write_report
+    from scenetg.curate.publish import dataset_problems
+    from scenetg.curate.report import dataset_stats, load_tables, stats_tables, write_report
     from scenetg.curate.workdir import WorkDir
 
-    stats = dataset_stats(out)
     if json_out:
-        print(json.dumps(stats, sort_keys=True))
+        print(json.dumps(dataset_stats(out), sort_keys=True))
     else:
-        table = Table(title=f"scenetg inspect {out}", show_header=False, title_justify="left")
-        for key, value in stats.items():
-            if key != "errors":
-                table.add_row(key, str(value))
-        out_console.print(table)
+        tables = stats_tables(*load_tables(out))
+        for key in ("summary", "splits", "drop_reasons", "distributions"):
+            _print_frame(tables[key], f"{key.replace('_', ' ')}")
+    problems = dataset_problems(out)
+    for problem in problems:
+        console.print(f"problem: {problem}", highlight=False, markup=False)
     if html_report:
         manifest = WorkDir(out).require_manifest()
         with console.status("writing report"):
-            path = write_report(out, Path(manifest["videos_dir"]))
-        console.print(f"report: {path}")
+            path = write_report(out, Path(manifest["videos_dir"]), problems=problems)
+        console.print(f"report: {path}", highlight=False, markup=False)
+    if problems:
+        raise ScenetgError(f"{out}: {len(problems)} consistency problem(s), listed above; "
+                           "re-run `scenetg export` or the build with --resume")
+
+
+def _print_frame(df, title: str) -> None:
+    """A pandas table as a rich table on stdout (numbers right-aligned, 3 decimals)."""
+    import pandas as pd
+
+    table = Table(title=title, title_justify="left")
+    for col in df.columns:
+        table.add_column(str(col), justify="left" if df[col].dtype == object else "right")
+    for row in df.itertuples(index=False):
+        table.add_row(*("–" if v is None or (not isinstance(v, str) and pd.isna(v))
+                        else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    out_console.print(table)
 
 
 @app.command()
@@ -222,8 +239,10 @@ def publish(
     if not dry_run and "/" not in repo_id:
         raise ScenetgError("--repo-id must be USER/NAME")
     files = run_publish(out, repo_id, private=private, dry_run=dry_run)
-    verb = "would upload" if dry_run else f"uploaded to {repo_id}:"
-    out_console.print(f"{verb} {len(files)} file(s) from {out}")
+    if dry_run:
+        out_console.print(f"would upload {len(files)} file(s) from {out}")
+    else:
+        out_console.print(f"uploaded {len(files)} file(s) from {out} to the dataset {repo_id} in one commit")
 
 
 # ----- evaluation ------------------------------------------------------------------------------
@@ -392,8 +411,8 @@ def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's videos, models and dataset.")] = Path("demo_out"),
-    config: Annotated[Path, typer.Option("--config", "-c", help="Demo build config.")] = Path("pipelines/demo/build.yaml"),
-    eval_config: Annotated[Path, typer.Option("--eval-config", help="Demo evaluation config.")] = Path("pipelines/demo/eval.yaml"),
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Demo build config (default: the packaged pipelines/demo/build.yaml).")] = None,
+    eval_config: Annotated[Path | None, typer.Option("--eval-config", help="Demo evaluation config (default: the packaged pipelines/demo/eval.yaml).")] = None,
     assets: Annotated[Path | None, typer.Option("--assets", help="Folder of real sample clips (default: ../shared/assets/videos when present).")] = None,
 ) -> None:
     """End-to-end offline run: sample videos + tiny models -> build -> ground -> eval -> report."""

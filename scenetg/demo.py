@@ -1,13 +1,16 @@
 """`scenetg demo`: the whole system offline on a CPU in minutes.
 
 Makes a small corpus (synthetic multi-scene videos, plus the real sample clips when the shared
-assets folder is there), makes the tiny models, and runs the build with pipelines/demo/build.yaml.
+assets folder is there), makes the tiny models, and runs the build with the demo config shipped in
+the package (`scenetg/demo_configs/`, linked from `pipelines/demo/` in a checkout), so it runs
+from any working directory and from a wheel install.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from scenetg.progress import Reporter
@@ -32,12 +35,20 @@ class DemoPaths:
     dataset: Path
 
 
+DEMO_BUILD_CONFIG = resources.files("scenetg") / "demo_configs" / "build.yaml"
+DEMO_EVAL_CONFIG = resources.files("scenetg") / "demo_configs" / "eval.yaml"
+
+
 def default_assets_dir() -> Path | None:
-    """../shared/assets/videos next to the project checkout, when present."""
-    here = Path(__file__).resolve().parents[2]
-    for cand in (Path.cwd().parent / "shared" / "assets" / "videos", here.parent / "shared" / "assets" / "videos"):
-        if cand.is_dir():
-            return cand
+    """`../shared/assets/videos` beside the project checkout this module runs from, when present.
+
+    Only a checkout (a folder with pyproject.toml above the package) has one; an installed
+    package has none, and the demo then uses its synthetic videos alone.
+    """
+    checkout = Path(__file__).resolve().parents[1]
+    cand = checkout.parent / "shared" / "assets" / "videos"
+    if (checkout / "pyproject.toml").is_file() and cand.is_dir():
+        return cand
     return None
 
 
@@ -66,7 +77,7 @@ def make_corpus(videos_dir: Path, assets_dir: Path | None) -> list[Path]:
     return made
 
 
-def run_demo(out: Path, config: Path, assets_dir: Path | None, reporter: Reporter | None = None):
+def run_demo(out: Path, config: Path | None, assets_dir: Path | None, reporter: Reporter | None = None):
     """Corpus -> tiny models -> build. Returns (paths, build summary)."""
     from scenetg.config import load_build_config
     from scenetg.curate.pipeline import build
@@ -76,17 +87,17 @@ def run_demo(out: Path, config: Path, assets_dir: Path | None, reporter: Reporte
     paths = DemoPaths(out / "videos", out / "models", out / "dataset")
     make_corpus(paths.videos, assets_dir)
     models = make_tiny_models(paths.models)
-    cfg = load_build_config(config, {"captions.model": str(models["qwen"]), "filter.clip_model": str(models["clip"])})
+    cfg = load_build_config(config or DEMO_BUILD_CONFIG, {"captions.model": str(models["qwen"]), "filter.clip_model": str(models["clip"])})
     summary = build(paths.videos, paths.dataset, cfg, resume=True, reporter=reporter)
     return paths, summary
 
 
-def run_demo_eval(paths: DemoPaths, out: Path, config: Path, reporter: Reporter | None = None):
+def run_demo_eval(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None):
     """Ground the demo dataset's test split (tiny MLLM + the two baselines), score, report."""
     from scenetg.eval.suite import load_eval_config, run_eval_suite
 
     models = {"model": str(paths.models / "qwen"), "clip_model": str(paths.models / "clip")}
-    cfg = load_eval_config(config, {"out": str(Path(out) / "eval"), **models})
+    cfg = load_eval_config(config or DEMO_EVAL_CONFIG, {"out": str(Path(out) / "eval"), **models})
     # The test split can be empty on a tiny corpus (splits hash video ids): then use every split.
     has_test = any((paths.dataset / "data").glob("test-*.parquet"))
     for spec in cfg.benchmarks:

@@ -20,6 +20,7 @@ import numpy as np
 
 from scenetg.config import CaptionsConfig
 from scenetg.errors import ConfigError, ModelError
+from scenetg.extras import require_extra
 from scenetg.models.qwen import CAPTION_MODEL_FLAG, check_qwen_available, load_qwen
 from scenetg.video.frames import jpeg_data_url
 
@@ -127,6 +128,7 @@ class OpenAICaptioner:
     """
 
     def __init__(self, cfg: CaptionsConfig, client: Any = None):
+        require_extra("openai", "openai", "captions.backend: openai")
         from openai import OpenAI
 
         self.cfg = cfg
@@ -184,6 +186,7 @@ class OpenAICaptioner:
 
 def check_openai_available(cfg: CaptionsConfig, timeout_s: float = MODELS_CHECK_TIMEOUT_S) -> None:
     """One GET {base_url}/models with a short timeout; ModelError unless the server serves cfg.model."""
+    require_extra("openai", "openai", "captions.backend: openai")
     import openai
 
     base_url = cfg.openai.base_url

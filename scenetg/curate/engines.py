@@ -14,6 +14,7 @@ from typing import Any
 
 from scenetg.curate.workdir import VideoJob
 from scenetg.errors import ScenetgError, VideoError
+from scenetg.extras import require_extra
 
 
 def _job(row: dict[str, Any]) -> VideoJob:
@@ -53,6 +54,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     """Connect to the cluster at `address`, or start a small local Ray; quiet on the terminal."""
     import logging
 
+    require_extra("ray", "ray", "--engine ray (engine.name: ray)")
     import ray
     from ray.data import DataContext
 
@@ -70,6 +72,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
 
 def run_ray(build: Any, jobs: list[VideoJob], upto: str) -> None:
     """Run stages up to `upto` on `jobs` with Ray Data; statuses go to the manifest on the driver."""
+    require_extra("ray", "ray", "--engine ray (engine.name: ray)")
     import ray.data
 
     eng = build.cfg.engine

@@ -12,6 +12,7 @@ import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ PARQUET_OPTIONS: dict[str, Any] = {
     "write_statistics": True,
 }
 
-CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "data_cards" / "scenetg_dataset_card.md"
+CARD_TEMPLATE = resources.files("scenetg.curate") / "templates" / "scenetg_dataset_card.md"
+"""Package data (in the wheel); `data_cards/scenetg_dataset_card.md` in a checkout links to it."""
 
 
 def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
@@ -336,7 +338,7 @@ def render_card(
     """
     import jinja2
 
-    path = Path(template) if template is not None else CARD_TEMPLATE
+    path = Path(template) if template is not None else CARD_TEMPLATE  # Path or Traversable
     if not path.is_file():
         raise ScenetgError(f"{path}: dataset card template not found")
     split_counts = {s: sum(r["split"] == s for r in query_rows) for s in SPLIT_ORDER}

@@ -21,18 +21,45 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from importlib import metadata
 from pathlib import Path
 
-import cv2
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
-from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode, SceneDetector
-from scenedetect.common import Timecode, framerate_to_fraction
 
 from scenetg.config import ShotsConfig
-from scenetg.errors import VideoError
+from scenetg.errors import ScenetgError, VideoError
 from scenetg.video.frames import decoded_frames
 from scenetg.video.probe import VideoInfo, open_video, probe_video
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def check_opencv_install() -> None:
+    """Refuse opencv-python-headless beside opencv-python, before cv2 is first imported.
+
+    Both wheels unpack into the same ``cv2`` folder, so with both installed the files of
+    whichever came last win one by one and cv2 fails later in ways that never name the cause.
+    """
+    if _installed("opencv-python") and _installed("opencv-python-headless"):
+        raise ScenetgError(
+            "opencv-python-headless is installed beside opencv-python (both own the cv2 module, "
+            "which breaks it); fix: pip uninstall -y opencv-python-headless opencv-python && "
+            "pip install opencv-python"
+        )
+
+
+check_opencv_install()
+
+import cv2  # noqa: E402  (after the check above; scenedetect imports cv2 too)
+from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode, SceneDetector  # noqa: E402
+from scenedetect.common import Timecode, framerate_to_fraction  # noqa: E402
 
 THUMB_SIZE = (16, 9)
 """(width, height) of the per-frame thumbnail averaged into a shot's embedding."""
