@@ -173,6 +173,10 @@ def build_trainer(
 ) -> tuple[Any, Any, int]:
     """``(trainer, processor, n_rows)`` for `cfg`, after every cheap check (config, data, videos,
     the model's video processor). `model`/`processor` skip loading (tests, notebooks)."""
+    from scenetg.extras import require_extra
+
+    for module in ("trl", "peft"):
+        require_extra(module, "train", "scenetg train")
     from scenetg.models.qwen import resolve_device
     from scenetg.rl.curves import MetricsLogCallback
     from scenetg.rl.samples import FrameSampling
@@ -180,7 +184,7 @@ def build_trainer(
     from scenetg.video.frame_cache import FrameCache
 
     reporter = reporter or Reporter()
-    check_trl_internals()
+    check_trl_internals()  # also: trl present (the [train] extra)
     data = load_training_data(cfg.data)
     reporter.log(data.load_summary)
     device = resolve_device(cfg.device)
