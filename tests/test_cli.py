@@ -22,7 +22,7 @@ def test_bad_config_is_a_one_line_usage_error(tmp_path, capsys):
     (tmp_path / "v").mkdir()
     assert main(["build", "--videos", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "-c", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: shots.detector must be 'content' or 'adaptive', not 'magic'"
+    assert err.strip() == "error: shots.detector: expected one of content, adaptive, got 'magic'"
 
 
 def test_unknown_config_key_is_named(tmp_path, capsys):
