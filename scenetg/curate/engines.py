@@ -104,9 +104,8 @@ def plan_resources(eng: EngineConfig, cluster: dict[str, float], upto: str) -> d
 
 def run_ray(build: Any, jobs: list[VideoJob], upto: str) -> None:
     """Run stages up to `upto` on `jobs` with Ray Data; statuses go to the manifest on the driver."""
-    import ray.data
-
     import ray
+    import ray.data
 
     eng = build.cfg.engine
     init_ray(eng.ray_address, eng.num_cpus)
