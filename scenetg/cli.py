@@ -175,10 +175,9 @@ def filter_(
 @app.command()
 def export(out: Annotated[Path, typer.Argument(help="Dataset folder with filtered queries.")]) -> None:
     """Stage 4 alone: write videos/scenes/data/audit Parquet and the dataset card."""
-    from scenetg.curate.pipeline import Build
+    from scenetg.curate.pipeline import export_folder
 
-    b = Build.open(out)
-    _finish(b.export(), "scenetg export")
+    _finish(export_folder(out), "scenetg export")
 
 
 @app.command()

@@ -24,6 +24,7 @@ from scenetg.curate.workdir import (
     discover_videos,
     file_signature,
     fingerprint,
+    lock_out,
 )
 from scenetg.errors import ScenetgError, VideoError
 from scenetg.progress import Reporter
@@ -393,13 +394,24 @@ def build(
     resume: bool = False,
     reporter: Reporter | None = None,
 ) -> BuildSummary:
-    """The whole build: discover videos, check models, run the stages, export Parquet + card."""
+    """The whole build: discover videos, check models, run the stages, export Parquet + card.
+
+    Holds the lock on `out_dir` throughout (a second build there fails at once).
+    """
     jobs = _discover(videos_dir, cfg)
-    b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
-    b.models.check_available()
-    b.init_manifest(jobs, resume)
-    b.run_videos("filter", resume)
-    return b.export()
+    with lock_out(out_dir):
+        b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
+        b.models.check_available()
+        b.init_manifest(jobs, resume)
+        b.run_videos("filter", resume)
+        return b.export()
+
+
+def export_folder(out_dir: Path, reporter: Reporter | None = None) -> BuildSummary:
+    """`scenetg export`: the export stage alone on a build folder, under its lock."""
+    WorkDir(out_dir).require_manifest()
+    with lock_out(out_dir):
+        return Build.open(Path(out_dir), reporter=reporter).export()
 
 
 def _discover(videos_dir: Path, cfg: BuildConfig) -> list[VideoJob]:
@@ -426,10 +438,14 @@ def run_stage(
         if videos_dir is None:
             raise ScenetgError("the shots stage needs --videos")
         jobs = _discover(videos_dir, cfg)
-        b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
-        b.init_manifest(jobs, resume)
     else:
-        b = Build.open(Path(out_dir), cfg, reporter)
-        b.models.check_available((stage,))
-    b.run_videos(stage, resume)
+        WorkDir(out_dir).require_manifest()
+    with lock_out(out_dir):
+        if stage == "shots":
+            b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
+            b.init_manifest(jobs, resume)
+        else:
+            b = Build.open(Path(out_dir), cfg, reporter)
+            b.models.check_available((stage,))
+        b.run_videos(stage, resume)
     return b
