@@ -308,9 +308,9 @@ def export_build(b: Build) -> BuildSummary:
     from scenetg.curate.export import (
         assign_split,
         sample_id,
+        scenes_table,
+        videos_table,
         write_dataset,
-        write_scenes_table,
-        write_videos_table,
     )
 
     cfg = b.cfg
@@ -358,8 +358,6 @@ def export_build(b: Build) -> BuildSummary:
     summary.queries_kept = len(kept)
     for r in kept:
         summary.split_counts[r["split"]] = summary.split_counts.get(r["split"], 0) + 1
-    write_videos_table(b.work.out, video_rows)
-    write_scenes_table(b.work.out, scene_rows)
     drops: dict[str, int] = {}
     for r in audit_rows:
         if not r["kept"]:
@@ -376,7 +374,7 @@ def export_build(b: Build) -> BuildSummary:
         "drop_counts": dict(sorted(drops.items())),
         "split_counts": dict(sorted(summary.split_counts.items())),
         "config": dataclasses.asdict(cfg),
-    })
+    }, extra_tables={"videos.parquet": videos_table(video_rows), "scenes.parquet": scenes_table(scene_rows)})
     b.manifest["counts"] = {
         "videos_ok": summary.videos_ok, "videos_failed": summary.videos_failed,
         "scenes": summary.scenes, "queries_generated": summary.queries_generated,

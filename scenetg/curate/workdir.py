@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -93,6 +94,30 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def swap_in(staging: Path, out: Path, names: list[str], marker: Path) -> None:
+    """Move `names` (files or folders) from `staging` into `out`, replacing what is there.
+
+    Several renames cannot be one atomic step, so `marker` is written first and removed last:
+    while it exists (a kill mid-swap), `OUT` says its export is incomplete. The replaced entries
+    go to a sibling folder and are deleted only after the swap. Entries of `names` missing from
+    `staging` are removed from `out` (a split with no rows any more).
+    """
+    write_bytes_atomic(marker, b"export in progress; re-run `scenetg build --resume` or `scenetg export`\n")
+    old = out / ".export-old"
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir()
+    for name in names:
+        if (out / name).exists() or (out / name).is_symlink():
+            os.rename(out / name, old / name)
+        if (staging / name).exists():
+            os.rename(staging / name, out / name)
+    _fsync_dir(out)
+    marker.unlink()
+    _fsync_dir(out)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:
