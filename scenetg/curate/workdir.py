@@ -75,6 +75,26 @@ def discover_videos(videos_dir: Path, extensions: list[str]) -> list[VideoJob]:
     return jobs
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (no race with threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(fd: int) -> None:
+    """Give a temp file (mkstemp makes it 0600) the mode a plain `open` would: 0666 & ~umask,
+    so a dataset on shared storage is readable by those the user's umask allows."""
+    os.fchmod(fd, 0o666 & ~current_umask())
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temp file in the same folder, fsync, rename, fsync the folder.
 
@@ -85,6 +105,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
