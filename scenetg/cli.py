@@ -81,7 +81,16 @@ def _print_summary(summary, title: str) -> None:
         table.add_row(f"time {stage}", f"{secs:.1f} s")
     out_console.print(table)
     for vid, err in sorted(summary.errors.items()):
-        console.print(f"[red]failed[/] {vid}: {err}", highlight=False)
+        _failed_line(vid, err)
+
+
+def _failed_line(video_id: str, error: str | None) -> None:
+    """One line per failed video, whatever its name holds (newlines, rich markup)."""
+    from rich.markup import escape
+
+    from scenetg.curate.workdir import one_line
+
+    console.print(f"[red]failed[/] {escape(one_line(video_id))}: {escape(one_line(error or ''))}", highlight=False)
 
 
 def _finish(summary, title: str) -> None:
@@ -134,7 +143,7 @@ def _stage_report(b, stage: str) -> None:
     failed = {k: v["error"] for k, v in videos.items() if v["status"] == "error"}
     out_console.print(f"{stage}: {len(videos) - len(failed)} video(s) done, {len(failed)} failed -> {b.work.out}")
     for vid, err in sorted(failed.items()):
-        console.print(f"[red]failed[/] {vid}: {err}", highlight=False)
+        _failed_line(vid, err)
     if failed:
         raise typer.Exit(3)
 

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from scenetg.config import EngineConfig
-from scenetg.curate.workdir import VideoJob
+from scenetg.curate.workdir import VideoJob, one_line
 from scenetg.errors import ConfigError, ScenetgError, VideoError
 
 
@@ -129,7 +131,7 @@ def run_ray(build: Any, jobs: list[VideoJob], upto: str) -> None:
         job = _job(row)
         if row["error"]:
             build.set_status(job, "error", row["error"])
-            build.reporter.log(f"[yellow]skipped[/] {row['error']}")
+            build.reporter.log(f"[yellow]skipped[/] {escape(one_line(row['error']))}")
         else:
             build.set_status(job, "ok" if upto == "filter" else "partial")
         build.reporter.advance("videos")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from scenetg.config import BuildConfig, build_config_from_dict
 from scenetg.curate import stages
 from scenetg.curate.workdir import (
@@ -25,6 +27,7 @@ from scenetg.curate.workdir import (
     file_signature,
     fingerprint,
     lock_out,
+    one_line,
 )
 from scenetg.errors import ScenetgError, VideoError
 from scenetg.progress import Reporter
@@ -167,7 +170,7 @@ class Build:
         lost in a crash costs nothing, since `is_done` trusts only the stage files.
         """
         entry = self.manifest["videos"][job.video_id]
-        entry["status"], entry["error"] = status, error
+        entry["status"], entry["error"] = status, one_line(error) if error else error
         if time.monotonic() - self._saved_at >= min(5.0, len(self.manifest["videos"]) / 1000):
             self.save_manifest()
 
@@ -256,14 +259,14 @@ class Build:
                     self.filter(job, shots, captions, resume)
         except VideoError as exc:
             self.set_status(job, "error", str(exc))
-            self.reporter.log(f"[yellow]skipped[/] {exc}")
+            self.reporter.log(f"[yellow]skipped[/] {escape(one_line(str(exc)))}")
             return
         except (ScenetgError, KeyboardInterrupt):
             raise
         except Exception as exc:  # one broken video must not stop the build
-            msg = f"{job.rel_path}: {type(exc).__name__}: {exc}".splitlines()[0]
+            msg = f"{one_line(job.rel_path)}: {type(exc).__name__}: {exc}".splitlines()[0]
             self.set_status(job, "error", msg)
-            self.reporter.log(f"[red]failed[/] {msg}")
+            self.reporter.log(f"[red]failed[/] {escape(msg)}")
             return
         done = upto == "filter"
         self.set_status(job, "ok" if done else "partial", None)
@@ -396,7 +399,7 @@ def build(
 
     Holds the lock on `out_dir` throughout (a second build there fails at once).
     """
-    jobs = _discover(videos_dir, cfg)
+    jobs = _discover(videos_dir, cfg, reporter)
     with lock_out(out_dir):
         b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
         b.models.check_available()
@@ -412,8 +415,9 @@ def export_folder(out_dir: Path, reporter: Reporter | None = None) -> BuildSumma
         return Build.open(Path(out_dir), reporter=reporter).export()
 
 
-def _discover(videos_dir: Path, cfg: BuildConfig) -> list[VideoJob]:
-    jobs = discover_videos(Path(videos_dir), cfg.extensions)
+def _discover(videos_dir: Path, cfg: BuildConfig, reporter: Reporter | None) -> list[VideoJob]:
+    warn = (reporter or Reporter()).log
+    jobs = discover_videos(Path(videos_dir), cfg.extensions, lambda m: warn(f"[yellow]warning[/] {escape(m)}"))
     if not jobs:
         raise ScenetgError(f"{videos_dir}: no videos found (extensions: {', '.join(cfg.extensions)})")
     return jobs
@@ -435,7 +439,7 @@ def run_stage(
     if stage == "shots":
         if videos_dir is None:
             raise ScenetgError("the shots stage needs --videos")
-        jobs = _discover(videos_dir, cfg)
+        jobs = _discover(videos_dir, cfg, reporter)
     else:
         WorkDir(out_dir).require_manifest()
     with lock_out(out_dir):

@@ -16,7 +16,8 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,29 +46,64 @@ def video_key(video_id: str) -> str:
     return f"{safe}-{hashlib.sha1(video_id.encode()).hexdigest()[:10]}"
 
 
-def discover_videos(videos_dir: Path, extensions: list[str]) -> list[VideoJob]:
+def one_line(text: str) -> str:
+    """`text` with line breaks escaped: a file name may contain one, an error row may not."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def symlink_loop(path: Path) -> bool:
+    """True when resolving `path` runs into a symlink loop (it then looks like a dangling link)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def discover_videos(
+    videos_dir: Path, extensions: list[str], warn: Callable[[str], None] | None = None
+) -> list[VideoJob]:
     """All files under `videos_dir` (recursively) whose extension is one of `extensions`.
 
-    Dangling symlinks are included on purpose: they become per-video error rows, not silence.
+    Symlinked subfolders are followed, each real folder once: a link back to a folder already
+    searched (a loop, or a second link to one folder) is skipped with a warning, as are symlink
+    loops and folders named like videos (``x.mp4/``). Dangling and looping symlinks with a video
+    extension are included on purpose: they become per-video error rows, not silence.
     Sorted by relative path so every run sees the same order.
     """
     videos_dir = Path(videos_dir)
     if not videos_dir.is_dir():
         raise ScenetgError(f"{videos_dir}: not a folder (--videos)")
+    warn = warn or (lambda message: None)
     exts = {"." + e.lower().lstrip(".") for e in extensions}
+    seen: dict[tuple[int, int], str] = {}
     jobs = []
-    for root, dirs, files in os.walk(videos_dir, followlinks=False):
-        dirs.sort()
+    for root, dirs, files in os.walk(videos_dir, followlinks=True):
+        st = os.stat(root)
+        rel_root = Path(root).relative_to(videos_dir).as_posix()
+        if (st.st_dev, st.st_ino) in seen:
+            first = seen[(st.st_dev, st.st_ino)]
+            warn(f"skipped symlinked folder {one_line(rel_root)}: it leads to {one_line(first)}, "
+                 "already searched (a symlink loop or a second link)")
+            dirs.clear()
+            continue
+        seen[(st.st_dev, st.st_ino)] = rel_root
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(root, d)), d))  # real folders first
+        for name in dirs:
+            if Path(name).suffix.lower() in exts:
+                warn(f"{one_line(Path(rel_root, name).as_posix())}: a folder, not a video (searched inside it)")
         for name in files:
             path = Path(root) / name
-            if path.suffix.lower() not in exts:
-                continue
             rel = path.relative_to(videos_dir).as_posix()
+            if path.suffix.lower() not in exts:
+                if symlink_loop(path):
+                    warn(f"skipped {one_line(rel)}: symlink loop")
+                continue
             video_id = rel[: -len(path.suffix)]
             jobs.append(VideoJob(video_id, rel, path.absolute(), video_key(video_id)))
     jobs.sort(key=lambda j: j.rel_path)
-    ids = [j.video_id for j in jobs]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(j.video_id for j in jobs)
+    dupes = sorted(i for i, n in counts.items() if n > 1)
     if dupes:
         raise ScenetgError(
             f"{videos_dir}: several files share the video_id {dupes[0]!r} (same name, other extension)"
