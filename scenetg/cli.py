@@ -402,20 +402,37 @@ def _error_line(message: str) -> None:
     sys.stderr.write("error: " + " ".join(message.split()) + "\n")
 
 
+def _click_errors() -> tuple[type[Exception], ...]:
+    """click's ClickException and typer's vendored copy (typer >= 0.26 bundles click)."""
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:
+        return (click.ClickException,)
+    return (click.ClickException, TyperClickException)
+
+
+_CLICK_ERRORS = _click_errors()
+
+
+def _interrupted() -> int:
+    sys.stderr.write("\ninterrupted; finished work is kept — re-run with --resume\n")
+    return 130
+
+
 # ----- entry point -----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="scenetg", standalone_mode=False)
-        return int(code or 0)
+        code = int(command.main(args=argv, prog_name="scenetg", standalone_mode=False) or 0)
+        # typer turns Ctrl-C into exit code 130 before any handler of ours sees it
+        return _interrupted() if code == 130 else code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except _CLICK_ERRORS as exc:  # usage errors (missing or bad option): exit 2
         exc.show()
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
-        console.print("interrupted; finished videos are kept — re-run with --resume")
-        return 130
+        return _interrupted()
     except ScenetgError as exc:
         if _state["debug"]:
             traceback.print_exc()
