@@ -6,6 +6,7 @@ failed (their rows in videos.parquet say why).
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -420,7 +421,24 @@ def _interrupted() -> int:
 
 
 # ----- entry point -----------------------------------------------------------------------------
+def _no_progress_bars_off_terminal() -> None:
+    """Hugging Face's tqdm bars (weights loading, downloads) only on a terminal: in logs and CI
+    they are hundreds of carriage-return lines. `HF_HUB_DISABLE_PROGRESS_BARS=0` keeps them."""
+    if sys.stderr.isatty() or os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "0":
+        return
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub is imported
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
+    _no_progress_bars_off_terminal()
     command = typer.main.get_command(app)
     try:
         code = int(command.main(args=argv, prog_name="scenetg", standalone_mode=False) or 0)
@@ -436,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScenetgError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        _error_line(str(exc))
+        for problem in getattr(exc, "problems", None) or [str(exc)]:
+            _error_line(problem)
         return 2
     except Exception as exc:
         if _state["debug"]:

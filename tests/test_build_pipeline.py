@@ -204,16 +204,21 @@ def test_resume_after_sigkill_equals_an_unkilled_run(tmp_path, tiny_models):
     assert main(_build_args(videos, reference, tiny_models)) == 0
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scenetg.cli", *_build_args(videos, killed, tiny_models)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env["HF_HUB_OFFLINE"] = "1"
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scenetg.cli", *_build_args(videos, killed, tiny_models)],
+            env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )
     try:
         _wait_for_first_done(killed / "manifest.json", proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+    # stderr is not a terminal: no weights-loading tqdm bar among the log lines
+    assert "Loading weights" not in stderr.read_text() and "it/s]" not in stderr.read_text()
     statuses = [v["status"] for v in json.loads((killed / "manifest.json").read_text())["videos"].values()]
     assert "ok" in statuses and statuses.count("ok") < len(statuses)
 
