@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from scenetg.curate.workdir import write_bytes_atomic
-from scenetg.errors import ScenetgError
+from scenetg.errors import ScenetgError, VideoError
 
 
 def dataset_stats(out_dir: Path) -> dict[str, Any]:
@@ -45,6 +45,7 @@ def dataset_stats(out_dir: Path) -> dict[str, Any]:
 def write_report(out_dir: Path, videos_dir: Path, max_videos: int = 200, thumb_side: int = 160) -> Path:
     """Write OUT/report/index.html (thumbnails embedded, so the file can be moved alone)."""
     from scenetg.video.frames import iter_frames_at, jpeg_data_url
+    from scenetg.video.lookup import inside_root
 
     out = Path(out_dir)
     stats = dataset_stats(out)
@@ -70,8 +71,14 @@ def write_report(out_dir: Path, videos_dir: Path, max_videos: int = 200, thumb_s
     for video_id in sorted(by_video)[:max_videos]:
         rows = sorted(by_video[video_id], key=lambda r: r["scene_index"])
         times = [(r["start_s"] + r["end_s"]) / 2 for r in rows]
-        frames = list(iter_frames_at(Path(videos_dir) / rows[0]["video_path"], times, max_side=thumb_side))
-        parts.append(f"<h2>{html.escape(video_id)}</h2><div class=strip>")
+        parts.append(f"<h2>{html.escape(video_id)}</h2>")
+        try:  # video_path comes from Parquet: never open a file outside videos_dir
+            video = inside_root(videos_dir, rows[0]["video_path"])
+        except VideoError as exc:
+            parts.append(f"<p>skipped: {html.escape(str(exc))}</p>")
+            continue
+        frames = list(iter_frames_at(video, times, max_side=thumb_side))
+        parts.append("<div class=strip>")
         for row, frame in zip(rows, frames, strict=True):
             cls = "kept" if row["kept"] else "dropped"
             margin = "n/a" if row["clip_margin"] is None else f"{row['clip_margin']:+.3f}"
