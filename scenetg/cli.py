@@ -6,6 +6,7 @@ failed (their rows in videos.parquet say why).
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -81,7 +82,16 @@ def _print_summary(summary, title: str) -> None:
         table.add_row(f"time {stage}", f"{secs:.1f} s")
     out_console.print(table)
     for vid, err in sorted(summary.errors.items()):
-        console.print(f"[red]failed[/] {vid}: {err}", highlight=False)
+        _failed_line(vid, err)
+
+
+def _failed_line(video_id: str, error: str | None) -> None:
+    """One line per failed video, whatever its name holds (newlines, rich markup)."""
+    from rich.markup import escape
+
+    from scenetg.curate.workdir import one_line
+
+    console.print(f"[red]failed[/] {escape(one_line(video_id))}: {escape(one_line(error or ''))}", highlight=False)
 
 
 def _finish(summary, title: str) -> None:
@@ -134,7 +144,7 @@ def _stage_report(b, stage: str) -> None:
     failed = {k: v["error"] for k, v in videos.items() if v["status"] == "error"}
     out_console.print(f"{stage}: {len(videos) - len(failed)} video(s) done, {len(failed)} failed -> {b.work.out}")
     for vid, err in sorted(failed.items()):
-        console.print(f"[red]failed[/] {vid}: {err}", highlight=False)
+        _failed_line(vid, err)
     if failed:
         raise typer.Exit(3)
 
@@ -175,10 +185,9 @@ def filter_(
 @app.command()
 def export(out: Annotated[Path, typer.Argument(help="Dataset folder with filtered queries.")]) -> None:
     """Stage 4 alone: write videos/scenes/data/audit Parquet and the dataset card."""
-    from scenetg.curate.pipeline import Build
+    from scenetg.curate.pipeline import export_folder
 
-    b = Build.open(out)
-    _finish(b.export(), "scenetg export")
+    _finish(export_folder(out), "scenetg export")
 
 
 @app.command()
@@ -438,24 +447,59 @@ def _error_line(message: str) -> None:
     sys.stderr.write("error: " + " ".join(message.split()) + "\n")
 
 
+def _click_errors() -> tuple[type[Exception], ...]:
+    """click's ClickException and typer's vendored copy (typer >= 0.26 bundles click)."""
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:
+        return (click.ClickException,)
+    return (click.ClickException, TyperClickException)
+
+
+_CLICK_ERRORS = _click_errors()
+
+
+def _interrupted() -> int:
+    sys.stderr.write("\ninterrupted; finished work is kept — re-run with --resume\n")
+    return 130
+
+
 # ----- entry point -----------------------------------------------------------------------------
+def _no_progress_bars_off_terminal() -> None:
+    """Hugging Face's tqdm bars (weights loading, downloads) only on a terminal: in logs and CI
+    they are hundreds of carriage-return lines. `HF_HUB_DISABLE_PROGRESS_BARS=0` keeps them."""
+    if sys.stderr.isatty() or os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") == "0":
+        return
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub is imported
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
+    _no_progress_bars_off_terminal()
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="scenetg", standalone_mode=False)
-        return int(code or 0)
+        code = int(command.main(args=argv, prog_name="scenetg", standalone_mode=False) or 0)
+        # typer turns Ctrl-C into exit code 130 before any handler of ours sees it
+        return _interrupted() if code == 130 else code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except _CLICK_ERRORS as exc:  # usage errors (missing or bad option): exit 2
         exc.show()
         return exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
-        console.print("interrupted; finished videos are kept — re-run with --resume")
-        return 130
+        return _interrupted()
     except ScenetgError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        _error_line(str(exc))
+        for problem in getattr(exc, "problems", None) or [str(exc)]:
+            _error_line(problem)
         return 2
     except Exception as exc:
         if _state["debug"]:

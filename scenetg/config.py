@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from scenetg.config_fields import coerce_fields, coerce_float, coerce_value
 from scenetg.errors import ConfigError
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi")
@@ -22,46 +23,44 @@ VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi")
 class ShotsConfig:
     """Shot detection with PySceneDetect on downscaled frames."""
 
-    detector: str = "content"
+    detector: str = field(default="content", metadata={"choices": ("content", "adaptive")})
     """`content` (ContentDetector, default) or `adaptive` (AdaptiveDetector)."""
-    threshold: float = 27.0
+    threshold: float = field(default=27.0, metadata={"min": 0.0, "min_open": True})
     """ContentDetector threshold (PySceneDetect's default 27)."""
-    adaptive_threshold: float = 3.0
+    adaptive_threshold: float = field(default=3.0, metadata={"min": 0.0, "min_open": True})
     """AdaptiveDetector threshold (PySceneDetect's default 3)."""
-    min_shot_s: float = 0.5
+    min_shot_s: float = field(default=0.5, metadata={"min": 0.0})
     """Minimum shot length in seconds (PySceneDetect's min_scene_len, converted with the video fps)."""
-    process_width: int = 256
+    process_width: int = field(default=256, metadata={"min": 16})
     """Frames are scaled to this width (aspect kept) by the decoder before detection."""
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.detector not in ("content", "adaptive"):
-            raise ConfigError(f"shots.detector must be 'content' or 'adaptive', not {self.detector!r}")
-        if self.threshold <= 0 or self.adaptive_threshold <= 0:
-            raise ConfigError("shots thresholds must be > 0")
-        if self.min_shot_s < 0:
-            raise ConfigError("shots.min_shot_s must be >= 0")
-        if self.process_width < 16:
-            raise ConfigError("shots.process_width must be >= 16")
+        """Coerce every field to its type and range (one line naming the key on failure)."""
+        coerce_fields(self, "shots")
 
 
 @dataclass
 class ScenesConfig:
     """Scene assembly from shots."""
 
-    min_scene_s: float = 2.0
+    min_scene_s: float = field(default=2.0, metadata={"min": 0.0})
     """Shots shorter than this join a neighbour."""
-    max_scene_s: float = 60.0
+    max_scene_s: float = field(default=60.0, metadata={"min": 0.0, "min_open": True})
     """Scenes longer than this are split into equal parts no longer than this."""
-    stitch_similarity: float = 0.98
+    stitch_similarity: float = field(default=0.98, metadata={"min": -1.0, "max": 1.0})
     """Adjacent shots whose appearance embeddings have cosine >= this are stitched (1.0 disables)."""
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.min_scene_s < 0:
-            raise ConfigError("scenes.min_scene_s must be >= 0")
+        """Coerce every field to its type and range (one line naming the key on failure)."""
+        coerce_fields(self, "scenes")
         if self.max_scene_s <= self.min_scene_s:
             raise ConfigError("scenes.max_scene_s must be > scenes.min_scene_s")
-        if not -1.0 <= self.stitch_similarity <= 1.0:
-            raise ConfigError("scenes.stitch_similarity must be in [-1, 1]")
 
 
 @dataclass
@@ -71,27 +70,34 @@ class OpenAIConfig:
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the API key (a dummy key is used when unset)."""
-    concurrency: int = 8
-    max_retries: int = 5
-    timeout_s: float = 120.0
-    jpeg_quality: int = 90
+    concurrency: int = field(default=8, metadata={"min": 1})
+    max_retries: int = field(default=5, metadata={"min": 0})
+    timeout_s: float = field(default=120.0, metadata={"min": 0.0, "min_open": True})
+    jpeg_quality: int = field(default=90, metadata={"min": 1, "max": 100})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Coerce every field to its type and range (one line naming the key on failure)."""
+        coerce_fields(self, "captions.openai")
 
 
 @dataclass
 class CaptionsConfig:
     """One distinctive caption per scene from an MLLM; the caption becomes the grounding query."""
 
-    backend: str = "transformers"
+    backend: str = field(default="transformers", metadata={"choices": ("transformers", "openai")})
     """`transformers` (local model, batched) or `openai` (OpenAI-compatible server)."""
     model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
     """Hugging Face id or local folder (transformers); served model name (openai)."""
-    frames_per_scene: int = 8
-    max_frame_side: int = 448
+    frames_per_scene: int = field(default=8, metadata={"min": 1})
+    max_frame_side: int = field(default=448, metadata={"min": 16})
     """Frames are decoded with their longer side scaled down to this many pixels."""
     dtype: str = "auto"
     device: str = "auto"
-    batch_size: int = 4
-    max_new_tokens: int = 64
+    batch_size: int = field(default=4, metadata={"min": 1})
+    max_new_tokens: int = field(default=64, metadata={"min": 1})
     trust_remote_code: bool = False
     prompt: str = (
         "These frames come from one scene of a longer video. Write one sentence, at most 25 words, "
@@ -101,13 +107,14 @@ class CaptionsConfig:
     )
     openai: OpenAIConfig = field(default_factory=OpenAIConfig)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.backend not in ("transformers", "openai"):
-            raise ConfigError(f"captions.backend must be 'transformers' or 'openai', not {self.backend!r}")
-        if self.frames_per_scene < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ConfigError("captions.frames_per_scene, batch_size and max_new_tokens must be >= 1")
-        if self.openai.concurrency < 1:
-            raise ConfigError("captions.openai.concurrency must be >= 1")
+        """Coerce every field to its type and range (one line naming the key on failure)."""
+        coerce_fields(self, "captions")
+        if dataclasses.is_dataclass(self.openai):
+            self.openai.validate()
 
 
 @dataclass
@@ -116,60 +123,74 @@ class FilterConfig:
 
     clip_model: str = "ViT-L-14:openai"
     """OpenCLIP `arch:pretrained` pair, `hf-hub:ORG/NAME`, or a local folder."""
-    min_margin: float = 0.02
+    min_margin: float = field(default=0.02, metadata={"min": 0.0})
     """delta: keep query i iff argmax_j s_ij = i and s_ii - max_{j!=i} s_ij >= delta."""
-    frames_per_scene: int = 8
+    frames_per_scene: int = field(default=8, metadata={"min": 1})
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
-        if self.min_margin < 0:
-            raise ConfigError("filter.min_margin must be >= 0")
-        if self.frames_per_scene < 1 or self.batch_size < 1:
-            raise ConfigError("filter.frames_per_scene and batch_size must be >= 1")
+        """Coerce every field to its type and range (one line naming the key on failure)."""
+        coerce_fields(self, "filter")
 
 
 @dataclass
 class ExportConfig:
     """Parquet export and split assignment."""
 
-    rows_per_shard: int = 50_000
+    rows_per_shard: int = field(default=50_000, metadata={"min": 1})
     splits: dict[str, float] = field(
-        default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1}
+        default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1}, metadata={"min": 0.0, "max": 1.0}
     )
     """Split fractions; a video goes wholly to one split by a hash of its video_id."""
     split_salt: str = "scenetg"
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.rows_per_shard < 1:
-            raise ConfigError("export.rows_per_shard must be >= 1")
-        if not self.splits or any(v < 0 for v in self.splits.values()):
-            raise ConfigError("export.splits must be non-empty with fractions >= 0")
+        """Coerce every field to its type and range (one line naming the key on failure)."""
+        coerce_fields(self, "export")
+        if not self.splits:
+            raise ConfigError("export.splits: expected at least one split")
         bad = set(self.splits) - {"train", "validation", "test"}
         if bad:
             raise ConfigError(f"export.splits: unknown split(s) {sorted(bad)}")
         if abs(sum(self.splits.values()) - 1.0) > 1e-6:
-            raise ConfigError("export.splits fractions must sum to 1")
+            raise ConfigError(f"export.splits: fractions must sum to 1, got {sum(self.splits.values()):g}")
 
 
 @dataclass
 class EngineConfig:
     """Where stages run; no stage logic lives here."""
 
-    name: str = "local"
+    name: str = field(default="local", metadata={"choices": ("local", "ray")})
     """`local` (in-process) or `ray` (Ray Data)."""
     ray_address: str | None = None
     """`ray.init(address=...)`; None starts a local Ray."""
-    num_cpus: int | None = None
-    caption_gpus: float = 1.0
-    """GPUs per captioning actor under Ray (0 on CPU-only clusters)."""
-    clip_gpus: float = 0.0
-    caption_actors: int = 1
-    clip_actors: int = 1
+    num_cpus: int | None = field(default=None, metadata={"min": 1})
+    caption_gpus: float | str = field(default="auto", metadata={"custom": True})
+    """GPUs per captioning actor under Ray; `auto`: 1 when the cluster has GPUs, else 0."""
+    clip_gpus: float | str = field(default="auto", metadata={"custom": True})
+    """GPUs per CLIP actor under Ray; `auto`: 1 when the cluster has GPUs, else 0."""
+    caption_actors: int = field(default=1, metadata={"min": 1})
+    clip_actors: int = field(default=1, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> None:
-        if self.name not in ("local", "ray"):
-            raise ConfigError(f"engine.name must be 'local' or 'ray', not {self.name!r}")
+        """Coerce every field to its type and range (one line naming the key on failure)."""
+        coerce_fields(self, "engine")
+        for key in ("caption_gpus", "clip_gpus"):
+            value = getattr(self, key)
+            if isinstance(value, str) and value.strip().lower() == "auto":
+                setattr(self, key, "auto")
+            else:
+                setattr(self, key, coerce_float(f"engine.{key}", value, min=0.0))
 
 
 @dataclass
@@ -184,11 +205,15 @@ class BuildConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> BuildConfig:
         for part in (self.shots, self.scenes, self.captions, self.filter, self.export, self.engine):
             part.validate()
+        self.extensions = coerce_value("extensions", self.extensions, list[str])
         if not self.extensions:
-            raise ConfigError("extensions must not be empty")
+            raise ConfigError("extensions: expected at least one file extension")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,7 +231,7 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default) and value is not None:
+        if dataclasses.is_dataclass(default):
             kwargs[name] = _from_dict(type(default), value, f"{where}.{name}".lstrip("."))
         else:
             kwargs[name] = value

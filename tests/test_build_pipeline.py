@@ -204,16 +204,21 @@ def test_resume_after_sigkill_equals_an_unkilled_run(tmp_path, tiny_models):
     assert main(_build_args(videos, reference, tiny_models)) == 0
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scenetg.cli", *_build_args(videos, killed, tiny_models)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env["HF_HUB_OFFLINE"] = "1"
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scenetg.cli", *_build_args(videos, killed, tiny_models)],
+            env=env, stdout=subprocess.DEVNULL, stderr=err,
+        )
     try:
         _wait_for_first_done(killed / "manifest.json", proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+    # stderr is not a terminal: no weights-loading tqdm bar among the log lines
+    assert "Loading weights" not in stderr.read_text() and "it/s]" not in stderr.read_text()
     statuses = [v["status"] for v in json.loads((killed / "manifest.json").read_text())["videos"].values()]
     assert "ok" in statuses and statuses.count("ok") < len(statuses)
 
@@ -224,19 +229,30 @@ def test_resume_after_sigkill_equals_an_unkilled_run(tmp_path, tiny_models):
         assert (reference / rel).read_bytes() == (killed / rel).read_bytes(), rel
 
 
-def test_ray_engine_gives_identical_output(tmp_path, tiny_models):
-    """Ray Data (local Ray, CPU actors) writes the same Parquet bytes as the local engine."""
+def test_ray_engine_with_the_default_config_finishes_and_equals_local(tmp_path, tiny_models, capsys):
+    """No --config (GPU keys `auto`) on this CPU-only machine: Ray Data (local Ray) finishes and
+    writes the same Parquet bytes as the local engine."""
     videos = tmp_path / "videos"
     _make_good_videos(videos, n=2)
     local, on_ray = tmp_path / "local", tmp_path / "ray"
-    assert main(_build_args(videos, local, tiny_models)) == 0
-    assert main(_build_args(videos, on_ray, tiny_models, "--engine", "ray")) == 0
+    models = ["--caption-model", str(tiny_models["qwen"]), "--clip-model", str(tiny_models["clip"])]
+    assert main(["build", "--videos", str(videos), "--out", str(local), *models]) == 0
+    assert main(["build", "--videos", str(videos), "--out", str(on_ray), "--engine", "ray", *models]) == 0
     files = sorted(p.relative_to(local) for p in local.rglob("*.parquet"))
     assert files == sorted(p.relative_to(on_ray) for p in on_ray.rglob("*.parquet"))
     for rel in files:
         assert (local / rel).read_bytes() == (on_ray / rel).read_bytes(), rel
     manifest = json.loads((on_ray / "manifest.json").read_text())
     assert manifest["config"]["engine"]["name"] == "ray"
+
+    # An explicit GPU request this cluster cannot meet fails at once instead of waiting forever.
+    config = tmp_path / "gpu.yaml"
+    config.write_text("engine:\n  caption_gpus: 1\n")
+    capsys.readouterr()
+    assert main(["build", "--videos", str(videos), "--out", str(tmp_path / "gpu"), "--engine", "ray",
+                 "-c", str(config), *models]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().startswith("error: engine.caption_gpus: 1 actor(s) x 1 GPU need 1 GPU"), err
 
 
 def test_each_video_is_decoded_once_per_stage(tmp_path, tiny_models, monkeypatch):

@@ -22,7 +22,7 @@ def test_bad_config_is_a_one_line_usage_error(tmp_path, capsys):
     (tmp_path / "v").mkdir()
     assert main(["build", "--videos", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "-c", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "error: shots.detector must be 'content' or 'adaptive', not 'magic'"
+    assert err.strip() == "error: shots.detector: expected one of content, adaptive, got 'magic'"
 
 
 def test_unknown_config_key_is_named(tmp_path, capsys):
@@ -49,3 +49,21 @@ def test_make_tiny_writes_loadable_checkpoints(tmp_path, capsys):
     assert (tmp_path / "m" / "qwen" / "config.json").is_file()
     assert (tmp_path / "m" / "clip" / "open_clip_config.json").is_file()
     assert "--caption-model" in capsys.readouterr().out
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, monkeypatch, capsys):
+    from scenetg.curate import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "build", interrupted)
+    (tmp_path / "v").mkdir()
+    assert main(["build", "--videos", str(tmp_path / "v"), "--out", str(tmp_path / "o")]) == 130
+    assert "interrupted; finished work is kept — re-run with --resume" in capsys.readouterr().err
+
+
+def test_a_missing_option_is_a_usage_error(capsys):
+    assert main(["build"]) == 2
+    err = capsys.readouterr().err
+    assert "Missing option '--videos'" in err and "Traceback" not in err

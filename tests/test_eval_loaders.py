@@ -360,7 +360,7 @@ def test_duplicate_qids_are_an_error(tmp_path):
 def test_detection_rules_and_bad_format_names(tmp_path):
     assert detect_format(_write(tmp_path / "noext", "V 1 2##q\n")) == "charades"
     assert detect_format(_write(tmp_path / "anno.data", '{"vid": "v"}\n{"vid": "w"}\n')) == "jsonl"
-    assert detect_format("someone/scenetg-data") == "scenetg"  # a Hub id
+    assert detect_format("hub:someone/scenetg-data") == "scenetg"  # a Hub dataset, named explicitly
     with pytest.raises(ScenetgError, match="cannot tell the annotation format"):
         detect_format(_write(tmp_path / "odd.json", '{"a": 1}'))
     with pytest.raises(ScenetgError, match="not found"):

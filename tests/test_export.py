@@ -304,3 +304,80 @@ def test_empty_table_is_written_without_row_groups(tmp_path: Path) -> None:
     meta = pq.read_metadata(p)
     assert meta.num_rows == 0 and meta.num_row_groups == 0
     assert pq.read_schema(p).equals(QUERY_SCHEMA, check_metadata=False)
+
+
+# ----- interrupted re-export ----------------------------------------------------------------------
+def dataset_files(out: Path) -> dict[str, bytes]:
+    return {k: v for k, v in tree(out).items() if k.startswith(("data/", "audit/")) or k == "README.md"}
+
+
+def test_reexport_failing_midway_leaves_the_old_dataset_whole(tmp_path: Path, monkeypatch) -> None:
+    """A full disk while rewriting shards with a new rows_per_shard: OUT keeps the old dataset,
+    not old and new shards side by side (which `load_dataset` reads as duplicates)."""
+    rows = make_rows(30)
+    write(tmp_path, rows, rows_per_shard=1000)
+    before = dataset_files(tmp_path)
+    real = export.write_table_atomic
+    calls = []
+
+    def disk_fills_up(table, path):
+        calls.append(path)
+        if len(calls) > 3:
+            raise OSError(28, "No space left on device")
+        return real(table, path)
+
+    monkeypatch.setattr(export, "write_table_atomic", disk_fills_up)
+    with pytest.raises(OSError, match="No space"):
+        write(tmp_path, rows, rows_per_shard=2)
+    monkeypatch.undo()
+    assert dataset_files(tmp_path) == before
+    assert export.validate_dataset_files(tmp_path) == []
+    ids = read_queries(tmp_path).column("sample_id").to_pylist()
+    assert len(ids) == len(set(ids)) == sum(r["kept"] for r in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "audit", "data"]
+
+
+def test_a_kill_during_the_swap_is_reported_and_resume_repairs_it(tmp_path: Path, monkeypatch) -> None:
+    from scenetg.curate import workdir
+
+    rows = make_rows(30)
+    write(tmp_path, rows, rows_per_shard=1000)
+    real = workdir.os.rename
+    calls = []
+
+    def killed(src, dst):
+        calls.append(src)
+        if len(calls) == 3:  # data/ swapped, audit/ moved away, then the process dies
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(workdir.os, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write(tmp_path, rows, rows_per_shard=2)
+    monkeypatch.undo()
+    problems = export.validate_dataset_files(tmp_path)
+    assert len(problems) == 1 and "did not finish" in problems[0] and "--resume" in problems[0]
+    write(tmp_path, rows, rows_per_shard=2)
+    assert export.validate_dataset_files(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "audit", "data"]
+    assert read_queries(tmp_path).num_rows == sum(r["kept"] for r in rows)
+
+
+def test_validation_finds_mixed_shards_and_duplicate_ids(tmp_path: Path) -> None:
+    rows = make_rows(30)
+    write(tmp_path, rows, rows_per_shard=1000, splits={"train": 1.0})
+    old = {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()}
+    write(tmp_path, rows, rows_per_shard=4, splits={"train": 1.0})
+    assert export.validate_dataset_files(tmp_path) == []
+    for name, data in old.items():  # what an interrupted in-place rewrite used to leave
+        (tmp_path / "data" / name).write_bytes(data)
+    problems = export.validate_dataset_files(tmp_path)
+    kept = sum(r["kept"] for r in rows)
+    assert any("train shards do not form one set" in p and f"-of-00001, -of-{-(-kept // 4):05d}" in p
+               for p in problems)
+    assert any(f"{kept} duplicate sample_id(s)" in p for p in problems)
+    assert all("--resume" in p for p in problems)
+    (tmp_path / "data" / "train-00000-of-00001.parquet").unlink()
+    (tmp_path / "data" / "train-00001-of-00015.parquet").unlink()  # a missing shard
+    assert [p.split(": ")[1][:35] for p in export.validate_dataset_files(tmp_path)] == [
+        "train shards do not form one set (1"]

@@ -1,7 +1,8 @@
 """The Ray engine: the same per-video stage methods, placed by Ray Data.
 
 Decode + shot detection run as CPU tasks; captioning and CLIP run in actor pools that hold their
-model (GPUs per actor from `engine.caption_gpus` / `engine.clip_gpus`). Workers write the same
+model (GPUs per actor from `engine.caption_gpus` / `engine.clip_gpus`, checked against the
+cluster before anything starts, see `plan_resources`). Workers write the same
 per-video stage files as the local engine (OUT must be on storage every node sees, as the videos
 are); only the driver writes the manifest. Hence both engines give identical output.
 """
@@ -12,8 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scenetg.curate.workdir import VideoJob
-from scenetg.errors import ScenetgError, VideoError
+from rich.markup import escape
+
+from scenetg.config import EngineConfig
+from scenetg.curate.workdir import VideoJob, one_line
+from scenetg.errors import ConfigError, ScenetgError, VideoError
 from scenetg.extras import require_extra
 
 
@@ -70,13 +74,47 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(num_cpus=num_cpus, object_store_memory=256 << 20, **common)
 
 
+def plan_resources(eng: EngineConfig, cluster: dict[str, float], upto: str) -> dict[str, float]:
+    """GPUs per caption / CLIP actor (`auto` resolved), checked against what the cluster offers.
+
+    `auto` gives each actor pool a whole GPU when the cluster has enough left after the explicit
+    requests, else an equal fraction of what is left, else 0 (CPU). A request no node set can
+    meet would leave Ray Data's actors pending forever, so it fails here, naming its key.
+    """
+    stages = [s for s in ("caption", "clip") if upto == "filter" or (s == "caption" and upto == "captions")]
+    actors = {s: getattr(eng, f"{s}_actors") for s in stages}
+    asked = {s: getattr(eng, f"{s}_gpus") for s in stages}
+    total_gpus = float(cluster.get("GPU", 0.0))
+    total_cpus = float(cluster.get("CPU", 0.0))
+    auto = [s for s in stages if asked[s] == "auto"]
+    left = total_gpus - sum(actors[s] * asked[s] for s in stages if s not in auto)
+    n_auto = sum(actors[s] for s in auto)
+    share = min(1.0, int(left / n_auto * 100) / 100) if auto and left > 0 else 0.0
+    gpus = {s: share if s in auto else float(asked[s]) for s in stages}
+    if total_cpus < 1:
+        raise ConfigError(f"engine.num_cpus: each stage task needs 1 CPU; the Ray cluster offers {total_cpus:g}")
+    for s in stages:
+        if actors[s] > total_cpus:
+            raise ConfigError(f"engine.{s}_actors: {actors[s]} actor(s) need 1 CPU each; "
+                              f"the Ray cluster offers {total_cpus:g} CPU")
+        need = actors[s] * gpus[s]
+        if need > total_gpus + 1e-9:
+            raise ConfigError(f"engine.{s}_gpus: {actors[s]} actor(s) x {gpus[s]:g} GPU need {need:g} GPU; "
+                              f"the Ray cluster offers {total_gpus:g} (use auto or 0)")
+        if gpus[s] > 1 and not gpus[s].is_integer():
+            raise ConfigError(f"engine.{s}_gpus: Ray takes a fraction below 1 or a whole number, got {gpus[s]:g}")
+    return gpus
+
+
 def run_ray(build: Any, jobs: list[VideoJob], upto: str) -> None:
     """Run stages up to `upto` on `jobs` with Ray Data; statuses go to the manifest on the driver."""
     require_extra("ray", "ray", "--engine ray (engine.name: ray)")
+    import ray
     import ray.data
 
     eng = build.cfg.engine
     init_ray(eng.ray_address, eng.num_cpus)
+    gpus = plan_resources(eng, ray.cluster_resources(), upto)
     if not jobs:
         return
     rows = [{"video_id": j.video_id, "rel_path": j.rel_path, "path": str(j.path), "key": j.key,
@@ -86,17 +124,17 @@ def run_ray(build: Any, jobs: list[VideoJob], upto: str) -> None:
     ds = ds.map(_Worker, fn_constructor_args=(*args, "shots"), num_cpus=1, concurrency=(1, max(1, len(rows))))
     if upto in ("captions", "filter"):
         ds = ds.map(_Worker, fn_constructor_args=(*args, "captions"), concurrency=eng.caption_actors,
-                    num_gpus=eng.caption_gpus or None, num_cpus=1)
+                    num_gpus=gpus["caption"] or None, num_cpus=1)
     if upto == "filter":
         ds = ds.map(_Worker, fn_constructor_args=(*args, "filter"), concurrency=eng.clip_actors,
-                    num_gpus=eng.clip_gpus or None, num_cpus=1)
+                    num_gpus=gpus["clip"] or None, num_cpus=1)
     build.reporter.start("videos", len(rows))
     t0 = time.perf_counter()
     for row in ds.iter_rows():
         job = _job(row)
         if row["error"]:
             build.set_status(job, "error", row["error"])
-            build.reporter.log(f"[yellow]skipped[/] {row['error']}")
+            build.reporter.log(f"[yellow]skipped[/] {escape(one_line(row['error']))}")
         else:
             build.set_status(job, "ok" if upto == "filter" else "partial")
         build.reporter.advance("videos")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from scenetg.config import ExportConfig
-from scenetg.curate.workdir import write_bytes_atomic
+from scenetg.curate.workdir import swap_in, write_bytes_atomic
 from scenetg.errors import ScenetgError
 
 SPLIT_ORDER = ("train", "validation", "test")
@@ -111,7 +112,12 @@ QUERY_COLUMN_DOCS = {
 }
 
 _SHARD_RE = re.compile(r"^(?:train|validation|test|queries)-\d{5}-of-\d{5}\.parquet$")
+_SHARD_PARTS = re.compile(r"^(?P<split>[a-z]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$")
 _TEMP_RE = re.compile(r"^\..+\.tmp$")
+STAGING = ".export-staging"
+"""New shards and card are written here, then swapped into OUT (`swap_in`)."""
+INCOMPLETE = ".export-incomplete"
+"""Present while a swap is under way: a killed export leaves it, and validation reports it."""
 
 
 # ----- ids and splits ---------------------------------------------------------------------------
@@ -177,16 +183,24 @@ def _sorted(rows: Iterable[Mapping[str, Any]], *keys: str) -> list[Mapping[str, 
     return sorted(rows, key=lambda r: tuple(r[k] for k in keys))
 
 
+def videos_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """One row per input video (VIDEO_SCHEMA), sorted by video_id."""
+    return rows_to_table(_sorted(rows, "video_id"), VIDEO_SCHEMA, "video")
+
+
+def scenes_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """One row per scene (SCENE_SCHEMA), sorted by (video_id, scene_index)."""
+    return rows_to_table(_sorted(rows, "video_id", "scene_index"), SCENE_SCHEMA, "scene")
+
+
 def write_videos_table(out_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """``OUT/videos.parquet``: one row per input video (VIDEO_SCHEMA), sorted by video_id."""
-    table = rows_to_table(_sorted(rows, "video_id"), VIDEO_SCHEMA, "video")
-    return write_table_atomic(table, Path(out_dir) / "videos.parquet")
+    """``OUT/videos.parquet`` (`videos_table`)."""
+    return write_table_atomic(videos_table(rows), Path(out_dir) / "videos.parquet")
 
 
 def write_scenes_table(out_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """``OUT/scenes.parquet``: one row per scene (SCENE_SCHEMA), sorted by (video_id, scene_index)."""
-    table = rows_to_table(_sorted(rows, "video_id", "scene_index"), SCENE_SCHEMA, "scene")
-    return write_table_atomic(table, Path(out_dir) / "scenes.parquet")
+    """``OUT/scenes.parquet`` (`scenes_table`)."""
+    return write_table_atomic(scenes_table(rows), Path(out_dir) / "scenes.parquet")
 
 
 def _shards(rows: list[Mapping[str, Any]], rows_per_shard: int) -> list[list]:
@@ -195,12 +209,14 @@ def _shards(rows: list[Mapping[str, Any]], rows_per_shard: int) -> list[list]:
     return [rows[i * rows_per_shard:(i + 1) * rows_per_shard] for i in range(n)]
 
 
-def _remove_stale(folder: Path, keep: set[Path]) -> None:
-    if not folder.is_dir():
-        return
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p not in keep and (_SHARD_RE.match(p.name) or _TEMP_RE.match(p.name)):
-            p.unlink()
+def _copy_user_files(out: Path, stage: Path) -> None:
+    """Files a user put in data/ or audit/ (not shards, not temp files) survive a re-export."""
+    for folder in ("data", "audit"):
+        if (out / folder).is_dir():
+            for p in sorted((out / folder).iterdir()):
+                if p.is_file() and not (_SHARD_RE.match(p.name) or _TEMP_RE.match(p.name)):
+                    (stage / folder).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(p, stage / folder / p.name)
 
 
 # ----- the dataset ------------------------------------------------------------------------------
@@ -232,6 +248,7 @@ def write_dataset(
     audit_rows: Iterable[Mapping[str, Any]],
     cfg: ExportConfig,
     card_context: Mapping[str, Any] | None = None,
+    extra_tables: Mapping[str, pa.Table] | None = None,
 ) -> dict[str, list[Path]]:
     """Write the kept queries, the audit table and the dataset card into ``out_dir``.
 
@@ -240,9 +257,13 @@ def write_dataset(
     - ``audit_rows`` (every generated query, AUDIT_SCHEMA columns) → ``audit/queries-*.parquet``;
     - ``README.md`` from `CARD_TEMPLATE` with ``card_context`` (see `render_card`).
 
-    ``sample_id`` / ``split`` are computed where a row lacks them. Shards of a previous run that
-    this run did not write are removed after the new ones are in place. Returns the written paths
-    by split name, plus ``"audit"`` and ``"card"``.
+    - ``extra_tables`` (file name -> table, e.g. ``videos.parquet``) go into ``out_dir`` with them.
+
+    ``sample_id`` / ``split`` are computed where a row lacks them. Everything is written into
+    ``OUT/.export-staging`` first and then swapped in (`swap_in`), so a kill or a full disk
+    leaves the previous dataset whole (or, mid-swap, a marker that `validate_dataset_files`
+    reports), never old and new shards side by side. Returns the written paths by split name,
+    plus ``"audit"`` and ``"card"``.
     """
     cfg.validate()
     out = Path(out_dir)
@@ -259,27 +280,76 @@ def write_dataset(
         if rows:
             shards = _shards(rows, cfg.rows_per_shard)
             planned[split] = [
-                (out / "data" / f"{split}-{i:05d}-of-{len(shards):05d}.parquet",
+                (Path("data") / f"{split}-{i:05d}-of-{len(shards):05d}.parquet",
                  rows_to_table(chunk, QUERY_SCHEMA, "query"))
                 for i, chunk in enumerate(shards)
             ]
     shards = _shards(audit, cfg.rows_per_shard)
     planned["audit"] = [
-        (out / "audit" / f"queries-{i:05d}-of-{len(shards):05d}.parquet",
+        (Path("audit") / f"queries-{i:05d}-of-{len(shards):05d}.parquet",
          rows_to_table(chunk, AUDIT_SCHEMA, "audit"))
         for i, chunk in enumerate(shards)
     ]
     card = render_card(queries, audit, cfg, card_context or {})
 
-    written = {name: [write_table_atomic(t, p) for p, t in items] for name, items in planned.items()}
-    keep = {p for paths in written.values() for p in paths}
-    _remove_stale(out / "data", keep)
-    _remove_stale(out / "audit", keep)
-
-    card_path = out / "README.md"
-    write_bytes_atomic(card_path, card.encode("utf-8"))
-    written["card"] = [card_path]
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        for items in planned.values():
+            for rel, table in items:
+                write_table_atomic(table, stage / rel)
+        for name, table in (extra_tables or {}).items():
+            write_table_atomic(table, stage / name)
+        write_bytes_atomic(stage / "README.md", card.encode("utf-8"))
+        _copy_user_files(out, stage)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # e.g. a full disk: free what was written
+        raise
+    swap_in(stage, out, ["data", "audit", "README.md", *(extra_tables or {})], out / INCOMPLETE)
+    written = {name: [out / rel for rel, _ in items] for name, items in planned.items()}
+    written["card"] = [out / "README.md"]
     return written
+
+
+def unfinished_export_problem(out_dir: str | Path) -> str | None:
+    """One line when OUT holds the marker of an export killed mid-swap, else None."""
+    out = Path(out_dir)
+    if (out / INCOMPLETE).exists():
+        return (f"{out}: the last export did not finish; "
+                f"re-run `scenetg build --resume` (or `scenetg export {out}`)")
+    return None
+
+
+def validate_dataset_files(out_dir: str | Path) -> list[str]:
+    """Problems with OUT's shard files, one line each (empty: fine): an export that did not
+    finish, shards of one split that disagree on ``-of-N`` or miss an index (old and new
+    shards mixed), and duplicate ``sample_id``s. Used by `scenetg inspect` and `publish`."""
+    out = Path(out_dir)
+    problems = [p for p in [unfinished_export_problem(out)] if p]
+    resume = f"re-run `scenetg build --resume` (or `scenetg export {out}`)"
+    for folder in ("data", "audit"):
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for p in sorted((out / folder).glob("*.parquet")):
+            m = _SHARD_PARTS.match(p.name)
+            if m:
+                groups.setdefault(m["split"], []).append((int(m["i"]), int(m["n"])))
+        for split, parts in sorted(groups.items()):
+            totals = sorted({n for _, n in parts})
+            if len(totals) > 1 or sorted(i for i, _ in parts) != list(range(totals[0])):
+                problems.append(f"{out / folder}: {split} shards do not form one set "
+                                f"({len(parts)} file(s), -of-{', -of-'.join(f'{n:05d}' for n in totals)}); {resume}")
+        files = sorted((out / folder).glob("*.parquet"))
+        if files:
+            try:
+                ids = pa.concat_arrays([pq.read_table(f, columns=["sample_id"]).column(0).combine_chunks()
+                                        for f in files])
+            except (OSError, KeyError, pa.ArrowException) as exc:
+                problems.append(f"{out / folder}: unreadable shard ({type(exc).__name__}); {resume}")
+                continue
+            n_dupes = len(ids) - len(ids.unique())
+            if n_dupes:
+                problems.append(f"{out / folder}: {n_dupes} duplicate sample_id(s); {resume}")
+    return problems
 
 
 # ----- dataset card -----------------------------------------------------------------------------

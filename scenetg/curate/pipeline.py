@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from scenetg.config import BuildConfig, build_config_from_dict
 from scenetg.curate import stages
 from scenetg.curate.workdir import (
@@ -24,6 +26,8 @@ from scenetg.curate.workdir import (
     discover_videos,
     file_signature,
     fingerprint,
+    lock_out,
+    one_line,
 )
 from scenetg.errors import ScenetgError, VideoError
 from scenetg.progress import Reporter
@@ -166,7 +170,7 @@ class Build:
         lost in a crash costs nothing, since `is_done` trusts only the stage files.
         """
         entry = self.manifest["videos"][job.video_id]
-        entry["status"], entry["error"] = status, error
+        entry["status"], entry["error"] = status, one_line(error) if error else error
         if time.monotonic() - self._saved_at >= min(5.0, len(self.manifest["videos"]) / 1000):
             self.save_manifest()
 
@@ -255,14 +259,14 @@ class Build:
                     self.filter(job, shots, captions, resume)
         except VideoError as exc:
             self.set_status(job, "error", str(exc))
-            self.reporter.log(f"[yellow]skipped[/] {exc}")
+            self.reporter.log(f"[yellow]skipped[/] {escape(one_line(str(exc)))}")
             return
         except (ScenetgError, KeyboardInterrupt):
             raise
         except Exception as exc:  # one broken video must not stop the build
-            msg = f"{job.rel_path}: {type(exc).__name__}: {exc}".splitlines()[0]
+            msg = f"{one_line(job.rel_path)}: {type(exc).__name__}: {exc}".splitlines()[0]
             self.set_status(job, "error", msg)
-            self.reporter.log(f"[red]failed[/] {msg}")
+            self.reporter.log(f"[red]failed[/] {escape(msg)}")
             return
         done = upto == "filter"
         self.set_status(job, "ok" if done else "partial", None)
@@ -307,9 +311,9 @@ def export_build(b: Build) -> BuildSummary:
     from scenetg.curate.export import (
         assign_split,
         sample_id,
+        scenes_table,
+        videos_table,
         write_dataset,
-        write_scenes_table,
-        write_videos_table,
     )
 
     cfg = b.cfg
@@ -357,8 +361,6 @@ def export_build(b: Build) -> BuildSummary:
     summary.queries_kept = len(kept)
     for r in kept:
         summary.split_counts[r["split"]] = summary.split_counts.get(r["split"], 0) + 1
-    write_videos_table(b.work.out, video_rows)
-    write_scenes_table(b.work.out, scene_rows)
     drops: dict[str, int] = {}
     for r in audit_rows:
         if not r["kept"]:
@@ -375,7 +377,7 @@ def export_build(b: Build) -> BuildSummary:
         "drop_counts": dict(sorted(drops.items())),
         "split_counts": dict(sorted(summary.split_counts.items())),
         "config": dataclasses.asdict(cfg),
-    })
+    }, extra_tables={"videos.parquet": videos_table(video_rows), "scenes.parquet": scenes_table(scene_rows)})
     b.manifest["counts"] = {
         "videos_ok": summary.videos_ok, "videos_failed": summary.videos_failed,
         "scenes": summary.scenes, "queries_generated": summary.queries_generated,
@@ -393,17 +395,29 @@ def build(
     resume: bool = False,
     reporter: Reporter | None = None,
 ) -> BuildSummary:
-    """The whole build: discover videos, check models, run the stages, export Parquet + card."""
-    jobs = _discover(videos_dir, cfg)
-    b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
-    b.models.check_available()
-    b.init_manifest(jobs, resume)
-    b.run_videos("filter", resume)
-    return b.export()
+    """The whole build: discover videos, check models, run the stages, export Parquet + card.
+
+    Holds the lock on `out_dir` throughout (a second build there fails at once).
+    """
+    jobs = _discover(videos_dir, cfg, reporter)
+    with lock_out(out_dir):
+        b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
+        b.models.check_available()
+        b.init_manifest(jobs, resume)
+        b.run_videos("filter", resume)
+        return b.export()
 
 
-def _discover(videos_dir: Path, cfg: BuildConfig) -> list[VideoJob]:
-    jobs = discover_videos(Path(videos_dir), cfg.extensions)
+def export_folder(out_dir: Path, reporter: Reporter | None = None) -> BuildSummary:
+    """`scenetg export`: the export stage alone on a build folder, under its lock."""
+    WorkDir(out_dir).require_manifest()
+    with lock_out(out_dir):
+        return Build.open(Path(out_dir), reporter=reporter).export()
+
+
+def _discover(videos_dir: Path, cfg: BuildConfig, reporter: Reporter | None) -> list[VideoJob]:
+    warn = (reporter or Reporter()).log
+    jobs = discover_videos(Path(videos_dir), cfg.extensions, lambda m: warn(f"[yellow]warning[/] {escape(m)}"))
     if not jobs:
         raise ScenetgError(f"{videos_dir}: no videos found (extensions: {', '.join(cfg.extensions)})")
     return jobs
@@ -425,11 +439,15 @@ def run_stage(
     if stage == "shots":
         if videos_dir is None:
             raise ScenetgError("the shots stage needs --videos")
-        jobs = _discover(videos_dir, cfg)
-        b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
-        b.init_manifest(jobs, resume)
+        jobs = _discover(videos_dir, cfg, reporter)
     else:
-        b = Build.open(Path(out_dir), cfg, reporter)
-        b.models.check_available((stage,))
-    b.run_videos(stage, resume)
+        WorkDir(out_dir).require_manifest()
+    with lock_out(out_dir):
+        if stage == "shots":
+            b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
+            b.init_manifest(jobs, resume)
+        else:
+            b = Build.open(Path(out_dir), cfg, reporter)
+            b.models.check_available((stage,))
+        b.run_videos(stage, resume)
     return b

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from scenetg.config import BuildConfig
-from scenetg.curate.workdir import fingerprint
+from scenetg.curate.workdir import fingerprint, one_line, symlink_loop
 
 ProgressFn = Callable[[int], None]
 
@@ -48,8 +48,11 @@ def run_shots(path: Path, cfg: BuildConfig) -> dict[str, Any]:
     """Probe, detect shots and assemble scenes for one video (raises VideoError on bad input)."""
     from scenetg.curate.scenes import assemble_scenes
     from scenetg.curate.shots import detect_shots
+    from scenetg.errors import VideoError
     from scenetg.video.probe import probe_video
 
+    if symlink_loop(path):  # else it would read as a dangling symlink
+        raise VideoError(f"{one_line(Path(path).name)}: symlink loop (its target leads back to itself)")
     info = probe_video(path)
     shots = detect_shots(path, cfg.shots, info)
     scenes = assemble_scenes(shots, info.duration_s, cfg.scenes, cfg.captions.frames_per_scene)

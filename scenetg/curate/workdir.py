@@ -7,11 +7,18 @@ video whose stage file exists (with the same stage fingerprint) is not recompute
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
+import shutil
+import socket
 import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,7 @@ from typing import Any
 from scenetg.errors import ScenetgError
 
 MANIFEST = "manifest.json"
+LOCK = ".scenetg.lock"
 FORMAT_VERSION = 1
 
 
@@ -38,34 +46,89 @@ def video_key(video_id: str) -> str:
     return f"{safe}-{hashlib.sha1(video_id.encode()).hexdigest()[:10]}"
 
 
-def discover_videos(videos_dir: Path, extensions: list[str]) -> list[VideoJob]:
+def one_line(text: str) -> str:
+    """`text` with line breaks escaped: a file name may contain one, an error row may not."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def symlink_loop(path: Path) -> bool:
+    """True when resolving `path` runs into a symlink loop (it then looks like a dangling link)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def discover_videos(
+    videos_dir: Path, extensions: list[str], warn: Callable[[str], None] | None = None
+) -> list[VideoJob]:
     """All files under `videos_dir` (recursively) whose extension is one of `extensions`.
 
-    Dangling symlinks are included on purpose: they become per-video error rows, not silence.
+    Symlinked subfolders are followed, each real folder once: a link back to a folder already
+    searched (a loop, or a second link to one folder) is skipped with a warning, as are symlink
+    loops and folders named like videos (``x.mp4/``). Dangling and looping symlinks with a video
+    extension are included on purpose: they become per-video error rows, not silence.
     Sorted by relative path so every run sees the same order.
     """
     videos_dir = Path(videos_dir)
     if not videos_dir.is_dir():
         raise ScenetgError(f"{videos_dir}: not a folder (--videos)")
+    warn = warn or (lambda message: None)
     exts = {"." + e.lower().lstrip(".") for e in extensions}
+    seen: dict[tuple[int, int], str] = {}
     jobs = []
-    for root, dirs, files in os.walk(videos_dir, followlinks=False):
-        dirs.sort()
+    for root, dirs, files in os.walk(videos_dir, followlinks=True):
+        st = os.stat(root)
+        rel_root = Path(root).relative_to(videos_dir).as_posix()
+        if (st.st_dev, st.st_ino) in seen:
+            first = seen[(st.st_dev, st.st_ino)]
+            warn(f"skipped symlinked folder {one_line(rel_root)}: it leads to {one_line(first)}, "
+                 "already searched (a symlink loop or a second link)")
+            dirs.clear()
+            continue
+        seen[(st.st_dev, st.st_ino)] = rel_root
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(root, d)), d))  # real folders first
+        for name in dirs:
+            if Path(name).suffix.lower() in exts:
+                warn(f"{one_line(Path(rel_root, name).as_posix())}: a folder, not a video (searched inside it)")
         for name in files:
             path = Path(root) / name
-            if path.suffix.lower() not in exts:
-                continue
             rel = path.relative_to(videos_dir).as_posix()
+            if path.suffix.lower() not in exts:
+                if symlink_loop(path):
+                    warn(f"skipped {one_line(rel)}: symlink loop")
+                continue
             video_id = rel[: -len(path.suffix)]
             jobs.append(VideoJob(video_id, rel, path.absolute(), video_key(video_id)))
     jobs.sort(key=lambda j: j.rel_path)
-    ids = [j.video_id for j in jobs]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(j.video_id for j in jobs)
+    dupes = sorted(i for i, n in counts.items() if n > 1)
     if dupes:
         raise ScenetgError(
             f"{videos_dir}: several files share the video_id {dupes[0]!r} (same name, other extension)"
         )
     return jobs
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (no race with threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(fd: int) -> None:
+    """Give a temp file (mkstemp makes it 0600) the mode a plain `open` would: 0666 & ~umask,
+    so a dataset on shared storage is readable by those the user's umask allows."""
+    os.fchmod(fd, 0o666 & ~current_umask())
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
@@ -78,6 +141,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -87,6 +151,30 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def swap_in(staging: Path, out: Path, names: list[str], marker: Path) -> None:
+    """Move `names` (files or folders) from `staging` into `out`, replacing what is there.
+
+    Several renames cannot be one atomic step, so `marker` is written first and removed last:
+    while it exists (a kill mid-swap), `OUT` says its export is incomplete. The replaced entries
+    go to a sibling folder and are deleted only after the swap. Entries of `names` missing from
+    `staging` are removed from `out` (a split with no rows any more).
+    """
+    write_bytes_atomic(marker, b"export in progress; re-run `scenetg build --resume` or `scenetg export`\n")
+    old = out / ".export-old"
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir()
+    for name in names:
+        if (out / name).exists() or (out / name).is_symlink():
+            os.rename(out / name, old / name)
+        if (staging / name).exists():
+            os.rename(staging / name, out / name)
+    _fsync_dir(out)
+    marker.unlink()
+    _fsync_dir(out)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -117,13 +205,32 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def file_signature(path: Path) -> list[int] | None:
-    """(size, mtime) of a file: tells a replaced video from the one a stage result was made of."""
+SAMPLE_BYTES = 64 << 10
+"""Bytes hashed at each of the head, middle and tail of a video for its content fingerprint."""
+_signatures: dict[tuple, list] = {}
+
+
+def file_signature(path: Path) -> list | None:
+    """(size, mtime, hash of head + middle + tail) of a file: tells a replaced video from the
+    one a stage result was made of, also when a rewrite in place kept its size and mtime. Three
+    64 KiB reads cost little next to decoding; cached per (path, size, mtime, inode)."""
     try:
         st = Path(path).stat()
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    if key not in _signatures:
+        digest = hashlib.blake2b(digest_size=8)
+        try:
+            with open(path, "rb") as fh:
+                for offset in sorted({0, max(0, st.st_size // 2 - SAMPLE_BYTES // 2),
+                                      max(0, st.st_size - SAMPLE_BYTES)}):
+                    fh.seek(offset)
+                    digest.update(fh.read(SAMPLE_BYTES))
+        except OSError:
+            return None
+        _signatures[key] = [st.st_size, st.st_mtime_ns, digest.hexdigest()]
+    return _signatures[key]
 
 
 class WorkDir:
@@ -174,3 +281,88 @@ class WorkDir:
         if manifest is None:
             raise ScenetgError(f"{self.out}: no {MANIFEST}; run `scenetg shots --videos DIR --out {self.out}` first")
         return manifest
+
+
+# ----- one writer per OUT ---------------------------------------------------------------------
+_held: dict[Path, tuple[int, int]] = {}
+"""Locks this process holds: resolved OUT -> (fd, depth); re-entrant (build -> export)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _holder(lock_path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(lock_path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def ensure_out_dir(out_dir: Path) -> Path:
+    """Create `out_dir` (and parents); an existing file there is a usage error."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ScenetgError(f"{out}: exists and is not a folder (--out)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ScenetgError(f"{out}: a parent exists and is not a folder (--out)") from None
+    return out
+
+
+@contextmanager
+def lock_out(out_dir: Path) -> Iterator[None]:
+    """Hold the exclusive lock on `OUT` (`OUT/.scenetg.lock`) for the block.
+
+    Two builds or stage commands on one OUT would overwrite each other's stage files, so the
+    second one fails at once, naming the holder's pid and host. The lock is an `flock` on the
+    file, which the kernel drops when its holder dies, so a killed build leaves no stale lock; the
+    file's pid/host only name the holder. Where the filesystem has no `flock`, a lock file of a
+    dead pid on this host is taken over.
+    """
+    out = ensure_out_dir(out_dir).resolve()
+    if out in _held:
+        fd, depth = _held[out]
+        _held[out] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _held[out]
+            _held[out] = (fd, depth - 1)
+        return
+    lock_path = out / LOCK
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    host = socket.gethostname()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        held_by = _holder(lock_path)
+        # EAGAIN: a live process holds it. Otherwise flock is unsupported here: trust the pid
+        # file, except one left by a dead process of this host.
+        stale = held_by.get("host") == host and not _pid_alive(int(held_by.get("pid") or 0))
+        if exc.errno in (errno.EAGAIN, errno.EACCES) or (held_by and not stale):
+            os.close(fd)
+            raise ScenetgError(
+                f"{out}: in use by another scenetg run (pid {held_by.get('pid', '?')} on host "
+                f"{held_by.get('host', '?')}); wait for it to finish, or remove {lock_path} if it is gone"
+            ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": host}).encode())
+    _held[out] = (fd, 1)
+    try:
+        yield
+    finally:
+        _, depth = _held[out]
+        if depth <= 1:
+            del _held[out]
+            os.ftruncate(fd, 0)
+            os.close(fd)  # closing drops the flock
+        else:
+            _held[out] = (fd, depth - 1)

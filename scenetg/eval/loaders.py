@@ -20,7 +20,7 @@ Formats (`format=` names; `auto` detects them, see `detect_format`) and the qid 
   with no text are skipped and counted.
 - `mad` — MAD JSON `{qid: {movie, sentence, timestamps, movie_duration}}`. qid: the key.
 - `scenetg` — SceneTG Parquet: a build folder `OUT/` (reads `OUT/data/`), a folder of query
-  Parquet files, one `.parquet` file, or a Hub dataset id (`datasets.load_dataset`); optional
+  Parquet files, one `.parquet` file, or a Hub dataset `hub:ORG/NAME` (`datasets.load_dataset`); optional
   `split` filter. qid: `sample_id`.
 
 Malformed input raises `ScenetgError("FILE:LINE: reason")`. Window fixes follow `LoadReport`'s
@@ -57,6 +57,13 @@ FORMAT_ALIASES = {
 DURATION_TOL_S = 1e-6
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_PREFIX = "hub:"
+"""A Hub dataset is named explicitly (``hub:ORG/NAME``): a relative path such as ``out/dataset``
+is always a path, never looked up on the Hub."""
+
+
+def _hub_hint(path: str) -> str:
+    return f"; a Hub dataset is written {HUB_PREFIX}{path}" if _HUB_ID.match(path) else ""
 
 
 @dataclass
@@ -114,8 +121,7 @@ def load_annotations(
 def detect_format(path: str | Path) -> str:
     """Guess the format of `path`.
 
-    Rules: a folder or `*.parquet` ⇒ `scenetg`; a missing path shaped `owner/name` ⇒ `scenetg`
-    (Hub id); `*.txt` ⇒ `charades`; `*.jsonl` ⇒ `jsonl`; `*.json` ⇒ by content: a top-level
+    Rules: a folder, `*.parquet` or `hub:ORG/NAME` ⇒ `scenetg`; `*.txt` ⇒ `charades`; `*.jsonl` ⇒ `jsonl`; `*.json` ⇒ by content: a top-level
     `videos` list ⇒ `ego4d_nlq`, a list ⇒ `jsonl`, a dict whose first value has `sentences` and
     `timestamps` ⇒ `activitynet`, one with `movie` or `sentence` ⇒ `mad`. Any other extension:
     a first line containing `##` ⇒ `charades`, a first line that is a JSON object ⇒ `jsonl`,
@@ -124,10 +130,11 @@ def detect_format(path: str | Path) -> str:
     p = Path(path)
     if p.is_dir() or p.suffix.lower() == ".parquet":
         return "scenetg"
+    if str(path).startswith(HUB_PREFIX):
+        return "scenetg"
     if not p.exists():
-        if _HUB_ID.match(str(path)):
-            return "scenetg"
-        raise ScenetgError(f"{path}: annotation file not found")
+        build = "" if p.suffix else " (a SceneTG build? run `scenetg build` / `make build` first)"
+        raise ScenetgError(f"{path}: annotation file or folder not found{build}{_hub_hint(str(path))}")
     suffix = p.suffix.lower()
     if suffix == ".txt":
         return "charades"
@@ -218,13 +225,15 @@ class _DurationSource:
         return self.probed[video_id]
 
     def _probe(self, video_id: str) -> float | None:
+        from scenetg.video.lookup import find_video
         from scenetg.video.probe import probe_video  # lazy: PyAV only when probing is needed
 
         assert self.videos_dir is not None
-        candidates = [self.videos_dir / f"{video_id}{ext}" for ext in VIDEO_EXTENSIONS]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            found = next(iter(sorted(self.videos_dir.glob(f"{_glob_escape(video_id)}.*"))), None)
+        try:
+            found = find_video(self.videos_dir, video_id)  # ids never leave the videos folder
+        except ScenetgError as exc:
+            self.report.note(video_id, str(exc))
+            return None
         if found is None:
             self.report.note(video_id, f"no video file in {self.videos_dir}")
             return None
@@ -237,11 +246,6 @@ class _DurationSource:
             self.report.note(video_id, f"{found.name}: probe gave no duration")
             return None
         return float(duration)
-
-
-def _glob_escape(name: str) -> str:
-    """Escape glob metacharacters in a video id."""
-    return re.sub(r"([*?\[\]])", r"[\1]", name)
 
 
 def _finish(
@@ -545,11 +549,12 @@ SCENETG_COLUMNS = ("sample_id", "video_id", "duration_s", "query", "start_s", "e
 
 def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
     p = Path(path)
+    if path.startswith(HUB_PREFIX):
+        yield from _read_hub(path[len(HUB_PREFIX):], split)
+        return
     if not p.exists():
-        if _HUB_ID.match(path):
-            yield from _read_hub(path, split)
-            return
-        raise ScenetgError(f"{path}: no such folder, Parquet file or Hub dataset id")
+        raise ScenetgError(f"{path}: no such folder or Parquet file (a SceneTG build: run "
+                           f"`scenetg build` / `make build` first){_hub_hint(path)}")
     if p.is_dir():
         folder = p / "data" if (p / "data").is_dir() else p
         files = sorted(folder.glob("*.parquet"))

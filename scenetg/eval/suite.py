@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from scenetg.curate.workdir import write_json_atomic
-from scenetg.errors import ConfigError
+from scenetg.errors import ConfigError, ModelError
 from scenetg.progress import Reporter
 
 METHODS = ("model", "center", "clip")
@@ -90,6 +90,47 @@ def load_eval_config(path: Path | None, overrides: dict[str, Any] | None = None)
     return EvalConfig(**data, benchmarks=specs).validate()
 
 
+class MissingInputs(ConfigError):
+    """Several missing pieces of an eval config; the CLI prints one line for each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def missing_inputs(cfg: EvalConfig) -> list[str]:
+    """Every benchmark's annotations, durations CSV and videos folder, and each model, checked
+    before any heavy work: one line per missing piece. Relative paths are paths (from the
+    current folder); only ``hub:ORG/NAME`` is a Hub dataset."""
+    from scenetg.eval.loaders import HUB_PREFIX
+    from scenetg.models.clip import check_clip_available
+    from scenetg.models.qwen import check_qwen_available
+
+    problems = []
+    for b in cfg.benchmarks:
+        key = f"benchmarks.{b.name}"
+        ann = str(b.annotations)
+        if not ann.startswith(HUB_PREFIX) and not Path(ann).exists():
+            if Path(ann).suffix:
+                problems.append(f"{key}.annotations: {ann}: no such file")
+            else:
+                problems.append(f"{key}.annotations: {ann}: no such folder; run `make build` first "
+                                f"(a Hub dataset is written {HUB_PREFIX}ORG/NAME)")
+        if b.durations and not Path(b.durations).is_file():
+            problems.append(f"{key}.durations: {b.durations}: no such file")
+        if not Path(b.videos).is_dir():
+            problems.append(f"{key}.videos: {b.videos}: no such folder")
+    checks = [("model", lambda: check_qwen_available(cfg.model, flag="`model:` (or --model)"))
+              if "model" in cfg.methods else None,
+              ("clip_model", lambda: check_clip_available(cfg.clip_model)) if "clip" in cfg.methods else None]
+    for name, check in filter(None, checks):
+        try:
+            check()
+        except ModelError as exc:
+            problems.append(f"{name}: {exc}")
+    return problems
+
+
 def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     """Ground and score every (benchmark, method); returns (results, report path)."""
     from scenetg.eval.grounding import ground
@@ -101,6 +142,9 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     from scenetg.models.runner import QwenRunner
 
     out = Path(cfg.out)
+    problems = missing_inputs(cfg)
+    if problems:
+        raise MissingInputs(problems)
     # Annotations first: a malformed file fails before any model loads.
     benchmarks = []
     for spec in cfg.benchmarks:

@@ -69,6 +69,9 @@ class FrameCache:
         file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npy")
         try:
+            from scenetg.curate.workdir import honour_umask
+
+            honour_umask(fd)  # mkstemp's 0600 would hide the cache from other users
             with os.fdopen(fd, "wb") as fh:
                 np.save(fh, arr, allow_pickle=False)
             os.replace(tmp, file)
