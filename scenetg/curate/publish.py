@@ -90,7 +90,12 @@ def dataset_problems(out_dir: Path) -> list[str]:
     Card header vs the splits on disk, shard names/schemas/`-of-N` sets, unique `sample_id` in
     `data/` and in `audit/`, and `data/` holding exactly the kept rows of `audit/`.
     """
-    from scenetg.curate.export import AUDIT_SCHEMA, QUERY_SCHEMA, SPLIT_ORDER, unfinished_export_problem
+    from scenetg.curate.export import (
+        AUDIT_SCHEMA,
+        QUERY_SCHEMA,
+        SPLIT_ORDER,
+        unfinished_export_problem,
+    )
 
     out = Path(out_dir)
     problems: list[str] = [p for p in [unfinished_export_problem(out)] if p]
