@@ -28,8 +28,8 @@ from scenetg.eval.metrics import (
     align_predictions,
     compute_metrics,
     metrics_from_arrays,
-    reference_metrics_loop,
 )
+from scenetg.eval.metrics_loop import reference_metrics_loop
 from scenetg.eval.predictions import PredictionSet
 from scenetg.eval.records import GroundingRecord
 

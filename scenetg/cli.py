@@ -244,8 +244,9 @@ def eval_(
 
     from scenetg.curate.workdir import write_json_atomic
     from scenetg.eval.loaders import load_annotations
-    from scenetg.eval.metrics import compute_metrics, format_markdown
+    from scenetg.eval.metrics import compute_metrics
     from scenetg.eval.predictions import read_predictions
+    from scenetg.eval.report import format_markdown
 
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split)

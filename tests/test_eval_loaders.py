@@ -29,7 +29,7 @@ def test_charades_sta_plpnet_with_metadata_csv(ann):
     records, report = load_annotations(path, metadata_csv=csv_path)
     assert len(records) == 3720 == report.n_records
     # 562 STA windows end after the video's `length`: clipped, none dropped
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (562, 0, 0)
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (562, 0, 0)
     assert report.missing_duration == 0
     first = records[0]
     assert first.qid == "3MSZA_1"
@@ -73,7 +73,7 @@ def test_activitynet_val_1(ann):
     assert len(records) == 17505
     assert len({r.video_id for r in records}) == 4917
     # 5 windows end after the duration (by 0.01 s); ~130 more only by float noise: not counted
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (5, 0, 0)
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (5, 0, 0)
     assert report.summary().count("\n  e.g.") == 5
     by_qid = {r.qid: r for r in records}
     r = by_qid["v_uqiMw7tQ1Cc_1"]
@@ -114,9 +114,11 @@ def test_charades_canonical_three_fields_and_csv(tmp_path):
     meta = _write(tmp_path / "meta.csv", "id,length\nAAAAA,20\nBBBBB,10.5\n")
     assert read_metadata_durations(meta) == {"AAAAA": 20.0, "BBBBB": 10.5}
     records, report = load_annotations(txt, metadata_csv=meta)
-    assert [r.qid for r in records] == ["AAAAA_1", "BBBBB_3"]  # line numbers, blank line kept
-    assert records[1].windows == [(2.0, 10.5)]
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (1, 1, 1)
+    # line numbers, blank line kept; a window wholly past the video stays (IoU 0), counted
+    assert [r.qid for r in records] == ["AAAAA_1", "BBBBB_3", "BBBBB_4"]
+    assert records[1].windows == [(2.0, 10.5)] and records[1].raw_windows == [(2.0, 12.0)]
+    assert records[2].windows == [(11.0, 10.5)] and records[0].raw_windows is None
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (2, 1, 1)
 
 
 def test_ego4d_nlq_official_json(tmp_path):
@@ -180,12 +182,15 @@ def test_ego4d_nlq_official_json(tmp_path):
     path = _write(tmp_path / "nlq_val.json", json.dumps(doc, indent=2))
     assert detect_format(path) == "ego4d_nlq"
     records, report = load_annotations(path)
-    assert [r.qid for r in records] == ["ann-1_0", "ann-1_2"]
+    # the zero-length window stays: evaluate_nlq keeps it in the denominator (IoU 0)
+    assert [r.qid for r in records] == ["ann-1_0", "ann-1_2", "ann-2_0"]
     assert records[0].video_id == "clip-a" and records[0].duration_s == 480.0
     assert records[0].query == "Where was the knife?" and records[0].windows == [(10.0, 14.5)]
-    assert records[1].windows == [(470.0, 480.0)]
+    assert records[1].windows == [(470.0, 480.0)] and records[1].raw_windows == [(470.0, 490.0)]
+    assert records[2].windows == [(5.0, 5.0)]
     assert report.records_skipped == 1  # no query text
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (1, 1, 1)
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (1, 1, 1)
+    assert "zero length" in report.summary()
 
 
 def test_mad_json(tmp_path):
@@ -212,10 +217,11 @@ def test_mad_json(tmp_path):
     path = _write(tmp_path / "mad_test.json", json.dumps(doc))
     assert detect_format(path) == "mad"
     records, report = load_annotations(path)
-    assert [r.qid for r in records] == ["q-100", "q-101"]
+    assert [r.qid for r in records] == ["q-100", "q-101", "q-102"]
     assert records[0].video_id == "m1" and records[0].duration_s == 7000.0
     assert records[1].windows == [(6990.0, 7000.0)]
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (1, 1, 1)
+    assert records[2].windows == [(40.0, 30.0)]  # reversed: kept, scores IoU 0
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (1, 1, 1)
 
 
 def test_plain_jsonl_and_json_list(tmp_path):
@@ -330,7 +336,7 @@ def test_probing_a_real_video(assets, tmp_path):
             "1 timestamps but 0 sentences",
         ),
         ("i.json", '{"videos": [\n {"clips": [\n  {"annotations": []}]}]}', ":1:", "no 'clip_uid'"),
-        ("j.json", '{"q1": {"movie": "m",\n "sentence": "s"}}', ":1:", "no 'timestamps'"),
+        ("j.json", '{"q1": {"movie": "m",\n "sentence": "s"}}', ":1:", "or 'timestamps'"),
         (
             "k.json",
             '{"v_1": {"duration": 5,\n  "timestamps": [[0, 1]]\n  "sentences": ["a"]}}',

@@ -165,21 +165,25 @@ def read_metadata_durations(csv_path: str | Path) -> dict[str, float]:
     p = Path(csv_path)
     if not p.is_file():
         raise ScenetgError(f"{csv_path}: metadata CSV not found")
-    with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        id_col = next((c for c in ("id", "video_id", "vid") if c in fields), None)
-        len_col = next((c for c in ("length", "duration_s", "duration") if c in fields), None)
-        if id_col is None or len_col is None:
-            raise ScenetgError(
-                f"{csv_path}:1: need an id column (id/video_id/vid) and a duration column "
-                f"(length/duration_s/duration); found {fields}"
-            )
-        out: dict[str, float] = {}
-        for row in reader:
-            where = f"{csv_path}:{reader.line_num}"
-            out[row[id_col]] = _positive(row[len_col], where, len_col)
+    reader = csv.DictReader(_csv_rows(p))
+    fields = reader.fieldnames or []
+    id_col = next((c for c in ("id", "video_id", "vid") if c in fields), None)
+    len_col = next((c for c in ("length", "duration_s", "duration") if c in fields), None)
+    if id_col is None or len_col is None:
+        raise ScenetgError(
+            f"{csv_path}:1: need an id column (id/video_id/vid) and a duration column "
+            f"(length/duration_s/duration); found {fields}"
+        )
+    out: dict[str, float] = {}
+    for row in reader:
+        where = f"{csv_path}:{reader.line_num}"
+        out[row[id_col]] = _positive(row[len_col], where, len_col)
     return out
+
+
+def _csv_rows(p: Path) -> list[str]:
+    """The CSV's lines, decoded as UTF-8 (one-line error naming the line otherwise)."""
+    return [line for _, line in text_lines(p)]
 
 
 # --------------------------------------------------------------------------- shared steps
@@ -268,23 +272,23 @@ def _finish(
             if duration is not None and end > duration:
                 clipped = clipped or end > duration + DURATION_TOL_S
                 end = duration
-            if start >= end:
-                report.windows_dropped += 1
-                report.note(raw.where, f"window [{start:g}, {end:g}] dropped (start >= end)")
-                continue
             if clipped:
                 report.windows_clipped += 1
                 report.note(
                     raw.where, f"window clipped to [{start:g}, {end:g}] (duration {duration:g})"
                 )
+            if start >= end:  # kept: it scores IoU 0, as the benchmarks' own scripts score it
+                report.windows_degenerate += 1
+                report.note(raw.where, f"window [{start:g}, {end:g}] has zero length; kept")
             windows.append((start, end))
-        if not windows:
-            report.records_dropped += 1
-            report.note(raw.where, f"query {qid!r} dropped: no valid GT window")
-            continue
+        if all(start >= end for start, end in windows):
+            report.records_degenerate += 1
         if duration is None:
             report.missing_duration += 1
-        records.append(GroundingRecord(qid, raw.video_id, duration, raw.query, windows))
+        raw_windows = None if windows == raw.windows else list(raw.windows)
+        records.append(
+            GroundingRecord(qid, raw.video_id, duration, raw.query, windows, raw_windows)
+        )
     report.n_records = len(records)
     return records
 
@@ -347,9 +351,32 @@ def _first_line(p: Path) -> str:
     raise ScenetgError(f"{p}: empty annotation file")
 
 
+def not_utf8(where: str, exc: UnicodeDecodeError) -> ScenetgError:
+    """The one-line error for text that is not UTF-8 (`where`: FILE or FILE:LINE)."""
+    bad = exc.object[exc.start : exc.start + 1].hex()
+    return ScenetgError(
+        f"{where}: not UTF-8 text (byte 0x{bad} at offset {exc.start}); re-save it as UTF-8"
+    )
+
+
+def text_lines(p: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of a UTF-8 file, decoded line by line so that a bad byte is
+    reported with its line (a BOM on the first line is dropped)."""
+    with p.open("rb") as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise not_utf8(f"{p}:{line_no}", exc) from None
+            yield line_no, line.lstrip("\ufeff") if line_no == 1 else line
+
+
 def _load_json_doc(p: Path):
     """Parse a whole JSON file; errors name the line and column."""
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(str(p), exc) from None
     if not text.strip():
         raise ScenetgError(f"{p}: empty annotation file")
     try:
@@ -360,36 +387,49 @@ def _load_json_doc(p: Path):
         ) from None
 
 
-def _line_of(text: str, needle: str, start: int = 0) -> tuple[int, int]:
-    """(1-based line of `needle` in `text` at or after `start`, its offset); (1, start) if absent."""
-    off = text.find(needle, start)
-    if off < 0:
-        return 1, start
-    return text.count("\n", 0, off) + 1, off
+class _Locator:
+    """Where a record of a parsed JSON document is, for messages: `FILE:LINE: PATH` in a file of
+    several lines, `FILE: PATH` (the record's key or index) in a one-line file, where a line
+    number says nothing. Lines are counted forward from the previous record only, so locating
+    every record of a file costs one pass over its text (MAD: 280k records)."""
+
+    def __init__(self, p: Path, text: str) -> None:
+        self.p, self.text = p, text
+        self.multiline = "\n" in text.strip()
+        self.offset, self.line = 0, 1
+
+    def __call__(self, path: str, needle: str | None = None) -> str:
+        if not self.multiline:
+            return f"{self.p}: {path}"
+        if needle:
+            off = self.text.find(needle, self.offset)
+            if off >= 0:
+                self.line += self.text.count("\n", self.offset, off)
+                self.offset = off
+        return f"{self.p}:{self.line}: {path}"
 
 
 # --------------------------------------------------------------------------- formats
 
 
 def _read_charades(p: Path, report: LoadReport) -> Iterator[_Raw]:
-    with p.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            where = f"{p}:{line_no}"
-            if "##" not in line:
-                raise ScenetgError(f"{where}: expected 'VID START END##query', got {line[:80]!r}")
-            head, query = line.split("##", 1)
-            fields = head.split()
-            if len(fields) not in (3, 4):
-                raise ScenetgError(
-                    f"{where}: expected 'VID START END##query' (or 'VID START END X##query'), "
-                    f"got {len(fields)} fields before '##'"
-                )
-            vid = fields[0]
-            window = (_number(fields[1], where, "start"), _number(fields[2], where, "end"))
-            yield _Raw(f"{vid}_{line_no}", vid, None, query.strip(), [window], where)
+    for line_no, line in text_lines(p):
+        line = line.strip()
+        if not line:
+            continue
+        where = f"{p}:{line_no}"
+        if "##" not in line:
+            raise ScenetgError(f"{where}: expected 'VID START END##query', got {line[:80]!r}")
+        head, query = line.split("##", 1)
+        fields = head.split()
+        if len(fields) not in (3, 4):
+            raise ScenetgError(
+                f"{where}: expected 'VID START END##query' (or 'VID START END X##query'), "
+                f"got {len(fields)} fields before '##'"
+            )
+        vid = fields[0]
+        window = (_number(fields[1], where, "start"), _number(fields[2], where, "end"))
+        yield _Raw(f"{vid}_{line_no}", vid, None, query.strip(), [window], where)
 
 
 def _jsonl_item(obj, where: str, fallback_qid: str) -> _Raw:
@@ -405,17 +445,18 @@ def _jsonl_item(obj, where: str, fallback_qid: str) -> _Raw:
     query = _text(query, where, "query")
     dkey = next((k for k in ("duration", "duration_s") if k in obj), None)
     duration = _optional_duration(obj[dkey], where, dkey) if dkey else None
-    wkey = next((k for k in ("relevant_windows", "windows") if k in obj), None)
+    wkey = next((k for k in WINDOW_KEYS if k in obj), None)
     if wkey is not None:
         windows = _windows(obj[wkey], where, wkey)
     elif "start_s" in obj and "end_s" in obj:
         windows = [_window([obj["start_s"], obj["end_s"]], where, "start_s/end_s")]
     else:
         raise ScenetgError(
-            f"{where}: no GT windows ('relevant_windows', 'windows' or 'start_s'/'end_s'); "
-            "a test split without annotations?"
+            f"{where}: no GT windows: expected one of "
+            f"{', '.join(repr(k) for k in WINDOW_KEYS)} or 'start_s'/'end_s'; found keys "
+            f"{sorted(obj)[:12]} (a test split without annotations?)"
         )
-    qid = next((obj[k] for k in ("qid", "sample_id") if k in obj), None)
+    qid = next((obj[k] for k in QID_KEYS if k in obj), None)
     qid = fallback_qid if qid is None else str(qid)
     return _Raw(qid, vid, duration, query.strip(), windows, where)
 
@@ -424,37 +465,33 @@ def _read_jsonl(p: Path, report: LoadReport) -> Iterator[_Raw]:
     if p.suffix.lower() == ".json":
         doc, text = _load_json_doc(p)
         if not isinstance(doc, list):
-            raise ScenetgError(f"{p}:1: expected a JSON list of query objects")
-        offset = 0
+            raise ScenetgError(f"{p}: expected a JSON list of query objects")
+        locate = _Locator(p, text)
         for i, obj in enumerate(doc):
-            line, offset = _line_of(text, "{", offset)
-            offset += 1
+            where = locate(f"item {i}", "{")
+            locate.offset += 1
             vid = obj.get("vid", obj.get("video_id")) if isinstance(obj, dict) else None
-            yield _jsonl_item(obj, f"{p}:{line}: item {i}", f"{vid}_{i}")
+            yield _jsonl_item(obj, where, f"{vid}_{i}")
         return
-    with p.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ScenetgError(
-                    f"{where}: invalid JSON: {exc.msg} (column {exc.colno})"
-                ) from None
-            vid = obj.get("vid", obj.get("video_id")) if isinstance(obj, dict) else None
-            yield _jsonl_item(obj, where, f"{vid}_{line_no}")
+    for line_no, line in text_lines(p):
+        if not line.strip():
+            continue
+        where = f"{p}:{line_no}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ScenetgError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        vid = obj.get("vid", obj.get("video_id")) if isinstance(obj, dict) else None
+        yield _jsonl_item(obj, where, f"{vid}_{line_no}")
 
 
 def _read_activitynet(p: Path, report: LoadReport) -> Iterator[_Raw]:
     doc, text = _load_json_doc(p)
     if not isinstance(doc, dict):
-        raise ScenetgError(f"{p}:1: expected {{video_id: {{duration, timestamps, sentences}}}}")
-    offset = 0
+        raise ScenetgError(f"{p}: expected {{video_id: {{duration, timestamps, sentences}}}}")
+    locate = _Locator(p, text)
     for vid, item in doc.items():
-        line, offset = _line_of(text, json.dumps(vid), offset)
-        where = f"{p}:{line}: {vid}"
+        where = locate(vid, json.dumps(vid))
         if not isinstance(item, dict):
             raise ScenetgError(f"{where}: expected an object with duration, timestamps, sentences")
         for key in ("duration", "timestamps", "sentences"):
@@ -483,13 +520,13 @@ def _read_ego4d_nlq(p: Path, report: LoadReport) -> Iterator[_Raw]:
     doc, text = _load_json_doc(p)
     videos = doc.get("videos") if isinstance(doc, dict) else None
     if not isinstance(videos, list):
-        raise ScenetgError(f"{p}:1: expected Ego4D-NLQ JSON with a top-level 'videos' list")
-    offset = 0
+        raise ScenetgError(f"{p}: expected Ego4D-NLQ JSON with a top-level 'videos' list")
+    locate = _Locator(p, text)
     for vi, video in enumerate(videos):
-        for ci, clip in enumerate(video.get("clips") or []):
+        for ci, clip in enumerate(_objects(video, "clips", f"{p}: videos[{vi}]")):
+            path = f"videos[{vi}].clips[{ci}]"
             clip_uid = clip.get("clip_uid")
-            line, offset = _line_of(text, json.dumps(clip_uid), offset) if clip_uid else (1, offset)
-            where = f"{p}:{line}: videos[{vi}].clips[{ci}]"
+            where = locate(path, json.dumps(clip_uid) if isinstance(clip_uid, str) else None)
             if not clip_uid:
                 raise ScenetgError(f"{where}: no 'clip_uid'")
             if "clip_start_sec" not in clip or "clip_end_sec" not in clip:
@@ -498,17 +535,15 @@ def _read_ego4d_nlq(p: Path, report: LoadReport) -> Iterator[_Raw]:
             duration = _number(clip["clip_end_sec"], where, "clip_end_sec") - start
             if duration <= 0:
                 raise ScenetgError(f"{where}: clip_end_sec <= clip_start_sec")
-            for ai, ann in enumerate(clip.get("annotations") or []):
+            for ai, ann in enumerate(_objects(clip, "annotations", where)):
                 uid = ann.get("annotation_uid")
-                if uid:
-                    line, offset = _line_of(text, json.dumps(uid), offset)
-                a_where = f"{p}:{line}: videos[{vi}].clips[{ci}].annotations[{ai}]"
+                a_where = locate(
+                    f"{path}.annotations[{ai}]", json.dumps(uid) if isinstance(uid, str) else None
+                )
                 if not uid:
                     raise ScenetgError(f"{a_where}: no 'annotation_uid'")
-                for qi, lq in enumerate(ann.get("language_queries") or []):
+                for qi, lq in enumerate(_objects(ann, "language_queries", a_where)):
                     q_where = f"{a_where}.language_queries[{qi}]"
-                    if not isinstance(lq, dict):
-                        raise ScenetgError(f"{q_where}: expected an object")
                     query = lq.get("query")
                     query = "" if query is None else _text(query, q_where, "query").strip()
                     windows = []
@@ -518,28 +553,48 @@ def _read_ego4d_nlq(p: Path, report: LoadReport) -> Iterator[_Raw]:
                     yield _Raw(f"{uid}_{qi}", str(clip_uid), duration, query, windows, q_where)
 
 
+def _objects(parent, key: str, where: str) -> list[dict]:
+    """`parent[key]` as a list of JSON objects (missing or null: none); a one-line error naming
+    the record otherwise (Ego4D's nesting: videos -> clips -> annotations -> language_queries)."""
+    if not isinstance(parent, dict):
+        raise ScenetgError(f"{where}: expected a JSON object, got {json.dumps(parent)[:40]}")
+    items = parent.get(key) or []
+    if not isinstance(items, list):
+        raise ScenetgError(f"{where}: '{key}' must be a list, got {json.dumps(items)[:40]}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ScenetgError(
+                f"{where}.{key}[{i}]: expected a JSON object, got {json.dumps(item)[:40]}"
+            )
+    return items
+
+
 def _read_mad(p: Path, report: LoadReport) -> Iterator[_Raw]:
+    """MAD: the window is `ext_timestamps` when present (MAD's release evaluates on it: windows
+    under 2 s stretched to 2 s, and its baselines read it), else `timestamps`."""
     doc, text = _load_json_doc(p)
     if not isinstance(doc, dict):
-        raise ScenetgError(
-            f"{p}:1: expected {{qid: {{movie, sentence, timestamps, movie_duration}}}}"
-        )
-    offset = 0
+        raise ScenetgError(f"{p}: expected {{qid: {{movie, sentence, timestamps, movie_duration}}}}")
+    locate = _Locator(p, text)
     for qid, item in doc.items():
-        line, offset = _line_of(text, json.dumps(qid), offset)
-        where = f"{p}:{line}: {qid}"
+        where = locate(qid, json.dumps(qid))
         if not isinstance(item, dict):
             raise ScenetgError(f"{where}: expected an object")
-        for key in ("movie", "sentence", "timestamps"):
+        for key in ("movie", "sentence"):
             if key not in item:
                 raise ScenetgError(f"{where}: no {key!r}")
+        wkey = next((k for k in ("ext_timestamps", "timestamps") if k in item), None)
+        if wkey is None:
+            raise ScenetgError(f"{where}: no 'ext_timestamps' or 'timestamps'")
         dkey = "movie_duration" if "movie_duration" in item else "duration"
         duration = _optional_duration(item.get(dkey), where, dkey)
-        windows = _windows(item["timestamps"], where, "timestamps")
+        windows = _windows(item[wkey], where, wkey)
         query = _text(item["sentence"], where, "sentence").strip()
         yield _Raw(str(qid), str(item["movie"]), duration, query, windows, where)
 
 
+WINDOW_KEYS = ("relevant_windows", "windows", "timestamps")  # timestamps: GroundNLQ's JSONL
+QID_KEYS = ("qid", "sample_id", "query_id")  # query_id: GroundNLQ's JSONL
 SCENETG_COLUMNS = ("sample_id", "video_id", "duration_s", "query", "start_s", "end_s")
 
 
