@@ -392,3 +392,30 @@ def per_query_iou(
     preds, _ = align_predictions(gt.qids, predictions)
     s, e = _scored(preds, gt, _protocol_for(gt, protocol, False))
     return _gt_best_iou(s, e, gt)
+
+
+def match_warnings(metrics: dict, predictions_name: object = "predictions") -> tuple[list[str], str | None]:
+    """What a user must hear about how predictions matched the annotations: one-line warnings
+    (missing and extra qids) and, when no prediction matched any annotation qid, the error to
+    stop with (scores of 0 would otherwise look like a model that failed every query)."""
+    n_ann = metrics.get("n_annotations", metrics["n"])
+    missing, extra = metrics.get("missing", 0), metrics.get("extra", 0)
+    matched = n_ann - missing
+    lines = []
+    if missing:
+        fate = (
+            "left out of the denominator"
+            if metrics.get("protocol_rules", {}).get("denominator") == "predictions"
+            else "scored IoU 0"
+        )
+        lines.append(f"{missing} of {n_ann} annotation queries have no prediction ({fate})")
+    if extra:
+        lines.append(f"{extra} predictions match no annotation qid (ignored)")
+    if matched == 0:
+        given = matched + extra
+        why = "the file is empty" if given == 0 else f"none of its {given} qids is an annotation qid"
+        return lines, (
+            f"{predictions_name}: no prediction matches the {n_ann} annotation queries ({why}); "
+            "are these the predictions for this benchmark?"
+        )
+    return lines, None
