@@ -377,3 +377,62 @@ def test_detection_rules_and_bad_format_names(tmp_path):
         load_annotations(_write(tmp_path / "empty.json", ""))
     with pytest.raises(ScenetgError, match="need an id column"):
         read_metadata_durations(_write(tmp_path / "m.csv", "name,secs\nA,1\n"))
+
+
+def test_mad_uses_ext_timestamps_when_present(tmp_path):
+    """MAD's release evaluates on `ext_timestamps` (windows under 2 s stretched to 2 s)."""
+    doc = {
+        "q1": {"movie": "m", "sentence": "A door shuts.", "timestamps": [10.2, 10.9],
+               "ext_timestamps": [9.55, 11.55], "movie_duration": 6000.0},
+        "q2": {"movie": "m", "sentence": "He runs.", "timestamps": [20.0, 25.0],
+               "movie_duration": 6000.0},
+    }
+    records, _ = load_annotations(_write(tmp_path / "MAD_test.json", json.dumps(doc)))
+    assert records[0].windows == [(9.55, 11.55)]
+    assert records[1].windows == [(20.0, 25.0)]  # no ext_timestamps: the plain window
+
+
+def test_groundnlq_jsonl(tmp_path):
+    """GroundNLQ's Ego4D-NLQ JSONL (`query_id`, `timestamps`), as in its ego4d_data/ folder."""
+    lines = [
+        {"query": "Where did i put the fire gun ?", "query_id": "95441b96_0",
+         "duration": 480.0366739908854, "video_id": "cc2d7790", "query_type": "nlq",
+         "timestamps": [[28.60389, 29.013]]},
+        {"query": "Where was the drill machine ?", "query_id": "95441b96_1",
+         "duration": 480.0366739908854, "video_id": "cc2d7790", "query_type": "nlq",
+         "timestamps": [[78.29272, 80.013]]},
+    ]
+    path = _write(tmp_path / "ego4d_nlq_val_v2.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    records, report = load_annotations(path)
+    assert [r.qid for r in records] == ["95441b96_0", "95441b96_1"]  # same qids as nlq_val.json
+    assert records[0].video_id == "cc2d7790" and records[0].windows == [(28.60389, 29.013)]
+    assert not report.has_issues
+    # a file with no windows at all names the keys it looked for
+    bad = _write(tmp_path / "test.jsonl", json.dumps({"query_id": "a", "video_id": "v", "query": "q"}))
+    with pytest.raises(ScenetgError, match=r"test.jsonl:1: no GT windows: expected one of "
+                       r"'relevant_windows', 'windows', 'timestamps'"):
+        load_annotations(bad)
+
+
+def test_one_line_json_errors_name_the_record_not_line_1(tmp_path):
+    """Released JSON files are one line: the record's key or index says where, not `:1:`."""
+    anet = {f"v_{i}": {"duration": 10, "timestamps": [[0, 1]], "sentences": ["a"]} for i in range(3)}
+    anet["v_2"]["timestamps"] = [[0, "x"]]
+    path = _write(tmp_path / "val_1.json", json.dumps(anet))
+    with pytest.raises(ScenetgError) as info:
+        load_annotations(path)
+    assert str(info.value).startswith(f"{path}: v_2[0]: timestamp end must be a number")
+    mad = {"q1": {"movie": "m", "sentence": "s", "timestamps": [1, 2]}, "q2": {"movie": "m"}}
+    path = _write(tmp_path / "mad.json", json.dumps(mad))
+    with pytest.raises(ScenetgError, match=r"mad.json: q2: no 'sentence'"):
+        load_annotations(path)
+    listed = _write(tmp_path / "list.json", json.dumps([{"vid": "a", "query": "q",
+                                                         "relevant_windows": [[0, 1]]}, {"vid": "b"}]))
+    with pytest.raises(ScenetgError, match=r"list.json: item 1: no 'query'"):
+        load_annotations(listed)
+    # a file of several lines still gets the line, found by counting forward only
+    text = json.dumps(anet, indent=1)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if '"v_2"' in t)
+    path = _write(tmp_path / "val_2.json", text)
+    with pytest.raises(ScenetgError, match=rf"val_2.json:{line}: v_2\[0\]"):
+        load_annotations(path)
