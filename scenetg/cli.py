@@ -332,10 +332,13 @@ def answer(
 ) -> None:
     """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
     from scenetg.eval.answering import answer as run_answer
-    from scenetg.eval.answering import format_answer_summary, load_qa
+    from scenetg.eval.answering import format_answer_summary
+    from scenetg.eval.qa_loaders import load_qa_report
     from scenetg.progress import rich_reporter
 
-    records = load_qa(qa, qa_format)
+    records, qa_report = load_qa_report(qa, qa_format)
+    if qa_report.no_answer:
+        sys.stderr.write(f"warning: {qa_report.summary()}\n")
     with rich_reporter(console) as reporter:
         result = run_answer(records, videos, out, answerer, grounder=grounder,
                             grounder_model=grounder_model, n_frames=frames,
