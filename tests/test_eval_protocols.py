@@ -137,3 +137,14 @@ def test_vectorised_matches_the_loop_for_every_protocol(name):
     assert vec["breakdown"].keys() == loop["breakdown"].keys()
     for bucket, sub in vec["breakdown"].items():
         assert sub == pytest.approx(loop["breakdown"][bucket], rel=1e-12), bucket
+
+
+def test_report_names_the_protocol(tmp_path):
+    from scenetg.eval.report import EvalResult, write_eval_report
+
+    records, preds = _conventions_case()
+    m = compute_metrics(records, preds, protocol="2d_tan")
+    result = EvalResult("charades", "center", m, per_query_iou(records, preds, "2d_tan"), tmp_path / "p.jsonl")
+    text = write_eval_report([result], tmp_path).read_text()
+    assert "| charades | center | 2d_tan | 6 |" in text
+    assert "Protocol: 2d_tan (R1 counts IoU > m; GT clipped: end;" in text

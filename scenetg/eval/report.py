@@ -55,25 +55,36 @@ def write_eval_report(results: Sequence[EvalResult], out_dir: Path, title: str =
     out = Path(out_dir)
     png = plot_iou_distribution(results, out / "iou_distribution.png")
     keys = [f"R1@{m:g}" for m in THRESHOLDS]
-    lines = [f"# {title}", "", "| benchmark | method | n | " + " | ".join(keys) + " | mIoU | invalid |",
-             "| --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: | ---: |"]
+    lines = [f"# {title}", "",
+             "| benchmark | method | protocol | n | " + " | ".join(keys) + " | mIoU | invalid | missing |",
+             "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: | ---: | ---: |"]
     for r in results:
         m = r.metrics
-        lines.append(f"| {r.benchmark} | {r.method} | {m['n']} | "
-                     + " | ".join(f"{m[k]:.2f}" for k in keys) + f" | {m['mIoU']:.2f} | {m['invalid']} |")
+        lines.append(f"| {r.benchmark} | {r.method} | {m.get('protocol', 'default')} | {m['n']} | "
+                     + " | ".join(_pct(m[k]) for k in keys)
+                     + f" | {_pct(m['mIoU'])} | {m['invalid']} | {m.get('missing', 0)} |")
     lines += ["", f"![IoU distribution]({png.name})", ""]
     for r in results:
+        rules = r.metrics.get("protocol_rules")
         lines += [f"## {r.benchmark} / {r.method}", "", f"Predictions: `{r.predictions}`", ""]
+        if rules:
+            lines += [f"Protocol: {rules['name']} (R1 counts IoU {rules['threshold']} m; GT clipped: "
+                      f"{rules['clip_gt']}; predictions clipped: {'yes' if rules['clip_pred'] else 'no'}; "
+                      f"denominator: {rules['denominator']}; as {rules['source']}).", ""]
         lines += ["| GT length / video | n | " + " | ".join(keys) + " | mIoU |",
                   "| --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: |"]
         for bucket, b in r.metrics.get("breakdown", {}).items():
             if not b or not b.get("n"):
                 continue
-            lines.append(f"| {bucket} | {b['n']} | " + " | ".join(f"{b[k]:.2f}" for k in keys) + f" | {b['mIoU']:.2f} |")
+            lines.append(f"| {bucket} | {b['n']} | " + " | ".join(_pct(b[k]) for k in keys) + f" | {_pct(b['mIoU'])} |")
         lines.append("")
     path = out / "report.md"
     write_bytes_atomic(path, "\n".join(lines).encode())
     return path
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def format_markdown(metrics: dict) -> str:
