@@ -86,7 +86,7 @@ def _read_items(p: Path) -> list[tuple[str, dict]]:
     try:
         text = p.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        from scenetg.eval.loaders import not_utf8
+        from scenetg.eval.annotation_formats import not_utf8
 
         raise not_utf8(str(p), exc) from None
     stripped = text.lstrip()
