@@ -12,24 +12,33 @@ Rows (each time the best of `repeats` runs):
 - metric computation: `compute_metrics(gt, predictions)` with `gt = GroundTruth.from_records`
   built once when the annotations load (as `scenetg eval` does): aligns the dict, then the math.
 - array math only: `metrics_from_arrays(preds, gt)` on predictions already aligned.
+
+Loading (`mad_load`): a MAD-sized synthetic annotation file (one-line JSON as MAD releases it,
+`ext_timestamps` included; 280,000 queries, quick: 70,000) through `load_annotations`, and a
+quarter of it: linear loading takes ~4× as long for 4× the records (locating every record used
+to count newlines from the start of the file, quadratic: minutes to an hour at this size).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+from scenetg.eval.loaders import load_annotations
 from scenetg.eval.metrics import (
     GroundTruth,
     align_predictions,
     compute_metrics,
     metrics_from_arrays,
-    reference_metrics_loop,
 )
+from scenetg.eval.metrics_loop import reference_metrics_loop
 from scenetg.eval.predictions import PredictionSet
 from scenetg.eval.records import GroundingRecord
 
@@ -64,13 +73,14 @@ def synthetic(n: int, seed: int = 0):
 
 
 def _iou_cross(spans1: np.ndarray, spans2: np.ndarray) -> np.ndarray:
-    """UniVTG / Moment-DETR `compute_temporal_iou_batch_cross`, as their eval scripts call it."""
-    areas1 = spans1[:, 1] - spans1[:, 0]
-    areas2 = spans2[:, 1] - spans2[:, 0]
+    """Per-query IoU as the Moment-DETR / UniVTG / Ego4D scripts compute it: span form,
+    `inter / (max(ends) - min(starts))`."""
     left = np.maximum(spans1[:, None, 0], spans2[None, :, 0])
     right = np.minimum(spans1[:, None, 1], spans2[None, :, 1])
     inter = np.clip(right - left, 0, None)
-    union = areas1[:, None] + areas2[None, :] - inter
+    union = np.maximum(spans1[:, None, 1], spans2[None, :, 1]) - np.minimum(
+        spans1[:, None, 0], spans2[None, :, 0]
+    )
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -96,6 +106,40 @@ def reference_script_loop(records, predictions, thresholds=(0.3, 0.5, 0.7)) -> d
     out = {f"R1@{m:g}": 100.0 * float(np.mean(arr >= m)) for m in thresholds}
     out.update(n=len(arr), mIoU=100.0 * float(arr.mean()), invalid=invalid)
     return out
+
+
+def write_mad_like(path: Path, n: int, seed: int = 0) -> Path:
+    """A MAD-layout annotation file of `n` queries on one line (as MAD_test.json is)."""
+    rng = random.Random(seed)
+    doc = {}
+    for i in range(n):
+        duration = rng.uniform(3000.0, 9000.0)
+        s = rng.uniform(0.0, duration - 30.0)
+        e = s + rng.uniform(0.5, 25.0)
+        ext = [s, e] if e - s >= 2.0 else [s - (2.0 - (e - s)) / 2, s + (2.0 + (e - s)) / 2]
+        doc[f"{i:06d}"] = {"movie": f"m{i % 650}", "sentence": "Someone walks into the room.",
+                           "timestamps": [s, e], "ext_timestamps": ext,
+                           "movie_duration": duration}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def run_mad_load(quick: bool = False) -> dict:
+    """Seconds to load a MAD-sized file and a quarter of it (linear: ratio ~4)."""
+    n = 70_000 if quick else 280_000
+    with tempfile.TemporaryDirectory() as tmp:
+        full = write_mad_like(Path(tmp) / "mad_full.json", n)
+        part = write_mad_like(Path(tmp) / "mad_quarter.json", n // 4)
+        full_s, (records, _) = _best_time(lambda: load_annotations(full, "mad"), 1)
+        part_s, _ = _best_time(lambda: load_annotations(part, "mad"), 1)
+    assert len(records) == n
+    markdown = (
+        f"Loading a MAD-layout file (one-line JSON): {n:,} queries in {full_s:.2f} s "
+        f"({n / full_s:,.0f} queries/s); a quarter of it in {part_s:.2f} s: "
+        f"{full_s / part_s:.1f}× the time for 4× the queries (linear ≈ 4×)."
+    )
+    return {"n": n, "load_s": full_s, "quarter_s": part_s, "scaling": full_s / part_s,
+            "markdown": markdown}
 
 
 def _best_time(fn, repeats: int):
@@ -164,8 +208,13 @@ def run(quick: bool = False) -> dict:
         f"the metric math itself is {loop_s / math_s:.0f}× the tight loop. Same results checked "
         "(counts exactly, mIoU to 1e-9).",
     ]
+    mad = run_mad_load(quick)
+    lines += ["", mad["markdown"]]
     return {
         "name": "eval_metrics",
+        "mad_load_s": mad["load_s"],
+        "mad_load_n": mad["n"],
+        "mad_load_scaling": mad["scaling"],
         "n": n,
         "reference_script_s": script_s,
         "ratio_vs_reference_script": script_s / compute_s,

@@ -24,8 +24,11 @@ from scenetg.eval.answering import (
     DEFAULT_N_FRAMES,
 )
 from scenetg.eval.baselines import DEFAULT_CENTER_FRACTION
+from scenetg.eval.protocols import PROTOCOLS
 from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+
+PROTOCOL_NAMES = tuple(PROTOCOLS)
 
 app = typer.Typer(
     help="SceneTG: long-video temporal grounding — build datasets, train with GRPO, evaluate.",
@@ -260,7 +263,8 @@ def eval_(
     predictions: Annotated[Path, typer.Option("--predictions", "-p", help="Predictions JSONL: {qid, pred, raw} per line.")],
     annotations: Annotated[Path, typer.Option("--annotations", "-a", help="Benchmark annotation file or SceneTG folder.")],
     format: Annotated[str, typer.Option("--format", "-f", help="auto, charades, jsonl, activitynet, ego4d_nlq, mad, scenetg.")] = "auto",
-    strict: Annotated[bool, typer.Option("--strict", help="R1@m counts IoU > m (Ego4D / Time-R1 scripts) instead of >= m.")] = False,
+    protocol: Annotated[str, typer.Option("--protocol", help=f"Score as a benchmark's official script does: {', '.join(PROTOCOL_NAMES)} (threshold, GT/prediction clipping, denominator; see docs/CHOICES.md).")] = "default",
+    strict: Annotated[bool, typer.Option("--strict", help="R1@m counts IoU > m (as the Ego4D-NLQ, Time-R1 and 2D-TAN scripts do) instead of >= m, on top of --protocol.")] = False,
     durations_csv: Annotated[Path | None, typer.Option("--durations", help="Metadata CSV with video lengths (e.g. Charades_v1_test.csv).")] = None,
     videos: Annotated[Path | None, typer.Option("--videos", help="Videos folder, to probe durations a file lacks.")] = None,
     split: Annotated[str | None, typer.Option("--split", help="Split of a SceneTG dataset.")] = None,
@@ -272,14 +276,17 @@ def eval_(
 
     from scenetg.curate.workdir import write_json_atomic
     from scenetg.eval.loaders import load_annotations
-    from scenetg.eval.metrics import compute_metrics, format_markdown
+    from scenetg.eval.metrics import compute_metrics, match_warnings
     from scenetg.eval.predictions import read_predictions
+    from scenetg.eval.protocols import get_protocol
+    from scenetg.eval.report import format_markdown
 
+    chosen = get_protocol(protocol, strict)  # a bad name fails before any file is read
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split)
     if report.has_issues:
         console.print(report.summary(), highlight=False)
-    metrics = compute_metrics(records, read_predictions(predictions), strict=strict)
+    metrics = compute_metrics(records, read_predictions(predictions), protocol=chosen)
     target = out or predictions.with_suffix(".metrics.json")
     write_json_atomic(target, metrics)
     if json_out:
@@ -287,6 +294,11 @@ def eval_(
     else:
         out_console.print(format_markdown(metrics), highlight=False)
         console.print(f"metrics: {target}")
+    warnings, nothing_matched = match_warnings(metrics, predictions)
+    for line in warnings:
+        sys.stderr.write(f"warning: {line}\n")
+    if nothing_matched:
+        raise ScenetgError(nothing_matched)
 
 
 @app.command()
@@ -348,10 +360,13 @@ def answer(
 ) -> None:
     """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
     from scenetg.eval.answering import answer as run_answer
-    from scenetg.eval.answering import format_answer_summary, load_qa
+    from scenetg.eval.answering import format_answer_summary
+    from scenetg.eval.qa_loaders import load_qa_report
     from scenetg.progress import rich_reporter
 
-    records = load_qa(qa, qa_format)
+    records, qa_report = load_qa_report(qa, qa_format)
+    if qa_report.no_answer:
+        sys.stderr.write(f"warning: {qa_report.summary()}\n")
     with rich_reporter(console) as reporter:
         result = run_answer(records, videos, out, answerer, grounder=grounder,
                             grounder_model=grounder_model, n_frames=frames,

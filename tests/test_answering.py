@@ -151,9 +151,9 @@ def test_load_mlvu(tmp_path):
 
 
 def test_load_qa_errors(tmp_path):
-    bad = [{"video": "a.mp4", "question": "q", "candidates": ["x", "y"], "answer": "z"}]
+    bad = [{"video_id": "a", "question": "q", "options": ["x", "y"], "answer": "z"}]
     with pytest.raises(ScenetgError, match=r"item 0: answer 'z' is not one of the 2 options"):
-        A.load_qa(_write(tmp_path / "bad.json", bad))
+        A.load_qa(_write(tmp_path / "bad.json", bad))  # Video-MME: a malformed file
     dup = [
         {"video_id": "a", "question": "q", "options": ["x"], "answer": "A", "question_id": "1"},
         {"video_id": "a", "question": "q", "options": ["x"], "answer": "A", "question_id": "1"},

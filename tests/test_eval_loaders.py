@@ -29,7 +29,7 @@ def test_charades_sta_plpnet_with_metadata_csv(ann):
     records, report = load_annotations(path, metadata_csv=csv_path)
     assert len(records) == 3720 == report.n_records
     # 562 STA windows end after the video's `length`: clipped, none dropped
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (562, 0, 0)
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (562, 0, 0)
     assert report.missing_duration == 0
     first = records[0]
     assert first.qid == "3MSZA_1"
@@ -73,7 +73,7 @@ def test_activitynet_val_1(ann):
     assert len(records) == 17505
     assert len({r.video_id for r in records}) == 4917
     # 5 windows end after the duration (by 0.01 s); ~130 more only by float noise: not counted
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (5, 0, 0)
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (5, 0, 0)
     assert report.summary().count("\n  e.g.") == 5
     by_qid = {r.qid: r for r in records}
     r = by_qid["v_uqiMw7tQ1Cc_1"]
@@ -114,9 +114,11 @@ def test_charades_canonical_three_fields_and_csv(tmp_path):
     meta = _write(tmp_path / "meta.csv", "id,length\nAAAAA,20\nBBBBB,10.5\n")
     assert read_metadata_durations(meta) == {"AAAAA": 20.0, "BBBBB": 10.5}
     records, report = load_annotations(txt, metadata_csv=meta)
-    assert [r.qid for r in records] == ["AAAAA_1", "BBBBB_3"]  # line numbers, blank line kept
-    assert records[1].windows == [(2.0, 10.5)]
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (1, 1, 1)
+    # line numbers, blank line kept; a window wholly past the video stays (IoU 0), counted
+    assert [r.qid for r in records] == ["AAAAA_1", "BBBBB_3", "BBBBB_4"]
+    assert records[1].windows == [(2.0, 10.5)] and records[1].raw_windows == [(2.0, 12.0)]
+    assert records[2].windows == [(11.0, 10.5)] and records[0].raw_windows is None
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (2, 1, 1)
 
 
 def test_ego4d_nlq_official_json(tmp_path):
@@ -180,12 +182,15 @@ def test_ego4d_nlq_official_json(tmp_path):
     path = _write(tmp_path / "nlq_val.json", json.dumps(doc, indent=2))
     assert detect_format(path) == "ego4d_nlq"
     records, report = load_annotations(path)
-    assert [r.qid for r in records] == ["ann-1_0", "ann-1_2"]
+    # the zero-length window stays: evaluate_nlq keeps it in the denominator (IoU 0)
+    assert [r.qid for r in records] == ["ann-1_0", "ann-1_2", "ann-2_0"]
     assert records[0].video_id == "clip-a" and records[0].duration_s == 480.0
     assert records[0].query == "Where was the knife?" and records[0].windows == [(10.0, 14.5)]
-    assert records[1].windows == [(470.0, 480.0)]
+    assert records[1].windows == [(470.0, 480.0)] and records[1].raw_windows == [(470.0, 490.0)]
+    assert records[2].windows == [(5.0, 5.0)]
     assert report.records_skipped == 1  # no query text
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (1, 1, 1)
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (1, 1, 1)
+    assert "zero length" in report.summary()
 
 
 def test_mad_json(tmp_path):
@@ -212,10 +217,11 @@ def test_mad_json(tmp_path):
     path = _write(tmp_path / "mad_test.json", json.dumps(doc))
     assert detect_format(path) == "mad"
     records, report = load_annotations(path)
-    assert [r.qid for r in records] == ["q-100", "q-101"]
+    assert [r.qid for r in records] == ["q-100", "q-101", "q-102"]
     assert records[0].video_id == "m1" and records[0].duration_s == 7000.0
     assert records[1].windows == [(6990.0, 7000.0)]
-    assert (report.windows_clipped, report.windows_dropped, report.records_dropped) == (1, 1, 1)
+    assert records[2].windows == [(40.0, 30.0)]  # reversed: kept, scores IoU 0
+    assert (report.windows_clipped, report.windows_degenerate, report.records_degenerate) == (1, 1, 1)
 
 
 def test_plain_jsonl_and_json_list(tmp_path):
@@ -330,7 +336,7 @@ def test_probing_a_real_video(assets, tmp_path):
             "1 timestamps but 0 sentences",
         ),
         ("i.json", '{"videos": [\n {"clips": [\n  {"annotations": []}]}]}', ":1:", "no 'clip_uid'"),
-        ("j.json", '{"q1": {"movie": "m",\n "sentence": "s"}}', ":1:", "no 'timestamps'"),
+        ("j.json", '{"q1": {"movie": "m",\n "sentence": "s"}}', ":1:", "or 'timestamps'"),
         (
             "k.json",
             '{"v_1": {"duration": 5,\n  "timestamps": [[0, 1]]\n  "sentences": ["a"]}}',
@@ -371,3 +377,62 @@ def test_detection_rules_and_bad_format_names(tmp_path):
         load_annotations(_write(tmp_path / "empty.json", ""))
     with pytest.raises(ScenetgError, match="need an id column"):
         read_metadata_durations(_write(tmp_path / "m.csv", "name,secs\nA,1\n"))
+
+
+def test_mad_uses_ext_timestamps_when_present(tmp_path):
+    """MAD's release evaluates on `ext_timestamps` (windows under 2 s stretched to 2 s)."""
+    doc = {
+        "q1": {"movie": "m", "sentence": "A door shuts.", "timestamps": [10.2, 10.9],
+               "ext_timestamps": [9.55, 11.55], "movie_duration": 6000.0},
+        "q2": {"movie": "m", "sentence": "He runs.", "timestamps": [20.0, 25.0],
+               "movie_duration": 6000.0},
+    }
+    records, _ = load_annotations(_write(tmp_path / "MAD_test.json", json.dumps(doc)))
+    assert records[0].windows == [(9.55, 11.55)]
+    assert records[1].windows == [(20.0, 25.0)]  # no ext_timestamps: the plain window
+
+
+def test_groundnlq_jsonl(tmp_path):
+    """GroundNLQ's Ego4D-NLQ JSONL (`query_id`, `timestamps`), as in its ego4d_data/ folder."""
+    lines = [
+        {"query": "Where did i put the fire gun ?", "query_id": "95441b96_0",
+         "duration": 480.0366739908854, "video_id": "cc2d7790", "query_type": "nlq",
+         "timestamps": [[28.60389, 29.013]]},
+        {"query": "Where was the drill machine ?", "query_id": "95441b96_1",
+         "duration": 480.0366739908854, "video_id": "cc2d7790", "query_type": "nlq",
+         "timestamps": [[78.29272, 80.013]]},
+    ]
+    path = _write(tmp_path / "ego4d_nlq_val_v2.jsonl", "".join(json.dumps(x) + "\n" for x in lines))
+    records, report = load_annotations(path)
+    assert [r.qid for r in records] == ["95441b96_0", "95441b96_1"]  # same qids as nlq_val.json
+    assert records[0].video_id == "cc2d7790" and records[0].windows == [(28.60389, 29.013)]
+    assert not report.has_issues
+    # a file with no windows at all names the keys it looked for
+    bad = _write(tmp_path / "test.jsonl", json.dumps({"query_id": "a", "video_id": "v", "query": "q"}))
+    with pytest.raises(ScenetgError, match=r"test.jsonl:1: no GT windows: expected one of "
+                       r"'relevant_windows', 'windows', 'timestamps'"):
+        load_annotations(bad)
+
+
+def test_one_line_json_errors_name_the_record_not_line_1(tmp_path):
+    """Released JSON files are one line: the record's key or index says where, not `:1:`."""
+    anet = {f"v_{i}": {"duration": 10, "timestamps": [[0, 1]], "sentences": ["a"]} for i in range(3)}
+    anet["v_2"]["timestamps"] = [[0, "x"]]
+    path = _write(tmp_path / "val_1.json", json.dumps(anet))
+    with pytest.raises(ScenetgError) as info:
+        load_annotations(path)
+    assert str(info.value).startswith(f"{path}: v_2[0]: timestamp end must be a number")
+    mad = {"q1": {"movie": "m", "sentence": "s", "timestamps": [1, 2]}, "q2": {"movie": "m"}}
+    path = _write(tmp_path / "mad.json", json.dumps(mad))
+    with pytest.raises(ScenetgError, match=r"mad.json: q2: no 'sentence'"):
+        load_annotations(path)
+    listed = _write(tmp_path / "list.json", json.dumps([{"vid": "a", "query": "q",
+                                                         "relevant_windows": [[0, 1]]}, {"vid": "b"}]))
+    with pytest.raises(ScenetgError, match=r"list.json: item 1: no 'query'"):
+        load_annotations(listed)
+    # a file of several lines still gets the line, found by counting forward only
+    text = json.dumps(anet, indent=1)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if '"v_2"' in t)
+    path = _write(tmp_path / "val_2.json", text)
+    with pytest.raises(ScenetgError, match=rf"val_2.json:{line}: v_2\[0\]"):
+        load_annotations(path)

@@ -14,12 +14,12 @@ from scenetg.eval.metrics import (
     GroundTruth,
     best_iou,
     compute_metrics,
-    format_markdown,
-    reference_metrics_loop,
     temporal_iou_matrix,
 )
+from scenetg.eval.metrics_loop import reference_metrics_loop
 from scenetg.eval.predictions import append_prediction, read_predictions
 from scenetg.eval.records import GroundingRecord
+from scenetg.eval.report import format_markdown
 
 
 def rec(qid, windows, duration=100.0):
@@ -249,7 +249,8 @@ def test_prediction_set_from_file_aligns_like_a_dict(tmp_path):
     """read_predictions' array-backed set gives the same metrics as the dict path."""
     import json
 
-    from scenetg.eval.metrics import compute_metrics, reference_metrics_loop
+    from scenetg.eval.metrics import compute_metrics
+    from scenetg.eval.metrics_loop import reference_metrics_loop
     from scenetg.eval.predictions import read_predictions
     from scenetg.eval.records import GroundingRecord
 

@@ -9,8 +9,9 @@ Formats (`format=` names; `auto` detects them, see `detect_format`) and the qid 
 - `jsonl` — Moment-DETR / UniVTG JSONL (QVHighlights, TACoS, Ego4D-NLQ and Charades converted to
   it): `{qid, query, duration, vid, relevant_windows}` per line. Also plain JSONL of the common
   record (`video_id`, `duration_s`, `query`, `windows` or `start_s`/`end_s`, optional `qid` or
-  `sample_id`), and a `.json` file holding a list of such objects. qid: the line's `qid`
-  (`sample_id`), as a string; else `"{vid}_{line_no}"` (`"{vid}_{index}"` in a JSON list).
+  `sample_id`), GroundNLQ's Ego4D-NLQ JSONL (`query_id`, `video_id`, `timestamps`), and a
+  `.json` file holding a list of such objects. qid: the line's `qid` (`sample_id`,
+  `query_id`), as a string; else `"{vid}_{line_no}"` (`"{vid}_{index}"` in a JSON list).
 - `activitynet` — ActivityNet Captions JSON `{vid: {duration, timestamps, sentences}}`.
   qid: `"{vid}_{sentence_index}"` (0-based). Sentences are stripped of surrounding spaces.
 - `ego4d_nlq` — Ego4D-NLQ official JSON, `videos[].clips[].annotations[].language_queries[]`;
@@ -18,26 +19,43 @@ Formats (`format=` names; `auto` detects them, see `detect_format`) and the qid 
   clip `clip_end_sec - clip_start_sec`, window = the query's `clip_start_sec, clip_end_sec`).
   qid: `"{annotation_uid}_{query_index}"` (as the official evaluation pairs them); queries
   with no text are skipped and counted.
-- `mad` — MAD JSON `{qid: {movie, sentence, timestamps, movie_duration}}`. qid: the key.
+- `mad` — MAD JSON `{qid: {movie, sentence, timestamps, ext_timestamps, movie_duration}}`; the
+  window is `ext_timestamps` when present (what MAD evaluates on). qid: the key.
 - `scenetg` — SceneTG Parquet: a build folder `OUT/` (reads `OUT/data/`), a folder of query
   Parquet files, one `.parquet` file, or a Hub dataset `hub:ORG/NAME` (`datasets.load_dataset`); optional
   `split` filter. qid: `sample_id`.
 
-Malformed input raises `ScenetgError("FILE:LINE: reason")`. Window fixes follow `LoadReport`'s
+Malformed input raises `ScenetgError("FILE:LINE: reason")` (in a one-line JSON document
+`"FILE: KEY: reason"`, the record's key or index). The readers live in `annotation_formats.py`,
+one per format. Load time is linear in the file size. Window fixes follow `LoadReport`'s
 rules. qids must be unique in a file (predictions are keyed by them).
 """
 
 from __future__ import annotations
 
 import csv
+import gc
 import json
-import math
-import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 
 from scenetg.errors import ScenetgError
+from scenetg.eval.annotation_formats import (
+    HUB_PREFIX,
+    _first_line,
+    _hub_hint,
+    _load_json_doc,
+    _positive,
+    _Raw,
+    _read_activitynet,
+    _read_charades,
+    _read_ego4d_nlq,
+    _read_jsonl,
+    _read_mad,
+    _read_scenetg,
+    text_lines,
+)
 from scenetg.eval.records import GroundingRecord, LoadReport
 
 FORMATS = ("charades", "jsonl", "activitynet", "ego4d_nlq", "mad", "scenetg")
@@ -56,26 +74,6 @@ FORMAT_ALIASES = {
 }
 DURATION_TOL_S = 1e-6
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-HUB_PREFIX = "hub:"
-"""A Hub dataset is named explicitly (``hub:ORG/NAME``): a relative path such as ``out/dataset``
-is always a path, never looked up on the Hub."""
-
-
-def _hub_hint(path: str) -> str:
-    return f"; a Hub dataset is written {HUB_PREFIX}{path}" if _HUB_ID.match(path) else ""
-
-
-@dataclass
-class _Raw:
-    """One query as read from the file, before durations are filled in and windows fixed."""
-
-    qid: str
-    video_id: str
-    duration_s: float | None
-    query: str
-    windows: list[tuple[float, float]]
-    where: str  # "FILE:LINE" (or "FILE: row R"), for messages
 
 
 # --------------------------------------------------------------------------- public API
@@ -114,8 +112,23 @@ def load_annotations(
         }[fmt]
         raws = reader(p, report)
     source = _DurationSource(durations, metadata_csv, videos_dir, report)
-    records = _finish(raws, source, report)
+    with _no_cyclic_gc():
+        records = _finish(raws, source, report)
     return records, report
+
+
+@contextmanager
+def _no_cyclic_gc():
+    """Parsing builds millions of small acyclic objects (MAD: 280k records); Python's cyclic
+    collector would re-scan them all again and again (half the load time, measured). Reference
+    counting still frees everything; the collector is switched back on afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def detect_format(path: str | Path) -> str:
@@ -172,21 +185,25 @@ def read_metadata_durations(csv_path: str | Path) -> dict[str, float]:
     p = Path(csv_path)
     if not p.is_file():
         raise ScenetgError(f"{csv_path}: metadata CSV not found")
-    with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        id_col = next((c for c in ("id", "video_id", "vid") if c in fields), None)
-        len_col = next((c for c in ("length", "duration_s", "duration") if c in fields), None)
-        if id_col is None or len_col is None:
-            raise ScenetgError(
-                f"{csv_path}:1: need an id column (id/video_id/vid) and a duration column "
-                f"(length/duration_s/duration); found {fields}"
-            )
-        out: dict[str, float] = {}
-        for row in reader:
-            where = f"{csv_path}:{reader.line_num}"
-            out[row[id_col]] = _positive(row[len_col], where, len_col)
+    reader = csv.DictReader(_csv_rows(p))
+    fields = reader.fieldnames or []
+    id_col = next((c for c in ("id", "video_id", "vid") if c in fields), None)
+    len_col = next((c for c in ("length", "duration_s", "duration") if c in fields), None)
+    if id_col is None or len_col is None:
+        raise ScenetgError(
+            f"{csv_path}:1: need an id column (id/video_id/vid) and a duration column "
+            f"(length/duration_s/duration); found {fields}"
+        )
+    out: dict[str, float] = {}
+    for row in reader:
+        where = f"{csv_path}:{reader.line_num}"
+        out[row[id_col]] = _positive(row[len_col], where, len_col)
     return out
+
+
+def _csv_rows(p: Path) -> list[str]:
+    """The CSV's lines, decoded as UTF-8 (one-line error naming the line otherwise)."""
+    return [line for _, line in text_lines(p)]
 
 
 # --------------------------------------------------------------------------- shared steps
@@ -272,344 +289,22 @@ def _finish(
             if duration is not None and end > duration:
                 clipped = clipped or end > duration + DURATION_TOL_S
                 end = duration
-            if start >= end:
-                report.windows_dropped += 1
-                report.note(raw.where, f"window [{start:g}, {end:g}] dropped (start >= end)")
-                continue
             if clipped:
                 report.windows_clipped += 1
                 report.note(
                     raw.where, f"window clipped to [{start:g}, {end:g}] (duration {duration:g})"
                 )
+            if start >= end:  # kept: it scores IoU 0, as the benchmarks' own scripts score it
+                report.windows_degenerate += 1
+                report.note(raw.where, f"window [{start:g}, {end:g}] has zero length; kept")
             windows.append((start, end))
-        if not windows:
-            report.records_dropped += 1
-            report.note(raw.where, f"query {qid!r} dropped: no valid GT window")
-            continue
+        if all(start >= end for start, end in windows):
+            report.records_degenerate += 1
         if duration is None:
             report.missing_duration += 1
-        records.append(GroundingRecord(qid, raw.video_id, duration, raw.query, windows))
+        raw_windows = None if windows == raw.windows else list(raw.windows)
+        records.append(
+            GroundingRecord(qid, raw.video_id, duration, raw.query, windows, raw_windows)
+        )
     report.n_records = len(records)
     return records
-
-
-def _number(value, where: str, what: str) -> float:
-    if isinstance(value, bool) or value is None:
-        raise ScenetgError(f"{where}: {what} must be a number, got {value!r}")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ScenetgError(f"{where}: {what} must be a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise ScenetgError(f"{where}: {what} must be finite, got {value!r}")
-    return x
-
-
-def _positive(value, where: str, what: str) -> float:
-    x = _number(value, where, what)
-    if x <= 0:
-        raise ScenetgError(f"{where}: {what} must be > 0, got {value!r}")
-    return x
-
-
-def _optional_duration(value, where: str, what: str) -> float | None:
-    return None if value is None else _positive(value, where, what)
-
-
-def _window(value, where: str, what: str) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ScenetgError(f"{where}: {what} must be a [start, end] pair, got {value!r}")
-    return _number(value[0], where, f"{what} start"), _number(value[1], where, f"{what} end")
-
-
-def _windows(value, where: str, what: str) -> list[tuple[float, float]]:
-    """A list of [s, e] pairs, or a single [s, e] pair."""
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and not isinstance(value[0], (list, tuple))
-    ):
-        return [_window(value, where, what)]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ScenetgError(
-            f"{where}: {what} must be a non-empty list of [start, end], got {value!r}"
-        )
-    return [_window(w, where, what) for w in value]
-
-
-def _text(value, where: str, what: str) -> str:
-    if not isinstance(value, str):
-        raise ScenetgError(f"{where}: {what} must be a string, got {value!r}")
-    return value
-
-
-def _first_line(p: Path) -> str:
-    with p.open(encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if line.strip():
-                return line.strip()
-    raise ScenetgError(f"{p}: empty annotation file")
-
-
-def _load_json_doc(p: Path):
-    """Parse a whole JSON file; errors name the line and column."""
-    text = p.read_text(encoding="utf-8")
-    if not text.strip():
-        raise ScenetgError(f"{p}: empty annotation file")
-    try:
-        return json.loads(text), text
-    except json.JSONDecodeError as exc:
-        raise ScenetgError(
-            f"{p}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
-        ) from None
-
-
-def _line_of(text: str, needle: str, start: int = 0) -> tuple[int, int]:
-    """(1-based line of `needle` in `text` at or after `start`, its offset); (1, start) if absent."""
-    off = text.find(needle, start)
-    if off < 0:
-        return 1, start
-    return text.count("\n", 0, off) + 1, off
-
-
-# --------------------------------------------------------------------------- formats
-
-
-def _read_charades(p: Path, report: LoadReport) -> Iterator[_Raw]:
-    with p.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            where = f"{p}:{line_no}"
-            if "##" not in line:
-                raise ScenetgError(f"{where}: expected 'VID START END##query', got {line[:80]!r}")
-            head, query = line.split("##", 1)
-            fields = head.split()
-            if len(fields) not in (3, 4):
-                raise ScenetgError(
-                    f"{where}: expected 'VID START END##query' (or 'VID START END X##query'), "
-                    f"got {len(fields)} fields before '##'"
-                )
-            vid = fields[0]
-            window = (_number(fields[1], where, "start"), _number(fields[2], where, "end"))
-            yield _Raw(f"{vid}_{line_no}", vid, None, query.strip(), [window], where)
-
-
-def _jsonl_item(obj, where: str, fallback_qid: str) -> _Raw:
-    if not isinstance(obj, dict):
-        raise ScenetgError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    vid = next((obj[k] for k in ("vid", "video_id", "video") if k in obj), None)
-    if vid is None:
-        raise ScenetgError(f"{where}: no video id ('vid' or 'video_id')")
-    vid = str(vid)
-    query = next((obj[k] for k in ("query", "sentence") if k in obj), None)
-    if query is None:
-        raise ScenetgError(f"{where}: no 'query'")
-    query = _text(query, where, "query")
-    dkey = next((k for k in ("duration", "duration_s") if k in obj), None)
-    duration = _optional_duration(obj[dkey], where, dkey) if dkey else None
-    wkey = next((k for k in ("relevant_windows", "windows") if k in obj), None)
-    if wkey is not None:
-        windows = _windows(obj[wkey], where, wkey)
-    elif "start_s" in obj and "end_s" in obj:
-        windows = [_window([obj["start_s"], obj["end_s"]], where, "start_s/end_s")]
-    else:
-        raise ScenetgError(
-            f"{where}: no GT windows ('relevant_windows', 'windows' or 'start_s'/'end_s'); "
-            "a test split without annotations?"
-        )
-    qid = next((obj[k] for k in ("qid", "sample_id") if k in obj), None)
-    qid = fallback_qid if qid is None else str(qid)
-    return _Raw(qid, vid, duration, query.strip(), windows, where)
-
-
-def _read_jsonl(p: Path, report: LoadReport) -> Iterator[_Raw]:
-    if p.suffix.lower() == ".json":
-        doc, text = _load_json_doc(p)
-        if not isinstance(doc, list):
-            raise ScenetgError(f"{p}:1: expected a JSON list of query objects")
-        offset = 0
-        for i, obj in enumerate(doc):
-            line, offset = _line_of(text, "{", offset)
-            offset += 1
-            vid = obj.get("vid", obj.get("video_id")) if isinstance(obj, dict) else None
-            yield _jsonl_item(obj, f"{p}:{line}: item {i}", f"{vid}_{i}")
-        return
-    with p.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{p}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ScenetgError(
-                    f"{where}: invalid JSON: {exc.msg} (column {exc.colno})"
-                ) from None
-            vid = obj.get("vid", obj.get("video_id")) if isinstance(obj, dict) else None
-            yield _jsonl_item(obj, where, f"{vid}_{line_no}")
-
-
-def _read_activitynet(p: Path, report: LoadReport) -> Iterator[_Raw]:
-    doc, text = _load_json_doc(p)
-    if not isinstance(doc, dict):
-        raise ScenetgError(f"{p}:1: expected {{video_id: {{duration, timestamps, sentences}}}}")
-    offset = 0
-    for vid, item in doc.items():
-        line, offset = _line_of(text, json.dumps(vid), offset)
-        where = f"{p}:{line}: {vid}"
-        if not isinstance(item, dict):
-            raise ScenetgError(f"{where}: expected an object with duration, timestamps, sentences")
-        for key in ("duration", "timestamps", "sentences"):
-            if key not in item:
-                raise ScenetgError(f"{where}: no {key!r}")
-        duration = _positive(item["duration"], where, "duration")
-        stamps, sentences = item["timestamps"], item["sentences"]
-        if not isinstance(stamps, list) or not isinstance(sentences, list):
-            raise ScenetgError(f"{where}: 'timestamps' and 'sentences' must be lists")
-        if len(stamps) != len(sentences):
-            raise ScenetgError(f"{where}: {len(stamps)} timestamps but {len(sentences)} sentences")
-        for i, (stamp, sentence) in enumerate(zip(stamps, sentences, strict=True)):
-            w = f"{where}[{i}]"
-            window = _window(stamp, w, "timestamp")
-            yield _Raw(
-                f"{vid}_{i}",
-                str(vid),
-                duration,
-                _text(sentence, w, "sentence").strip(),
-                [window],
-                w,
-            )
-
-
-def _read_ego4d_nlq(p: Path, report: LoadReport) -> Iterator[_Raw]:
-    doc, text = _load_json_doc(p)
-    videos = doc.get("videos") if isinstance(doc, dict) else None
-    if not isinstance(videos, list):
-        raise ScenetgError(f"{p}:1: expected Ego4D-NLQ JSON with a top-level 'videos' list")
-    offset = 0
-    for vi, video in enumerate(videos):
-        for ci, clip in enumerate(video.get("clips") or []):
-            clip_uid = clip.get("clip_uid")
-            line, offset = _line_of(text, json.dumps(clip_uid), offset) if clip_uid else (1, offset)
-            where = f"{p}:{line}: videos[{vi}].clips[{ci}]"
-            if not clip_uid:
-                raise ScenetgError(f"{where}: no 'clip_uid'")
-            if "clip_start_sec" not in clip or "clip_end_sec" not in clip:
-                raise ScenetgError(f"{where}: no 'clip_start_sec'/'clip_end_sec'")
-            start = _number(clip["clip_start_sec"], where, "clip_start_sec")
-            duration = _number(clip["clip_end_sec"], where, "clip_end_sec") - start
-            if duration <= 0:
-                raise ScenetgError(f"{where}: clip_end_sec <= clip_start_sec")
-            for ai, ann in enumerate(clip.get("annotations") or []):
-                uid = ann.get("annotation_uid")
-                if uid:
-                    line, offset = _line_of(text, json.dumps(uid), offset)
-                a_where = f"{p}:{line}: videos[{vi}].clips[{ci}].annotations[{ai}]"
-                if not uid:
-                    raise ScenetgError(f"{a_where}: no 'annotation_uid'")
-                for qi, lq in enumerate(ann.get("language_queries") or []):
-                    q_where = f"{a_where}.language_queries[{qi}]"
-                    if not isinstance(lq, dict):
-                        raise ScenetgError(f"{q_where}: expected an object")
-                    query = lq.get("query")
-                    query = "" if query is None else _text(query, q_where, "query").strip()
-                    windows = []
-                    if query:  # a query with no text is skipped, whatever its window
-                        pair = [lq.get("clip_start_sec"), lq.get("clip_end_sec")]
-                        windows = [_window(pair, q_where, "clip_start_sec/clip_end_sec")]
-                    yield _Raw(f"{uid}_{qi}", str(clip_uid), duration, query, windows, q_where)
-
-
-def _read_mad(p: Path, report: LoadReport) -> Iterator[_Raw]:
-    doc, text = _load_json_doc(p)
-    if not isinstance(doc, dict):
-        raise ScenetgError(
-            f"{p}:1: expected {{qid: {{movie, sentence, timestamps, movie_duration}}}}"
-        )
-    offset = 0
-    for qid, item in doc.items():
-        line, offset = _line_of(text, json.dumps(qid), offset)
-        where = f"{p}:{line}: {qid}"
-        if not isinstance(item, dict):
-            raise ScenetgError(f"{where}: expected an object")
-        for key in ("movie", "sentence", "timestamps"):
-            if key not in item:
-                raise ScenetgError(f"{where}: no {key!r}")
-        dkey = "movie_duration" if "movie_duration" in item else "duration"
-        duration = _optional_duration(item.get(dkey), where, dkey)
-        windows = _windows(item["timestamps"], where, "timestamps")
-        query = _text(item["sentence"], where, "sentence").strip()
-        yield _Raw(str(qid), str(item["movie"]), duration, query, windows, where)
-
-
-SCENETG_COLUMNS = ("sample_id", "video_id", "duration_s", "query", "start_s", "end_s")
-
-
-def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
-    p = Path(path)
-    if path.startswith(HUB_PREFIX):
-        yield from _read_hub(path[len(HUB_PREFIX):], split)
-        return
-    if not p.exists():
-        raise ScenetgError(f"{path}: no such folder or Parquet file (a SceneTG build: run "
-                           f"`scenetg build` / `make build` first){_hub_hint(path)}")
-    if p.is_dir():
-        folder = p / "data" if (p / "data").is_dir() else p
-        files = sorted(folder.glob("*.parquet"))
-        if not files:
-            raise ScenetgError(
-                f"{folder}: no Parquet files (expected a SceneTG build OUT/ or OUT/data)"
-            )
-    else:
-        files = [p]
-    import pyarrow.parquet as pq
-
-    for f in files:
-        try:
-            table = pq.read_table(f)
-        except Exception as exc:  # pyarrow raises several types for a bad file
-            raise ScenetgError(f"{f}: not a readable Parquet file ({exc})") from None
-        missing = [c for c in SCENETG_COLUMNS if c not in table.column_names]
-        if missing:
-            raise ScenetgError(
-                f"{f}: missing columns {missing} (a SceneTG query file has {list(SCENETG_COLUMNS)})"
-            )
-        if split is not None:
-            if "split" in table.column_names:
-                rows_split = table.column("split").to_pylist()
-                table = table.filter([s == split for s in rows_split])
-            elif not f.name.startswith(f"{split}-"):
-                continue
-        yield from _scenetg_rows(table.to_pydict(), str(f))
-
-
-def _read_hub(repo_id: str, split: str | None) -> Iterator[_Raw]:
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        raise ScenetgError("reading a Hub dataset needs the 'datasets' package") from None
-    try:
-        loaded = datasets.load_dataset(repo_id, split=split)
-    except Exception as exc:
-        raise ScenetgError(f"{repo_id}: cannot load the Hub dataset ({exc})") from None
-    parts = [loaded] if split is not None else [loaded[name] for name in loaded]
-    for part in parts:
-        missing = [c for c in SCENETG_COLUMNS if c not in part.column_names]
-        if missing:
-            raise ScenetgError(f"{repo_id}: missing columns {missing}")
-        yield from _scenetg_rows(part.select_columns(list(SCENETG_COLUMNS)).to_dict(), repo_id)
-
-
-def _scenetg_rows(cols: dict[str, list], source: str) -> Iterator[_Raw]:
-    for r, (qid, vid, dur, query, start, end) in enumerate(
-        zip(*(cols[c] for c in SCENETG_COLUMNS), strict=True)
-    ):
-        where = f"{source}: row {r}"
-        if qid is None or vid is None:
-            raise ScenetgError(f"{where}: null sample_id or video_id")
-        window = (_number(start, where, "start_s"), _number(end, where, "end_s"))
-        query = "" if query is None else _text(query, where, "query")
-        duration = _optional_duration(dur, where, "duration_s")
-        yield _Raw(str(qid), str(vid), duration, query.strip(), [window], where)

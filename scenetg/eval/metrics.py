@@ -1,16 +1,22 @@
 """Temporal grounding metrics: R1@IoU≥m and mIoU over top-1 predictions, vectorised with NumPy.
 
-Rules (the same in `compute_metrics` and the plain-loop `reference_metrics_loop`):
+Rules (the same in `compute_metrics` and the plain-loop `reference_metrics_loop`); the conventions
+that differ between benchmarks come from a `Protocol` (`scenetg.eval.protocols`, default first):
 
-- IoU of `[s, e]` and a GT window `[gs, ge]` (seconds): `inter / union` with
-  `inter = min(e, ge) - max(s, gs)` and `union = (e - s) + (ge - gs) - inter`; 0 when `inter <= 0`.
-- A prediction is clipped to `[0, D]` (only to `[0, inf)` when the duration is unknown). If then
-  `start >= end` (reversed, or wholly outside the video) its IoU is 0 and it is counted in `empty`.
+- IoU of `[s, e]` and a GT window `[gs, ge]` (seconds), in span form as every benchmark script
+  computes it: `inter / (max(e, ge) - min(s, gs))` with `inter = min(e, ge) - max(s, gs)`; 0 when
+  `inter <= 0` (so a zero-length or reversed window scores 0). The other algebraic form,
+  `inter / (len_pred + len_gt - inter)`, rounds exact ties differently (0.5000000000000001).
+- GT windows: the record's windows as written in the file (`raw_windows`), clipped to the video
+  as the protocol says (default: start to 0, end to D). None is dropped.
+- A prediction is clipped to `[0, D]` when the protocol says so (default; only to `[0, inf)`
+  when D is unknown). If then `start >= end` its IoU is 0 and it is counted in `empty`.
 - A missing qid, a `None` prediction or one that is not two finite numbers: IoU 0, counted in
   `invalid` (`missing` counts the qids with no prediction at all, a subset of `invalid`).
 - Several GT windows: the best-matching one counts (max IoU).
-- `R1@m` = % of queries with IoU ≥ m (`strict=True`: IoU > m, as Ego4D-NLQ's and Time-R1's
-  scripts do); `mIoU` = mean IoU × 100; every annotation record counts in `n`.
+- `R1@m` = % of counted queries with IoU ≥ m (IoU > m for strict protocols and `strict=True`);
+  `mIoU` = mean IoU × 100. Counted: every annotation record (denominator "annotations", the
+  default) or those with a prediction line ("predictions": Ego4D, Time-R1, Moment-DETR).
 - Breakdown by the GT's length relative to the video's: relative length = longest GT window / D
   (the longest window, so a query's bucket does not depend on the model); buckets `short`
   (< 0.1), `medium` (0.1 to < 0.3), `long` (≥ 0.3), and `unknown` when D is unknown.
@@ -27,6 +33,7 @@ from itertools import chain, repeat
 import numpy as np
 
 from scenetg.errors import ScenetgError
+from scenetg.eval.protocols import Protocol, get_protocol
 from scenetg.eval.records import GroundingRecord
 
 THRESHOLDS = (0.3, 0.5, 0.7)
@@ -40,14 +47,15 @@ _NAN_PAIR = (math.nan, math.nan)
 
 @dataclass
 class GroundTruth:
-    """Annotation records as arrays, built once per annotation set (`from_records`).
+    """Annotation records as arrays, built once per annotation set and protocol (`from_records`).
 
-    `starts`, `ends`, `lengths` (K,) hold every GT window rank-major: the first window of every
-    record (N entries, record order), then the second windows of the records in `rank_rows[0]`,
-    the third of those in `rank_rows[1]`, ... So the common one-window case is plain (N,) vector
-    work, and a record with many windows costs no padding for the others.
+    `starts`, `ends`, `lengths` (K,) hold every GT window (clipped as `clip_gt` says) rank-major:
+    the first window of every record (N entries, record order), then the second windows of the
+    records in `rank_rows[0]`, the third of those in `rank_rows[1]`, ... So the common one-window
+    case is plain (N,) vector work, and a record with many windows costs no padding for the others.
     `durations` (N,) with inf where unknown; `rel_length` (N,) longest GT window / duration,
-    NaN where unknown.
+    NaN where unknown; `degenerate` counts records with no window of positive length (kept; they
+    score IoU 0).
     """
 
     qids: list[str]
@@ -57,6 +65,8 @@ class GroundTruth:
     rank_rows: list[np.ndarray]
     durations: np.ndarray
     rel_length: np.ndarray
+    clip_gt: str = "both"
+    degenerate: int = 0
     _buckets: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -76,14 +86,17 @@ class GroundTruth:
         return self._buckets[key]
 
     @classmethod
-    def from_records(cls, records: Sequence[GroundingRecord]) -> GroundTruth:
+    def from_records(
+        cls, records: Sequence[GroundingRecord], protocol: str | Protocol = "default"
+    ) -> GroundTruth:
+        clip_gt = get_protocol(protocol).clip_gt
         n = len(records)
         if n == 0:
             raise ScenetgError("no annotation records to evaluate")
         qids = [r.qid for r in records]
         if len(set(qids)) != n:
             raise ScenetgError("annotation qids are not unique; predictions cannot be matched")
-        windows = [r.windows for r in records]
+        windows = [r.windows if r.raw_windows is None else r.raw_windows for r in records]
         counts = np.fromiter(map(len, windows), np.int64, count=n)
         if counts.min() == 0:
             bad = records[int(np.argmin(counts))].qid
@@ -95,22 +108,28 @@ class GroundTruth:
         ).reshape(-1, 2)
         offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
         rank_rows = [np.flatnonzero(counts > j) for j in range(1, int(counts.max()))]
+        row_of = np.concatenate([np.arange(n)] + rank_rows)
         order = np.concatenate(
             [offsets] + [offsets[rows] + j for j, rows in enumerate(rank_rows, 1)]
         )
         starts, ends = flat[order, 0], flat[order, 1]
-        lengths = ends - starts
         durations = np.fromiter(
             (math.inf if r.duration_s is None else r.duration_s for r in records),
             np.float64,
             count=n,
         )
+        if clip_gt == "both":
+            starts = np.maximum(starts, 0.0)
+        if clip_gt != "none":
+            ends = np.minimum(ends, durations[row_of])
+        lengths = ends - starts
         longest = lengths[:n].copy()
         for part, rows in _ranks(n, rank_rows):
             longest[rows] = np.maximum(longest[rows], lengths[part])
         with np.errstate(invalid="ignore"):
             rel = np.where(np.isinf(durations), np.nan, longest / durations)
-        return cls(qids, starts, ends, lengths, rank_rows, durations, rel)
+        degenerate = int(np.count_nonzero(longest <= 0))
+        return cls(qids, starts, ends, lengths, rank_rows, durations, rel, clip_gt, degenerate)
 
 
 def _ranks(n: int, rank_rows: list[np.ndarray]):
@@ -128,22 +147,21 @@ def temporal_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    gs, ge = b[None, :, 0], b[None, :, 1]
-    return _iou(a[:, 0:1], a[:, 1:2], gs, ge, ge - gs)
+    return _iou(a[:, 0:1], a[:, 1:2], b[None, :, 0], b[None, :, 1])
 
 
-def _iou(s, e, gs, ge, glen, where=None) -> np.ndarray:
-    """Elementwise (broadcast) IoU; `glen` = ge - gs. The loop computes the same float ops in
-    the same order, so both give bit-identical IoUs."""
+def _iou(s, e, gs, ge, where=None) -> np.ndarray:
+    """Elementwise (broadcast) IoU in span form. The loop computes the same float ops, so both
+    give bit-identical IoUs."""
     inter = np.minimum(e, ge)
     inter -= np.maximum(s, gs)
-    union = (e - s) + glen
-    union -= inter
+    span = np.maximum(e, ge)
+    span -= np.minimum(s, gs)
     ok = inter > 0  # False for NaN (invalid prediction, padding) and for empty intervals
     if where is not None:
         ok &= where
-    out = np.zeros(union.shape)
-    np.divide(inter, union, out=out, where=ok)
+    out = np.zeros(span.shape)
+    np.divide(inter, span, out=out, where=ok)
     return out
 
 
@@ -161,16 +179,15 @@ def best_iou(
     """
     s, e = _clip(preds, durations)
     gts = np.asarray(gts, dtype=np.float64)
-    gs, ge = gts[..., 0], gts[..., 1]
-    return _iou(s[:, None], e[:, None], gs, ge, ge - gs, mask).max(axis=1)
+    return _iou(s[:, None], e[:, None], gts[..., 0], gts[..., 1], mask).max(axis=1)
 
 
 def _gt_best_iou(s: np.ndarray, e: np.ndarray, gt: GroundTruth) -> np.ndarray:
-    """Clipped predictions against a `GroundTruth`: best IoU per record (N,)."""
+    """Predictions against a `GroundTruth`: best IoU per record (N,)."""
     n = gt.n
-    best = _iou(s, e, gt.starts[:n], gt.ends[:n], gt.lengths[:n])
+    best = _iou(s, e, gt.starts[:n], gt.ends[:n])
     for part, rows in _ranks(n, gt.rank_rows):
-        iou = _iou(s[rows], e[rows], gt.starts[part], gt.ends[part], gt.lengths[part])
+        iou = _iou(s[rows], e[rows], gt.starts[part], gt.ends[part])
         best[rows] = np.maximum(best[rows], iou)
     return best
 
@@ -184,24 +201,31 @@ def _clip(preds, durations) -> tuple[np.ndarray, np.ndarray]:
     return s, e
 
 
+def _scored(preds: np.ndarray, gt: GroundTruth, protocol: Protocol):
+    """Prediction starts and ends as the protocol scores them (clipped or as given)."""
+    if protocol.clip_pred:
+        return _clip(preds, gt.durations)
+    return preds[:, 0].copy(), preds[:, 1].copy()
+
+
 _FAST_TYPES = {tuple, type(None), object}  # object: the missing-prediction sentinel
 
 
 def align_predictions(
     qids: Sequence[str], predictions: Mapping[str, object]
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Predictions in `qids` order as an (N, 2) float array (NaN rows: missing, None or not two
-    finite numbers) and the count of qids with no prediction at all."""
+    finite numbers) and a (N,) bool mask of the qids with no prediction at all."""
     from scenetg.eval.predictions import PredictionSet
 
     if isinstance(predictions, PredictionSet):  # what read_predictions gives: array lookups
         return predictions.rows(qids)
     n = len(qids)
     if len(predictions) == n and list(predictions) == qids:  # in annotation order, as written
-        values, n_missing = list(predictions.values()), 0  # by `scenetg ground`: no lookups
+        values, missing = list(predictions.values()), np.zeros(n, dtype=bool)  # by `ground`
     else:
         values = list(map(predictions.get, qids, repeat(_MISSING, n)))
-        n_missing = values.count(_MISSING)
+        missing = np.fromiter((v is _MISSING for v in values), bool, count=n)
     arr = None
     if set(map(type, values)) <= _FAST_TYPES:  # what read_predictions gives: tuples and None
         pairs = [v if v.__class__ is tuple else _NAN_PAIR for v in values]
@@ -214,7 +238,7 @@ def align_predictions(
     if arr is None:
         arr = np.array([_coerce(v) for v in values], dtype=np.float64).reshape(n, 2)
     arr[~np.isfinite(arr).all(axis=1)] = np.nan
-    return arr, n_missing
+    return arr, missing
 
 
 def _coerce(value) -> tuple[float, float]:
@@ -237,42 +261,67 @@ def metrics_from_arrays(
     strict: bool = False,
     thresholds: Sequence[float] = THRESHOLDS,
     bucket_edges: Sequence[float] = BUCKET_EDGES,
+    protocol: str | Protocol = "default",
+    missing: np.ndarray | None = None,
 ) -> dict:
-    """The metric dict from aligned predictions (N, 2) (NaN rows invalid) and a `GroundTruth`."""
+    """The metric dict from aligned predictions (N, 2) (NaN rows invalid), a `GroundTruth` and
+    the (N,) mask of qids with no prediction (None: none missing)."""
     _check_edges(bucket_edges)
-    s, e = _clip(preds, gt.durations)
+    protocol = _protocol_for(gt, protocol, strict)
+    s, e = _scored(preds, gt, protocol)
     iou = _gt_best_iou(s, e, gt)
     invalid = np.isnan(s)  # a NaN row stays NaN through clipping
+    if missing is None or protocol.denominator == "annotations":
+        counted = None
+    else:
+        counted = ~missing
+        iou[missing] = 0.0  # already 0 (NaN rows); explicit: they leave the sums below
     n_buckets = len(BUCKET_NAMES) + 1
     bucket = gt.buckets(bucket_edges)
 
     def per_bucket(values: np.ndarray) -> np.ndarray:
         return np.bincount(bucket, weights=values, minlength=n_buckets)
 
-    hits = [(iou > m) if strict else (iou >= m) for m in thresholds]
-    n_b = np.bincount(bucket, minlength=n_buckets)
+    hits = [(iou > m) if protocol.strict else (iou >= m) for m in thresholds]
+    n_all = gt.n if counted is None else int(np.count_nonzero(counted))
+    n_b = np.bincount(bucket, weights=counted, minlength=n_buckets).astype(np.int64)
     hits_b = [per_bucket(h) for h in hits]
     iou_b, invalid_b = per_bucket(iou), per_bucket(invalid)
 
     out = _summary(
-        gt.n,
+        n_all,
         [int(np.count_nonzero(h)) for h in hits],
         float(iou.sum()),
         int(np.count_nonzero(invalid)),
         thresholds,
     )
     out["empty"] = int(np.count_nonzero(s >= e))  # False for NaN
-    out["strict"] = bool(strict)
+    out["strict"] = protocol.strict
+    out["protocol"] = protocol.name
+    out["n_annotations"] = gt.n
+    out["degenerate_gt"] = gt.degenerate
     names = (*BUCKET_NAMES, UNKNOWN_BUCKET)
     out["breakdown"] = {
         name: _summary(
             int(n_b[b]), [int(h[b]) for h in hits_b], float(iou_b[b]), int(invalid_b[b]), thresholds
         )
         for b, name in enumerate(names)
-        if name != UNKNOWN_BUCKET or n_b[b]
+        if name != UNKNOWN_BUCKET or np.count_nonzero(bucket == b)
     }
     out["bucket_edges"] = [float(x) for x in bucket_edges]
+    out["protocol_rules"] = protocol.describe()
     return out
+
+
+def _protocol_for(gt: GroundTruth, protocol: str | Protocol, strict: bool) -> Protocol:
+    protocol = get_protocol(protocol, strict)
+    if protocol.clip_gt != gt.clip_gt:
+        raise ScenetgError(
+            f"protocol {protocol.name} clips GT windows {protocol.clip_gt!r}, but these GT arrays "
+            f"were built with {gt.clip_gt!r}: build them with GroundTruth.from_records(records, "
+            f"{protocol.name!r})"
+        )
+    return protocol
 
 
 def _check_edges(bucket_edges: Sequence[float]) -> None:
@@ -298,126 +347,75 @@ def compute_metrics(
     strict: bool = False,
     thresholds: Sequence[float] = THRESHOLDS,
     bucket_edges: Sequence[float] = BUCKET_EDGES,
+    protocol: str | Protocol = "default",
 ) -> dict:
-    """R1@m, mIoU and the breakdown for `predictions` (qid -> (start_s, end_s) | None).
+    """R1@m, mIoU and the breakdown for `predictions` (qid -> (start_s, end_s) | None), scored
+    as `protocol` says (`strict=True`: IoU > m on top of it).
 
-    Returns `{n, "R1@0.3", "R1@0.5", "R1@0.7", mIoU, invalid, missing, extra, empty, strict,
-    breakdown: {short|medium|long|unknown: {n, R1@m..., mIoU, invalid}}, bucket_edges}`;
-    percentages 0-100. `extra` counts predictions whose qid is in no record.
+    Returns `{n, "R1@0.3", "R1@0.5", "R1@0.7", mIoU, invalid, empty, strict, protocol,
+    n_annotations, degenerate_gt, missing, extra, breakdown: {short|medium|long|unknown: {n,
+    R1@m..., mIoU, invalid}}, bucket_edges, protocol_rules}`; percentages 0-100. `extra` counts
+    predictions whose qid is in no record; `degenerate_gt` the records with no GT window of
+    positive length (kept, IoU 0).
     """
-    gt = records if isinstance(records, GroundTruth) else GroundTruth.from_records(records)
-    preds, n_missing = align_predictions(gt.qids, predictions)
-    out = metrics_from_arrays(preds, gt, strict, thresholds, bucket_edges)
-    return _with_counts(out, gt.n, n_missing, len(predictions))
+    gt = (
+        records
+        if isinstance(records, GroundTruth)
+        else GroundTruth.from_records(records, get_protocol(protocol))
+    )
+    preds, missing = align_predictions(gt.qids, predictions)
+    out = metrics_from_arrays(preds, gt, strict, thresholds, bucket_edges, protocol, missing)
+    return _with_counts(out, gt.n, int(np.count_nonzero(missing)), len(predictions))
 
 
 def _with_counts(out: dict, n: int, n_missing: int, n_predictions: int) -> dict:
-    ordered = {k: out[k] for k in out if k != "breakdown" and k != "bucket_edges"}
+    tail = ("breakdown", "bucket_edges", "protocol_rules")
+    ordered = {k: out[k] for k in out if k not in tail}
     ordered["missing"] = n_missing
     ordered["extra"] = n_predictions - (n - n_missing)
-    ordered["breakdown"] = out["breakdown"]
-    ordered["bucket_edges"] = out["bucket_edges"]
+    ordered.update((k, out[k]) for k in tail)
     return ordered
 
 
-def reference_metrics_loop(
-    records: Sequence[GroundingRecord],
-    predictions: Mapping[str, object],
-    strict: bool = False,
-    thresholds: Sequence[float] = THRESHOLDS,
-    bucket_edges: Sequence[float] = BUCKET_EDGES,
-) -> dict:
-    """The same metrics as `compute_metrics`, one query at a time in plain Python, the way the
-    public reference scripts do it. For parity tests and the speed benchmark."""
-    if not records:
-        raise ScenetgError("no annotation records to evaluate")
-    _check_edges(bucket_edges)
-    names = (*BUCKET_NAMES, UNKNOWN_BUCKET)
-    acc = {
-        name: {"n": 0, "hits": [0] * len(thresholds), "iou": 0.0, "invalid": 0} for name in names
-    }
-    total = {"n": 0, "hits": [0] * len(thresholds), "iou": 0.0, "invalid": 0}
-    n_missing = n_empty = 0
-    for rec in records:
-        d = rec.duration_s
-        pred = predictions.get(rec.qid, _MISSING)
-        if pred is _MISSING:
-            n_missing += 1
-        s, e = _coerce(pred)
-        iou = 0.0
-        invalid = s != s  # NaN
-        if not invalid:
-            s, e = max(s, 0.0), max(e, 0.0)
-            if d is not None:
-                s, e = min(s, d), min(e, d)
-            if s >= e:
-                n_empty += 1
-            else:
-                for gs, ge in rec.windows:
-                    inter = min(e, ge) - max(s, gs)
-                    if inter > 0:
-                        value = inter / ((e - s) + (ge - gs) - inter)
-                        if value > iou:
-                            iou = value
-        if d is None:
-            name = UNKNOWN_BUCKET
-        else:
-            rel = max(ge - gs for gs, ge in rec.windows) / d
-            name = BUCKET_NAMES[sum(rel >= edge for edge in bucket_edges)]
-        for a in (total, acc[name]):
-            a["n"] += 1
-            a["iou"] += iou
-            a["invalid"] += invalid
-            for i, m in enumerate(thresholds):
-                if (iou > m) if strict else (iou >= m):
-                    a["hits"][i] += 1
-
-    def summary(a: dict) -> dict:
-        return _summary(a["n"], a["hits"], a["iou"], int(a["invalid"]), thresholds)
-
-    out = summary(total)
-    out["empty"] = n_empty
-    out["strict"] = bool(strict)
-    out["breakdown"] = {
-        name: summary(acc[name]) for name in names if name != UNKNOWN_BUCKET or acc[name]["n"]
-    }
-    out["bucket_edges"] = [float(x) for x in bucket_edges]
-    return _with_counts(out, len(records), n_missing, len(predictions))
-
-
-def format_markdown(metrics: dict) -> str:
-    """The metrics as a Markdown table: one row for all queries, one per length bucket."""
-    keys = [k for k in metrics if k.startswith("R1@")]
-    head = ["subset", "n", *keys, "mIoU", "invalid"]
-    edges = metrics.get("bucket_edges", list(BUCKET_EDGES))
-    labels = {
-        "short": f"short (GT < {edges[0]:g}·D)",
-        "medium": f"medium ({edges[0]:g}–{edges[1]:g}·D)",
-        "long": f"long (GT ≥ {edges[1]:g}·D)",
-        UNKNOWN_BUCKET: "unknown D",
-    }
-
-    def row(label: str, m: dict) -> str:
-        cells = [label, str(m["n"])]
-        cells += ["–" if m[k] is None else f"{m[k]:.2f}" for k in (*keys, "mIoU")]
-        cells.append(str(m["invalid"]))
-        return "| " + " | ".join(cells) + " |"
-
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
-        row("all", metrics),
-    ]
-    for name, sub in metrics.get("breakdown", {}).items():
-        lines.append(row(labels.get(name, name), sub))
-    return "\n".join(lines)
-
-
 def per_query_iou(
-    records: Sequence[GroundingRecord] | GroundTruth, predictions: Mapping[str, object]
+    records: Sequence[GroundingRecord] | GroundTruth,
+    predictions: Mapping[str, object],
+    protocol: str | Protocol = "default",
 ) -> np.ndarray:
     """Each record's IoU (N,) under the same rules as `compute_metrics` (invalid ⇒ 0)."""
-    gt = records if isinstance(records, GroundTruth) else GroundTruth.from_records(records)
+    protocol = get_protocol(protocol)
+    gt = (
+        records
+        if isinstance(records, GroundTruth)
+        else GroundTruth.from_records(records, protocol)
+    )
     preds, _ = align_predictions(gt.qids, predictions)
-    s, e = _clip(preds, gt.durations)
+    s, e = _scored(preds, gt, _protocol_for(gt, protocol, False))
     return _gt_best_iou(s, e, gt)
+
+
+def match_warnings(metrics: dict, predictions_name: object = "predictions") -> tuple[list[str], str | None]:
+    """What a user must hear about how predictions matched the annotations: one-line warnings
+    (missing and extra qids) and, when no prediction matched any annotation qid, the error to
+    stop with (scores of 0 would otherwise look like a model that failed every query)."""
+    n_ann = metrics.get("n_annotations", metrics["n"])
+    missing, extra = metrics.get("missing", 0), metrics.get("extra", 0)
+    matched = n_ann - missing
+    lines = []
+    if missing:
+        fate = (
+            "left out of the denominator"
+            if metrics.get("protocol_rules", {}).get("denominator") == "predictions"
+            else "scored IoU 0"
+        )
+        lines.append(f"{missing} of {n_ann} annotation queries have no prediction ({fate})")
+    if extra:
+        lines.append(f"{extra} predictions match no annotation qid (ignored)")
+    if matched == 0:
+        given = matched + extra
+        why = "the file is empty" if given == 0 else f"none of its {given} qids is an annotation qid"
+        return lines, (
+            f"{predictions_name}: no prediction matches the {n_ann} annotation queries ({why}); "
+            "are these the predictions for this benchmark?"
+        )
+    return lines, None

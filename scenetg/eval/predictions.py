@@ -45,19 +45,20 @@ class PredictionSet(Mapping):
     def __len__(self) -> int:
         return len(self._index)
 
-    def rows(self, qids: Sequence[str]) -> tuple[np.ndarray, int]:
+    def rows(self, qids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(len(qids), 2) predictions in `qids` order (NaN rows: none or missing) and the
-        count of qids with no prediction line at all."""
+        (len(qids),) mask of qids with no prediction line at all."""
         idx = np.fromiter(map(self._index.get, qids, repeat(-1)), np.int64, count=len(qids))
         padded = np.vstack([self.pairs, np.full((1, 2), np.nan)])  # row -1: missing
-        return padded[idx], int(np.count_nonzero(idx < 0))
+        return padded[idx], idx < 0
 
 
 def read_predictions(path: str | Path) -> PredictionSet:
     """qid (as a string, so int qids match the records') -> (start_s, end_s) or None.
 
     A `pred` that is null or not two finite numbers reads as None (an invalid prediction, IoU 0).
-    A line that is not a JSON object with a `qid` raises `ScenetgError("FILE:LINE: ...")`.
+    A line that is not a JSON object with a `qid`, or not UTF-8 text, raises
+    `ScenetgError("FILE:LINE: ...")`.
     Blank lines are skipped; when a qid repeats (an appended, resumed run) the last line wins.
     """
     p = Path(path)
@@ -67,7 +68,7 @@ def read_predictions(path: str | Path) -> PredictionSet:
     flat: list[float] = []
     nan_pair = (math.nan, math.nan)
     loads = json.loads
-    with p.open(encoding="utf-8") as fh:
+    with p.open("rb") as fh:  # bytes: a bad byte is reported with its line, not mid-buffer
         for line_no, line in enumerate(fh, start=1):
             try:
                 obj = loads(line)
@@ -77,6 +78,10 @@ def read_predictions(path: str | Path) -> PredictionSet:
                 raise ScenetgError(
                     f"{path}:{line_no}: invalid JSON: {exc.msg} (column {exc.colno})"
                 ) from None
+            except UnicodeDecodeError as exc:
+                from scenetg.eval.annotation_formats import not_utf8
+
+                raise not_utf8(f"{path}:{line_no}", exc) from None
             if obj.__class__ is not dict:
                 raise ScenetgError(
                     f"{path}:{line_no}: expected a JSON object with 'qid' and 'pred'"

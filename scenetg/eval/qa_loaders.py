@@ -7,8 +7,9 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,16 @@ DURATION_GROUP_EDGES_S = (240.0, 900.0)
 """Seconds-to-group edges, following Video-MME's groups (short < 2 min, medium 4–15 min,
 long 30–60 min) with the gaps closed: short < 4 min <= medium <= 15 min < long."""
 UNKNOWN_GROUP = "unknown"
+NO_ANSWER = -1
+"""`answer_index` of an item whose answer is not among its options (MLVU's `2_needle.json` has
+two): kept and scored wrong, as MLVU's own `choice_bench.py` scores it."""
 
 
 @dataclass
 class QARecord:
     """One multiple-choice question about video `video_id`; `options` are plain texts (no
-    letters), `answer_index` 0-based. `duration_group` is short/medium/long (or the file's own
+    letters), `answer_index` 0-based (`NO_ANSWER` when the file's answer is not among the
+    options: no choice matches it). `duration_group` is short/medium/long (or the file's own
     group label, or "unknown"); `duration_s` the file's duration when it gives one."""
 
     qid: str
@@ -37,6 +42,23 @@ class QARecord:
     answer_index: int
     duration_group: str
     duration_s: float | None = None
+
+
+@dataclass
+class QALoadReport:
+    """What `load_qa_report` kept that cannot be answered right, for one warning line."""
+
+    path: str
+    n_records: int = 0
+    no_answer: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = (
+            f"{self.path}: {self.no_answer} of {self.n_records} questions have an answer that is "
+            "not among their options; kept and scored wrong"
+        )
+        return text + "".join(f" (e.g. {e})" for e in self.examples[:2])
 
 
 # ----------------------------------------------------------------------------------- loaders
@@ -61,7 +83,12 @@ def _read_items(p: Path) -> list[tuple[str, dict]]:
 
         rows = pq.read_table(p).to_pylist()
         return [(f"{p}: row {i}", r) for i, r in enumerate(rows)]
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        from scenetg.eval.annotation_formats import not_utf8
+
+        raise not_utf8(str(p), exc) from None
     stripped = text.lstrip()
     if suffix == ".jsonl" or (suffix != ".json" and stripped.startswith("{") and "\n{" in stripped):
         items = []
@@ -106,6 +133,14 @@ def detect_qa_format(item: dict) -> str:
 
 
 def load_qa(path: str | Path, format: str = "auto") -> list[QARecord]:
+    """`load_qa_report`'s records; a Python warning when some cannot be answered right."""
+    records, report = load_qa_report(path, format)
+    if report.no_answer:
+        warnings.warn(report.summary(), stacklevel=2)
+    return records
+
+
+def load_qa_report(path: str | Path, format: str = "auto") -> tuple[list[QARecord], QALoadReport]:
     """Read a Video-MME, LongVideoBench or MLVU file (JSON list, JSONL or Parquet).
 
     - ``videomme``: rows ``video_id, duration (short|medium|long), question, options, answer``
@@ -118,7 +153,8 @@ def load_qa(path: str | Path, format: str = "auto") -> list[QARecord]:
       qid: ``id`` else ``"{video_id}_{i}"`` (i: position in the file).
     - ``mlvu``: ``video_name`` (or ``video``, extension dropped), ``question``, ``candidates``,
       ``answer`` (the option's text; a letter also works), ``duration`` (s). qid: ``question_id``
-      else ``"{video}_{i}"``.
+      else ``"{video}_{i}"``. An answer that is none of the candidates keeps the item with
+      ``NO_ANSWER`` (scored wrong, counted in the report), as MLVU's ``choice_bench.py`` does.
 
     Group: Video-MME's own label; otherwise from the duration in seconds (`duration_group`).
     Raises `ScenetgError("FILE: where: reason")` on malformed input or duplicate qids.
@@ -126,9 +162,10 @@ def load_qa(path: str | Path, format: str = "auto") -> list[QARecord]:
     p = Path(path)
     if not p.is_file():
         raise ScenetgError(f"{path}: QA file not found")
+    report = QALoadReport(str(path))
     items = _read_items(p)
     if not items:
-        return []
+        return [], report
     fmt = format.strip().lower().replace("-", "").replace("_", "") if format else "auto"
     fmt = {
         "auto": "auto",
@@ -147,16 +184,22 @@ def load_qa(path: str | Path, format: str = "auto") -> list[QARecord]:
     records: list[QARecord] = []
     for i, (where, item) in enumerate(items):
         try:
-            records.extend(reader(item, i))
+            got = reader(item, i)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             why = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ScenetgError(f"{where}: {why}") from None
+        for rec in got:
+            if rec.answer_index == NO_ANSWER:
+                report.no_answer += 1
+                report.examples.append(f"{where}: answer {item.get('answer')!r}")
+        records.extend(got)
     seen: set[str] = set()
     for rec in records:
         if rec.qid in seen:
             raise ScenetgError(f"{path}: duplicate question id {rec.qid!r}")
         seen.add(rec.qid)
-    return records
+    report.n_records = len(records)
+    return records, report
 
 
 _LETTER_PREFIX = re.compile(r"^\s*\(?([A-Za-z])[.):]\s*")
@@ -277,13 +320,17 @@ def _mlvu(item: dict, i: int) -> list[QARecord]:
     options = _options(item["candidates"])
     seconds = _seconds(item.get("duration"))
     qid = item.get("question_id")
+    try:
+        answer_index = _index_of(item["answer"], options)
+    except ValueError:  # not among the candidates: MLVU's choice_bench.py scores it wrong
+        answer_index = NO_ANSWER
     return [
         QARecord(
             qid=str(qid) if qid is not None else f"{video_id}_{i}",
             video_id=video_id,
             question=str(item["question"]).strip(),
             options=options,
-            answer_index=_index_of(item["answer"], options),
+            answer_index=answer_index,
             duration_group=duration_group(seconds),
             duration_s=seconds,
         )

@@ -13,6 +13,9 @@ class GroundingRecord:
 
     `qid` is what a predictions file refers to. `duration_s` is None when no file, metadata CSV or
     probe gave it (then nothing is clipped to it and the metrics put the query in bucket "unknown").
+    `windows` are clipped to [0, duration_s] (SceneTG's default; a window can be empty after
+    that: it is kept and scores IoU 0); `raw_windows` are the windows as the file wrote them when
+    clipping changed any (None: the same as `windows`), for protocols that score unclipped GT.
     """
 
     qid: str
@@ -20,6 +23,7 @@ class GroundingRecord:
     duration_s: float | None
     query: str
     windows: list[tuple[float, float]]
+    raw_windows: list[tuple[float, float]] | None = None
 
 
 @dataclass
@@ -29,16 +33,18 @@ class LoadReport:
     Rules, applied to each GT window in this order: start < 0 is clipped to 0, and an end after
     the video's duration is clipped to it (both counted in `windows_clipped`; an end past the
     duration by less than 1e-6 s is float noise, set to the duration without counting); a window
-    with start >= end after clipping is dropped (`windows_dropped`); a query left with no window
-    is dropped (`records_dropped`). Queries with no text are skipped (`records_skipped`).
+    with start >= end after clipping is kept (it scores IoU 0, as in every benchmark script) and
+    counted in `windows_degenerate`; `records_degenerate` counts queries with no window of
+    positive length. No query leaves the denominator for its window. Queries with no text are
+    skipped (`records_skipped`).
     """
 
     path: str
     format: str
     n_records: int = 0
     windows_clipped: int = 0
-    windows_dropped: int = 0
-    records_dropped: int = 0
+    windows_degenerate: int = 0
+    records_degenerate: int = 0
     records_skipped: int = 0
     missing_duration: int = 0
     examples: list[str] = field(default_factory=list)
@@ -52,8 +58,7 @@ class LoadReport:
     def has_issues(self) -> bool:
         return bool(
             self.windows_clipped
-            or self.windows_dropped
-            or self.records_dropped
+            or self.windows_degenerate
             or self.records_skipped
             or self.missing_duration
         )
@@ -63,10 +68,11 @@ class LoadReport:
         parts = [f"{self.path} ({self.format}): {self.n_records} queries"]
         if self.windows_clipped:
             parts.append(f"{self.windows_clipped} GT windows clipped to the video duration")
-        if self.windows_dropped:
-            parts.append(f"{self.windows_dropped} GT windows dropped (start >= end)")
-        if self.records_dropped:
-            parts.append(f"{self.records_dropped} queries dropped (no valid GT window)")
+        if self.windows_degenerate:
+            parts.append(
+                f"{self.windows_degenerate} GT windows of zero length (start >= end) kept; "
+                f"{self.records_degenerate} queries have no other window and score IoU 0"
+            )
         if self.records_skipped:
             parts.append(f"{self.records_skipped} queries skipped (no query text)")
         if self.missing_duration:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from scenetg.curate.workdir import write_bytes_atomic
-from scenetg.eval.metrics import THRESHOLDS
+from scenetg.eval.metrics import BUCKET_EDGES, THRESHOLDS, UNKNOWN_BUCKET
 
 
 @dataclass
@@ -55,22 +55,76 @@ def write_eval_report(results: Sequence[EvalResult], out_dir: Path, title: str =
     out = Path(out_dir)
     png = plot_iou_distribution(results, out / "iou_distribution.png")
     keys = [f"R1@{m:g}" for m in THRESHOLDS]
-    lines = [f"# {title}", "", "| benchmark | method | n | " + " | ".join(keys) + " | mIoU | invalid |",
-             "| --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: | ---: |"]
+    lines = [f"# {title}", "",
+             "| benchmark | method | protocol | n | " + " | ".join(keys) + " | mIoU | invalid | missing |",
+             "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: | ---: | ---: |"]
     for r in results:
         m = r.metrics
-        lines.append(f"| {r.benchmark} | {r.method} | {m['n']} | "
-                     + " | ".join(f"{m[k]:.2f}" for k in keys) + f" | {m['mIoU']:.2f} | {m['invalid']} |")
+        lines.append(f"| {r.benchmark} | {r.method} | {m.get('protocol', 'default')} | {m['n']} | "
+                     + " | ".join(_pct(m[k]) for k in keys)
+                     + f" | {_pct(m['mIoU'])} | {m['invalid']} | {m.get('missing', 0)} |")
     lines += ["", f"![IoU distribution]({png.name})", ""]
     for r in results:
+        rules = r.metrics.get("protocol_rules")
         lines += [f"## {r.benchmark} / {r.method}", "", f"Predictions: `{r.predictions}`", ""]
+        if rules:
+            lines += [f"Protocol: {rules['name']} (R1 counts IoU {rules['threshold']} m; GT clipped: "
+                      f"{rules['clip_gt']}; predictions clipped: {'yes' if rules['clip_pred'] else 'no'}; "
+                      f"denominator: {rules['denominator']}; as {rules['source']}).", ""]
         lines += ["| GT length / video | n | " + " | ".join(keys) + " | mIoU |",
                   "| --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: |"]
         for bucket, b in r.metrics.get("breakdown", {}).items():
             if not b or not b.get("n"):
                 continue
-            lines.append(f"| {bucket} | {b['n']} | " + " | ".join(f"{b[k]:.2f}" for k in keys) + f" | {b['mIoU']:.2f} |")
+            lines.append(f"| {bucket} | {b['n']} | " + " | ".join(_pct(b[k]) for k in keys) + f" | {_pct(b['mIoU'])} |")
         lines.append("")
     path = out / "report.md"
     write_bytes_atomic(path, "\n".join(lines).encode())
     return path
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def format_markdown(metrics: dict) -> str:
+    """The metrics as a Markdown table: one row for all queries, one per length bucket; then a
+    line naming the protocol and the missing / extra prediction counts."""
+    keys = [k for k in metrics if k.startswith("R1@")]
+    head = ["subset", "n", *keys, "mIoU", "invalid"]
+    edges = metrics.get("bucket_edges", list(BUCKET_EDGES))
+    labels = {
+        "short": f"short (GT < {edges[0]:g}·D)",
+        "medium": f"medium ({edges[0]:g}–{edges[1]:g}·D)",
+        "long": f"long (GT ≥ {edges[1]:g}·D)",
+        UNKNOWN_BUCKET: "unknown D",
+    }
+
+    def row(label: str, m: dict) -> str:
+        cells = [label, str(m["n"])]
+        cells += ["–" if m[k] is None else f"{m[k]:.2f}" for k in (*keys, "mIoU")]
+        cells.append(str(m["invalid"]))
+        return "| " + " | ".join(cells) + " |"
+
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        row("all", metrics),
+    ]
+    for name, sub in metrics.get("breakdown", {}).items():
+        lines.append(row(labels.get(name, name), sub))
+    notes = []
+    if "protocol" in metrics:
+        rules = metrics.get("protocol_rules", {})
+        notes.append(
+            f"protocol: {metrics['protocol']} (IoU {rules.get('threshold', '>=')} m, "
+            f"denominator: {rules.get('denominator', 'annotations')})"
+        )
+    if "missing" in metrics:
+        notes.append(f"missing predictions: {metrics['missing']}")
+        notes.append(f"extra predictions (qid in no annotation): {metrics['extra']}")
+    if metrics.get("degenerate_gt"):
+        notes.append(f"GT windows of zero length (kept, IoU 0): {metrics['degenerate_gt']}")
+    if notes:
+        lines += ["", "; ".join(notes)]
+    return "\n".join(lines)

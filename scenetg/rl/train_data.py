@@ -44,10 +44,10 @@ def grounding_messages(query: str, duration_s: float) -> list[dict]:
 
 
 def dataset_source(dataset: str) -> tuple[str, bool]:
-    """``(path or repo id, is_hub)``: ``hub:ORG/NAME`` is a Hub dataset; anything else is a path
-    (a relative path that does not exist is an error, never a Hub lookup)."""
+    """``(source, is_hub)``: ``hub:ORG/NAME`` is a Hub dataset (passed on as is, the loaders'
+    form); anything else is a path (one that does not exist is an error, never a Hub lookup)."""
     if dataset.startswith(HUB_PREFIX):
-        return dataset[len(HUB_PREFIX) :], True
+        return dataset, True
     path = Path(dataset).expanduser()
     if not path.exists():
         hint = "; run `make build` first" if path.name in ("dataset", "out") or "out" in path.parts else ""
