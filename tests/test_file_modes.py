@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_export import make_rows, write
 
 from scenetg.curate.workdir import write_json_atomic
+from tests.test_export import make_rows, write
 
 
 @pytest.fixture

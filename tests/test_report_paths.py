@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_export import make_rows, write
-
 from scenetg.curate import report
 from scenetg.curate.export import write_videos_table
 from scenetg.video import frames as frames_mod
 from scenetg.video.synthetic import write_synthetic_video
+from tests.test_export import make_rows, write
 
 
 def test_report_refuses_a_video_path_that_leaves_the_folder(tmp_path, monkeypatch):
@@ -33,4 +32,4 @@ def test_report_refuses_a_video_path_that_leaves_the_folder(tmp_path, monkeypatc
                         lambda path, *a, **k: opened.append(Path(path)) or real(path, *a, **k))
     page = report.write_report(out, videos).read_text()
     assert opened == [videos / "set" / "video 001.mp4"]
-    assert "skipped: video id &#x27;../../secret.mp4&#x27; leaves the videos folder" in page
+    assert "no thumbnails: video id &#x27;../../secret.mp4&#x27; leaves the videos folder" in page
