@@ -438,15 +438,18 @@ def demo(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Demo build config (default: the packaged pipelines/demo/build.yaml).")] = None,
     eval_config: Annotated[Path | None, typer.Option("--eval-config", help="Demo evaluation config (default: the packaged pipelines/demo/eval.yaml).")] = None,
     assets: Annotated[Path | None, typer.Option("--assets", help="Folder of real sample clips (default: ../shared/assets/videos when present).")] = None,
+    train_config: Annotated[Path | None, typer.Option("--train-config", help="Demo training config (default: the packaged pipelines/demo/train.yaml).")] = None,
 ) -> None:
-    """End-to-end offline run: sample videos + tiny models -> build -> ground -> eval -> report."""
-    from scenetg.demo import default_assets_dir, run_demo, run_demo_eval
+    """End-to-end offline run: sample videos + tiny models -> build -> train -> ground -> eval -> report."""
+    from scenetg.demo import default_assets_dir, run_demo, run_demo_eval, run_demo_train
     from scenetg.progress import rich_reporter
 
     with rich_reporter(console) as reporter:
         paths, summary = run_demo(out, config, assets or default_assets_dir(), reporter)
-        results, report = run_demo_eval(paths, out, eval_config, reporter)
+        trained = run_demo_train(paths, out, train_config, reporter)
+        results, report = run_demo_eval(paths, out, eval_config, reporter, trained=trained)
     _print_summary(summary, "scenetg demo: build")
+    out_console.print(f"\nTrained (GRPO, tiny model): {trained}  curves: {trained.parent / 'curves.png'}")
     out_console.print("\n" + report.read_text().split("\n\n![")[0], highlight=False)
     out_console.print(f"\nEvaluation report: {report} (IoU histogram: {report.parent / 'iou_distribution.png'})")
     out_console.print(f"\nDataset: {paths.dataset}")

@@ -37,6 +37,7 @@ class DemoPaths:
 
 DEMO_BUILD_CONFIG = resources.files("scenetg") / "demo_configs" / "build.yaml"
 DEMO_EVAL_CONFIG = resources.files("scenetg") / "demo_configs" / "eval.yaml"
+DEMO_TRAIN_CONFIG = resources.files("scenetg") / "demo_configs" / "train.yaml"
 
 
 def default_assets_dir() -> Path | None:
@@ -92,12 +93,36 @@ def run_demo(out: Path, config: Path | None, assets_dir: Path | None, reporter: 
     return paths, summary
 
 
-def run_demo_eval(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None):
-    """Ground the demo dataset's test split (tiny MLLM + the two baselines), score, report."""
+def run_demo_train(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None):
+    """A few GRPO steps of the tiny MLLM on the demo dataset's train split (every split when the
+    tiny corpus gave it none). Returns the trained model folder; a finished one is re-used."""
+    from scenetg.rl.config import load_train_config
+    from scenetg.rl.train import train
+
+    run = Path(out) / "train"
+    if (run / "final" / "config.json").is_file():
+        return run / "final"
+    has_train = any((paths.dataset / "data").glob("train-*.parquet"))
+    cfg = load_train_config(config or DEMO_TRAIN_CONFIG, {
+        "model": str(paths.models / "qwen"), "output_dir": str(run),
+        "data.dataset": str(paths.dataset), "data.video_root": str(paths.videos),
+        "data.split": "train" if has_train else None,
+    })
+    return train(cfg, reporter=reporter).final_dir
+
+
+def run_demo_eval(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None,
+                  trained: Path | None = None):
+    """Ground the demo dataset's test split (tiny MLLM, the trained one, the two baselines),
+    score, report."""
     from scenetg.eval.suite import load_eval_config, run_eval_suite
 
     models = {"model": str(paths.models / "qwen"), "clip_model": str(paths.models / "clip")}
     cfg = load_eval_config(config or DEMO_EVAL_CONFIG, {"out": str(Path(out) / "eval"), **models})
+    if trained is not None:
+        cfg.models["trained"] = str(trained)
+        cfg.methods.insert(1, "trained")
+        cfg.validate()
     # The test split can be empty on a tiny corpus (splits hash video ids): then use every split.
     has_test = any((paths.dataset / "data").glob("test-*.parquet"))
     for spec in cfg.benchmarks:

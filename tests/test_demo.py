@@ -24,7 +24,11 @@ def test_demo_runs_build_ground_eval_and_writes_the_report(tmp_path, assets, cap
     assert len(videos) == 6 and all(v["status"] == "ok" for v in videos)
     assert {"real/charades/3MSZA", "synthetic/garden vfr ü"} <= {v["video_id"] for v in videos}
     report = (out / "eval" / "report.md").read_text()
-    for method in ("model", "center", "clip"):
+    # GRPO ran a few steps on the demo's own dataset and its model was evaluated beside the others
+    assert (out / "train" / "final" / "config.json").is_file()
+    assert (out / "train" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((out / "train" / "metrics.jsonl").read_text().splitlines()) >= 4
+    for method in ("model", "trained", "center", "clip"):
         assert f"| {method} |" in report
         metrics = json.loads(next((out / "eval").rglob(f"{method}.metrics.json")).read_text())
         assert metrics["n"] >= 1

@@ -52,12 +52,18 @@ class EvalConfig:
     device: str = "auto"
     dtype: str = "auto"
     strict: bool = False
+    models: dict[str, str] = field(default_factory=dict)
+    """More MLLMs to compare, each a method of its own: ``{trained: out/train/final}`` and
+    ``methods: [model, trained, center]`` grounds with both the base and the trained model."""
     benchmarks: list[BenchmarkSpec] = field(default_factory=list)
 
     def validate(self) -> EvalConfig:
-        bad = [m for m in self.methods if m not in METHODS]
+        clash = sorted(set(self.models) & set(METHODS))
+        if clash:
+            raise ConfigError(f"models: {clash[0]!r} is a built-in method name; pick another")
+        bad = [m for m in self.methods if m not in METHODS and m not in self.models]
         if bad:
-            raise ConfigError(f"methods: unknown {bad}; choose from {list(METHODS)}")
+            raise ConfigError(f"methods: unknown {bad}; choose from {list(METHODS) + list(self.models)}")
         if "model" in self.methods and not self.model:
             raise ConfigError("method 'model' needs `model:` (HF id or folder)")
         if "clip" in self.methods and not self.clip_model:
@@ -123,6 +129,8 @@ def missing_inputs(cfg: EvalConfig) -> list[str]:
     checks = [("model", lambda: check_qwen_available(cfg.model, flag="`model:` (or --model)"))
               if "model" in cfg.methods else None,
               ("clip_model", lambda: check_clip_available(cfg.clip_model)) if "clip" in cfg.methods else None]
+    checks += [(f"models.{n}", lambda p=p, n=n: check_qwen_available(p, flag=f"models.{n}"))
+               for n, p in cfg.models.items() if n in cfg.methods]
     for name, check in filter(None, checks):
         try:
             check()
@@ -160,12 +168,17 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
                                           max_new_tokens=cfg.max_new_tokens)
     if "clip" in cfg.methods:
         models["clip"] = load_clip(cfg.clip_model, device=cfg.device)
+    for name, path in cfg.models.items():
+        if name in cfg.methods:
+            models[name] = QwenRunner.load(path, dtype=cfg.dtype, device=cfg.device,
+                                           max_new_tokens=cfg.max_new_tokens, flag=f"models.{name}")
     results = []
     for spec, records in benchmarks:
         for method in cfg.methods:
             preds_path = out / spec.name / f"{method}.jsonl"
             preds_path.parent.mkdir(parents=True, exist_ok=True)
-            ground(records, spec.videos, preds_path, method=method, model=models[method], fps=cfg.fps,
+            ground(records, spec.videos, preds_path, method="model" if method in cfg.models else method,
+                   model=models[method], fps=cfg.fps,
                    max_frames=cfg.max_frames, batch_size=cfg.batch_size, reporter=reporter,
                    dtype=cfg.dtype, device=cfg.device, max_new_tokens=cfg.max_new_tokens)
             predictions = read_predictions(preds_path)
