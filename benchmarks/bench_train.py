@@ -1,0 +1,155 @@
+"""GRPO training costs on this CPU, with the tiny Qwen2.5-VL (ratios measured side by side):
+
+- the token-aware KL loss (forward + backward of `VideoGRPOTrainer._compute_loss`) against TRL's
+  own `GRPOTrainer._compute_loss` on the same batch, video injected the same way;
+- the share of a training step spent generating rollouts;
+- a step with the frame cache warm against decoding every step (no cache).
+
+Real-size numbers (a lent GPU) are in benchmarks/gpu_results/ (`gpu_grpo_step.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _setup(root: Path, duration_s: float, max_frames: int):
+    from scenetg.models.tiny import make_tiny_qwen
+    from scenetg.video.synthetic import write_synthetic_video
+
+    videos = root / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    scenes = [duration_s / 4] * 4
+    lines = []
+    for i in range(2):
+        write_synthetic_video(videos / f"v{i}.mp4", scenes, fps=25, size=(320, 180), seed=i)
+        for j in range(2):
+            lines.append(json.dumps({"qid": f"q{i}{j}", "vid": f"v{i}", "duration": duration_s,
+                                     "query": f"scene {j}", "relevant_windows": [[j * scenes[0], (j + 1) * scenes[0]]]}))
+    (root / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return make_tiny_qwen(root / "tiny"), max_frames
+
+
+def _trainer(root: Path, model_dir: Path, max_frames: int, steps: int, cache: bool, out: str):
+    from scenetg.rl.config import train_config_from_dict
+    from scenetg.rl.train import build_trainer
+
+    cfg = train_config_from_dict({
+        "model": str(model_dir), "output_dir": str(root / out), "device": "cpu", "dtype": "float32",
+        "data": {"dataset": str(root / "train.jsonl"), "video_root": str(root / "videos")},
+        "sampling": {"fps": 2.0, "max_frames": max_frames, "max_side": 112},
+        "lora": {"enabled": False}, "kl": {"beta": 0.04, "beta_timestamp": 0.0},
+        "grpo": {"num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 16,
+                 "max_steps": steps, "save_strategy": "no", "report_to": "none", "seed": 0,
+                 "logging_steps": 1000},
+    })
+    trainer, _, _ = build_trainer(cfg)
+    if not cache:
+        trainer.frame_cache = None
+    return trainer
+
+
+def _timed(fn, bucket: list[float]):
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        out = fn(*a, **k)
+        bucket.append(time.perf_counter() - t)
+        return out
+    return wrapper
+
+
+def _loss_ratio(trainer, reps: int) -> dict:
+    from trl import GRPOTrainer
+
+    from scenetg.rl.trainer import VideoBatch
+
+    rows = list(trainer.train_dataset)
+    batch = trainer._generate_and_score_completions([r for r in rows for _ in range(4)][:8])
+    g = torch.Generator().manual_seed(0)
+    batch["advantages"] = torch.randn(8, generator=g)
+    width = batch["completion_ids"].shape[1]
+    batch["ref_per_token_logps"] = -3.0 + 0.5 * torch.randn(8, width, generator=g)
+    batch["timestamp_mask"] = torch.rand(8, width, generator=g) < 0.2  # some timestamp tokens
+    trainer.current_gradient_accumulation_steps = 1
+    trainer.model.train()
+
+    def ours():
+        return trainer._compute_loss(trainer.model, batch)
+
+    def stock():
+        trainer._video = VideoBatch(list(batch["pixel_values_videos"]), batch["video_grid_thw"],
+                                    batch["second_per_grid_ts"])
+        try:
+            return GRPOTrainer._compute_loss(trainer, trainer.model, batch)
+        finally:
+            trainer._video = None
+
+    times: dict[str, list[float]] = {"ours": [], "stock": []}
+    order = [("ours", ours), ("stock", stock)]
+    for rep in range(reps + 2):
+        for name, fn in order if rep % 2 == 0 else order[::-1]:
+            trainer.model.zero_grad(set_to_none=True)
+            t = time.perf_counter()
+            fn().backward()
+            if rep >= 2:  # two warm-up rounds
+                times[name].append(time.perf_counter() - t)
+    ours_s, stock_s = statistics.median(times["ours"]), statistics.median(times["stock"])
+    return {"ours_ms": 1000 * ours_s, "stock_ms": 1000 * stock_s, "ratio": ours_s / stock_s}
+
+
+def _steps(trainer) -> dict:
+    step, gen, videos = [], [], []
+    trainer.training_step = _timed(trainer.training_step, step)
+    trainer._generate_single_turn = _timed(trainer._generate_single_turn, gen)
+    trainer._sample_videos = _timed(trainer._sample_videos, videos)
+    trainer.train()
+    warm = slice(1, None)  # the first step fills the frame cache and warms everything up
+    return {"step_s": statistics.median(step[warm]), "generate_s": statistics.median(gen[warm]),
+            "frames_s": statistics.median(videos[warm])}
+
+
+def run(quick: bool = False) -> dict:
+    torch.set_num_threads(1)  # one thread: timings comparable on a shared 2-core machine
+    root = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    duration, frames = (20.0, 8) if quick else (60.0, 16)
+    model_dir, max_frames = _setup(root, duration, frames)
+    loss = _loss_ratio(_trainer(root, model_dir, max_frames, 1, True, "run_loss"), 5 if quick else 20)
+    steps = 4 if quick else 8
+    cached = _steps(_trainer(root, model_dir, max_frames, steps, True, "run_cached"))
+    decoded = _steps(_trainer(root, model_dir, max_frames, steps, False, "run_decoded"))
+    md = [
+        f"Tiny Qwen2.5-VL on CPU (1 torch thread); 2 videos of {duration:.0f} s (320×180, 25 fps), {max_frames} frames "
+        "each at 112 px, 2 prompts × 4 generations per step, 16 new tokens.",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| token-aware KL loss, forward + backward (median) | {loss['ours_ms']:.1f} ms |",
+        f"| TRL's own GRPO loss, same batch (median) | {loss['stock_ms']:.1f} ms |",
+        f"| **token-aware / stock** | **{loss['ratio']:.3f}×** (target ≤ 1.05×) |",
+        f"| training step, frame cache warm (median) | {cached['step_s'] * 1000:.0f} ms |",
+        f"| share of the step generating rollouts | {cached['generate_s'] / cached['step_s']:.0%} |",
+        f"| frames for the step: cache hit | {cached['frames_s'] * 1000:.1f} ms |",
+        f"| training step, decoding the videos every step | {decoded['step_s'] * 1000:.0f} ms |",
+        f"| frames for the step: decoded | {decoded['frames_s'] * 1000:.1f} ms |",
+        f"| **step with warm cache / step decoding** | **{cached['step_s'] / decoded['step_s']:.2f}×** |",
+    ]
+    return {
+        "loss_ratio": round(loss["ratio"], 3),
+        "generate_share": round(cached["generate_s"] / cached["step_s"], 3),
+        "cache_step_ratio": round(cached["step_s"] / decoded["step_s"], 3),
+        "frames_cached_ms": round(cached["frames_s"] * 1000, 1),
+        "frames_decoded_ms": round(decoded["frames_s"] * 1000, 1),
+        "markdown": "\n".join(md),
+    }
+
+
+if __name__ == "__main__":
+    result = run(quick=False)
+    print(result.pop("markdown"))
+    print(json.dumps(result, indent=2))
