@@ -9,8 +9,6 @@ the keys this project owns (``beta``, ``reward_weights``, ``output_dir``) live i
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from scenetg.config_fields import coerce_value
 from scenetg.errors import ConfigError
 from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
 from scenetg.rl.rewards import REWARD_NAMES
@@ -167,53 +166,11 @@ def _require(ok: bool, key: str, what: str, value: Any) -> None:
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """`value` converted to the type `hint` (a resolved annotation), or ConfigError naming `key`."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
-            return None
-        return _coerce(key, value, options[0])
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "yes", "on", "1"):
-            return True
-        if text in ("false", "no", "off", "0"):
-            return False
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-        if not math.isfinite(number) or number != int(number):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return int(number)
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return number
-    if hint is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+    """`value` as the annotation `hint`: nested sections recurse, scalars go through the
+    project's one coercion path (`scenetg.config_fields.coerce_value`: strict booleans, no NaN)."""
     if dataclasses.is_dataclass(hint):
         return _from_dict(hint, value, key)
-    return value
+    return coerce_value(key, value, hint)
 
 
 def _from_dict(cls: type, data: Any, where: str) -> Any:
