@@ -154,7 +154,19 @@ def iter_frames_at(
     max_side: int | None = None,
     seek: bool = True,
 ) -> Iterator[np.ndarray]:
-    """Yield the frame shown at each time of `times_s` (ascending).
+    """Yield the frame shown at each time of `times_s` (ascending); see `iter_frames_sized`."""
+    for (frame,) in iter_frames_sized(path, times_s, (max_side,), seek=seek):
+        yield frame
+
+
+def iter_frames_sized(
+    path: str | os.PathLike,
+    times_s: Sequence[float],
+    max_sides: Sequence[int | None],
+    seek: bool = True,
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Yield the frame shown at each time of `times_s` (ascending), once per size of `max_sides`
+    (a tuple per time), from one decode: two stages needing the same frames at two sizes share it.
 
     "Shown at t" is the last frame whose time is <= t (the first frame for t before it; the
     last frame for t past the end). Times far apart (more than a GOP) are reached by seeking to
@@ -162,7 +174,8 @@ def iter_frames_at(
     ``seek=False`` always streams). Decoding stops after the last requested time, and only the
     previous frame is held, so callers can stream long videos scene by scene. Frames are RGB
     uint8 HxWx3, upright (display matrix applied), scaled by swscale while converting so the
-    longer side is <= `max_side`.
+    longer side is <= its `max_sides` entry (each size converted from the decoded frame itself,
+    so a frame is byte-identical whichever other sizes are asked for).
     """
     times = [float(t) for t in times_s]
     if any(b < a for a, b in zip(times, times[1:], strict=False)):
@@ -176,19 +189,24 @@ def iter_frames_at(
     DECODE_STATS.passes += 1
     name = Path(path).name
     stream.thread_type = "AUTO"
-    out_w, out_h = scaled_size(stream.codec_context.width, stream.codec_context.height, max_side)
-    reformatter = VideoReformatter()
+    cw, ch = stream.codec_context.width, stream.codec_context.height
+    outs = [(scaled_size(cw, ch, side), VideoReformatter()) for side in max_sides]
     tb = Fraction(stream.time_base.numerator, stream.time_base.denominator)
 
-    def convert(frame: av.VideoFrame) -> np.ndarray:
-        rgb = reformatter.reformat(
-            frame, width=out_w, height=out_h, format="rgb24", interpolation=SCALE_FLAGS
+    def convert(frame: av.VideoFrame) -> tuple[np.ndarray, ...]:
+        return tuple(
+            upright(
+                fmt.reformat(
+                    frame, width=w, height=h, format="rgb24", interpolation=SCALE_FLAGS
+                ).to_ndarray(),
+                frame.rotation,
+            )
+            for (w, h), fmt in outs
         )
-        return upright(rgb.to_ndarray(), frame.rotation)
 
     pos = 0  # next request to serve
     prev: av.VideoFrame | None = None
-    prev_img: np.ndarray | None = None
+    prev_img: tuple[np.ndarray, ...] | None = None
     frames: Iterator[tuple[av.VideoFrame, int]] | None = None
     try:
         while pos < len(times):
