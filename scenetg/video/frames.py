@@ -134,9 +134,13 @@ def _seek_and_decode(
     at = keyframe_s
     while True:
         DECODE_STATS.seeks += 1
-        container.seek(
-            start + round(Fraction(max(at, 0.0)) / tb), stream=stream, backward=True, any_frame=False
-        )
+        try:
+            container.seek(
+                start + round(Fraction(max(at, 0.0)) / tb), stream=stream, backward=True,
+                any_frame=False,
+            )
+        except av.error.FFmpegError:
+            return None  # not seekable (e.g. a pipe): stream instead
         frames = decoded_frames(container, stream, name)
         first = next(frames, None)
         if first is None or first[0].pts is None:
@@ -217,6 +221,7 @@ def iter_frames_sized(
                     container.close()
                     container, stream = open_video(path)
                     stream.thread_type = "AUTO"
+                    DECODE_STATS.passes += 1
                     steps = [None] * len(times)
                 prev, prev_img = None, None
             if frames is None:
