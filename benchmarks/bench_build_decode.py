@@ -4,10 +4,8 @@ keyframes-once and seek-based sampling.
 One `scenetg build` (demo config, tiny offline models, CPU) of the 10-minute 1280x720 30 fps
 textured video of bench_sampling (2 s GOP), run in a subprocess once with the code of
 `BASE_COMMIT` (the main branch before these changes, extracted with `git archive`) and once
-with this tree. Frames decoded: shot detection decodes every frame in both (its decoder is
-unchanged: the video's frame count); the keyframe stages are counted by wrapping
-`scenetg.video.frames.decoded_frames`, which every frame-sampling pass decodes through in
-both versions. Same output is checked (the Parquet files are compared byte for byte).
+with this tree. Frames decoded are counted by wrapping `scenetg.video.frames.decoded_frames`,
+which shot detection and every frame-sampling pass decode through in both versions. Same output is checked (the Parquet files are compared byte for byte).
 """
 
 from __future__ import annotations
@@ -28,12 +26,14 @@ import json, sys, time
 root, videos, out, config, qwen, clip = sys.argv[1:]
 sys.path.insert(0, root)
 from scenetg.video import frames
-counted = [0, 0]
+counted = {"shots": [0, 0], "keyframes": [0, 0]}
 real = frames.decoded_frames
 def counting(*args, **kwargs):
-    counted[1] += 1
+    # Shot detection (shots.py) decodes through the same function, imported by name.
+    c = counted["shots" if sys._getframe(1).f_code.co_name == "_detection_frames" else "keyframes"]
+    c[1] += 1
     for item in real(*args, **kwargs):
-        counted[0] += 1
+        c[0] += 1
         yield item
 frames.decoded_frames = counting
 from scenetg.cli import main
@@ -41,7 +41,7 @@ t0 = time.perf_counter()
 code = main(["build", "--videos", videos, "--out", out, "--config", config,
              "--caption-model", qwen, "--clip-model", clip])
 print("RESULT " + json.dumps({"exit": code, "wall_s": time.perf_counter() - t0,
-                              "keyframe_frames": counted[0], "decode_runs": counted[1]}))
+                              "counted": counted}))
 """
 
 
@@ -94,16 +94,24 @@ def run(quick: bool = False) -> dict:
     t0 = time.perf_counter()
     before = _build(_base_tree(), video, work / "before", models)
     after = _build(ROOT, video, work / "after", models)
+    # Same stage results (scenes, captions, CLIP figures) and the same Parquet files where both
+    # wrote one (the base's export writes no audit shard when every query is dropped).
     same = all(
+        json.loads(p.read_text())["result"]
+        == json.loads((work / "before" / p.relative_to(work / "after")).read_text())["result"]
+        for p in (work / "after" / "work").rglob("*.json")
+    ) and all(
         (work / "before" / p.relative_to(work / "after")).read_bytes() == p.read_bytes()
         for p in (work / "after").rglob("*.parquet")
+        if (work / "before" / p.relative_to(work / "after")).exists()
     )
     rows = []
     for label, r in (("before (" + BASE_COMMIT + ")", before), ("after", after)):
+        shots, keys = r["counted"]["shots"], r["counted"]["keyframes"]
         rows.append({
             "version": label, "wall_s": round(r["wall_s"], 1),
-            "frames_shots": n_frames, "frames_keyframe_stages": r["keyframe_frames"],
-            "keyframe_passes": r["decode_runs"], "frames_total": n_frames + r["keyframe_frames"],
+            "frames_shots": shots[0] or n_frames, "frames_keyframe_stages": keys[0],
+            "keyframe_passes": keys[1], "frames_total": (shots[0] or n_frames) + keys[0],
         })
     md = (
         f"Whole `scenetg build` of a {minutes}-minute 1280x720 30 fps textured video (GOP 2 s), demo "
@@ -116,7 +124,9 @@ def run(quick: bool = False) -> dict:
             f"| {r['version']} | {r['frames_shots']} | {r['frames_keyframe_stages']} | "
             f"{r['keyframe_passes']} | {r['frames_total']} | {r['wall_s']} |\n"
         )
-    md += f"\nSame Parquet output before and after: {'yes' if same else 'NO'}.\n"
+    md += (
+        f"\nSame scenes, captions and CLIP figures before and after: {'yes' if same else 'NO'}.\n"
+    )
     return {
         "benchmark": "build decode work", "rows": rows, "identical_output": same,
         "seconds": round(time.perf_counter() - t0, 1), "markdown": md,
@@ -126,10 +136,13 @@ def run(quick: bool = False) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args(argv)
     result = run(args.quick)
     print(result["markdown"])
     print(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
