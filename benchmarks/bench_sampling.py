@@ -181,7 +181,7 @@ def _markdown(rows: list[dict], cross: list[dict]) -> str:
         out += (
             "\nCrossover (10-minute video, GOP 2 s): n frames spread evenly, streaming vs seeking "
             "at every time whose keyframe is ahead, and what the plan chose (it seeks when the gap "
-            "exceeds the measured keyframe spacing).\n\n"
+            "exceeds `SEEK_GAP_GOPS` x the measured keyframe spacing).\n\n"
             "| frames | gap (s) | streaming (s) | seek at every gap (s) | plan chose |\n"
             "|---:|---:|---:|---:|---|\n"
         )

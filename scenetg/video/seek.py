@@ -26,6 +26,12 @@ MIN_SKIP_S = 0.5
 """A seek must skip at least this much video: a seek flushes the decoder (and restarts its frame
 threads), which costs a few frames' worth of decoding."""
 
+SEEK_GAP_GOPS = 0.6
+"""Seek for a time when the gap since the previous one exceeds this many keyframe spacings.
+Measured (docs/BENCHMARKS.md, crossover table: 720p, 2 s GOP, 2 cores): seeking wherever a
+keyframe lies ahead beat streaming 1.7x at a 0.67-GOP gap and lost 1.3x at a 0.5-GOP gap (each
+seek restarts the decoder's frame threads); the break-even lies between the two."""
+
 SPACING_PACKETS = 3000
 """Demux at most this many packets from the start to measure keyframe spacing (100 s at 30 fps)."""
 
@@ -129,7 +135,7 @@ def plan_sampling(
         pos = 0.0  # how far streaming would have decoded when the next time is served
         for t in times_s:
             target = None
-            if spacing is not None and t - pos > max(spacing, MIN_SKIP_S):
+            if spacing is not None and t - pos > max(SEEK_GAP_GOPS * spacing, MIN_SKIP_S):
                 k = idx.keyframe_before(t)
                 if k is not None and k > pos + MIN_SKIP_S:
                     target = k
