@@ -19,6 +19,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 BENCHES = [
     ("Shot detection throughput", "bench_shots"),
+    ("Sparse frame sampling: seek vs stream", "bench_sampling"),
+    ("Decode work of a whole build", "bench_build_decode"),
     ("Peak memory of a build vs video length", "bench_memory"),
     ("Eval metrics throughput", "bench_eval"),
 ]
@@ -34,12 +36,34 @@ def _section(title: str, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _merge(existing: str, sections: list[str]) -> str:
+    """`existing` with its ``## Title`` sections replaced by (or, when new, inserted before the
+    GPU section as) the freshly written ones."""
+    parts = existing.split("\n## ")
+    head, olds = parts[0], ["## " + p for p in parts[1:]]
+    titles = [p.splitlines()[0] for p in olds]
+    for sec in sections:
+        title = sec.splitlines()[0]
+        if title in titles:
+            olds[titles.index(title)] = sec
+        else:
+            at = titles.index("## GPU") if "## GPU" in titles else len(olds)
+            olds.insert(at, sec)
+            titles.insert(at, title)
+    return "\n".join([head, *(o.rstrip("\n") + "\n" for o in olds)])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     ap.add_argument("--quick", action="store_true", help="smaller inputs (smoke run)")
-    ap.add_argument("--only", nargs="*", help="module names to run")
+    ap.add_argument("--only", nargs="*", help="module names to run; the other sections of --out are kept")
+    ap.add_argument(
+        "--results", nargs="*", default=[], metavar="MODULE=JSON",
+        help="use a benchmark's saved figures (its script's --out) instead of running it again",
+    )
     args = ap.parse_args()
+    saved = {m: Path(f) for m, f in (r.split("=", 1) for r in args.results)}
     import psutil
 
     head = [
@@ -58,16 +82,23 @@ def main() -> int:
             continue
         print(f"== {title}", flush=True)
         try:
-            result = importlib.import_module(module).run(quick=args.quick)
+            if module in saved:
+                result = json.loads(saved[module].read_text())
+            else:
+                result = importlib.import_module(module).run(quick=args.quick)
         except Exception:
             failed += 1
             traceback.print_exc()
             result = {"error": "benchmark failed; see the console output"}
         print(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2, default=str))
         sections.append(_section(title, result))
-    sections.append("## GPU\n\nReal-size model timings need a GPU machine; none is measured in this file.\n")
+    gpu = "## GPU\n\nReal-size model timings need a GPU machine; none is measured in this file.\n"
+    if args.only and args.out.is_file():
+        text = _merge(args.out.read_text(), sections)
+    else:
+        text = "\n".join([*head, *sections, gpu])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(head + sections))
+    args.out.write_text(text)
     print(f"wrote {args.out}")
     return 1 if failed else 0
 

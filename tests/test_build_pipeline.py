@@ -255,24 +255,19 @@ def test_ray_engine_with_the_default_config_finishes_and_equals_local(tmp_path, 
     assert err.strip().startswith("error: engine.caption_gpus: 1 actor(s) x 1 GPU need 1 GPU"), err
 
 
-def test_each_video_is_decoded_once_per_stage(tmp_path, tiny_models, monkeypatch):
-    """Captions and CLIP frames: one decode pass per video per stage, however many scenes."""
-    from scenetg.video import frames as frames_mod
+def test_each_video_is_decoded_once_per_build(tmp_path, tiny_models):
+    """Captions and CLIP frames: one keyframe decode pass per video, however many scenes; the
+    filter reads the frames the captions pass kept, and they are removed once it is done."""
+    from scenetg.video.seek import DECODE_STATS
 
-    calls: list[str] = []
-    real = frames_mod.iter_frames_at
-
-    def counting(path, times_s, max_side=None):
-        calls.append(Path(path).name)
-        return real(path, times_s, max_side=max_side)
-
-    monkeypatch.setattr(frames_mod, "iter_frames_at", counting)
     videos = tmp_path / "videos"
     _make_good_videos(videos, n=1)
+    DECODE_STATS.reset()
     assert main(_build_args(videos, tmp_path / "out", tiny_models)) == 0
     scenes = pq.read_table(tmp_path / "out" / "scenes.parquet").num_rows
     assert scenes >= 3
-    assert calls == ["alpha.mp4", "alpha.mp4"]  # captions stage, filter stage
+    assert DECODE_STATS.passes == 1  # the captions pass; the filter decodes nothing
+    assert not list((tmp_path / "out").rglob("filter-*.npy"))
 
 
 def test_resume_redoes_a_replaced_video_and_only_that_one(tmp_path, tiny_models, monkeypatch):

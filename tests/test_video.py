@@ -327,3 +327,55 @@ def test_delayed_start_times_from_stream_start(assets):
         assert np.array_equal(a, b)
     shifted = read_frames_at(_pysd(assets, "fades.mp4"), [t + 1.075 for t in times])
     assert not np.array_equal(delayed[2], shifted[2])
+
+
+# --- rotation (display matrix) ----------------------------------------------------------------
+
+
+def _write_rotated(path: Path, rotation: int) -> None:
+    """64x32 frames with a white top-left corner, written with a display matrix that turns them
+    `rotation` degrees counter-clockwise (-90 = a phone's ``rotate=90``, shown turned clockwise)."""
+    with av.open(str(path), mode="w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 32, "yuv420p"
+        s.set_display_rotation(rotation)
+        for i in range(5):
+            img = np.full((32, 64, 3), 40, np.uint8)
+            img[:8, :8] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+@pytest.mark.parametrize(
+    ("rotation", "shape", "corner"),
+    [
+        (-90, (64, 32), "top_right"),  # phone rotate=90: turned clockwise
+        (90, (64, 32), "bottom_left"),  # turned counter-clockwise
+        (180, (32, 64), "bottom_right"),
+        (0, (32, 64), "top_left"),
+    ],
+)
+def test_display_matrix_applied(tmp_path, rotation, shape, corner):
+    """Frames come out upright (as players show them) and probe reports the displayed size."""
+    path = tmp_path / f"rot{rotation}.mp4"
+    _write_rotated(path, rotation)
+    with av.open(str(path)) as c:  # the fixture really carries the display matrix
+        assert next(c.decode(video=0)).rotation % 360 == rotation % 360
+    info = probe_video(path)
+    assert (info.height, info.width) == shape
+    for seek in (True, False):
+        (frame,) = read_frames_at(path, [0.25], seek=seek)
+        assert frame.shape == (*shape, 3)
+        h, w = shape
+        corners = {
+            "top_left": frame[:4, :4], "top_right": frame[:4, w - 4 :],
+            "bottom_left": frame[h - 4 :, :4], "bottom_right": frame[h - 4 :, w - 4 :],
+        }
+        bright = {k for k, v in corners.items() if v.mean() > 200}
+        assert bright == {corner}
+    (small,) = read_frames_at(path, [0.25], max_side=32)
+    assert small.shape == (shape[0] // 2, shape[1] // 2, 3)

@@ -18,7 +18,7 @@ from typing import Any
 from rich.markup import escape
 
 from scenetg.config import BuildConfig, build_config_from_dict
-from scenetg.curate import stages
+from scenetg.curate import keyframes, stages
 from scenetg.curate.workdir import (
     FORMAT_VERSION,
     VideoJob,
@@ -210,10 +210,19 @@ class Build:
 
         def run() -> dict[str, Any]:
             captioner = self.models.captioner
+            # The same decode pass keeps the filter's frames (one keyframe pass per video).
+            request = keyframes.filter_request(
+                shots["scenes"], self.cfg.filter.frames_per_scene, self.cfg.filter.clip_model,
+                self.models._clip,
+            )
+            kept: list = []
             texts = stages.run_captions(
                 job.path, shots["scenes"], captioner, self.cfg, cache,
                 on_scenes_done=lambda n: self.reporter.advance("captions", n),
+                keep_filter_frames=(*request, kept) if request else None,
             )
+            if request and kept and len(kept) == len(request[0]):
+                keyframes.KeyframeStore(self._keyframes_dir(job)).save(job.path, *request, kept)
             return {"model": captioner.model_name, "captions": texts}
 
         result = self._timed("captions", run)
@@ -226,14 +235,24 @@ class Build:
         if cached is not None:
             return cached
 
+        store = keyframes.KeyframeStore(self._keyframes_dir(job))
+
         def run() -> dict[str, Any]:
             clip = self.models.clip
-            figures = stages.run_filter(job.path, shots["scenes"], captions["captions"], clip, self.cfg)
+            request = keyframes.filter_request(shots["scenes"], self.cfg.filter.frames_per_scene, "", clip)
+            stored = store.load(job.path, *request) if request else None
+            figures = stages.run_filter(
+                job.path, shots["scenes"], captions["captions"], clip, self.cfg, stored_frames=stored
+            )
             return {"clip_model": clip.name, "figures": figures}
 
         result = self._timed("filter", run)
         self.work.write_stage(job.key, "filter", fp, result)
+        store.clear()  # only the filter reads them; a re-filter decodes again
         return result
+
+    def _keyframes_dir(self, job: VideoJob) -> Path:
+        return self.work.video_dir(job.key) / "keyframes"
 
     def stored_results(self, job: VideoJob) -> tuple[dict | None, dict | None, dict | None]:
         """The video's current shots, captions and filter results (None where missing/stale)."""

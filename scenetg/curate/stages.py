@@ -1,7 +1,8 @@
 """Per-video stage functions: shots+scenes, captions, ambiguity filter.
 
 Each takes one video and the models it needs, and returns JSON-able results; engines decide where
-they run, `pipeline.py` decides what is cached. Each decodes the video at most once.
+they run, `pipeline.py` decides what is cached. Each decodes the video at most once, and the
+filter not at all when the captions pass kept its frames (`keyframes.py`).
 """
 
 from __future__ import annotations
@@ -128,8 +129,13 @@ def run_captions(
     cfg: BuildConfig,
     cache: CaptionCache,
     on_scenes_done: ProgressFn | None = None,
+    keep_filter_frames: tuple[list[float], int, list[np.ndarray]] | None = None,
 ) -> list[str]:
-    """One caption per scene; cached scenes are not decoded or captioned again."""
+    """One caption per scene; cached scenes are not decoded or captioned again.
+
+    `keep_filter_frames` = (times, side, out): the same decode pass also appends the filter's
+    frames at those times and size to `out` (`keyframes.py`: one keyframe pass per video).
+    """
     from scenetg.curate.captions import SceneFrames
 
     todo = [s for s in scenes if cache.get(s) is None]
@@ -147,9 +153,15 @@ def run_captions(
         batch.clear()
 
     if todo:
-        groups = _scene_frame_groups(
-            path, [s["keyframe_times"] for s in todo], cfg.captions.max_frame_side
-        )
+        caption_times = [s["keyframe_times"] for s in todo]
+        if keep_filter_frames is not None:
+            from scenetg.curate.keyframes import caption_groups_keeping_filter_frames
+
+            groups = caption_groups_keeping_filter_frames(
+                path, caption_times, cfg.captions.max_frame_side, *keep_filter_frames
+            )
+        else:
+            groups = _scene_frame_groups(path, caption_times, cfg.captions.max_frame_side)
         for pos, frames in groups:
             scene = todo[pos]
             batch.append((scene, SceneFrames(
@@ -162,18 +174,31 @@ def run_captions(
 
 
 def run_filter(
-    path: Path, scenes: list[dict[str, Any]], captions: list[str], clip: Any, cfg: BuildConfig
+    path: Path,
+    scenes: list[dict[str, Any]],
+    captions: list[str],
+    clip: Any,
+    cfg: BuildConfig,
+    stored_frames: list[np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
-    """CLIP ambiguity filter for one video's queries: one figure set per scene's query."""
+    """CLIP ambiguity filter for one video's queries: one figure set per scene's query.
+
+    `stored_frames`: the frames the captions pass kept (`keyframes.py`), in time order; without
+    them the video is decoded here.
+    """
     from scenetg.curate.ambiguity import filter_queries, scene_embedding
-    from scenetg.video.frames import sample_times
+    from scenetg.curate.keyframes import filter_frame_side, filter_times
 
     k = cfg.filter.frames_per_scene
-    times = [sample_times(s["start_s"], s["end_s"], k) for s in scenes]
+    times = filter_times(scenes, k)
     scene_embs = [None] * len(scenes)
     # Image side: CLIP's preprocess resizes to its own input size; decode no larger than needed.
-    side = max(224, int(getattr(clip, "image_size", 224)))
-    for pos, frames in _scene_frame_groups(path, times, side):
+    side = filter_frame_side(getattr(clip, "image_size", 224))
+    if stored_frames is not None:
+        groups = ((i, stored_frames[i * k : (i + 1) * k]) for i in range(len(scenes)))
+    else:
+        groups = _scene_frame_groups(path, times, side)
+    for pos, frames in groups:
         scene_embs[pos] = scene_embedding(clip.encode_images(frames))
     text_emb = clip.encode_text([c if c.strip() else " " for c in captions])
     figures = filter_queries(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 """Bump when the stored layout or the decoder's output changes, so old entries are not read."""
 
 

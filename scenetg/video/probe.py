@@ -30,7 +30,9 @@ class VideoInfo:
     ``index / fps``); ``n_frames`` the stream's frame count from the container index when it
     has one (MP4/MOV), otherwise ``round(duration_s * fps)``, an estimate (MKV, WebM, AVI);
     ``start_offset_s`` the stream's start time in the file (edit lists, delayed starts), which
-    every SceneTG time is measured from.
+    every SceneTG time is measured from. ``width``/``height`` are the displayed size: a stream
+    with a quarter-turn display matrix (phone videos) has them swapped from the coded size, as
+    its frames come out upright (`scenetg.video.frames`).
     """
 
     path: str
@@ -142,18 +144,24 @@ def _tail_end_s(
 
 def _count_decodable_frames(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, limit: int
-) -> int:
-    """Decode from the start (of a freshly opened container) until `limit` frames came out."""
-    n = 0
+) -> tuple[int, int]:
+    """Decode from the start (of a freshly opened container) until `limit` frames came out.
+
+    Returns the count and the first frame's display rotation (degrees counter-clockwise, from
+    its display matrix; 0 without one).
+    """
+    n, rotation = 0, 0
     for packet in container.demux(stream):
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
             continue
+        if frames and n == 0:
+            rotation = int(round(frames[0].rotation or 0))
         n += len(frames)
         if n >= limit:
             break
-    return n
+    return n, rotation
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -181,7 +189,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         if stream.duration and stream.duration > 0 and tb:
             declared_s = float(stream.duration * tb)
 
-        n_decoded = _count_decodable_frames(container, stream, limit=2)
+        n_decoded, rotation = _count_decodable_frames(container, stream, limit=2)
+        if round(rotation / 90) % 2:  # a quarter turn: the displayed picture is portrait
+            width, height = height, width
         if n_decoded == 0:
             raise _fail(p, "no decodable video frames (truncated or corrupt file)")
         if n_decoded == 1:
