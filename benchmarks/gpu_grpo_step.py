@@ -8,6 +8,13 @@ pre-filled `FrameCache` (no PyAV on the GPU machine). Reports per-step wall time
 generating rollouts, and peak GPU memory, as JSON.
 
     python benchmarks/gpu_grpo_step.py --out result.json [--steps 3] [--new-tokens 128]
+
+The GPU machine lacks trl, datasets and a recent transformers: bring this venv's versions as
+cp312 wheels (no torch), e.g. `pip download --no-deps --python-version 3.12 --only-binary=:all:
+--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d
+.cache/gpu_wheels transformers==X trl==1.16.0 datasets==X peft==X accelerate==X ...` (the full
+list: every dependency of those not already on the machine), then `pip install --no-deps
+--target /tmp/site .cache/gpu_wheels/*.whl` there and put /tmp/site first on PYTHONPATH.
 """
 
 from __future__ import annotations

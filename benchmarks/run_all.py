@@ -23,7 +23,30 @@ BENCHES = [
     ("Decode work of a whole build", "bench_build_decode"),
     ("Peak memory of a build vs video length", "bench_memory"),
     ("Eval metrics throughput", "bench_eval"),
+    ("GRPO training step (CPU, tiny model)", "bench_train"),
 ]
+GPU_RESULTS = ROOT / "benchmarks" / "gpu_results"
+
+
+def _gpu_section() -> str:
+    """Results of the GPU scripts, saved as JSON in benchmarks/gpu_results/ with their command
+    (a GPU is lent only sometimes: these are not re-measured by `make bench`)."""
+    lines = ["## GPU", ""]
+    files = sorted(GPU_RESULTS.glob("*.json")) if GPU_RESULTS.is_dir() else []
+    if not files:
+        return "\n".join(lines + ["Real-size model timings need a GPU machine; none is recorded.", ""])
+    for f in files:
+        doc = json.loads(f.read_text())
+        lines += [f"### {doc['title']}", ""]
+        for run in doc["runs"]:
+            lines += [f"{run['device']}, {run['date']}, torch {run['torch']}: `{run['command']}`", "",
+                      "| figure | value |", "| --- | --- |"]
+            lines += [f"| {k} | {v} |" for k, v in run.items()
+                      if k not in ("device", "date", "torch", "command")]
+            lines.append("")
+        if doc.get("notes"):
+            lines += [doc["notes"], ""]
+    return "\n".join(lines)
 
 
 def _section(title: str, result: dict) -> str:
@@ -92,9 +115,9 @@ def main() -> int:
             result = {"error": "benchmark failed; see the console output"}
         print(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2, default=str))
         sections.append(_section(title, result))
-    gpu = "## GPU\n\nReal-size model timings need a GPU machine; none is measured in this file.\n"
+    gpu = _gpu_section()
     if args.only and args.out.is_file():
-        text = _merge(args.out.read_text(), sections)
+        text = _merge(args.out.read_text(), [*sections, gpu])
     else:
         text = "\n".join([*head, *sections, gpu])
     args.out.parent.mkdir(parents=True, exist_ok=True)
