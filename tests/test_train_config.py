@@ -26,6 +26,7 @@ def test_strings_from_yaml_become_their_types():
         ({"rewards": {"iou": -1}}, "rewards.iou: must be >= 0"),
         ({"grpo": {"beta": 0.1}}, "grpo.beta: set it as kl.beta"),
         ({"grpo": {"use_liger_kernel": True}}, "grpo.use_liger_kernel"),
+        ({"grpo": {"use_vllm": True}}, "grpo.use_vllm: TRL 1.16 hands vLLM images only"),
         ({"kl": {"gamma": 1}}, "unknown config key kl.gamma"),
         ({"data": "out"}, "data: expected a mapping"),
     ],

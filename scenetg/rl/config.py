@@ -149,6 +149,11 @@ class TrainConfig:
         for key in self.grpo:
             if key in OWNED_GRPO_KEYS:
                 raise ConfigError(f"grpo.{key}: set it as {OWNED_GRPO_KEYS[key]} instead")
+        if self.grpo.get("use_vllm") not in (None, False, "false", "False", 0):
+            raise ConfigError(
+                "grpo.use_vllm: TRL 1.16 hands vLLM images only, so rollouts would not see the "
+                "video; not supported yet (rollouts use transformers generate)"
+            )
         if self.grpo.get("use_liger_kernel"):
             raise ConfigError("grpo.use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
         return self
