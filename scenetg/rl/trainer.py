@@ -82,7 +82,11 @@ class TokenBeta(float):
         return obj
 
     def __mul__(self, other):
-        if isinstance(other, torch.Tensor) and other.shape == self.coeff.shape:
+        if isinstance(other, torch.Tensor) and other.dim() == 2:
+            if other.shape != self.coeff.shape:  # never fall back to plain β silently
+                raise RuntimeError(
+                    f"per-token KL {tuple(other.shape)} vs timestamp mask {tuple(self.coeff.shape)}"
+                )
             self.kl = other.detach()
             return self.coeff.to(other.device, other.dtype) * other
         return float(self) * other
