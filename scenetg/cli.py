@@ -202,7 +202,7 @@ def inspect(
     """Dataset statistics (tables), consistency checks, and an HTML report with plots and thumbnails."""
     import json
 
-    from scenetg.curate.publish import dataset_problems
+    from scenetg.curate.dataset_checks import dataset_problems
     from scenetg.curate.report import dataset_stats, load_tables, stats_tables, write_report
     from scenetg.curate.workdir import WorkDir
 

@@ -112,12 +112,11 @@ QUERY_COLUMN_DOCS = {
 }
 
 _SHARD_RE = re.compile(r"^(?:train|validation|test|queries)-\d{5}-of-\d{5}\.parquet$")
-_SHARD_PARTS = re.compile(r"^(?P<split>[a-z]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$")
 _TEMP_RE = re.compile(r"^\..+\.tmp$")
 STAGING = ".export-staging"
 """New shards and card are written here, then swapped into OUT (`swap_in`)."""
 INCOMPLETE = ".export-incomplete"
-"""Present while a swap is under way: a killed export leaves it, and validation reports it."""
+"""Present while a swap is under way: a killed export leaves it, and `dataset_problems` reports it."""
 
 
 # ----- ids and splits ---------------------------------------------------------------------------
@@ -261,8 +260,8 @@ def write_dataset(
 
     ``sample_id`` / ``split`` are computed where a row lacks them. Everything is written into
     ``OUT/.export-staging`` first and then swapped in (`swap_in`), so a kill or a full disk
-    leaves the previous dataset whole (or, mid-swap, a marker that `validate_dataset_files`
-    reports), never old and new shards side by side. Returns the written paths by split name,
+    leaves the previous dataset whole (or, mid-swap, a marker that
+    `dataset_checks.dataset_problems` reports), never old and new shards side by side. Returns the written paths by split name,
     plus ``"audit"`` and ``"card"``.
     """
     cfg.validate()
@@ -309,47 +308,6 @@ def write_dataset(
     written = {name: [out / rel for rel, _ in items] for name, items in planned.items()}
     written["card"] = [out / "README.md"]
     return written
-
-
-def unfinished_export_problem(out_dir: str | Path) -> str | None:
-    """One line when OUT holds the marker of an export killed mid-swap, else None."""
-    out = Path(out_dir)
-    if (out / INCOMPLETE).exists():
-        return (f"{out}: the last export did not finish; "
-                f"re-run `scenetg build --resume` (or `scenetg export {out}`)")
-    return None
-
-
-def validate_dataset_files(out_dir: str | Path) -> list[str]:
-    """Problems with OUT's shard files, one line each (empty: fine): an export that did not
-    finish, shards of one split that disagree on ``-of-N`` or miss an index (old and new
-    shards mixed), and duplicate ``sample_id``s. Used by `scenetg inspect` and `publish`."""
-    out = Path(out_dir)
-    problems = [p for p in [unfinished_export_problem(out)] if p]
-    resume = f"re-run `scenetg build --resume` (or `scenetg export {out}`)"
-    for folder in ("data", "audit"):
-        groups: dict[str, list[tuple[int, int]]] = {}
-        for p in sorted((out / folder).glob("*.parquet")):
-            m = _SHARD_PARTS.match(p.name)
-            if m:
-                groups.setdefault(m["split"], []).append((int(m["i"]), int(m["n"])))
-        for split, parts in sorted(groups.items()):
-            totals = sorted({n for _, n in parts})
-            if len(totals) > 1 or sorted(i for i, _ in parts) != list(range(totals[0])):
-                problems.append(f"{out / folder}: {split} shards do not form one set "
-                                f"({len(parts)} file(s), -of-{', -of-'.join(f'{n:05d}' for n in totals)}); {resume}")
-        files = sorted((out / folder).glob("*.parquet"))
-        if files:
-            try:
-                ids = pa.concat_arrays([pq.read_table(f, columns=["sample_id"]).column(0).combine_chunks()
-                                        for f in files])
-            except (OSError, KeyError, pa.ArrowException) as exc:
-                problems.append(f"{out / folder}: unreadable shard ({type(exc).__name__}); {resume}")
-                continue
-            n_dupes = len(ids) - len(ids.unique())
-            if n_dupes:
-                problems.append(f"{out / folder}: {n_dupes} duplicate sample_id(s); {resume}")
-    return problems
 
 
 # ----- dataset card -----------------------------------------------------------------------------
