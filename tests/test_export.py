@@ -282,7 +282,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monk
         original(self, table, *args, **kwargs)  # some bytes reach the temp file
         raise OSError("disk full")
 
-    monkeypatch.setattr(export.pq.ParquetWriter, "write_table", fail_midway)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         write_table_atomic(pa.table({"x": pa.array([9] * 100, pa.int64())}), path)
     monkeypatch.undo()
