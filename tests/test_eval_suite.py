@@ -72,3 +72,14 @@ def test_unknown_protocol_is_a_one_line_error_naming_the_key(suite_dir, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and key in err[0] and "moment_detr, univtg" in err[0]
     assert not (suite_dir / "out").exists()
+
+
+def test_suite_report_and_plot_are_reproducible(suite_dir):
+    """A re-run (predictions resumed) writes the same report.md and IoU histogram bytes."""
+    write_config(suite_dir, "protocol: 2d_tan\n")
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 0
+    files = [suite_dir / "out" / "report.md", suite_dir / "out" / "iou_distribution.png"]
+    first = [f.read_bytes() for f in files]
+    assert first[1][:8] == b"\x89PNG\r\n\x1a\n" and b"matplotlib" not in first[1]
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 0
+    assert [f.read_bytes() for f in files] == first
