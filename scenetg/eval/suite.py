@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from scenetg.config_fields import read_config_mapping
 from scenetg.curate.workdir import write_json_atomic
 from scenetg.errors import ConfigError, ModelError, ScenetgError
 from scenetg.progress import Reporter
@@ -104,12 +103,7 @@ def _protocol_name(key: str, value: object) -> str:
 
 
 def load_eval_config(path: Path | None, overrides: dict[str, Any] | None = None) -> EvalConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"{path}: config file not found")
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    data = read_config_mapping(path, {k: v for k, v in (overrides or {}).items() if v is not None})
     known = {f.name for f in dataclasses.fields(EvalConfig)}
     unknown = set(data) - known
     if unknown:
