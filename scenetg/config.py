@@ -5,15 +5,12 @@ The resolved config is written into ``OUT/manifest.json`` so every output says h
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from scenetg.config_fields import coerce_fields, coerce_float, coerce_value
+from scenetg.config_fields import coerce_fields, coerce_float, coerce_value, read_config_mapping
 from scenetg.errors import ConfigError
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi")
@@ -247,21 +244,7 @@ def load_build_config(
 
     `overrides` maps dotted keys to values, e.g. ``{"captions.model": "/models/qwen"}``.
     """
-    data: dict[str, Any] = copy.deepcopy(base) if base else {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML ({exc.__class__.__name__})") from exc
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+    data = read_config_mapping(path, overrides, base)
     return _from_dict(BuildConfig, data, "").validate()
 
 

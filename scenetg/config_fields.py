@@ -1,4 +1,7 @@
-"""Coercing config values to their declared types, with ranges, naming the key on failure.
+"""Reading config files and coercing their values to the declared types, naming the key on failure.
+
+`read_config_mapping` is the one reader of a YAML config (build, train, eval-suite): a one-line
+error for a missing, non-UTF-8 or invalid file, then dotted-key overrides from the command line.
 
 YAML and command lines give strings where numbers were meant and ``"false"`` where a boolean was
 meant (``bool("false")`` is True). Each function converts one value or raises `ConfigError` with
@@ -16,11 +19,15 @@ from its type hints plus bounds in the field's metadata (TRL's ``__post_init__``
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from scenetg.errors import ConfigError
 
@@ -146,3 +153,37 @@ def coerce_fields(obj: Any, section: str = "") -> None:
             continue
         key = f"{section}.{f.name}" if section else f.name
         setattr(obj, f.name, coerce_value(key, value, hints[f.name], f.metadata))
+
+
+def read_config_mapping(
+    path: str | Path | None,
+    overrides: typing.Mapping[str, Any] | None = None,
+    base: typing.Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The mapping in the YAML file `path` (None: a copy of `base`, else empty) with dotted-key
+    `overrides` applied (``{"captions.model": "/m"}`` sets ``captions: {model: /m}``).
+
+    ConfigError (one line, naming the file) for a missing file, a file that is not UTF-8 or not
+    YAML, or a top level that is not a mapping.
+    """
+    data: dict[str, Any] = copy.deepcopy(dict(base)) if base else {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not UTF-8 text") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+        data = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return data

@@ -12,6 +12,7 @@ import yaml
 
 from scenetg.config import ExportConfig
 from scenetg.curate import export
+from scenetg.curate.dataset_checks import dataset_problems
 from scenetg.curate.export import (
     AUDIT_SCHEMA,
     QUERY_SCHEMA,
@@ -281,7 +282,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path, monk
         original(self, table, *args, **kwargs)  # some bytes reach the temp file
         raise OSError("disk full")
 
-    monkeypatch.setattr(export.pq.ParquetWriter, "write_table", fail_midway)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", fail_midway)
     with pytest.raises(OSError, match="disk full"):
         write_table_atomic(pa.table({"x": pa.array([9] * 100, pa.int64())}), path)
     monkeypatch.undo()
@@ -331,7 +332,7 @@ def test_reexport_failing_midway_leaves_the_old_dataset_whole(tmp_path: Path, mo
         write(tmp_path, rows, rows_per_shard=2)
     monkeypatch.undo()
     assert dataset_files(tmp_path) == before
-    assert export.validate_dataset_files(tmp_path) == []
+    assert dataset_problems(tmp_path) == []
     ids = read_queries(tmp_path).column("sample_id").to_pylist()
     assert len(ids) == len(set(ids)) == sum(r["kept"] for r in rows)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "audit", "data"]
@@ -355,10 +356,10 @@ def test_a_kill_during_the_swap_is_reported_and_resume_repairs_it(tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         write(tmp_path, rows, rows_per_shard=2)
     monkeypatch.undo()
-    problems = export.validate_dataset_files(tmp_path)
+    problems = dataset_problems(tmp_path)
     assert len(problems) == 1 and "did not finish" in problems[0] and "--resume" in problems[0]
     write(tmp_path, rows, rows_per_shard=2)
-    assert export.validate_dataset_files(tmp_path) == []
+    assert dataset_problems(tmp_path) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "audit", "data"]
     assert read_queries(tmp_path).num_rows == sum(r["kept"] for r in rows)
 
@@ -368,16 +369,16 @@ def test_validation_finds_mixed_shards_and_duplicate_ids(tmp_path: Path) -> None
     write(tmp_path, rows, rows_per_shard=1000, splits={"train": 1.0})
     old = {p.name: p.read_bytes() for p in (tmp_path / "data").iterdir()}
     write(tmp_path, rows, rows_per_shard=4, splits={"train": 1.0})
-    assert export.validate_dataset_files(tmp_path) == []
+    assert dataset_problems(tmp_path) == []
     for name, data in old.items():  # what an interrupted in-place rewrite used to leave
         (tmp_path / "data" / name).write_bytes(data)
-    problems = export.validate_dataset_files(tmp_path)
+    problems = dataset_problems(tmp_path)
     kept = sum(r["kept"] for r in rows)
-    assert any("train shards do not form one set" in p and f"-of-00001, -of-{-(-kept // 4):05d}" in p
+    assert any("data/train-*: shards of different exports" in p and f"-of-00001, -of-{-(-kept // 4):05d}" in p
                for p in problems)
-    assert any(f"{kept} duplicate sample_id(s)" in p for p in problems)
-    assert all("--resume" in p for p in problems)
+    assert any(f"data/: {kept} sample_id(s) appear more than once" in p for p in problems)
+    assert all("--resume" in p and f"scenetg export {tmp_path}" in p for p in problems)
     (tmp_path / "data" / "train-00000-of-00001.parquet").unlink()
     (tmp_path / "data" / "train-00001-of-00015.parquet").unlink()  # a missing shard
-    assert [p.split(": ")[1][:35] for p in export.validate_dataset_files(tmp_path)] == [
-        "train shards do not form one set (1"]
+    assert [p.split("; ")[0] for p in dataset_problems(tmp_path)] == [
+        "data/train-*: 1 of 15 shards missing (first: train-00001-of-00015.parquet)"]

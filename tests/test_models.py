@@ -11,8 +11,10 @@ import torch
 from scenetg.errors import ModelError
 from scenetg.models.clip import ClipEncoder, check_clip_available, load_clip
 from scenetg.models.qwen import (
+    batch_video_inputs,
     check_qwen_available,
     load_qwen,
+    processor_video_inputs,
     resolve_dtype,
     sampled_fps,
     video_inputs,
@@ -180,6 +182,20 @@ def test_batched_inputs_are_left_padded(qwen):
     assert mask.shape[0] == 2
     assert bool(mask[:, -1].all())  # left padding: every row ends with a real token
     assert inputs["second_per_grid_ts"].tolist() == pytest.approx([1.0, 4.0])
+
+
+def test_a_processor_without_video_is_a_model_error_before_any_other_use():
+    """A text-only processor (no video processor, no chat template) is named as such, not failed
+    on by the chat template or the processor call."""
+
+    class TextOnly:
+        video_processor = None
+
+    frames, times = _frames(2), [0.5, 1.5]
+    for call in (lambda p: batch_video_inputs(p, [frames], [times], "q"),
+                 lambda p: processor_video_inputs(p, ["q"], [frames], [times])):
+        with pytest.raises(ModelError, match="^TextOnly has no video processor; this model cannot take video input$"):
+            call(TextOnly())
 
 
 def test_resolve_dtype():

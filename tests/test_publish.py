@@ -96,7 +96,8 @@ def test_missing_shard_and_duplicate_sample_id_are_refused(tmp_path, capsys):
     table = pq.read_table(shard)
     pq.write_table(pa.concat_tables([table, table.slice(0, 1)]), shard)
     problems = dataset_problems(out2)
-    assert problems == [f"data/: 1 sample_id(s) appear more than once (e.g. {table['sample_id'][0]})"]
+    assert problems == [f"data/: 1 sample_id(s) appear more than once (e.g. {table['sample_id'][0]}); "
+                        f"re-run `scenetg export {out2}` or the build with --resume"]
     code, _, err = dry_run(out2, capsys)
     assert code == 2 and "appear more than once" in err
 

@@ -1,9 +1,10 @@
-"""Parquet export: explicit schemas, hash-based splits, atomic deterministic writes, dataset card.
+"""Parquet export: hash-based splits and ids, sharded data/ and audit/ tables and the dataset
+card, written into a staging folder and swapped into OUT.
 
-Same rows + same config ⇒ byte-identical files: rows are sorted, columns follow the schemas below,
-and every Parquet writer option is fixed (zstd level 3, format 2.6, `ROW_GROUP_ROWS` rows per row
-group); no wall-clock time goes into a file or the card. Splits with no kept rows get no shard and
-are not listed in the card: `datasets.load_dataset` refuses a split with no data.
+Same rows + same config ⇒ byte-identical files: rows are sorted, and the tables
+(`parquet_tables`) and the card (`dataset_card`) are deterministic. Splits with no kept rows get
+no shard and are not listed in the card: `datasets.load_dataset` refuses a split with no data.
+The schemas, table writers and readers are importable from here too (their public path).
 """
 
 from __future__ import annotations
@@ -13,111 +14,50 @@ import math
 import re
 import shutil
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
 
 from scenetg.config import ExportConfig
+from scenetg.curate.dataset_card import CARD_TEMPLATE, card_header, render_card
+from scenetg.curate.parquet_tables import (
+    AUDIT_SCHEMA,
+    PARQUET_OPTIONS,
+    QUERY_COLUMN_DOCS,
+    QUERY_SCHEMA,
+    ROW_GROUP_ROWS,
+    SCENE_SCHEMA,
+    SPLIT_ORDER,
+    VIDEO_SCHEMA,
+    read_audit,
+    read_queries,
+    read_scenes,
+    read_videos,
+    rows_to_table,
+    scenes_table,
+    sorted_rows,
+    videos_table,
+    write_scenes_table,
+    write_table_atomic,
+    write_videos_table,
+)
 from scenetg.curate.workdir import swap_in, write_bytes_atomic
-from scenetg.errors import ScenetgError
 
-SPLIT_ORDER = ("train", "validation", "test")
-"""Fixed order of the cumulative split fractions (and of splits in the card)."""
-
-ROW_GROUP_ROWS = 10_000
-PARQUET_OPTIONS: dict[str, Any] = {
-    "compression": "zstd",
-    "compression_level": 3,
-    "version": "2.6",
-    "data_page_version": "1.0",
-    "use_dictionary": True,
-    "write_statistics": True,
-}
-
-CARD_TEMPLATE = resources.files("scenetg.curate") / "templates" / "scenetg_dataset_card.md"
-"""Package data (in the wheel); `data_cards/scenetg_dataset_card.md` in a checkout links to it."""
-
-
-def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
-    return pa.field(name, type_, nullable=nullable)
-
-
-VIDEO_SCHEMA = pa.schema([
-    _f("video_id", pa.string()),
-    _f("path", pa.string()),
-    _f("duration_s", pa.float64(), True),  # metadata is null for videos that failed to probe
-    _f("fps", pa.float64(), True),
-    _f("width", pa.int32(), True),
-    _f("height", pa.int32(), True),
-    _f("n_frames", pa.int64(), True),
-    _f("status", pa.string()),
-    _f("error", pa.string(), True),
-])
-
-SCENE_SCHEMA = pa.schema([
-    _f("video_id", pa.string()),
-    _f("scene_index", pa.int32()),
-    _f("start_s", pa.float64()),
-    _f("end_s", pa.float64()),
-    _f("start_frame", pa.int64()),
-    _f("end_frame", pa.int64()),
-    _f("n_shots", pa.int32()),
-    _f("keyframe_times", pa.list_(pa.float64())),
-])
-
-QUERY_SCHEMA = pa.schema([
-    _f("sample_id", pa.string()),
-    _f("video_id", pa.string()),
-    _f("video_path", pa.string()),
-    _f("duration_s", pa.float64()),
-    _f("start_s", pa.float64()),
-    _f("end_s", pa.float64()),
-    _f("scene_index", pa.int32()),
-    _f("query", pa.string()),
-    _f("caption_model", pa.string()),
-    _f("clip_model", pa.string()),
-    _f("clip_self", pa.float64()),
-    _f("clip_best_other", pa.float64(), True),  # null for a single-scene video
-    _f("clip_margin", pa.float64(), True),
-    _f("clip_rank", pa.int32()),
-    _f("confusers", pa.list_(pa.int32())),
-    _f("split", pa.string()),
-])
-
-AUDIT_SCHEMA = pa.schema([*QUERY_SCHEMA, _f("kept", pa.bool_()), _f("drop_reason", pa.string(), True)])
-
-QUERY_COLUMN_DOCS = {
-    "sample_id": "stable id: hash of (video_id, scene_index, query)",
-    "video_id": "video path relative to the videos folder, without extension",
-    "video_path": "video path relative to the videos folder",
-    "duration_s": "video duration in seconds",
-    "start_s": "scene start in seconds (ground-truth interval start)",
-    "end_s": "scene end in seconds (ground-truth interval end, exclusive)",
-    "scene_index": "index of the scene in its video, from 0",
-    "query": "the grounding query (the scene's caption)",
-    "caption_model": "MLLM that wrote the query",
-    "clip_model": "OpenCLIP model of the ambiguity filter",
-    "clip_self": "cosine of the query and its own scene",
-    "clip_best_other": "highest cosine of the query and another scene of the video",
-    "clip_margin": "clip_self - clip_best_other",
-    "clip_rank": "rank of the own scene among the video's scenes (1 = best)",
-    "confusers": "other scenes with cosine >= clip_self - min_margin",
-    "split": "train / validation / test, by a hash of video_id",
-    "kept": "whether the query passed the filter (audit only)",
-    "drop_reason": "why it was dropped: empty_caption, not_top1, ambiguous, single_scene (audit only)",
-}
+__all__ = [
+    "AUDIT_SCHEMA", "CARD_TEMPLATE", "INCOMPLETE", "PARQUET_OPTIONS", "QUERY_COLUMN_DOCS",
+    "QUERY_SCHEMA", "ROW_GROUP_ROWS", "SCENE_SCHEMA", "SPLIT_ORDER", "STAGING", "VIDEO_SCHEMA",
+    "assign_split", "card_header", "read_audit", "read_queries", "read_scenes", "read_videos",
+    "render_card", "rows_to_table", "sample_id", "scenes_table", "videos_table", "write_dataset",
+    "write_scenes_table", "write_table_atomic", "write_videos_table",
+]
 
 _SHARD_RE = re.compile(r"^(?:train|validation|test|queries)-\d{5}-of-\d{5}\.parquet$")
-_SHARD_PARTS = re.compile(r"^(?P<split>[a-z]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$")
 _TEMP_RE = re.compile(r"^\..+\.tmp$")
 STAGING = ".export-staging"
 """New shards and card are written here, then swapped into OUT (`swap_in`)."""
 INCOMPLETE = ".export-incomplete"
-"""Present while a swap is under way: a killed export leaves it, and validation reports it."""
+"""Present while a swap is under way: a killed export leaves it, and `dataset_problems` reports it."""
 
 
 # ----- ids and splits ---------------------------------------------------------------------------
@@ -144,63 +84,6 @@ def assign_split(video_id: str, splits: Mapping[str, float], salt: str) -> str:
         if u < total:
             return name
     return names[-1]  # fractions summing to slightly below 1
-
-
-# ----- tables and atomic writes -----------------------------------------------------------------
-def rows_to_table(rows: Iterable[Mapping[str, Any]], schema: pa.Schema, what: str = "row") -> pa.Table:
-    """Build a table with exactly ``schema``'s columns (extra keys ignored, missing ones fail)."""
-    rows = list(rows)
-    arrays = []
-    for fld in schema:
-        try:
-            values = [r[fld.name] for r in rows]
-        except KeyError:
-            raise ValueError(f"{what} rows: missing column {fld.name!r}") from None
-        arr = pa.array(values, type=fld.type)
-        if not fld.nullable and arr.null_count:
-            raise ValueError(f"{what} rows: column {fld.name!r} must not be null")
-        arrays.append(arr)
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def write_table_atomic(table: pa.Table, path: str | Path) -> Path:
-    """Write ``table`` to ``path`` as Parquet atomically (`write_bytes_atomic`): on failure an
-    existing ``path`` is untouched. A shard is serialised in memory first (shards are bounded
-    by ``rows_per_shard``).
-
-    An empty table is written with no row group (readers such as `datasets` reject a 0-row group).
-    """
-    path = Path(path)
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, table.schema, **PARQUET_OPTIONS) as writer:
-        if table.num_rows:
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-    write_bytes_atomic(path, sink.getvalue().to_pybytes())
-    return path
-
-
-def _sorted(rows: Iterable[Mapping[str, Any]], *keys: str) -> list[Mapping[str, Any]]:
-    return sorted(rows, key=lambda r: tuple(r[k] for k in keys))
-
-
-def videos_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
-    """One row per input video (VIDEO_SCHEMA), sorted by video_id."""
-    return rows_to_table(_sorted(rows, "video_id"), VIDEO_SCHEMA, "video")
-
-
-def scenes_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
-    """One row per scene (SCENE_SCHEMA), sorted by (video_id, scene_index)."""
-    return rows_to_table(_sorted(rows, "video_id", "scene_index"), SCENE_SCHEMA, "scene")
-
-
-def write_videos_table(out_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """``OUT/videos.parquet`` (`videos_table`)."""
-    return write_table_atomic(videos_table(rows), Path(out_dir) / "videos.parquet")
-
-
-def write_scenes_table(out_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """``OUT/scenes.parquet`` (`scenes_table`)."""
-    return write_table_atomic(scenes_table(rows), Path(out_dir) / "scenes.parquet")
 
 
 def _shards(rows: list[Mapping[str, Any]], rows_per_shard: int) -> list[list]:
@@ -261,8 +144,8 @@ def write_dataset(
 
     ``sample_id`` / ``split`` are computed where a row lacks them. Everything is written into
     ``OUT/.export-staging`` first and then swapped in (`swap_in`), so a kill or a full disk
-    leaves the previous dataset whole (or, mid-swap, a marker that `validate_dataset_files`
-    reports), never old and new shards side by side. Returns the written paths by split name,
+    leaves the previous dataset whole (or, mid-swap, a marker that
+    `dataset_checks.dataset_problems` reports), never old and new shards side by side. Returns the written paths by split name,
     plus ``"audit"`` and ``"card"``.
     """
     cfg.validate()
@@ -270,8 +153,8 @@ def write_dataset(
     queries = _complete(query_rows, cfg)
     audit = _complete(audit_rows, cfg)
     _check_splits(queries + audit, cfg)
-    queries = _sorted(queries, "video_id", "scene_index", "sample_id")
-    audit = _sorted(audit, "video_id", "scene_index", "sample_id")
+    queries = sorted_rows(queries, "video_id", "scene_index", "sample_id")
+    audit = sorted_rows(audit, "video_id", "scene_index", "sample_id")
 
     # Build every table first: bad rows fail before anything on disk changes.
     planned: dict[str, list[tuple[Path, pa.Table]]] = {}
@@ -310,172 +193,3 @@ def write_dataset(
     written["card"] = [out / "README.md"]
     return written
 
-
-def unfinished_export_problem(out_dir: str | Path) -> str | None:
-    """One line when OUT holds the marker of an export killed mid-swap, else None."""
-    out = Path(out_dir)
-    if (out / INCOMPLETE).exists():
-        return (f"{out}: the last export did not finish; "
-                f"re-run `scenetg build --resume` (or `scenetg export {out}`)")
-    return None
-
-
-def validate_dataset_files(out_dir: str | Path) -> list[str]:
-    """Problems with OUT's shard files, one line each (empty: fine): an export that did not
-    finish, shards of one split that disagree on ``-of-N`` or miss an index (old and new
-    shards mixed), and duplicate ``sample_id``s. Used by `scenetg inspect` and `publish`."""
-    out = Path(out_dir)
-    problems = [p for p in [unfinished_export_problem(out)] if p]
-    resume = f"re-run `scenetg build --resume` (or `scenetg export {out}`)"
-    for folder in ("data", "audit"):
-        groups: dict[str, list[tuple[int, int]]] = {}
-        for p in sorted((out / folder).glob("*.parquet")):
-            m = _SHARD_PARTS.match(p.name)
-            if m:
-                groups.setdefault(m["split"], []).append((int(m["i"]), int(m["n"])))
-        for split, parts in sorted(groups.items()):
-            totals = sorted({n for _, n in parts})
-            if len(totals) > 1 or sorted(i for i, _ in parts) != list(range(totals[0])):
-                problems.append(f"{out / folder}: {split} shards do not form one set "
-                                f"({len(parts)} file(s), -of-{', -of-'.join(f'{n:05d}' for n in totals)}); {resume}")
-        files = sorted((out / folder).glob("*.parquet"))
-        if files:
-            try:
-                ids = pa.concat_arrays([pq.read_table(f, columns=["sample_id"]).column(0).combine_chunks()
-                                        for f in files])
-            except (OSError, KeyError, pa.ArrowException) as exc:
-                problems.append(f"{out / folder}: unreadable shard ({type(exc).__name__}); {resume}")
-                continue
-            n_dupes = len(ids) - len(ids.unique())
-            if n_dupes:
-                problems.append(f"{out / folder}: {n_dupes} duplicate sample_id(s); {resume}")
-    return problems
-
-
-# ----- dataset card -----------------------------------------------------------------------------
-def _type_name(t: pa.DataType) -> str:
-    if pa.types.is_list(t):
-        return f"list<{_type_name(t.value_type)}>"
-    return {"double": "float64", "bool": "bool"}.get(str(t), str(t))
-
-
-def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
-        if n < limit:
-            return name
-    return "10M<n<100M"
-
-
-def card_header(split_names: list[str], has_audit: bool, ctx: Mapping[str, Any], n_rows: int) -> dict:
-    """The card's YAML metadata (the Hub's documented ``configs`` format)."""
-    configs = []
-    if split_names:
-        configs.append({"config_name": "default", "data_files": [
-            {"split": s, "path": f"data/{s}-*"} for s in split_names]})
-    if has_audit:
-        configs.append({"config_name": "audit", "data_files": [
-            {"split": "audit", "path": "audit/queries-*"}]})
-    return {
-        "pretty_name": ctx.get("pretty_name", "SceneTG grounding dataset"),
-        "license": ctx.get("license", "other"),
-        "task_categories": list(ctx.get("task_categories", ["video-text-to-text"])),
-        "tags": list(ctx.get("tags", ["temporal-grounding", "video-grounding", "long-video",
-                                      "scenetg"])),
-        "size_categories": [_size_category(n_rows)],
-        "configs": configs,
-    }
-
-
-def _distinct(rows: list[Mapping[str, Any]], key: str) -> str | None:
-    values = sorted({str(r[key]) for r in rows if r.get(key)})
-    return ", ".join(values) or None
-
-
-def render_card(
-    query_rows: list[Mapping[str, Any]],
-    audit_rows: list[Mapping[str, Any]],
-    cfg: ExportConfig,
-    context: Mapping[str, Any],
-    template: str | Path | None = None,
-) -> str:
-    """Render the dataset card (deterministic: only rows, config and ``context`` go in).
-
-    Counts are computed from the rows. Optional ``context`` keys: ``pretty_name``, ``repo_id``
-    (``USER/NAME``), ``license``, ``task_categories``, ``tags``, ``caption_model``, ``clip_model``,
-    ``min_margin``, ``n_videos``, ``hours`` (both derived from the audit rows when absent),
-    ``description``, ``citation``, ``date``, ``config`` (the build config, shown as YAML).
-    """
-    import jinja2
-
-    path = Path(template) if template is not None else CARD_TEMPLATE  # Path or Traversable
-    if not path.is_file():
-        raise ScenetgError(f"{path}: dataset card template not found")
-    split_counts = {s: sum(r["split"] == s for r in query_rows) for s in SPLIT_ORDER}
-    split_names = [s for s in SPLIT_ORDER if split_counts[s]]
-    drops: dict[str, int] = {}
-    for r in audit_rows:
-        if not r["kept"]:
-            reason = r["drop_reason"] or "unknown"
-            drops[reason] = drops.get(reason, 0) + 1
-    durations = {r["video_id"]: float(r["duration_s"]) for r in audit_rows}
-    hours = context.get("hours")
-    if hours is None:
-        hours = sum(durations.values()) / 3600
-    header = card_header(split_names, bool(audit_rows), context, len(query_rows))
-    config = context.get("config")
-    values = {
-        "yaml_header": yaml.safe_dump(header, sort_keys=False, allow_unicode=True),
-        "pretty_name": header["pretty_name"],
-        "repo_id": context.get("repo_id", "USER/NAME"),
-        "license": header["license"],
-        "description": context.get("description"),
-        "caption_model": context.get("caption_model") or _distinct(audit_rows, "caption_model"),
-        "clip_model": context.get("clip_model") or _distinct(audit_rows, "clip_model"),
-        "min_margin": context.get("min_margin"),
-        "n_videos": context.get("n_videos", len(durations)),
-        "hours": round(float(hours), 2),
-        "n_generated": len(audit_rows),
-        "n_kept": len(query_rows),
-        "n_dropped": len(audit_rows) - len(query_rows),
-        "drop_counts": dict(sorted(drops.items())),
-        "split_counts": {s: split_counts[s] for s in split_names},
-        "split_fractions": {s: cfg.splits[s] for s in SPLIT_ORDER if s in cfg.splits},
-        "empty_splits": [s for s in SPLIT_ORDER if cfg.splits.get(s, 0) > 0 and not split_counts[s]],
-        "schema": [{"name": f.name, "type": _type_name(f.type),
-                    "description": QUERY_COLUMN_DOCS.get(f.name, "")} for f in QUERY_SCHEMA],
-        "citation": context.get("citation"),
-        "date": context.get("date"),
-        "config_yaml": yaml.safe_dump(config, sort_keys=True) if config else None,
-    }
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    text = env.from_string(path.read_text(encoding="utf-8")).render(**values)
-    return text.rstrip("\n") + "\n"
-
-
-# ----- readers (for `scenetg inspect` and tests) ------------------------------------------------
-def _read_shards(files: list[Path], schema: pa.Schema) -> pa.Table:
-    if not files:
-        return schema.empty_table()
-    return pa.concat_tables([pq.read_table(f, schema=schema) for f in files])
-
-
-def read_queries(out_dir: str | Path, split: str | None = None) -> pa.Table:
-    """The kept queries of one split (or of all, in train, validation, test order)."""
-    splits = [split] if split is not None else list(SPLIT_ORDER)
-    files = [p for s in splits for p in sorted((Path(out_dir) / "data").glob(f"{s}-*.parquet"))]
-    return _read_shards(files, QUERY_SCHEMA)
-
-
-def read_audit(out_dir: str | Path) -> pa.Table:
-    """Every generated query with the filter's figures, ``kept`` and ``drop_reason``."""
-    return _read_shards(sorted((Path(out_dir) / "audit").glob("queries-*.parquet")), AUDIT_SCHEMA)
-
-
-def read_videos(out_dir: str | Path) -> pa.Table:
-    return pq.read_table(Path(out_dir) / "videos.parquet", schema=VIDEO_SCHEMA)
-
-
-def read_scenes(out_dir: str | Path) -> pa.Table:
-    return pq.read_table(Path(out_dir) / "scenes.parquet", schema=SCENE_SCHEMA)

@@ -1,141 +1,29 @@
 """`scenetg publish OUT --repo-id USER/NAME`: push Parquet shards + dataset card to the Hub.
 
 `validate_for_publish` runs first (and alone with `--dry-run`), so a broken folder is never
-pushed: the card's YAML header, every shard's schema, `-of-N` shard sets from one export,
-unique `sample_id`s, and `data/` agreeing with the kept rows of `audit/` (`dataset_problems`).
+pushed: it runs `dataset_checks.dataset_problems`, the same checks as `scenetg inspect`.
 The upload is one commit of exactly the validated files; shards of an earlier publish that this
 one does not have are deleted in the same commit, so the Hub never holds two exports mixed.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pyarrow.parquet as pq
-import yaml
 
+from scenetg.curate.dataset_checks import dataset_problems
 from scenetg.errors import ScenetgError
+
+__all__ = ["dataset_problems", "publish", "validate_for_publish"]
 
 TOP_FILES = ["videos.parquet", "scenes.parquet"]
 """Uploaded beside the card and the shards (not the work files, manifest or report)."""
 
 SHARD_FOLDERS = ("data", "audit")
-SHARD_NAME = re.compile(r"^(?P<prefix>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 MAX_LISTED = 3
 """Problems named in the one-line error (the rest are counted)."""
-
-
-def read_card_header(out_dir: Path) -> dict[str, Any]:
-    """The YAML header of OUT/README.md; ScenetgError when there is none."""
-    card = Path(out_dir) / "README.md"
-    if not card.is_file():
-        raise ScenetgError(f"{out_dir}: no README.md dataset card; run `scenetg export {out_dir}`")
-    text = card.read_text(encoding="utf-8")
-    if not text.startswith("---\n") or "\n---" not in text[4:]:
-        raise ScenetgError(f"{card}: no YAML header")
-    try:
-        header = yaml.safe_load(text[4 : text.index("\n---", 4)])
-    except yaml.YAMLError as exc:
-        raise ScenetgError(f"{card}: YAML header does not parse ({type(exc).__name__})") from exc
-    return header if isinstance(header, dict) else {}
-
-
-def _shard_problems(out: Path, folder: str, prefixes: tuple[str, ...], schema) -> tuple[list[str], list[Path]]:
-    """Names, schemas and `-of-N` sets of one shard folder; returns (problems, readable shards)."""
-    problems: list[str] = []
-    readable: list[Path] = []
-    sets: dict[str, dict[int, set[int]]] = {}
-    for path in sorted((out / folder).glob("*.parquet")):
-        m = SHARD_NAME.match(path.name)
-        if not m or m["prefix"] not in prefixes:
-            problems.append(f"{folder}/{path.name}: not a shard name SceneTG writes")
-            continue
-        sets.setdefault(m["prefix"], {}).setdefault(int(m["count"]), set()).add(int(m["index"]))
-        try:
-            ok = pq.read_schema(path).equals(schema, check_metadata=False)
-        except Exception as exc:  # any unreadable file is a problem to report, not a crash
-            problems.append(f"{folder}/{path.name}: not readable Parquet ({type(exc).__name__})")
-            continue
-        if not ok:
-            problems.append(f"{folder}/{path.name}: schema differs from the SceneTG {folder} schema")
-            continue
-        readable.append(path)
-    for prefix, by_count in sorted(sets.items()):
-        if len(by_count) > 1:
-            counts = ", ".join(f"-of-{n:05d}" for n in sorted(by_count))
-            problems.append(f"{folder}/{prefix}-*: shards of different exports ({counts}); an export "
-                            "was interrupted: re-run `scenetg export OUT` or the build with --resume")
-            continue
-        (count, indices), = by_count.items()
-        missing = sorted(set(range(count)) - indices)
-        extra = sorted(i for i in indices if i >= count)
-        if missing:
-            problems.append(f"{folder}/{prefix}-*: {len(missing)} of {count} shards missing "
-                            f"(first: {prefix}-{missing[0]:05d}-of-{count:05d}.parquet)")
-        if extra:
-            problems.append(f"{folder}/{prefix}-*: shard index {extra[0]} beyond -of-{count:05d}")
-    return problems, readable
-
-
-def _duplicates(ids: list[str]) -> list[str]:
-    return sorted(i for i, n in Counter(ids).items() if n > 1)
-
-
-def dataset_problems(out_dir: Path) -> list[str]:
-    """Everything that makes OUT an inconsistent dataset, one line each (empty list: consistent).
-
-    Card header vs the splits on disk, shard names/schemas/`-of-N` sets, unique `sample_id` in
-    `data/` and in `audit/`, and `data/` holding exactly the kept rows of `audit/`.
-    """
-    from scenetg.curate.export import (
-        AUDIT_SCHEMA,
-        QUERY_SCHEMA,
-        SPLIT_ORDER,
-        unfinished_export_problem,
-    )
-
-    out = Path(out_dir)
-    problems: list[str] = [p for p in [unfinished_export_problem(out)] if p]
-    try:
-        header = read_card_header(out)
-    except ScenetgError as exc:
-        problems.append(str(exc))
-        header = None
-    data_problems, data_shards = _shard_problems(out, "data", SPLIT_ORDER, QUERY_SCHEMA)
-    audit_problems, audit_shards = _shard_problems(out, "audit", ("queries",), AUDIT_SCHEMA)
-    problems += data_problems + audit_problems
-    if not (out / "audit").is_dir() or not list((out / "audit").glob("*.parquet")):
-        problems.append(f"{out}: no audit/ shards; run `scenetg export {out}`")
-
-    if header is not None:
-        listed = {}
-        for config in header.get("configs") or []:
-            for spec in config.get("data_files") or []:
-                listed[spec.get("path")] = (config.get("config_name"), spec.get("split"))
-                if not sorted(out.glob(str(spec.get("path")))):
-                    problems.append(f"README.md: split {spec.get('split')!r} names {spec.get('path')} "
-                                    "but no file matches")
-        on_disk = sorted({SHARD_NAME.match(p.name)["prefix"] for p in data_shards})
-        for split in on_disk:
-            if f"data/{split}-*" not in listed:
-                problems.append(f"README.md: data/{split}-* shards are not listed in the card's configs")
-
-    data_ids = [i for p in data_shards for i in pq.read_table(p, columns=["sample_id"])["sample_id"].to_pylist()]
-    audit = [r for p in audit_shards for r in pq.read_table(p, columns=["sample_id", "kept"]).to_pylist()]
-    for where, ids in (("data/", data_ids), ("audit/", [r["sample_id"] for r in audit])):
-        dupes = _duplicates(ids)
-        if dupes:
-            problems.append(f"{where}: {len(dupes)} sample_id(s) appear more than once (e.g. {dupes[0]})")
-    if not data_problems and not audit_problems:
-        kept = {r["sample_id"] for r in audit if r["kept"]}
-        not_in_data, not_kept = len(kept - set(data_ids)), len(set(data_ids) - kept)
-        if not_in_data or not_kept:
-            problems.append(f"data/ and audit/ disagree: {not_in_data} kept queries missing from data/, "
-                            f"{not_kept} rows of data/ not kept in audit/; re-run `scenetg export {out}`")
-    return problems
 
 
 def validate_for_publish(out_dir: Path) -> list[Path]:

@@ -28,7 +28,9 @@ MAX_BARS = 60
 KEPT, DROPPED = "#2a8a2a", "#c33333"
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Write `fig` to `path` as a reproducible PNG (no software version in it), atomically, and
+    close it. The one way SceneTG saves a plot (`inspect`'s plots, the eval report's histogram)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -73,14 +75,14 @@ def write_plots(audit: pd.DataFrame, per_video: pd.DataFrame, folder: Path) -> l
     _hist_kept_dropped(ax, scene_len, kept, _bins(scene_len))
     ax.set_xlabel("scene length (s)")
     ax.set_title("Scene (moment) length")
-    paths.append(_save(fig, folder / "scene_length.png"))
+    paths.append(save_png(fig, folder / "scene_length.png"))
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     words = audit["query"].fillna("").str.split().str.len()
     _hist_kept_dropped(ax, words, kept, np.arange(-0.5, max(int(words.max() or 0), 1) + 1.5, 1.0))
     ax.set_xlabel("query length (words)")
     ax.set_title("Query length")
-    paths.append(_save(fig, folder / "query_length.png"))
+    paths.append(save_png(fig, folder / "query_length.png"))
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     has_margin = audit["clip_margin"].notna()
@@ -90,7 +92,7 @@ def write_plots(audit: pd.DataFrame, per_video: pd.DataFrame, folder: Path) -> l
     ax.set_xlabel("CLIP margin: own scene minus best other scene")
     n_none = int((~has_margin).sum())
     ax.set_title("CLIP margin" + (f" ({n_none} single-scene queries have none)" if n_none else ""))
-    paths.append(_save(fig, folder / "clip_margin.png"))
+    paths.append(save_png(fig, folder / "clip_margin.png"))
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6 if len(per_video) > MAX_BARS else max(2.4, 0.28 * len(per_video) + 1)), dpi=100)
     if len(per_video) > MAX_BARS:
@@ -104,5 +106,5 @@ def write_plots(audit: pd.DataFrame, per_video: pd.DataFrame, folder: Path) -> l
         ax.set_xlabel("kept queries / generated queries")
         ax.tick_params(axis="y", labelsize=7)
     ax.set_title("Kept ratio per video")
-    paths.append(_save(fig, folder / "kept_ratio.png"))
+    paths.append(save_png(fig, folder / "kept_ratio.png"))
     return paths

@@ -114,12 +114,17 @@ def text_lines(p: Path) -> Iterator[tuple[int, str]]:
             yield line_no, line.lstrip("\ufeff") if line_no == 1 else line
 
 
-def _load_json_doc(p: Path):
-    """Parse a whole JSON file; errors name the line and column."""
+def read_utf8(p: Path) -> str:
+    """A whole UTF-8 file's text (a BOM dropped); `not_utf8`'s one-line error otherwise."""
     try:
-        text = p.read_bytes().decode("utf-8-sig")
+        return p.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise not_utf8(str(p), exc) from None
+
+
+def _load_json_doc(p: Path):
+    """Parse a whole JSON file; errors name the line and column."""
+    text = read_utf8(p)
     if not text.strip():
         raise ScenetgError(f"{p}: empty annotation file")
     try:

@@ -83,12 +83,9 @@ def _read_items(p: Path) -> list[tuple[str, dict]]:
 
         rows = pq.read_table(p).to_pylist()
         return [(f"{p}: row {i}", r) for i, r in enumerate(rows)]
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        from scenetg.eval.annotation_formats import not_utf8
+    from scenetg.eval.annotation_formats import read_utf8
 
-        raise not_utf8(str(p), exc) from None
+    text = read_utf8(p)
     stripped = text.lstrip()
     if suffix == ".jsonl" or (suffix != ".json" and stripped.startswith("{") and "\n{" in stripped):
         items = []

@@ -27,6 +27,8 @@ def plot_iou_distribution(results: Sequence[EvalResult], path: Path) -> Path:
     """Histogram of per-query IoU, one series per run, with the R1 thresholds marked."""
     import matplotlib
 
+    from scenetg.curate.report_plots import save_png
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -40,14 +42,7 @@ def plot_iou_distribution(results: Sequence[EvalResult], path: Path) -> Path:
     ax.set_ylabel("queries")
     ax.set_title("IoU distribution")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-    return path
+    return save_png(fig, path)
 
 
 def write_eval_report(results: Sequence[EvalResult], out_dir: Path, title: str = "SceneTG evaluation") -> Path:

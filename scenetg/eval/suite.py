@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from scenetg.config_fields import read_config_mapping
 from scenetg.curate.workdir import write_json_atomic
-from scenetg.errors import ConfigError, ModelError
+from scenetg.errors import ConfigError, ModelError, ScenetgError
 from scenetg.progress import Reporter
 
 METHODS = ("model", "center", "clip")
@@ -33,6 +32,8 @@ class BenchmarkSpec:
     split: str | None = None
     """Split of a SceneTG dataset folder."""
     limit: int | None = None
+    protocol: str | None = None
+    """Scoring protocol for this benchmark (its official script's); None: the suite's `protocol`."""
 
 
 @dataclass
@@ -52,6 +53,10 @@ class EvalConfig:
     device: str = "auto"
     dtype: str = "auto"
     strict: bool = False
+    """R1@m counts IoU > m, on top of the protocol (as `scenetg eval --strict`)."""
+    protocol: str = "default"
+    """How R1/mIoU are scored: a preset of `scenetg.eval.protocols` (`default`, `moment_detr`,
+    `univtg`, `mmn`, `ego4d_nlq`, `time_r1`, `2d_tan`), as `scenetg eval --protocol`."""
     models: dict[str, str] = field(default_factory=dict)
     """More MLLMs to compare, each a method of its own: ``{trained: out/train/final}`` and
     ``methods: [model, trained, center]`` grounds with both the base and the trained model."""
@@ -73,16 +78,32 @@ class EvalConfig:
         names = [b.name for b in self.benchmarks]
         if len(set(names)) != len(names):
             raise ConfigError("benchmarks: names must be unique")
+        self.protocol = _protocol_name("protocol", self.protocol)
+        for b in self.benchmarks:
+            if b.protocol is not None:
+                b.protocol = _protocol_name(f"benchmarks.{b.name}.protocol", b.protocol)
         return self
+
+    def protocol_for(self, spec: BenchmarkSpec) -> str:
+        """The preset `spec` is scored with (its own, else the suite's)."""
+        return spec.protocol or self.protocol
+
+
+def _protocol_name(key: str, value: object) -> str:
+    """The canonical preset name of `value` (aliases such as `ego4d` accepted); ConfigError
+    naming `key` otherwise."""
+    from scenetg.eval.protocols import PROTOCOLS, get_protocol
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a protocol name, got {value!r}; use one of {', '.join(PROTOCOLS)}")
+    try:
+        return get_protocol(value).name
+    except ScenetgError:
+        raise ConfigError(f"{key}: unknown protocol {value!r}; use one of {', '.join(PROTOCOLS)}") from None
 
 
 def load_eval_config(path: Path | None, overrides: dict[str, Any] | None = None) -> EvalConfig:
-    data: dict[str, Any] = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise ConfigError(f"{path}: config file not found")
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    data = read_config_mapping(path, {k: v for k, v in (overrides or {}).items() if v is not None})
     known = {f.name for f in dataclasses.fields(EvalConfig)}
     unknown = set(data) - known
     if unknown:
@@ -145,6 +166,7 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     from scenetg.eval.loaders import load_annotations
     from scenetg.eval.metrics import compute_metrics, per_query_iou
     from scenetg.eval.predictions import read_predictions
+    from scenetg.eval.protocols import get_protocol
     from scenetg.eval.report import EvalResult, write_eval_report
     from scenetg.models.clip import load_clip
     from scenetg.models.runner import QwenRunner
@@ -182,7 +204,9 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
                    max_frames=cfg.max_frames, batch_size=cfg.batch_size, reporter=reporter,
                    dtype=cfg.dtype, device=cfg.device, max_new_tokens=cfg.max_new_tokens)
             predictions = read_predictions(preds_path)
-            metrics = compute_metrics(records, predictions, strict=cfg.strict)
+            protocol = get_protocol(cfg.protocol_for(spec), cfg.strict)
+            metrics = compute_metrics(records, predictions, protocol=protocol)
             write_json_atomic(preds_path.with_suffix(".metrics.json"), metrics)
-            results.append(EvalResult(spec.name, method, metrics, per_query_iou(records, predictions), preds_path))
+            ious = per_query_iou(records, predictions, protocol=protocol)
+            results.append(EvalResult(spec.name, method, metrics, ious, preds_path))
     return results, write_eval_report(results, out)

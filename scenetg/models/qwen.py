@@ -230,6 +230,14 @@ def render_chat(processor: Any, messages: Sequence[dict], add_generation_prompt:
     )
 
 
+def _require_video_processor(processor: Any) -> None:
+    """ModelError (one line) for a processor that cannot take video, before any other use of it."""
+    if getattr(processor, "video_processor", None) is None:
+        raise ModelError(
+            f"{type(processor).__name__} has no video processor; this model cannot take video input"
+        )
+
+
 def processor_video_inputs(
     processor: Any,
     texts: Sequence[str],
@@ -248,10 +256,7 @@ def processor_video_inputs(
     frame spacing), so ``second_per_grid_ts = temporal_patch_size / fps``. Frames are ours
     (``do_sample_frames=False``): the processor never decodes a file.
     """
-    if getattr(processor, "video_processor", None) is None:
-        raise ModelError(
-            f"{type(processor).__name__} has no video processor; this model cannot take video input"
-        )
+    _require_video_processor(processor)
     n = len(videos)
     if len(times_s) != n or len(texts) != n:
         raise ValueError(f"{n} videos but {len(times_s)} lists of frame times and {len(texts)} texts")
@@ -297,10 +302,7 @@ def batch_video_inputs(
     (``input_ids``, ``attention_mask``, ``mm_token_type_ids``, ``pixel_values_videos``,
     ``video_grid_thw``, ``second_per_grid_ts``).
     """
-    if getattr(processor, "video_processor", None) is None:
-        raise ModelError(
-            f"{type(processor).__name__} has no video processor; this model cannot take video input"
-        )
+    _require_video_processor(processor)
     n = len(videos)
     prompt_list = [prompts] * n if isinstance(prompts, str) else list(prompts)
     if len(prompt_list) != n:

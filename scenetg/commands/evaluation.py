@@ -1,0 +1,160 @@
+"""Evaluation commands: `eval` (metrics), `ground` (grounding inference), `answer`
+(Ground-then-Answer QA) and `eval-suite` (every benchmark x method in a config)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from scenetg.commands.app import app, console, out_console
+from scenetg.errors import ScenetgError
+from scenetg.eval.answering import (
+    DEFAULT_CONTEXT_FRACTION,
+    DEFAULT_CONTEXT_S,
+    DEFAULT_N_FRAMES,
+)
+from scenetg.eval.baselines import DEFAULT_CENTER_FRACTION
+from scenetg.eval.protocols import PROTOCOLS
+from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
+from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+
+PROTOCOL_NAMES = tuple(PROTOCOLS)
+
+
+@app.command("eval")
+def eval_(
+    predictions: Annotated[Path, typer.Option("--predictions", "-p", help="Predictions JSONL: {qid, pred, raw} per line.")],
+    annotations: Annotated[Path, typer.Option("--annotations", "-a", help="Benchmark annotation file or SceneTG folder.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="auto, charades, jsonl, activitynet, ego4d_nlq, mad, scenetg.")] = "auto",
+    protocol: Annotated[str, typer.Option("--protocol", help=f"Score as a benchmark's official script does: {', '.join(PROTOCOL_NAMES)} (threshold, GT/prediction clipping, denominator; see docs/CHOICES.md).")] = "default",
+    strict: Annotated[bool, typer.Option("--strict", help="R1@m counts IoU > m (as the Ego4D-NLQ, Time-R1 and 2D-TAN scripts do) instead of >= m, on top of --protocol.")] = False,
+    durations_csv: Annotated[Path | None, typer.Option("--durations", help="Metadata CSV with video lengths (e.g. Charades_v1_test.csv).")] = None,
+    videos: Annotated[Path | None, typer.Option("--videos", help="Videos folder, to probe durations a file lacks.")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Split of a SceneTG dataset.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here (default: next to the predictions).")] = None,
+) -> None:
+    """Temporal grounding metrics: R1@0.3/0.5/0.7 and mIoU, by GT length too."""
+    import json
+
+    from scenetg.curate.workdir import write_json_atomic
+    from scenetg.eval.loaders import load_annotations
+    from scenetg.eval.metrics import compute_metrics, match_warnings
+    from scenetg.eval.predictions import read_predictions
+    from scenetg.eval.protocols import get_protocol
+    from scenetg.eval.report import format_markdown
+
+    chosen = get_protocol(protocol, strict)  # a bad name fails before any file is read
+    records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
+                                       videos_dir=videos, split=split)
+    if report.has_issues:
+        console.print(report.summary(), highlight=False)
+    metrics = compute_metrics(records, read_predictions(predictions), protocol=chosen)
+    target = out or predictions.with_suffix(".metrics.json")
+    write_json_atomic(target, metrics)
+    if json_out:
+        print(json.dumps(metrics, sort_keys=True))
+    else:
+        out_console.print(format_markdown(metrics), highlight=False)
+        console.print(f"metrics: {target}")
+    warnings, nothing_matched = match_warnings(metrics, predictions)
+    for line in warnings:
+        sys.stderr.write(f"warning: {line}\n")
+    if nothing_matched:
+        raise ScenetgError(nothing_matched)
+
+
+@app.command()
+def ground(
+    annotations: Annotated[Path, typer.Option("--annotations", "-a", help="Benchmark annotation file or SceneTG folder.")],
+    videos: Annotated[Path, typer.Option("--videos", help="Folder with the videos (VIDEO_ID.ext).")],
+    out: Annotated[Path, typer.Option("--out", help="Predictions JSONL (appended; finished qids are skipped).")],
+    model: Annotated[str | None, typer.Option("--model", help="MLLM id/folder (method model) or OpenCLIP name/folder (method clip).")] = None,
+    method: Annotated[str, typer.Option("--method", help="model | center | clip.")] = "model",
+    format: Annotated[str, typer.Option("--format", "-f", help="Annotation format (auto-detected by default).")] = "auto",
+    split: Annotated[str | None, typer.Option("--split", help="Split of a SceneTG dataset.")] = None,
+    durations_csv: Annotated[Path | None, typer.Option("--durations", help="Metadata CSV with video lengths.")] = None,
+    fps: Annotated[float, typer.Option("--fps", help="Frames per second sampled (as in training).")] = DEFAULT_FPS,
+    max_frames: Annotated[int, typer.Option("--max-frames", help="At most this many frames per video.")] = DEFAULT_MAX_FRAMES,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per generate call.")] = DEFAULT_BATCH_SIZE,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N queries.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16, float32.")] = "auto",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = DEFAULT_MAX_NEW_TOKENS,
+    center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
+) -> None:
+    """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
+    from scenetg.eval.grounding import ground as run_ground
+    from scenetg.eval.loaders import load_annotations
+    from scenetg.progress import rich_reporter
+
+    records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
+                                       videos_dir=videos, split=split)
+    if report.has_issues:
+        console.print(report.summary(), highlight=False)
+    if method in ("model", "clip") and not model:
+        raise ScenetgError(f"--method {method} needs --model")
+    fraction: float | str = center_fraction if center_fraction == "auto" else float(center_fraction)
+    with rich_reporter(console) as reporter:
+        stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
+                           max_frames=max_frames, batch_size=batch_size, limit=limit,
+                           reporter=reporter, dtype=dtype, device=device,
+                           max_new_tokens=max_new_tokens, center_fraction=fraction)
+    out_console.print(stats.summary(), highlight=False)
+
+
+@app.command()
+def answer(
+    qa: Annotated[Path, typer.Option("--qa", help="Multiple-choice QA file (Video-MME, LongVideoBench, MLVU).")],
+    videos: Annotated[Path, typer.Option("--videos", help="Folder with the videos.")],
+    out: Annotated[Path, typer.Option("--out", help="Per-question rows JSONL (resumable).")],
+    answerer: Annotated[str, typer.Option("--answerer", help="MLLM id/folder that answers.")],
+    qa_format: Annotated[str, typer.Option("--qa-format", help="auto, videomme, longvideobench, mlvu.")] = "auto",
+    grounder: Annotated[str, typer.Option("--grounder", help="model | clip.")] = "model",
+    grounder_model: Annotated[str | None, typer.Option("--grounder-model", help="Grounding MLLM or OpenCLIP (default: the answerer).")] = None,
+    frames: Annotated[int, typer.Option("--frames", help="N frames for both arms.")] = DEFAULT_N_FRAMES,
+    context_fraction: Annotated[float, typer.Option("--context-fraction", help="Widen the span by this fraction of its length per side.")] = DEFAULT_CONTEXT_FRACTION,
+    context_s: Annotated[float, typer.Option("--context-s", help="...and by this many seconds per side.")] = DEFAULT_CONTEXT_S,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per generate call.")] = DEFAULT_BATCH_SIZE,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype")] = "auto",
+    summary: Annotated[Path | None, typer.Option("--summary", help="Summary JSON path (default: next to --out).")] = None,
+) -> None:
+    """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
+    from scenetg.eval.answering import answer as run_answer
+    from scenetg.eval.answering import format_answer_summary
+    from scenetg.eval.qa_loaders import load_qa_report
+    from scenetg.progress import rich_reporter
+
+    records, qa_report = load_qa_report(qa, qa_format)
+    if qa_report.no_answer:
+        sys.stderr.write(f"warning: {qa_report.summary()}\n")
+    with rich_reporter(console) as reporter:
+        result = run_answer(records, videos, out, answerer, grounder=grounder,
+                            grounder_model=grounder_model, n_frames=frames,
+                            context_fraction=context_fraction, context_s=context_s,
+                            batch_size=batch_size, limit=limit, reporter=reporter,
+                            dtype=dtype, device=device,
+                            summary_path=summary or out.with_suffix(".summary.json"))
+    out_console.print(format_answer_summary(result), highlight=False)
+
+
+@app.command("eval-suite")
+def eval_suite(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Evaluation config (pipelines/eval.yaml).")],
+    out: Annotated[str | None, typer.Option("--out", help="Output folder (overrides out).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Grounding MLLM (overrides model).")] = None,
+) -> None:
+    """Ground and score every benchmark x method in a config; writes report.md + IoU PNG."""
+    from scenetg.eval.suite import load_eval_config, run_eval_suite
+    from scenetg.progress import rich_reporter
+
+    cfg = load_eval_config(config, {"out": out, "model": model})
+    with rich_reporter(console) as reporter:
+        _, report = run_eval_suite(cfg, reporter)
+    out_console.print(report.read_text(), highlight=False)
+    console.print(f"report: {report}")
