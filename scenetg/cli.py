@@ -320,6 +320,7 @@ def ground(
     dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16, float32.")] = "auto",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = DEFAULT_MAX_NEW_TOKENS,
     center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
+    decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
 ) -> None:
     """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
     from scenetg.eval.grounding import ground as run_ground
@@ -338,7 +339,7 @@ def ground(
         stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
                            max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
-                           max_new_tokens=max_new_tokens, center_fraction=fraction)
+                           max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode)
     out_console.print(stats.summary(), highlight=False)
 
 

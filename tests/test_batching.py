@@ -267,3 +267,32 @@ def test_build_captions_batches_span_videos_and_equal_the_per_video_path(
         cross = sorted((tmp_path / "cross" / name).rglob("*.parquet"))
         alone = sorted((tmp_path / "per_video" / name).rglob("*.parquet"))
         assert cross and [p.read_bytes() for p in cross] == [p.read_bytes() for p in alone]
+
+
+# ------------------------------------------------------------------------------ decode modes
+
+
+@pytest.mark.slow
+def test_decode_modes_give_the_same_greedy_text(tiny_models, tmp_path):
+    from scenetg.models.qwen import load_qwen
+    from scenetg.models.runner import QwenRunner
+    from scenetg.rl.samples import FrameSampling, GroundingInput, generate_grounding, sample_video
+
+    write_synthetic_video(tmp_path / "a.mp4", [2.0, 2.0], fps=8, size=(64, 48))
+    video = sample_video(tmp_path / "a.mp4", 4.0, FrameSampling(2, 8, 64))
+    items = [GroundingInput(video, "a scene"), GroundingInput(video, "the other scene, please")]
+    model, processor = load_qwen(tiny_models["qwen"], device="cpu")
+    texts = {}
+    for mode in ("plain", "no-cudnn", "static"):
+        runner = QwenRunner(model, processor, 16, decode=mode)
+        texts[mode] = generate_grounding(runner, items)
+    assert QwenRunner(model, processor, 16, decode="static").generation_config.cache_implementation == "static"
+    assert QwenRunner(model, processor, 16).decode == "plain"  # auto on a CPU
+    assert texts["no-cudnn"] == texts["plain"] and texts["static"] == texts["plain"]
+    assert all(texts["plain"])
+
+
+def test_bad_decode_mode_fails_before_loading(tmp_path):
+    with pytest.raises(ConfigError, match="decode must be one of auto, no-cudnn, static, plain"):
+        G.ground(_grounding_records(), tmp_path, tmp_path / "p.jsonl", model="not/loaded",
+                 decode="fast")

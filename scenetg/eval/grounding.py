@@ -37,7 +37,13 @@ from scenetg.eval.baselines import (
 from scenetg.eval.predictions import append_prediction
 from scenetg.eval.records import GroundingRecord
 from scenetg.models.batch_size import expected_frames, runner_batch_size
-from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, as_clip, as_runner
+from scenetg.models.runner import (
+    DECODE_MODES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_NEW_TOKENS,
+    as_clip,
+    as_runner,
+)
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
 from scenetg.rl.parsing import parse_answer
@@ -166,6 +172,7 @@ def ground(
     center_fraction: float | str = DEFAULT_CENTER_FRACTION,
     clip_scales: Sequence[float] = CLIP_SCALES,
     clip_stride: float = CLIP_STRIDE,
+    decode: str = "auto",
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -173,12 +180,15 @@ def ground(
     an OpenCLIP name/path (or a `ClipEncoder`) for ``clip``; ``center`` needs none. `fps` and
     `max_frames` set the frames sampled per video for both ``model`` and ``clip``. A query
     whose video is missing or unreadable gets ``pred: null`` and ``raw: "error: ..."``, is
-    counted, and the run goes on.
+    counted, and the run goes on. `decode`: how decode steps run attention
+    (`scenetg.models.runner.DECODE_MODES`).
     """
     t0 = time.perf_counter()
     if method not in METHODS:
         raise ConfigError(f"unknown grounding method {method!r}; use one of {', '.join(METHODS)}")
     batch_size = coerce_batch_size("batch_size", batch_size)
+    if decode not in DECODE_MODES:
+        raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
     if fps <= 0 or max_frames < 1:
         raise ConfigError("fps must be > 0, max_frames >= 1")
     if limit is not None and limit < 0:
@@ -197,7 +207,7 @@ def ground(
 
     engine: Any = None
     if method == "model":
-        engine = as_runner(model, dtype, device, max_new_tokens)
+        engine = as_runner(model, dtype, device, max_new_tokens, decode=decode)
     elif method == "clip":
         engine = as_clip(model, device)
 

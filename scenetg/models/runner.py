@@ -125,7 +125,8 @@ class QwenRunner:
 
 
 def as_runner(
-    model: Any, dtype: str, device: str, max_new_tokens: int, what: str = "--model"
+    model: Any, dtype: str, device: str, max_new_tokens: int, what: str = "--model",
+    decode: str = "auto",
 ) -> Any:
     """A `QwenRunner` from a model id/path, or `model` itself when it already has ``generate``
     (a loaded runner, or a stand-in in tests). `what` names the flag in errors."""
@@ -134,7 +135,7 @@ def as_runner(
     if hasattr(model, "generate") and not isinstance(model, (str, Path)):
         return model
     return QwenRunner.load(
-        model, dtype=dtype, device=device, max_new_tokens=max_new_tokens, flag=what
+        model, dtype=dtype, device=device, max_new_tokens=max_new_tokens, flag=what, decode=decode
     )
 
 
