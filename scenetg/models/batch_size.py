@@ -72,7 +72,9 @@ def _cuda_free_bytes(device: Any) -> int | None:
         dev = torch.device(device)
         if dev.type != "cuda" or not torch.cuda.is_available():
             return None
-        return int(torch.cuda.mem_get_info(dev)[0])
+        # What PyTorch's caching allocator holds but does not use is free to the next batch.
+        cached = torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
+        return int(torch.cuda.mem_get_info(dev)[0]) + max(0, int(cached))
     except (ImportError, RuntimeError, TypeError, ValueError):
         return None
 
