@@ -296,3 +296,81 @@ def test_bad_decode_mode_fails_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="decode must be one of auto, no-cudnn, static, plain"):
         G.ground(_grounding_records(), tmp_path, tmp_path / "p.jsonl", model="not/loaded",
                  decode="fast")
+
+
+class _FakeCaptioner:
+    """Captions from each scene's first time; raises on scenes of `bad_duration` or on call
+    `interrupt_on` (Ctrl-C)."""
+
+    model_name = "fake-captioner"
+
+    def __init__(self, bad_duration: float | None = None, interrupt_on: int | None = None):
+        self.bad_duration, self.interrupt_on = bad_duration, interrupt_on
+        self.calls = 0
+
+    def batch_size(self, scene) -> int:
+        return 3
+
+    def caption_scenes(self, scenes):
+        self.calls += 1
+        if self.calls == self.interrupt_on:
+            raise KeyboardInterrupt
+        if any(abs(s.duration_s - (self.bad_duration or -1)) < 0.05 for s in scenes):
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return [f"scene at {s.times_s[0]:.2f} s" for s in scenes]
+
+
+def _short_clips(folder: Path) -> Path:
+    folder.mkdir()
+    for i, durations in enumerate([[2.0, 1.5], [1.5, 2.0], [3.0, 3.0], [2.0, 2.0]]):
+        write_synthetic_video(folder / f"v{i}.mp4", durations, 24.0, size=(160, 96), seed=i)
+    return folder
+
+
+def _queries(out: Path) -> list[tuple]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sorted((out / "audit").rglob("*.parquet"))[0])
+    return sorted(zip(table["video_id"].to_pylist(), table["query"].to_pylist(), strict=True))
+
+
+@pytest.mark.slow
+def test_a_batch_that_fails_fails_only_the_video_that_broke_it(tmp_path, tiny_models, monkeypatch):
+    from scenetg.curate import captions
+    from scenetg.curate.pipeline import build
+
+    videos = _short_clips(tmp_path / "videos")
+    monkeypatch.setattr(captions, "make_caption_backend", lambda cfg: _FakeCaptioner(bad_duration=3.0))
+    summary = build(videos, tmp_path / "out", _demo_config(tiny_models, "auto"))
+    assert summary.videos_ok == 3 and list(summary.errors) == ["v2"]
+    assert "RuntimeError: CUDA error" in summary.errors["v2"]
+    assert {v for v, _ in _queries(tmp_path / "out")} == {"v0", "v1", "v3"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_build_stops_the_prefetch_thread_and_resume_finishes_the_same(
+    tmp_path, tiny_models, monkeypatch
+):
+    from scenetg.curate import captions
+    from scenetg.curate.pipeline import build
+
+    videos = _short_clips(tmp_path / "videos")
+    cfg = _demo_config(tiny_models, "auto")
+    monkeypatch.setattr(captions, "make_caption_backend", lambda cfg: _FakeCaptioner())
+    build(videos, tmp_path / "whole", cfg)
+
+    monkeypatch.setattr(captions, "make_caption_backend", lambda cfg: _FakeCaptioner(interrupt_on=2))
+    with pytest.raises(KeyboardInterrupt):
+        build(videos, tmp_path / "cut", cfg)
+    time.sleep(0.1)
+    assert not [t for t in threading.enumerate() if t.name == "scenetg-prefetch"]
+    # The first batch (3 scenes over 2 videos) was stored before the interrupt.
+    assert any((tmp_path / "cut" / "work").rglob("captions.jsonl"))
+
+    monkeypatch.setattr(captions, "make_caption_backend", lambda cfg: _FakeCaptioner())
+    build(videos, tmp_path / "cut", cfg, resume=True)
+    assert _queries(tmp_path / "cut") == _queries(tmp_path / "whole")
+    for name in ("audit", "data"):
+        cut = sorted((tmp_path / "cut" / name).rglob("*.parquet"))
+        whole = sorted((tmp_path / "whole" / name).rglob("*.parquet"))
+        assert [p.read_bytes() for p in cut] == [p.read_bytes() for p in whole]

@@ -134,17 +134,28 @@ class CrossVideoCaptions:
         self.batch = []
         if not batch:
             return
-        b = self.b
         try:
-            texts = b._timed(
-                "captions", lambda: b.models.captioner.caption_scenes([s.frames for s in batch])
-            )
+            self._caption(batch)
         except (ScenetgError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # a failed batch fails its videos, the build goes on
+        except Exception:
+            # Which video broke the batch? Caption each video's share alone: only it fails.
+            by_video: dict[str, list[_Scene]] = {}
             for s in batch:
-                self.fail(s.job, exc)
-            return
+                by_video.setdefault(s.job.video_id, []).append(s)
+            for scenes in by_video.values():
+                try:
+                    self._caption(scenes)
+                except (ScenetgError, KeyboardInterrupt):
+                    raise
+                except Exception as exc:  # one broken video must not stop the build
+                    self.fail(scenes[0].job, exc)
+
+    def _caption(self, batch: list[_Scene]) -> None:
+        b = self.b
+        texts = b._timed(
+            "captions", lambda: b.models.captioner.caption_scenes([s.frames for s in batch])
+        )
         by_cache: dict[int, tuple[stages.CaptionCache, list, list]] = {}
         for s, text in zip(batch, texts, strict=True):
             entry = by_cache.setdefault(id(s.cache), (s.cache, [], []))

@@ -11,6 +11,7 @@ Loaders read Video-MME, LongVideoBench and MLVU files (JSON, JSONL or Parquet) i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -40,6 +41,7 @@ from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` call
 )
 from scenetg.models.batch_size import runner_batch_size
 from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, as_clip, as_runner
+from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
 from scenetg.rl.parsing import parse_answer, parse_choice
 from scenetg.rl.prompts import (
@@ -182,8 +184,12 @@ def answer(
         reporter.start("answer", len(pending))
         sampling = FrameSampling(float(fps), int(max_frames), max_side)
         order = by_visual_size(group_by_video(pending), sampling)
-        with out.open("a", encoding="utf-8") as fh:
-            for chunk in _chunks(job, videos_dir, order):
+        chunks = _chunks(job, videos_dir, order)
+        # The model grounder's frames decode in a thread while the model runs (a CLIP grounder
+        # runs its model while preparing, so it stays in this thread).
+        ahead = Prefetch(chunks, 1) if grounder == "model" else contextlib.nullcontext(chunks)
+        with out.open("a", encoding="utf-8") as fh, ahead as chunks:
+            for chunk in chunks:
                 rows = chunk if chunk and isinstance(chunk[0], dict) else job.chunk_rows(chunk)
                 for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
