@@ -85,8 +85,8 @@ def run(quick: bool = False) -> dict:
     speed = rows["annotation order"]["wall_s"] / rows["longest video first"]["wall_s"]
     md += ["", f"Longest first / annotation order: **{speed:.2f}×** queries/s. The tiny model's "
            "time is per-call overhead, so less padding does not show as speed here; with a real "
-           "model every padded frame is ~144 visual tokens of prefill, attention and KV cache "
-           "(DESIGN.md), which is what the smaller padded share saves."]
+           "model every padded frame pair is ~144 visual tokens at 448×252 of prefill, attention "
+           "and KV cache (DESIGN.md), which is what the smaller padded share saves."]
     return {
         "padded_share": {k: round(v["padded_share"], 3) for k, v in rows.items()},
         "sorted_speedup": round(speed, 3),
