@@ -24,6 +24,9 @@ BENCHES = [
     ("Peak memory of a build vs video length", "bench_memory"),
     ("Eval metrics throughput", "bench_eval"),
     ("GRPO training step (CPU, tiny model)", "bench_train"),
+    ("Captions batched across videos (CPU, tiny model)", "bench_caption_batches"),
+    ("Grounding batches: longest video first vs annotation order (CPU, tiny model)", "bench_ground_batches"),
+    ("One grounding generate call: decode steps and our per-step work (CPU, tiny model)", "bench_decode_steps"),
 ]
 GPU_RESULTS = ROOT / "benchmarks" / "gpu_results"
 

@@ -93,7 +93,9 @@ class CaptionsConfig:
     """Frames are decoded with their longer side scaled down to this many pixels."""
     dtype: str = "auto"
     device: str = "auto"
-    batch_size: int = field(default=4, metadata={"min": 1})
+    batch_size: int | str = field(default="auto", metadata={"batch_size": True})
+    """Scenes per generate call, across videos: ``auto`` (4 on a CPU, by free memory on CUDA:
+    `scenetg.models.batch_size`) or a number."""
     max_new_tokens: int = field(default=64, metadata={"min": 1})
     trust_remote_code: bool = False
     prompt: str = (
@@ -124,7 +126,9 @@ class FilterConfig:
     """delta: keep query i iff argmax_j s_ij = i and s_ii - max_{j!=i} s_ij >= delta."""
     frames_per_scene: int = field(default=8, metadata={"min": 1})
     device: str = "auto"
-    batch_size: int = field(default=64, metadata={"min": 1})
+    batch_size: int | str = field(default="auto", metadata={"batch_size": True})
+    """CLIP images per encode call, across a video's scenes: ``auto`` (64 on a CPU, by free
+    memory on CUDA) or a number."""
 
     def __post_init__(self) -> None:
         self.validate()

@@ -114,10 +114,23 @@ def coerce_str(key: str, value: Any, choices: typing.Sequence[str] | None = None
     return text
 
 
+def coerce_batch_size(key: str, value: Any) -> int | str:
+    """``auto`` (any case) or an integer >= 1: a batch size (`scenetg.models.batch_size`)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    n = _number(value)
+    if n is None or (isinstance(n, float) and not (math.isfinite(n) and n.is_integer())) or n < 1:
+        raise ConfigError(f"{key}: expected 'auto' or an integer >= 1, got {_show(value)}")
+    return int(n)
+
+
 def coerce_value(key: str, value: Any, type_: Any, meta: typing.Mapping[str, Any] | None = None) -> Any:
     """`value` as `type_` (bool, int, float, str, ``X | None``, ``list[X]``, ``dict[str, X]``),
-    with the bounds in `meta` (``min``, ``max``, ``min_open``, ``choices``) on scalars."""
+    with the bounds in `meta` (``min``, ``max``, ``min_open``, ``choices``) on scalars;
+    ``meta={"batch_size": True}`` takes ``auto`` or an integer >= 1."""
     meta = meta or {}
+    if meta.get("batch_size"):
+        return coerce_batch_size(key, value)
     origin, args = typing.get_origin(type_), typing.get_args(type_)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None:

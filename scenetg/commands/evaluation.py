@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from scenetg.commands.app import app, console, out_console
+from scenetg.config_fields import coerce_batch_size
 from scenetg.errors import ScenetgError
 from scenetg.eval.answering import (
     DEFAULT_CONTEXT_FRACTION,
@@ -79,12 +80,13 @@ def ground(
     durations_csv: Annotated[Path | None, typer.Option("--durations", help="Metadata CSV with video lengths.")] = None,
     fps: Annotated[float, typer.Option("--fps", help="Frames per second sampled (as in training).")] = DEFAULT_FPS,
     max_frames: Annotated[int, typer.Option("--max-frames", help="At most this many frames per video.")] = DEFAULT_MAX_FRAMES,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Queries per generate call.")] = DEFAULT_BATCH_SIZE,
+    batch_size: Annotated[str, typer.Option("--batch-size", help="Queries per generate call, across videos: auto (4 on CPU, by free GPU memory) or N.")] = DEFAULT_BATCH_SIZE,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N queries.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, bfloat16, float16, float32.")] = "auto",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = DEFAULT_MAX_NEW_TOKENS,
     center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
+    decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
 ) -> None:
     """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
     from scenetg.eval.grounding import ground as run_ground
@@ -98,11 +100,12 @@ def ground(
     if method in ("model", "clip") and not model:
         raise ScenetgError(f"--method {method} needs --model")
     fraction: float | str = center_fraction if center_fraction == "auto" else float(center_fraction)
+    batch = coerce_batch_size("--batch-size", batch_size)
     with rich_reporter(console) as reporter:
         stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
-                           max_frames=max_frames, batch_size=batch_size, limit=limit,
+                           max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
-                           max_new_tokens=max_new_tokens, center_fraction=fraction)
+                           max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode)
     out_console.print(stats.summary(), highlight=False)
 
 
@@ -118,7 +121,7 @@ def answer(
     frames: Annotated[int, typer.Option("--frames", help="N frames for both arms.")] = DEFAULT_N_FRAMES,
     context_fraction: Annotated[float, typer.Option("--context-fraction", help="Widen the span by this fraction of its length per side.")] = DEFAULT_CONTEXT_FRACTION,
     context_s: Annotated[float, typer.Option("--context-s", help="...and by this many seconds per side.")] = DEFAULT_CONTEXT_S,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Items per generate call.")] = DEFAULT_BATCH_SIZE,
+    batch_size: Annotated[str, typer.Option("--batch-size", help="Items per generate call, across videos: auto (4 on CPU, by free GPU memory) or N.")] = DEFAULT_BATCH_SIZE,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N questions.")] = None,
     device: Annotated[str, typer.Option("--device")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",
@@ -130,6 +133,7 @@ def answer(
     from scenetg.eval.qa_loaders import load_qa_report
     from scenetg.progress import rich_reporter
 
+    batch = coerce_batch_size("--batch-size", batch_size)
     records, qa_report = load_qa_report(qa, qa_format)
     if qa_report.no_answer:
         sys.stderr.write(f"warning: {qa_report.summary()}\n")
@@ -137,7 +141,7 @@ def answer(
         result = run_answer(records, videos, out, answerer, grounder=grounder,
                             grounder_model=grounder_model, n_frames=frames,
                             context_fraction=context_fraction, context_s=context_s,
-                            batch_size=batch_size, limit=limit, reporter=reporter,
+                            batch_size=batch, limit=limit, reporter=reporter,
                             dtype=dtype, device=device,
                             summary_path=summary or out.with_suffix(".summary.json"))
     out_console.print(format_answer_summary(result), highlight=False)

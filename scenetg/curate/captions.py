@@ -25,6 +25,8 @@ from scenetg.models.qwen import CAPTION_MODEL_FLAG, check_qwen_available, load_q
 from scenetg.video.frames import jpeg_data_url
 
 MODELS_CHECK_TIMEOUT_S = 5.0
+PROMPT_TOKENS = 128
+"""Text tokens of the caption prompt and chat template, rounded up (for batch sizing only)."""
 
 
 @dataclass
@@ -102,11 +104,21 @@ class TransformersCaptioner:
         self.model, self.processor = model, processor
         self.model_name = _local_model_name(cfg.model)
 
+    def batch_size(self, scene: SceneFrames) -> int:
+        """Scenes per generate call for scenes like `scene`: `captions.batch_size`, or for
+        ``auto`` by free GPU memory and the scene's tokens (`scenetg.models.batch_size`)."""
+        from scenetg.models.batch_size import frames_tokens
+
+        tokens = frames_tokens(scene.frames) + PROMPT_TOKENS + int(self.cfg.max_new_tokens)
+        return self.runner.batch_size(self.cfg.batch_size, tokens)
+
     def caption_scenes(self, scenes: Sequence[SceneFrames]) -> list[str]:
         """One caption per scene (same order), deterministic."""
         scenes = _check_scenes(scenes)
         captions: list[str] = []
-        step = max(1, int(self.cfg.batch_size))
+        if not scenes:
+            return captions
+        step = self.batch_size(scenes[0])
         for i in range(0, len(scenes), step):
             batch = scenes[i : i + step]
             texts = self.runner.generate(
@@ -173,6 +185,13 @@ class OpenAICaptioner:
             ) from exc
         choice = response.choices[0] if response.choices else None
         return clean_caption(choice.message.content if choice and choice.message else "")
+
+    def batch_size(self, scene: SceneFrames) -> int:
+        """Scenes handed over per call: ``auto`` keeps every concurrent request slot busy."""
+        from scenetg.models.batch_size import is_auto
+
+        value = self.cfg.batch_size
+        return max(1, int(self.cfg.openai.concurrency)) if is_auto(value) else int(value)
 
     def caption_scenes(self, scenes: Sequence[SceneFrames]) -> list[str]:
         """One caption per scene (same order); requests run concurrently, bounded by the config."""

@@ -75,9 +75,12 @@ class Models:
     @property
     def clip(self):
         if self._clip is None:
+            from scenetg.models.batch_size import resolve_clip_batch_size
             from scenetg.models.clip import load_clip
 
-            self._clip = load_clip(self.cfg.filter.clip_model, device=self.cfg.filter.device)
+            clip = load_clip(self.cfg.filter.clip_model, device=self.cfg.filter.device)
+            clip.batch_size = resolve_clip_batch_size(self.cfg.filter.batch_size, clip.device)
+            self._clip = clip
         return self._clip
 
 
@@ -290,11 +293,9 @@ class Build:
             run_ray(self, jobs, upto)
             self.save_manifest()
             return
-        self.reporter.start("videos", len(jobs))
-        self.reporter.start("captions", 0)
-        for job in jobs:
-            self.process_video(job, upto, resume=resume)
-            self.reporter.advance("videos")
+        from scenetg.curate.caption_batches import run_local
+
+        run_local(self, jobs, upto, resume)  # captions batched across videos, decode ahead
         self.save_manifest()
 
     # ----- export ---------------------------------------------------------------------------

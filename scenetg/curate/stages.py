@@ -122,6 +122,51 @@ class CaptionCache:
             os.fsync(fh.fileno())
 
 
+def caption_batch_size(captioner: Any, scene: Any, cfg: BuildConfig) -> int:
+    """Scenes per caption call: the captioner's choice for this scene's size (``auto``), else
+    the configured number (4 for ``auto`` with a backend that cannot tell)."""
+    choose = getattr(captioner, "batch_size", None)
+    if callable(choose):
+        return max(1, int(choose(scene)))
+    from scenetg.models.batch_size import CPU_BATCH_SIZE, is_auto
+
+    value = cfg.captions.batch_size
+    return CPU_BATCH_SIZE if is_auto(value) else max(1, int(value))
+
+
+def caption_items(
+    path: Path,
+    scenes: list[dict[str, Any]],
+    cfg: BuildConfig,
+    cache: CaptionCache,
+    keep_filter_frames: tuple[list[float], int, list[np.ndarray]] | None = None,
+) -> Iterator[tuple[dict[str, Any], Any]]:
+    """(scene, SceneFrames) for each scene not in `cache`, from one decode pass of the video.
+
+    `keep_filter_frames` = (times, side, out): the same decode pass also appends the filter's
+    frames at those times and size to `out` (`keyframes.py`: one keyframe pass per video).
+    """
+    from scenetg.curate.captions import SceneFrames
+
+    todo = [s for s in scenes if cache.get(s) is None]
+    if not todo:
+        return
+    caption_times = [s["keyframe_times"] for s in todo]
+    if keep_filter_frames is not None:
+        from scenetg.curate.keyframes import caption_groups_keeping_filter_frames
+
+        groups = caption_groups_keeping_filter_frames(
+            path, caption_times, cfg.captions.max_frame_side, *keep_filter_frames
+        )
+    else:
+        groups = _scene_frame_groups(path, caption_times, cfg.captions.max_frame_side)
+    for pos, frames in groups:
+        scene = todo[pos]
+        yield scene, SceneFrames(
+            frames=frames, times_s=list(scene["keyframe_times"]),
+            duration_s=scene["end_s"] - scene["start_s"])
+
+
 def run_captions(
     path: Path,
     scenes: list[dict[str, Any]],
@@ -131,17 +176,16 @@ def run_captions(
     on_scenes_done: ProgressFn | None = None,
     keep_filter_frames: tuple[list[float], int, list[np.ndarray]] | None = None,
 ) -> list[str]:
-    """One caption per scene; cached scenes are not decoded or captioned again.
+    """One caption per scene of one video; cached scenes are not decoded or captioned again.
 
-    `keep_filter_frames` = (times, side, out): the same decode pass also appends the filter's
-    frames at those times and size to `out` (`keyframes.py`: one keyframe pass per video).
+    The per-video path (Ray workers, `process_video`); the local engine batches across videos
+    (`caption_batches.py`). `keep_filter_frames` as in `caption_items`.
     """
-    from scenetg.curate.captions import SceneFrames
-
-    todo = [s for s in scenes if cache.get(s) is None]
-    if on_scenes_done and len(todo) < len(scenes):
-        on_scenes_done(len(scenes) - len(todo))
-    batch: list[tuple[dict[str, Any], SceneFrames]] = []
+    n_cached = sum(cache.get(s) is not None for s in scenes)
+    if on_scenes_done and n_cached:
+        on_scenes_done(n_cached)
+    batch: list[tuple[dict[str, Any], Any]] = []
+    size = 0
 
     def flush() -> None:
         if not batch:
@@ -152,24 +196,12 @@ def run_captions(
             on_scenes_done(len(batch))
         batch.clear()
 
-    if todo:
-        caption_times = [s["keyframe_times"] for s in todo]
-        if keep_filter_frames is not None:
-            from scenetg.curate.keyframes import caption_groups_keeping_filter_frames
-
-            groups = caption_groups_keeping_filter_frames(
-                path, caption_times, cfg.captions.max_frame_side, *keep_filter_frames
-            )
-        else:
-            groups = _scene_frame_groups(path, caption_times, cfg.captions.max_frame_side)
-        for pos, frames in groups:
-            scene = todo[pos]
-            batch.append((scene, SceneFrames(
-                frames=frames, times_s=list(scene["keyframe_times"]),
-                duration_s=scene["end_s"] - scene["start_s"])))
-            if len(batch) >= cfg.captions.batch_size:
-                flush()
-        flush()
+    for scene, frames in caption_items(path, scenes, cfg, cache, keep_filter_frames):
+        size = size or caption_batch_size(captioner, frames, cfg)
+        batch.append((scene, frames))
+        if len(batch) >= size:
+            flush()
+    flush()
     return [cache.get(s) or "" for s in scenes]
 
 
@@ -198,8 +230,17 @@ def run_filter(
         groups = ((i, stored_frames[i * k : (i + 1) * k]) for i in range(len(scenes)))
     else:
         groups = _scene_frame_groups(path, times, side)
-    for pos, frames in groups:
-        scene_embs[pos] = scene_embedding(clip.encode_images(frames))
+    # One encode over all of the video's frames, in `clip.batch_size` chunks (not one call per
+    # scene's k frames, which never fills a batch).
+    counts = [0] * len(scenes)
+    frames: list[np.ndarray] = []
+    for pos, group in groups:
+        counts[pos] = len(group)
+        frames.extend(group)
+    image_emb = clip.encode_images(frames)
+    offsets = np.cumsum([0, *counts])
+    for pos in range(len(scenes)):
+        scene_embs[pos] = scene_embedding(image_emb[offsets[pos] : offsets[pos + 1]])
     text_emb = clip.encode_text([c if c.strip() else " " for c in captions])
     figures = filter_queries(
         text_emb, np.stack(scene_embs), cfg.filter.min_margin, empty=[not c.strip() for c in captions]

@@ -11,16 +11,19 @@ Loaders read Video-MME, LongVideoBench and MLVU files (JSON, JSONL or Parquet) i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scenetg.config_fields import coerce_batch_size
 from scenetg.curate.workdir import write_bytes_atomic
 from scenetg.errors import ConfigError, VideoError
+from scenetg.eval.answer_summary import format_answer_summary, summarize_answers  # noqa: F401
 from scenetg.eval.baselines import (
     CLIP_SCALES,
     CLIP_STRIDE,
@@ -28,7 +31,7 @@ from scenetg.eval.baselines import (
     clip_frame_times,
     clip_ground_video,
 )
-from scenetg.eval.grounding import ERROR_PREFIX, group_by_video, read_done_rows
+from scenetg.eval.grounding import ERROR_PREFIX, by_visual_size, group_by_video, read_done_rows
 from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` callers load QA here
     DURATION_GROUPS,
     QA_FORMATS,
@@ -36,7 +39,9 @@ from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` call
     duration_group,
     load_qa,
 )
+from scenetg.models.batch_size import runner_batch_size
 from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, as_clip, as_runner
+from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
 from scenetg.rl.parsing import parse_answer, parse_choice
 from scenetg.rl.prompts import (
@@ -105,7 +110,7 @@ def answer(
     context_s: float = DEFAULT_CONTEXT_S,
     fps: float = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | str = DEFAULT_BATCH_SIZE,
     limit: int | None = None,
     reporter: Reporter | None = None,
     *,
@@ -129,8 +134,9 @@ def answer(
     """
     if grounder not in GROUNDERS:
         raise ConfigError(f"unknown grounder {grounder!r}; use one of {', '.join(GROUNDERS)}")
-    if n_frames < 1 or batch_size < 1 or fps <= 0 or max_frames < 1:
-        raise ConfigError("n_frames, batch_size and max_frames must be >= 1, fps > 0")
+    batch_size = coerce_batch_size("batch_size", batch_size)
+    if n_frames < 1 or fps <= 0 or max_frames < 1:
+        raise ConfigError("n_frames and max_frames must be >= 1, fps > 0")
     if context_fraction < 0 or context_s < 0:
         raise ConfigError("context_fraction and context_s must be >= 0")
     if limit is not None and limit < 0:
@@ -168,7 +174,7 @@ def answer(
             context_s=float(context_s),
             fps=float(fps),
             max_frames=int(max_frames),
-            batch_size=int(batch_size),
+            batch_size=batch_size,
             max_side=max_side,
             max_new_tokens_ground=int(max_new_tokens_ground),
             max_new_tokens_answer=int(max_new_tokens_answer),
@@ -176,12 +182,19 @@ def answer(
             clip_stride=float(clip_stride),
         )
         reporter.start("answer", len(pending))
-        with out.open("a", encoding="utf-8") as fh:
-            for video_id, recs in group_by_video(pending).items():
-                for row in job.video_rows(videos_dir, video_id, recs):
+        sampling = FrameSampling(float(fps), int(max_frames), max_side)
+        order = by_visual_size(group_by_video(pending), sampling)
+        chunks = _chunks(job, videos_dir, order)
+        # The model grounder's frames decode in a thread while the model runs (a CLIP grounder
+        # runs its model while preparing, so it stays in this thread).
+        ahead = Prefetch(chunks, 1) if grounder == "model" else contextlib.nullcontext(chunks)
+        with out.open("a", encoding="utf-8") as fh, ahead as chunks:
+            for chunk in chunks:
+                rows = chunk if chunk and isinstance(chunk[0], dict) else job.chunk_rows(chunk)
+                for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    fh.flush()
                     reporter.advance("answer")
+                fh.flush()
     rows = read_done_rows(out)
     summary = summarize_answers(todo, rows)
     summary.update(settings)
@@ -197,9 +210,28 @@ def answer(
     return summary
 
 
+ANSWER_CHUNK_ITEMS = 32
+"""Questions gathered (over consecutive videos) before their batches run: batches span videos
+while the frames held stay bounded (one chunk's videos)."""
+
+
+@dataclass
+class _Video:
+    """One video's questions with the frames both stages need (decoded once)."""
+
+    path: Path
+    recs: Sequence[QARecord]
+    duration: float
+    uniform: SampledVideo
+    ground_video: SampledVideo | None = None
+    spans: list | None = None
+    raw_ground: list[str] | None = None
+
+
 @dataclass
 class _Job:
-    """One `answer` run's settings and loaded models; `video_rows` does one video."""
+    """One `answer` run's settings and loaded models; `chunk_rows` does consecutive videos,
+    batching their grounding and answering items across videos."""
 
     runner: Any
     ground_engine: Any
@@ -209,112 +241,148 @@ class _Job:
     context_s: float
     fps: float
     max_frames: int
-    batch_size: int
+    batch_size: int | str
     max_side: int | None
     max_new_tokens_ground: int
     max_new_tokens_answer: int
     clip_scales: tuple[float, ...]
     clip_stride: float
 
-    def video_rows(self, videos_dir, video_id: str, recs: Sequence[QARecord]) -> list[dict]:
+    def prepare(self, videos_dir, video_id: str, recs: Sequence[QARecord]) -> _Video | list[dict]:
+        """The video's frames (and its CLIP grounding), or one error row per question."""
         try:
             path = find_video(videos_dir, video_id)
             if path is None:
                 message = f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}"
                 return [_error_row(r, message) for r in recs]
-            return self._rows(path, recs)
+            return self._decode(path, recs)
         except VideoError as exc:
             return [_error_row(r, f"{ERROR_PREFIX} {exc}") for r in recs]
 
-    def _batched(self, items: list, fn) -> list:
+    def _batched(self, items: list, frames_of, fn) -> list:
+        """`fn` over `items` in batches (``auto``: sized by each batch's first item's frames)."""
         out: list = []
-        for i in range(0, len(items), self.batch_size):
-            out.extend(fn(items[i : i + self.batch_size]))
+        i = 0
+        while i < len(items):
+            size = runner_batch_size(self.runner, self.batch_size, frames_of(items[i]))
+            out.extend(fn(items[i : i + size]))
+            i += size
         return out
 
-    def _rows(self, path: Path, recs: Sequence[QARecord]) -> list[dict]:
+    def _decode(self, path: Path, recs: Sequence[QARecord]) -> _Video:
         from scenetg.video.probe import probe_video
 
         duration = float(probe_video(path).duration_s)
         # Frames for the model start at each span's start (`span_times`), as grounding's do.
         uniform_times = span_times(0.0, duration, self.n_frames)
-        sampling = FrameSampling(self.fps, self.max_frames, self.max_side)
-
-        # Stage 1: ground every question of the video (frames decoded once).
         if self.grounder == "clip":
             emb = clip_frame_embeddings(
                 self.ground_engine, path, clip_frame_times(duration, self.fps, self.max_frames)
             )
             found = clip_ground_video(
-                self.ground_engine,
-                emb,
-                duration,
-                [r.question for r in recs],
-                self.clip_scales,
-                self.clip_stride,
+                self.ground_engine, emb, duration, [r.question for r in recs],
+                self.clip_scales, self.clip_stride,
             )
-            spans = [(s, e) for s, e, _ in found]
-            raw_ground = [f"clip window score={score:.4f}" for _, _, score in found]
             uniform_frames = read_frames_at(path, uniform_times, max_side=self.max_side)
-        else:
-            times_g = sampling.times(duration)
-            frames = read_frames_at(path, list(times_g) + list(uniform_times), self.max_side)
-            video_g = SampledVideo(frames[: len(times_g)], times_g, duration)
-            uniform_frames = frames[len(times_g) :]
-            items = [GroundingInput(video_g, r.question) for r in recs]
-            raw_ground = self._batched(
-                items,
-                lambda b: generate_grounding(self.ground_engine, b, self.max_new_tokens_ground),
+            return _Video(
+                path, recs, duration, SampledVideo(uniform_frames, uniform_times, duration),
+                spans=[(s, e) for s, e, _ in found],
+                raw_ground=[f"clip window score={score:.4f}" for _, _, score in found],
             )
-            spans = [parse_answer(t) for t in raw_ground]
-            del frames, video_g
+        times_g = FrameSampling(self.fps, self.max_frames, self.max_side).times(duration)
+        frames = read_frames_at(path, list(times_g) + list(uniform_times), self.max_side)
+        return _Video(
+            path, recs, duration,
+            SampledVideo(frames[len(times_g) :], uniform_times, duration),
+            ground_video=SampledVideo(frames[: len(times_g)], times_g, duration),
+        )
 
+    def chunk_rows(self, videos: list[_Video]) -> list[dict]:
+        """Rows for every question of `videos` (in their order); items batched across videos."""
+        # Stage 1: ground every question (model grounder; CLIP grounded at decode time).
+        items = [(v, GroundingInput(v.ground_video, r.question))
+                 for v in videos if v.spans is None for r in v.recs]
+        raw = self._batched(
+            items, lambda it: it[1].video.frames,
+            lambda b: generate_grounding(
+                self.ground_engine, [g for _, g in b], self.max_new_tokens_ground),
+        )
+        for v in videos:
+            if v.spans is None:
+                v.raw_ground = raw[: len(v.recs)]
+                raw = raw[len(v.recs) :]
+                v.spans = [parse_answer(t) for t in v.raw_ground]
+                v.ground_video = None  # its frames are no longer needed
         # Stage 2: frames inside each widened span (whole video when grounding is unusable).
-        windows = [answer_window(s, duration, self.context_fraction, self.context_s) for s in spans]
-        used = [w if w is not None else (0.0, duration) for w in windows]
-        times_q = [span_times(a, b, self.n_frames) for a, b in used]
-        flat = read_frames_at(path, [t for ts in times_q for t in ts], self.max_side)
-        n = self.n_frames
-        uniform = SampledVideo(uniform_frames, uniform_times, duration)
         answer_items: list[tuple[SampledVideo, str]] = []
-        for k, (rec, (a, b)) in enumerate(zip(recs, used, strict=True)):
-            prompt = mcq_prompt(rec.question, rec.options)
-            answer_items.append((SampledVideo(flat[k * n : (k + 1) * n], times_q[k], b - a), prompt))
-            answer_items.append((uniform, prompt))
+        windows_of = []
+        for v in videos:
+            windows = [answer_window(s, v.duration, self.context_fraction, self.context_s)
+                       for s in v.spans]
+            used = [w if w is not None else (0.0, v.duration) for w in windows]
+            times_q = [span_times(a, b, self.n_frames) for a, b in used]
+            flat = read_frames_at(v.path, [t for ts in times_q for t in ts], self.max_side)
+            n = self.n_frames
+            for k, (rec, (a, b)) in enumerate(zip(v.recs, used, strict=True)):
+                prompt = mcq_prompt(rec.question, rec.options)
+                answer_items.append((SampledVideo(flat[k * n : (k + 1) * n], times_q[k], b - a), prompt))
+                answer_items.append((v.uniform, prompt))
+            windows_of.append((windows, used))
         texts = self._batched(
-            answer_items,
+            answer_items, lambda it: it[0].frames,
             lambda b: generate_texts(
                 self.runner, [v for v, _ in b], [p for _, p in b], self.max_new_tokens_answer
             ),
         )
         rows = []
-        for k, rec in enumerate(recs):
-            raw_gta, raw_uni = texts[2 * k], texts[2 * k + 1]
-            n_opt = len(rec.options)
-            choice_gta = parse_choice(raw_gta, n_opt, rec.options)
-            choice_uni = parse_choice(raw_uni, n_opt, rec.options)
-            span = spans[k]
-            rows.append(
-                {
-                    "qid": rec.qid,
-                    "video_id": rec.video_id,
-                    "duration_group": rec.duration_group,
-                    "answer_index": rec.answer_index,
-                    "duration_s": duration,
-                    "span": None if span is None else [float(span[0]), float(span[1])],
-                    "window": [float(used[k][0]), float(used[k][1])],
-                    "fallback": windows[k] is None,
-                    "choice_gta": choice_gta,
-                    "correct_gta": choice_gta == rec.answer_index,
-                    "choice_uniform": choice_uni,
-                    "correct_uniform": choice_uni == rec.answer_index,
-                    "raw_ground": raw_ground[k],
-                    "raw_gta": raw_gta,
-                    "raw_uniform": raw_uni,
-                    "error": None,
-                }
-            )
+        for v, (windows, used) in zip(videos, windows_of, strict=True):
+            for k, rec in enumerate(v.recs):
+                raw_gta, raw_uni = texts[0], texts[1]
+                texts = texts[2:]
+                rows.append(_row(rec, v, k, windows, used, raw_gta, raw_uni))
         return rows
+
+
+def _row(rec: QARecord, v: _Video, k: int, windows, used, raw_gta: str, raw_uni: str) -> dict:
+    n_opt = len(rec.options)
+    choice_gta = parse_choice(raw_gta, n_opt, rec.options)
+    choice_uni = parse_choice(raw_uni, n_opt, rec.options)
+    span = v.spans[k]
+    return {
+        "qid": rec.qid,
+        "video_id": rec.video_id,
+        "duration_group": rec.duration_group,
+        "answer_index": rec.answer_index,
+        "duration_s": v.duration,
+        "span": None if span is None else [float(span[0]), float(span[1])],
+        "window": [float(used[k][0]), float(used[k][1])],
+        "fallback": windows[k] is None,
+        "choice_gta": choice_gta,
+        "correct_gta": choice_gta == rec.answer_index,
+        "choice_uniform": choice_uni,
+        "correct_uniform": choice_uni == rec.answer_index,
+        "raw_ground": v.raw_ground[k],
+        "raw_gta": raw_gta,
+        "raw_uniform": raw_uni,
+        "error": None,
+    }
+
+
+def _chunks(job: _Job, videos_dir, order) -> Iterator[list[dict] | list[_Video]]:
+    """Error rows of a bad video at once; else prepared videos in chunks of about
+    `ANSWER_CHUNK_ITEMS` questions."""
+    chunk: list[_Video] = []
+    for video_id, recs in order:
+        prepared = job.prepare(videos_dir, video_id, recs)
+        if isinstance(prepared, list):
+            yield prepared
+            continue
+        chunk.append(prepared)
+        if sum(len(v.recs) for v in chunk) >= ANSWER_CHUNK_ITEMS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _error_row(rec: QARecord, message: str) -> dict:
@@ -338,64 +406,3 @@ def _error_row(rec: QARecord, message: str) -> dict:
     }
 
 
-def summarize_answers(records: Iterable[QARecord], rows: dict[str, dict]) -> dict:
-    """Accuracy (%) of Ground-then-Answer and of the uniform baseline, overall and per duration
-    group, over the records that have a row (`rows`: qid -> row). A question whose video failed
-    counts as wrong for both (`errors`); `fallback` counts questions answered from the whole
-    video because the grounding was unusable; `missing` counts records with no row yet."""
-
-    def empty() -> dict:
-        return {"n": 0, "correct_gta": 0, "correct_uniform": 0, "errors": 0, "fallback": 0}
-
-    total, groups, missing = empty(), {}, 0
-    for rec in records:
-        row = rows.get(str(rec.qid))
-        if row is None:
-            missing += 1
-            continue
-        for acc in (total, groups.setdefault(rec.duration_group, empty())):
-            acc["n"] += 1
-            acc["correct_gta"] += bool(row.get("correct_gta"))
-            acc["correct_uniform"] += bool(row.get("correct_uniform"))
-            acc["errors"] += bool(row.get("error"))
-            acc["fallback"] += bool(row.get("fallback"))
-
-    def finish(acc: dict) -> dict:
-        n = acc["n"]
-        return {
-            "n": n,
-            "accuracy_gta": 100.0 * acc["correct_gta"] / n if n else None,
-            "accuracy_uniform": 100.0 * acc["correct_uniform"] / n if n else None,
-            "errors": acc["errors"],
-            "fallback": acc["fallback"],
-        }
-
-    order = [g for g in DURATION_GROUPS if g in groups] + sorted(
-        g for g in groups if g not in DURATION_GROUPS
-    )
-    out = finish(total)
-    out["missing"] = missing
-    out["by_group"] = {g: finish(groups[g]) for g in order}
-    return out
-
-
-def format_answer_summary(summary: dict) -> str:
-    """A Markdown table of the summary: one row overall, one per duration group."""
-    lines = [
-        "| subset | n | GtA acc | uniform acc | errors | fallback |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-
-    def cell(x):
-        return "–" if x is None else f"{x:.2f}"
-
-    def row(name, m):
-        return (
-            f"| {name} | {m['n']} | {cell(m['accuracy_gta'])} | {cell(m['accuracy_uniform'])} "
-            f"| {m['errors']} | {m['fallback']} |"
-        )
-
-    lines.append(row("all", summary))
-    for name, sub in summary.get("by_group", {}).items():
-        lines.append(row(name, sub))
-    return "\n".join(lines)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scenetg.config_fields import coerce_batch_size
 from scenetg.errors import ConfigError, ScenetgError, VideoError
 from scenetg.eval.baselines import (
     CLIP_SCALES,
@@ -35,7 +36,15 @@ from scenetg.eval.baselines import (
 )
 from scenetg.eval.predictions import append_prediction
 from scenetg.eval.records import GroundingRecord
-from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, as_clip, as_runner
+from scenetg.models.batch_size import expected_frames, runner_batch_size
+from scenetg.models.runner import (
+    DECODE_MODES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_NEW_TOKENS,
+    as_clip,
+    as_runner,
+)
+from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
 from scenetg.rl.parsing import parse_answer
 from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
@@ -152,7 +161,7 @@ def ground(
     model: Any = None,
     fps: float = DEFAULT_FPS,
     max_frames: int = DEFAULT_MAX_FRAMES,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | str = DEFAULT_BATCH_SIZE,
     limit: int | None = None,
     reporter: Reporter | None = None,
     *,
@@ -163,6 +172,7 @@ def ground(
     center_fraction: float | str = DEFAULT_CENTER_FRACTION,
     clip_scales: Sequence[float] = CLIP_SCALES,
     clip_stride: float = CLIP_STRIDE,
+    decode: str = "auto",
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -170,13 +180,17 @@ def ground(
     an OpenCLIP name/path (or a `ClipEncoder`) for ``clip``; ``center`` needs none. `fps` and
     `max_frames` set the frames sampled per video for both ``model`` and ``clip``. A query
     whose video is missing or unreadable gets ``pred: null`` and ``raw: "error: ..."``, is
-    counted, and the run goes on.
+    counted, and the run goes on. `decode`: how decode steps run attention
+    (`scenetg.models.runner.DECODE_MODES`).
     """
     t0 = time.perf_counter()
     if method not in METHODS:
         raise ConfigError(f"unknown grounding method {method!r}; use one of {', '.join(METHODS)}")
-    if fps <= 0 or max_frames < 1 or batch_size < 1:
-        raise ConfigError("fps must be > 0, max_frames and batch_size >= 1")
+    batch_size = coerce_batch_size("batch_size", batch_size)
+    if decode not in DECODE_MODES:
+        raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
+    if fps <= 0 or max_frames < 1:
+        raise ConfigError("fps must be > 0, max_frames >= 1")
     if limit is not None and limit < 0:
         raise ConfigError("limit must be >= 0")
     fraction = _center_fraction(center_fraction, records) if method == "center" else None
@@ -193,7 +207,7 @@ def ground(
 
     engine: Any = None
     if method == "model":
-        engine = as_runner(model, dtype, device, max_new_tokens)
+        engine = as_runner(model, dtype, device, max_new_tokens, decode=decode)
     elif method == "clip":
         engine = as_clip(model, device)
 
@@ -311,11 +325,47 @@ def _run_clip(groups, videos_dir, encoder, fps, max_frames, scales, stride, emit
             emit(rec, (s, e), f"clip window score={score:.4f}")
 
 
+PREFETCH_VIDEOS = 2
+"""Decoded videos kept ready while the model runs (bounded: each holds up to max_frames frames)."""
+
+
+def _decoded_videos(order, videos_dir, sampling: FrameSampling):
+    """(video_id, recs, outcome) per video: a `SampledVideo`, or an error row's text and kind.
+    Runs in the prefetch thread, so it writes nothing (the consumer emits)."""
+    for video_id, recs in order:
+        try:
+            path = find_video(videos_dir, video_id)
+        except VideoError as exc:
+            yield video_id, recs, (f"{ERROR_PREFIX} {exc}", "error")
+            continue
+        if path is None:
+            yield video_id, recs, (f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}", "missing")
+            continue
+        try:
+            duration = video_duration(path, (r.duration_s for r in recs))
+            yield video_id, recs, sample_video(path, duration, sampling)
+        except (VideoError, ValueError) as exc:
+            yield video_id, recs, (f"{ERROR_PREFIX} {exc}", "error")
+
+
+def by_visual_size(groups: dict[str, list], sampling: FrameSampling) -> list[tuple[str, list]]:
+    """Videos with the most frames first (stable): a batch holds items of similar visual token
+    count, so it pads little, and ``auto`` sizes each batch by its largest item."""
+    def frames(item: tuple[str, list]) -> int:
+        known = [r.duration_s for r in item[1] if r.duration_s]
+        return expected_frames(known[0] if known else None, sampling.times, sampling.max_frames)
+
+    return sorted(groups.items(), key=lambda kv: -frames(kv))
+
+
 def _run_model(
     groups, videos_dir, runner, fps, max_frames, max_side, batch_size, emit, stats
 ) -> None:
+    """Batches across videos, frames decoded in a prefetch thread while the model generates;
+    rows are keyed by qid (written in the order batches finish)."""
     sampling = FrameSampling(fps=fps, max_frames=max_frames, max_side=max_side)
     batch: list[tuple[GroundingRecord, GroundingInput]] = []
+    size = 0
 
     def flush() -> None:
         if not batch:
@@ -325,19 +375,19 @@ def _run_model(
             emit(rec, parse_answer(text), text)
         batch.clear()
 
-    for video_id, recs in groups.items():
-        stats.videos += 1
-        path = _open_video(videos_dir, video_id, recs, emit)
-        if path is None:
-            continue
-        try:
-            duration = video_duration(path, (r.duration_s for r in recs))
-            video = sample_video(path, duration, sampling)
-        except (VideoError, ValueError) as exc:
-            _video_failed(recs, exc, emit)
-            continue
-        for rec in recs:
-            batch.append((rec, GroundingInput(video, rec.query)))
-            if len(batch) >= batch_size:
-                flush()
-    flush()
+    order = by_visual_size(groups, sampling)
+    with Prefetch(_decoded_videos(order, videos_dir, sampling), PREFETCH_VIDEOS) as videos:
+        for _video_id, recs, video in videos:
+            stats.videos += 1
+            if isinstance(video, tuple):
+                message, kind = video
+                for rec in recs:
+                    emit(rec, None, message, kind)
+                continue
+            for rec in recs:
+                if not batch:
+                    size = runner_batch_size(runner, batch_size, video.frames)
+                batch.append((rec, GroundingInput(video, rec.query)))
+                if len(batch) >= size:
+                    flush()
+        flush()

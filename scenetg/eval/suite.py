@@ -48,7 +48,8 @@ class EvalConfig:
     """OpenCLIP name or folder for method `clip`."""
     fps: float = 2.0
     max_frames: int = 128
-    batch_size: int = 4
+    batch_size: int | str = "auto"
+    """Queries per generate call: ``auto`` (4 on a CPU, by free memory on CUDA) or a number."""
     max_new_tokens: int = 256
     device: str = "auto"
     dtype: str = "auto"
@@ -63,6 +64,9 @@ class EvalConfig:
     benchmarks: list[BenchmarkSpec] = field(default_factory=list)
 
     def validate(self) -> EvalConfig:
+        from scenetg.config_fields import coerce_batch_size
+
+        self.batch_size = coerce_batch_size("batch_size", self.batch_size)
         clash = sorted(set(self.models) & set(METHODS))
         if clash:
             raise ConfigError(f"models: {clash[0]!r} is a built-in method name; pick another")

@@ -19,18 +19,59 @@ from scenetg.errors import ConfigError
 DEFAULT_MAX_NEW_TOKENS = 256
 """Room for a short ``<think>`` plus the answer."""
 
-DEFAULT_BATCH_SIZE = 4
+DEFAULT_BATCH_SIZE = "auto"
+"""Items per generate call: 4 on a CPU, by free GPU memory on CUDA (`scenetg.models.batch_size`)."""
+
+DECODE_MODES = ("auto", "no-cudnn", "static", "plain")
+"""How decode steps run attention (`QwenRunner`, docs/CHOICES.md):
+- ``no-cudnn``: SDPA limited to the flash / memory-efficient kernels (math as a last resort).
+  cuDNN attention builds a graph per new shape, and each decode step has a new KV length: on an
+  H200 unseen lengths cost ~50 ms a step, 73 ms/step vs 17 ms/step warm (DESIGN.md).
+- ``static``: the above plus transformers' static KV cache (fixed shapes; 9.7 ms/step measured
+  once compiled, but each new prompt length pays a compile).
+- ``plain``: whatever torch picks. ``auto``: ``no-cudnn`` on CUDA, ``plain`` elsewhere."""
 
 
 class QwenRunner:
     """A loaded MLLM + processor with a greedy generation config: batches of videos and prompts
     in, generated texts out."""
 
-    def __init__(self, model: Any, processor: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        decode: str = "auto",
+    ):
         from scenetg.models.qwen import greedy_generation_config
 
+        if decode not in DECODE_MODES:
+            raise ConfigError(f"decode mode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
         self.model, self.processor = model, processor
         self.generation_config = greedy_generation_config(model, max_new_tokens)
+        on_cuda = getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
+        self.decode = ("no-cudnn" if on_cuda else "plain") if decode == "auto" else decode
+        if self.decode == "static":
+            self.generation_config.cache_implementation = "static"
+
+    def batch_size(self, value: int | str, tokens_per_item: int) -> int:
+        """Items per generate call: `value`, or for ``auto`` what fits the free GPU memory for
+        items of `tokens_per_item` tokens (4 on a CPU)."""
+        from scenetg.models.batch_size import resolve_batch_size
+
+        return resolve_batch_size(value, self.model, tokens_per_item)
+
+    def _attention_kernels(self):
+        """A context that keeps SDPA off cuDNN attention (no per-shape graph builds)."""
+        import contextlib
+
+        if self.decode not in ("no-cudnn", "static"):
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel(
+            [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        )
 
     @classmethod
     def load(
@@ -41,6 +82,7 @@ class QwenRunner:
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         trust_remote_code: bool = False,
         flag: str = "--model",
+        decode: str = "auto",
     ) -> QwenRunner:
         from scenetg.models.qwen import load_qwen
 
@@ -48,7 +90,7 @@ class QwenRunner:
             model_id_or_path, dtype=dtype, device=device,
             trust_remote_code=trust_remote_code, flag=flag,
         )
-        return cls(model, processor, max_new_tokens)
+        return cls(model, processor, max_new_tokens, decode)
 
     def generate(
         self,
@@ -74,7 +116,7 @@ class QwenRunner:
             self.processor, videos, times_s, prompts, durations_s=list(durations_s),
             padding_side="left",
         ).to(self.model.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._attention_kernels():
             out = self.model.generate(**inputs, generation_config=gen)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         return [
@@ -83,7 +125,8 @@ class QwenRunner:
 
 
 def as_runner(
-    model: Any, dtype: str, device: str, max_new_tokens: int, what: str = "--model"
+    model: Any, dtype: str, device: str, max_new_tokens: int, what: str = "--model",
+    decode: str = "auto",
 ) -> Any:
     """A `QwenRunner` from a model id/path, or `model` itself when it already has ``generate``
     (a loaded runner, or a stand-in in tests). `what` names the flag in errors."""
@@ -92,7 +135,7 @@ def as_runner(
     if hasattr(model, "generate") and not isinstance(model, (str, Path)):
         return model
     return QwenRunner.load(
-        model, dtype=dtype, device=device, max_new_tokens=max_new_tokens, flag=what
+        model, dtype=dtype, device=device, max_new_tokens=max_new_tokens, flag=what, decode=decode
     )
 
 
