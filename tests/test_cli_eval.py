@@ -68,6 +68,21 @@ def test_ground_model_method_needs_a_model(tmp_path, capsys):
     assert "--model" in capsys.readouterr().err
 
 
+def test_unknown_model_error_names_the_flag_of_the_command_run(tmp_path, capsys):
+    ann, _ = _write(tmp_path)
+    (tmp_path / "videos").mkdir()
+    code = main(["ground", "-a", str(ann), "--videos", str(tmp_path / "videos"),
+                 "--out", str(tmp_path / "p.jsonl"), "--model", str(tmp_path / "no_such_model")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "--model" in err and "--caption-model" not in err
+
+
+def test_ground_help_keeps_the_interval_text(capsys):
+    assert main(["ground", "--help"]) == 0
+    assert "[start, end]" in capsys.readouterr().out
+
+
 def _ego4d(tmp_path, videos=None):
     clip = {
         "clip_uid": "clip-a", "clip_start_sec": 0.0, "clip_end_sec": 100.0,
