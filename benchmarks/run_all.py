@@ -24,6 +24,7 @@ BENCHES = [
     ("Peak memory of a build vs video length", "bench_memory"),
     ("Eval metrics throughput", "bench_eval"),
     ("GRPO training step (CPU, tiny model)", "bench_train"),
+    ("Toy grounding: GRPO variants from one SFT start", "toy_grounding"),
 ]
 GPU_RESULTS = ROOT / "benchmarks" / "gpu_results"
 

@@ -22,7 +22,9 @@ class Sizes:
     per_video: int = 2
     heldout_videos: int = 300
     sft_steps: int = 4000
-    grpo_steps: int = 150
+    grpo_steps: int = 100
+    grpo_prompts: int = 4
+    """Prompts per GRPO step (each with 8 generations)."""
     data_seed: int = 0
     sft_seed: int = 0
 
@@ -47,6 +49,7 @@ class Variant:
 
 
 BETA = 0.04
+GRPO_LR = 3e-4
 VARIANTS = (
     Variant("iou+cendist, β_ts=β", {"iou": 1.0, "cendist": 1.0, "format": 0.5}, BETA, BETA),
     Variant("iou only, β_ts=β", {"iou": 1.0, "cendist": 0.0, "format": 0.5}, BETA, BETA),
@@ -94,7 +97,7 @@ def grpo_run(sizes: Sizes, train, sft_dir: Path, variant: Variant, seed: int) ->
 
     from .sft import SAMPLING
 
-    out = CACHE / "grpo" / f"{sizes.sft_key}_g{sizes.grpo_steps}" / f"{slug(variant.name)}_s{seed}"
+    out = CACHE / "grpo" / f"{sizes.sft_key}_g{sizes.grpo_steps}x{sizes.grpo_prompts}" / f"{slug(variant.name)}_s{seed}"
     if (out / "final" / "config.json").is_file():
         return out
     cfg = train_config_from_dict({
@@ -104,8 +107,8 @@ def grpo_run(sizes: Sizes, train, sft_dir: Path, variant: Variant, seed: int) ->
         "sampling": {"fps": SAMPLING.fps, "max_frames": SAMPLING.max_frames, "max_side": SAMPLING.max_side},
         "rewards": variant.rewards, "lora": {"enabled": False},
         "kl": {"beta": variant.beta, "beta_timestamp": variant.beta_timestamp},
-        "grpo": {"num_generations": 8, "per_device_train_batch_size": 64,
-                 "max_completion_length": 16, "max_steps": sizes.grpo_steps, "learning_rate": 3e-4,
+        "grpo": {"num_generations": 8, "per_device_train_batch_size": 8 * sizes.grpo_prompts,
+                 "max_completion_length": 16, "max_steps": sizes.grpo_steps, "learning_rate": GRPO_LR,
                  "lr_scheduler_type": "constant", "temperature": 1.0, "save_strategy": "no",
                  "report_to": "none", "seed": seed, "data_seed": seed, "logging_steps": 1},
     })
