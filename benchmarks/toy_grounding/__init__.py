@@ -24,6 +24,7 @@ from .pipeline import (
     evaluate,
     grpo_run,
     prepare_data,
+    publish_sft,
     sft_checkpoint,
 )
 
@@ -56,6 +57,8 @@ def run(quick: bool = False, seeds: int = 2) -> dict:
     t0 = time.perf_counter()
     train, held = prepare_data(sizes)
     sft_dir = sft_checkpoint(sizes, train)
+    if not quick:
+        publish_sft(sft_dir)
     sft_log = json.loads((sft_dir / "sft_log.json").read_text())
     tag = sizes.sft_key
     evals: dict[str, list[dict]] = {}

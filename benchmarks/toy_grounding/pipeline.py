@@ -90,6 +90,17 @@ def sft_checkpoint(sizes: Sizes, train) -> Path:
     return train_sft(base, out, train.rows, videos, sizes.sft_steps, seed=sizes.sft_seed)
 
 
+def publish_sft(sft_dir: Path) -> Path:
+    """Point .cache/toy_grounding/sft at `sft_dir`: a stable path a demo can start training from."""
+    link = CACHE / "sft"
+    if link.is_symlink() or not link.exists():
+        tmp = CACHE / "sft.tmp-link"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(sft_dir.name)
+        tmp.replace(link)
+    return link
+
+
 def grpo_run(sizes: Sizes, train, sft_dir: Path, variant: Variant, seed: int) -> Path:
     """One GRPO run from the SFT checkpoint; its run folder (final/, metrics.jsonl), cached."""
     from scenetg.rl.config import train_config_from_dict
