@@ -19,6 +19,7 @@ from toy_grounding.data import (  # noqa: E402
     luma,
     make_split,
     make_video_spec,
+    split_specs,
 )
 from toy_grounding.sft import SAMPLING, load_videos, sft_batch  # noqa: E402
 
@@ -57,6 +58,9 @@ def test_split_is_seeded_readable_by_the_loaders_and_answers_match_the_pixels(to
 
     again = make_split(tmp_path, "train", 3, 2, seed=5)
     assert again.rows == toy_split.rows  # same seed, same task
+    replay = [(spec, c) for spec, cs in split_specs("train", 3, 2, seed=5) for c in cs]
+    assert [r["qid"] for r in toy_split.rows] == [f"{spec.vid}_{c}" for spec, c in replay]
+    assert [r["relevant_windows"][0] for r in toy_split.rows] == [list(spec.span(c)) for spec, c in replay]
     records, _ = load_annotations(toy_split.jsonl, videos_dir=toy_split.videos)
     assert len(records) == 6 and len({r.qid for r in records}) == 6
     cache = FrameCache(tmp_path / "frames")

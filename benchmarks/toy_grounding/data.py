@@ -112,6 +112,16 @@ class ToySplit:
     rows: list[dict]
 
 
+def split_specs(name: str, n_videos: int, per_video: int, seed: int):
+    """The split's videos and queried colours, in order: ``(ToyVideo, [colour, ...])`` per video
+    (the layout `make_split` writes; also how the scene lists are recovered for diagnostics)."""
+    rng = np.random.default_rng(seed)
+    for v in range(n_videos):
+        spec = make_video_spec(rng, f"{name}{v:05d}")
+        picks = rng.choice(len(spec.colours), size=per_video, replace=False).tolist()
+        yield spec, [spec.colours[c] for c in picks]
+
+
 def make_split(root: Path, name: str, n_videos: int, per_video: int, seed: int) -> ToySplit:
     """`n_videos` videos with `per_video` queries each (distinct colours) under ``root/name``;
     cached: an existing complete split (its JSONL written last) is read back, not rebuilt."""
@@ -121,15 +131,12 @@ def make_split(root: Path, name: str, n_videos: int, per_video: int, seed: int) 
         rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
         return ToySplit(jsonl, videos, rows)
     videos.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
     rows = []
-    for v in range(n_videos):
-        spec = make_video_spec(rng, f"{name}{v:05d}")
+    for spec, colours in split_specs(name, n_videos, per_video, seed):
         path = videos / f"{spec.vid}.mp4"
         if not path.is_file():
             write_toy_video(path, spec)
-        for c in rng.choice(len(spec.colours), size=per_video, replace=False).tolist():
-            colour = spec.colours[c]
+        for colour in colours:
             s, e = spec.span(colour)
             rows.append({"qid": f"{spec.vid}_{colour}", "vid": spec.vid,
                          "duration": float(spec.duration_s), "query": query_text(colour),

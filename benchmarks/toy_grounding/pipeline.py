@@ -22,7 +22,7 @@ class Sizes:
     per_video: int = 2
     heldout_videos: int = 300
     sft_steps: int = 4000
-    grpo_steps: int = 100
+    grpo_steps: int = 200
     grpo_prompts: int = 4
     """Prompts per GRPO step (each with 8 generations)."""
     data_seed: int = 0
@@ -67,8 +67,28 @@ def prepare_data(sizes: Sizes):
 
     root = CACHE / sizes.data_key
     train = make_split(root, "train", sizes.train_videos, sizes.per_video, sizes.data_seed)
-    held = make_split(root, "heldout", sizes.heldout_videos, 1, sizes.data_seed + 10_000)
+    held = make_split(root, "heldout", sizes.heldout_videos, 1, heldout_seed(sizes))
     return train, held
+
+
+def heldout_seed(sizes: Sizes) -> int:
+    return sizes.data_seed + 10_000
+
+
+def heldout_scenes(sizes: Sizes) -> dict[str, list[tuple[int, int]]]:
+    """Every scene span of each held-out video (replayed from the seed), for the diagnostics."""
+    from .data import split_specs
+
+    specs = split_specs("heldout", sizes.heldout_videos, 1, heldout_seed(sizes))
+    return {spec.vid: [spec.span(c) for c in spec.colours] for spec, _ in specs}
+
+
+def random_scene_expectation(held, scenes: dict) -> dict:
+    """Expected scores of answering a uniformly random scene of the video with exact boundaries:
+    scenes are disjoint, so IoU is 1 for the named scene and 0 otherwise (R1@m = mIoU = E[1/n])."""
+    value = sum(1 / len(scenes[r["vid"]]) for r in held.rows) / len(held.rows)
+    return {"R1@0.5": value, "R1@0.7": value, "mIoU": value, "invalid": 0, "n": len(held.rows),
+            "distinct_answers": None, "any_scene_exact": 1.0}
 
 
 def frame_cache():
@@ -119,7 +139,7 @@ def grpo_run(sizes: Sizes, train, sft_dir: Path, variant: Variant, seed: int) ->
         "rewards": variant.rewards, "lora": {"enabled": False},
         "kl": {"beta": variant.beta, "beta_timestamp": variant.beta_timestamp},
         "grpo": {"num_generations": 8, "per_device_train_batch_size": 8 * sizes.grpo_prompts,
-                 "max_completion_length": 16, "max_steps": sizes.grpo_steps, "learning_rate": GRPO_LR,
+                 "max_completion_length": 24, "max_steps": sizes.grpo_steps, "learning_rate": GRPO_LR,
                  "lr_scheduler_type": "constant", "temperature": 1.0, "save_strategy": "no",
                  "report_to": "none", "seed": seed, "data_seed": seed, "logging_steps": 1},
     })
@@ -127,8 +147,10 @@ def grpo_run(sizes: Sizes, train, sft_dir: Path, variant: Variant, seed: int) ->
     return out
 
 
-def evaluate(held, method: str, model, tag: str, limit: int | None = None) -> dict:
-    """Ground the held-out split with `method` (model/center/clip) and score it (cached JSONL)."""
+def evaluate(held, method: str, model, tag: str, scenes: dict, limit: int | None = None) -> dict:
+    """Ground the held-out split with `method` (model/center/clip) and score it (cached JSONL).
+    ``any_scene_exact``: the share of answers that are exactly one of the video's scenes (named
+    or not): whether the model reads the cuts from the frames, apart from reading the colour."""
     from scenetg.eval.grounding import ground
     from scenetg.eval.loaders import load_annotations
     from scenetg.eval.metrics import compute_metrics
@@ -144,8 +166,12 @@ def evaluate(held, method: str, model, tag: str, limit: int | None = None) -> di
     preds = read_predictions(out)
     m = compute_metrics(records[:limit] if limit else records, preds)
     answers = {tuple(p) for p in preds.values() if p is not None}
+    vid_of = {r["qid"]: r["vid"] for r in held.rows}
+    exact = [p is not None and tuple(round(x) for x in p) in scenes[vid_of[q]]
+             and all(float(x).is_integer() for x in p) for q, p in preds.items()]
     return {"R1@0.5": m["R1@0.5"] / 100, "R1@0.7": m["R1@0.7"] / 100, "mIoU": m["mIoU"] / 100,
-            "invalid": m["invalid"], "n": m["n"], "distinct_answers": len(answers)}
+            "invalid": m["invalid"], "n": m["n"], "distinct_answers": len(answers),
+            "any_scene_exact": sum(exact) / max(1, len(exact))}
 
 
 if __name__ == "__main__":

@@ -61,13 +61,14 @@ def spread(values: list[float]) -> str:
 
 def results_table(rows: list[tuple[str, list[dict]]]) -> list[str]:
     """Markdown rows: name, seeds, R1@0.5, R1@0.7, mIoU (mean ± sd over seeds), distinct answers."""
-    lines = ["| method | seeds | R1@0.5 | R1@0.7 | mIoU | distinct answers |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | seeds | R1@0.5 | R1@0.7 | mIoU | answer is exactly some scene | "
+             "distinct answers |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, evals in rows:
         cols = [spread([e[k] for e in evals]) for k in ("R1@0.5", "R1@0.7", "mIoU")]
+        cols.append(spread([e.get("any_scene_exact", float("nan")) for e in evals]))
         per_seed = " / ".join(f"{e['R1@0.5']:.3f}" for e in evals) if len(evals) > 1 else ""
         if per_seed:
             cols[0] += f" ({per_seed})"
-        distinct = "/".join(str(e["distinct_answers"]) for e in evals)
+        distinct = "/".join(str(e["distinct_answers"] or "–") for e in evals)
         lines.append(f"| {name} | {len(evals)} | {' | '.join(cols)} | {distinct} |")
     return lines
