@@ -101,9 +101,18 @@ def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds) -
         f"generations, at most 24 new tokens at T = 1, full fine-tune, lr {GRPO_LR}, β = {BETA}; "
         f"{statistics.median(grpo_seconds):.0f} s per run, median) from that one checkpoint per variant "
         f"and seed. Held-out R1@m as fractions (± = sd over seeds; standard error of one R1@0.5 "
-        f"on 300 queries ≈ 0.03).",
+        f"on 300 queries ≈ 0.03). Sized for a 2-core machine shared with other jobs (one torch "
+        f"thread): the SFT took {sft_log['log'][-1]['seconds'] / 60:.0f} min (DESIGN's probe "
+        f"used 4,800 steps); GRPO uses 4 prompts per step rather than 8. Each seed reseeds GRPO's "
+        f"prompt order and sampling; the SFT start is the same checkpoint for all. \"answer is "
+        f"exactly some scene\": the share of answers equal to one of the video's scenes, named "
+        f"or not (reads the cuts from the frames).",
         "",
         *results_table(list(evals.items())),
+        "",
+        "Curves (one line per variant and seed; same seed, same prompts in the same order, so "
+        "lines of one seed move together; the total reward is not comparable across reward sets, "
+        "the IoU reward is):",
         "",
         *(f"![{p.stem}](toy_grounding/{p.name})" for p in pngs),
         "",

@@ -11,7 +11,7 @@ CURVES = (
 )
 
 
-def smooth(values: list[float], window: int = 10) -> list[float]:
+def smooth(values: list[float], window: int = 25) -> list[float]:
     out = []
     for i in range(len(values)):
         part = values[max(0, i - window + 1): i + 1]
@@ -20,7 +20,7 @@ def smooth(values: list[float], window: int = 10) -> list[float]:
 
 
 def plot_variant_curves(curves: dict[str, list[list[dict]]], out_dir: Path) -> list[Path]:
-    """One PNG per logged quantity: a line per (variant, seed), moving average of 10 steps."""
+    """One PNG per logged quantity: a line per (variant, seed), moving average of 25 steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,7 +41,7 @@ def plot_variant_curves(curves: dict[str, list[list[dict]]], out_dir: Path) -> l
                         linestyle=("-", "--", ":")[s % 3], label=f"{variant} (seed {s})")
         ax.set_xlabel("GRPO step")
         ax.set_ylabel(label)
-        ax.set_title(f"{label} per step (moving average of 10)")
+        ax.set_title(f"{label} per step (moving average of 25)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
