@@ -121,7 +121,7 @@ def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds) -
                READING.read_text().strip()]
     return {"sizes": asdict(sizes), "quick": quick, "sft": sft_log, "evals": evals,
             "grpo_steps_done": last, "grpo_run_seconds": [round(x, 1) for x in grpo_seconds],
-            "seconds": round(seconds, 1), "markdown": "\n".join(md)}
+            "wall_seconds_this_call": round(seconds, 1), "markdown": "\n".join(md)}
 
 
 def main(argv: list[str]) -> None:
