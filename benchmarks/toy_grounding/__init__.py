@@ -48,7 +48,7 @@ def _baselines(held, quick: bool, scenes: dict) -> dict:
     }
 
 
-def run(quick: bool = False, seeds: int = 2) -> dict:
+def run(quick: bool = False, seeds: int = 3) -> dict:
     import torch
 
     from scenetg.rl.curves import read_metrics
@@ -129,7 +129,7 @@ def main(argv: list[str]) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args(argv)
     result = run(quick=args.quick, seeds=args.seeds)
     if not args.quick:
