@@ -1,0 +1,185 @@
+"""The toy benchmark's stages, each cached under .cache/toy_grounding/ (keyed by seed and sizes):
+data -> SFT checkpoint -> GRPO variants from it -> held-out predictions and metrics.
+
+`python -m toy_grounding.pipeline sft` (from benchmarks/) runs the first two stages alone, so the
+long SFT can run in the background before the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache" / "toy_grounding"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    train_videos: int = 1500
+    per_video: int = 2
+    heldout_videos: int = 300
+    sft_steps: int = 4000
+    grpo_steps: int = 200
+    grpo_prompts: int = 4
+    """Prompts per GRPO step (each with 8 generations)."""
+    data_seed: int = 0
+    sft_seed: int = 0
+
+    @property
+    def data_key(self) -> str:
+        return f"data_s{self.data_seed}_{self.train_videos}x{self.per_video}_h{self.heldout_videos}"
+
+    @property
+    def sft_key(self) -> str:
+        return f"sft_{self.data_key}_steps{self.sft_steps}_s{self.sft_seed}"
+
+
+QUICK = Sizes(train_videos=24, per_video=2, heldout_videos=12, sft_steps=4, grpo_steps=2)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    rewards: dict
+    beta: float
+    beta_timestamp: float
+
+
+BETA = 0.04
+GRPO_LR = 3e-4
+VARIANTS = (
+    Variant("iou+cendist, β_ts=β", {"iou": 1.0, "cendist": 1.0, "format": 0.5}, BETA, BETA),
+    Variant("iou only, β_ts=β", {"iou": 1.0, "cendist": 0.0, "format": 0.5}, BETA, BETA),
+    Variant("iou+cendist, β_ts=0", {"iou": 1.0, "cendist": 1.0, "format": 0.5}, BETA, 0.0),
+)
+
+
+def slug(name: str) -> str:
+    return (name.replace("β_ts=β", "bts_eq_b").replace("β_ts=0", "bts0").replace("+", "_")
+            .replace(", ", "__").replace(" ", "_"))
+
+
+def prepare_data(sizes: Sizes):
+    from .data import make_split
+
+    root = CACHE / sizes.data_key
+    train = make_split(root, "train", sizes.train_videos, sizes.per_video, sizes.data_seed)
+    held = make_split(root, "heldout", sizes.heldout_videos, 1, heldout_seed(sizes))
+    return train, held
+
+
+def heldout_seed(sizes: Sizes) -> int:
+    return sizes.data_seed + 10_000
+
+
+def heldout_scenes(sizes: Sizes) -> dict[str, list[tuple[int, int]]]:
+    """Every scene span of each held-out video (replayed from the seed), for the diagnostics."""
+    from .data import split_specs
+
+    specs = split_specs("heldout", sizes.heldout_videos, 1, heldout_seed(sizes))
+    return {spec.vid: [spec.span(c) for c in spec.colours] for spec, _ in specs}
+
+
+def random_scene_expectation(held, scenes: dict) -> dict:
+    """Expected scores of answering a uniformly random scene of the video with exact boundaries:
+    scenes are disjoint, so IoU is 1 for the named scene and 0 otherwise (R1@m = mIoU = E[1/n])."""
+    value = sum(1 / len(scenes[r["vid"]]) for r in held.rows) / len(held.rows)
+    return {"R1@0.5": value, "R1@0.7": value, "mIoU": value, "invalid": 0, "n": len(held.rows),
+            "distinct_answers": None, "any_scene_exact": 1.0}
+
+
+def frame_cache():
+    from scenetg.video.frame_cache import FrameCache
+
+    return FrameCache(CACHE / "frames")
+
+
+def sft_checkpoint(sizes: Sizes, train) -> Path:
+    from scenetg.models.tiny import make_tiny_qwen
+
+    from .sft import load_videos, train_sft
+
+    out = CACHE / sizes.sft_key
+    if (out / "sft_log.json").is_file():
+        return out
+    base = make_tiny_qwen(CACHE / "tiny_base")
+    videos = load_videos(train.rows, train.videos, frame_cache())
+    return train_sft(base, out, train.rows, videos, sizes.sft_steps, seed=sizes.sft_seed)
+
+
+def publish_sft(sft_dir: Path) -> Path:
+    """Point .cache/toy_grounding/sft at `sft_dir`: a stable path a demo can start training from."""
+    link = CACHE / "sft"
+    if link.is_symlink() or not link.exists():
+        tmp = CACHE / "sft.tmp-link"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(sft_dir.name)
+        tmp.replace(link)
+    return link
+
+
+def grpo_run(sizes: Sizes, train, sft_dir: Path, variant: Variant, seed: int) -> Path:
+    """One GRPO run from the SFT checkpoint; its run folder (final/, metrics.jsonl), cached."""
+    from scenetg.rl.config import train_config_from_dict
+    from scenetg.rl.train import train as grpo_train
+
+    from .sft import SAMPLING
+
+    out = CACHE / "grpo" / f"{sizes.sft_key}_g{sizes.grpo_steps}x{sizes.grpo_prompts}" / f"{slug(variant.name)}_s{seed}"
+    if (out / "final" / "config.json").is_file():
+        return out
+    cfg = train_config_from_dict({
+        "model": str(sft_dir), "output_dir": str(out), "device": "cpu", "dtype": "float32",
+        "freeze_vision": False, "frame_cache": str(CACHE / "frames"),
+        "data": {"dataset": str(train.jsonl), "video_root": str(train.videos), "split": None},
+        "sampling": {"fps": SAMPLING.fps, "max_frames": SAMPLING.max_frames, "max_side": SAMPLING.max_side},
+        "rewards": variant.rewards, "lora": {"enabled": False},
+        "kl": {"beta": variant.beta, "beta_timestamp": variant.beta_timestamp},
+        "grpo": {"num_generations": 8, "per_device_train_batch_size": 8 * sizes.grpo_prompts,
+                 "max_completion_length": 24, "max_steps": sizes.grpo_steps, "learning_rate": GRPO_LR,
+                 "lr_scheduler_type": "constant", "temperature": 1.0, "save_strategy": "no",
+                 "report_to": "none", "seed": seed, "data_seed": seed, "logging_steps": 1},
+    })
+    grpo_train(cfg)
+    return out
+
+
+def evaluate(held, method: str, model, tag: str, scenes: dict, limit: int | None = None) -> dict:
+    """Ground the held-out split with `method` (model/center/clip) and score it (cached JSONL).
+    ``any_scene_exact``: the share of answers that are exactly one of the video's scenes (named
+    or not): whether the model reads the cuts from the frames, apart from reading the colour."""
+    from scenetg.eval.grounding import ground
+    from scenetg.eval.loaders import load_annotations
+    from scenetg.eval.metrics import compute_metrics
+    from scenetg.eval.predictions import read_predictions
+
+    from .sft import SAMPLING
+
+    records, _ = load_annotations(held.jsonl, videos_dir=held.videos)
+    out = CACHE / "preds" / f"{tag}.jsonl"
+    ground(records, held.videos, out, method=method, model=model, fps=SAMPLING.fps,
+           max_frames=SAMPLING.max_frames, max_side=SAMPLING.max_side, device="cpu",
+           dtype="float32", batch_size=16, max_new_tokens=24, limit=limit)
+    preds = read_predictions(out)
+    m = compute_metrics(records[:limit] if limit else records, preds)
+    answers = {tuple(p) for p in preds.values() if p is not None}
+    vid_of = {r["qid"]: r["vid"] for r in held.rows}
+    exact = [p is not None and tuple(round(x) for x in p) in scenes[vid_of[q]]
+             and all(float(x).is_integer() for x in p) for q, p in preds.items()]
+    return {"R1@0.5": m["R1@0.5"] / 100, "R1@0.7": m["R1@0.7"] / 100, "mIoU": m["mIoU"] / 100,
+            "invalid": m["invalid"], "n": m["n"], "distinct_answers": len(answers),
+            "any_scene_exact": sum(exact) / max(1, len(exact))}
+
+
+if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(1)  # 2 cores shared with other agents: one thread stalls least
+    sizes = Sizes()
+    if sys.argv[1:] == ["sft"]:
+        tr, ho = prepare_data(sizes)
+        print(json.dumps({"sizes": asdict(sizes), "train": len(tr.rows), "heldout": len(ho.rows)}))
+        print(sft_checkpoint(sizes, tr))

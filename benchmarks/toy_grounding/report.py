@@ -1,0 +1,74 @@
+"""Curves (PNG) and the markdown table of the toy benchmark."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+CURVES = (
+    ("reward", "total reward (weighted sum)"),
+    ("rewards/iou_reward/mean", "IoU reward"),
+)
+
+
+def smooth(values: list[float], window: int = 25) -> list[float]:
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1): i + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def plot_variant_curves(curves: dict[str, list[list[dict]]], out_dir: Path) -> list[Path]:
+    """One PNG per logged quantity: a line per (variant, seed), moving average of 25 steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for key, label in CURVES:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for c, (variant, runs) in enumerate(curves.items()):
+            for s, rows in enumerate(runs):
+                pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+                if not pts:
+                    continue
+                steps, vals = zip(*pts, strict=True)
+                ax.plot(steps, smooth(list(vals)), color=colours[c % len(colours)], alpha=0.85,
+                        linestyle=("-", "--", ":")[s % 3], label=f"{variant} (seed {s})")
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} per step (moving average of 25)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{key.replace('/', '_')}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    sd = statistics.stdev(values)
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def results_table(rows: list[tuple[str, list[dict]]]) -> list[str]:
+    """Markdown rows: name, seeds, R1@0.5, R1@0.7, mIoU (mean ± sd over seeds), distinct answers."""
+    lines = ["| method | seeds | R1@0.5 | R1@0.7 | mIoU | answer is exactly some scene | "
+             "distinct answers |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, evals in rows:
+        cols = [spread([e[k] for e in evals]) for k in ("R1@0.5", "R1@0.7", "mIoU")]
+        cols.append(spread([e.get("any_scene_exact", float("nan")) for e in evals]))
+        per_seed = " / ".join(f"{e['R1@0.5']:.3f}" for e in evals) if len(evals) > 1 else ""
+        if per_seed:
+            cols[0] += f" ({per_seed})"
+        distinct = "/".join(str(e["distinct_answers"] or "–") for e in evals)
+        lines.append(f"| {name} | {len(evals)} | {' | '.join(cols)} | {distinct} |")
+    return lines

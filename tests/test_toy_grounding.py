@@ -1,0 +1,117 @@
+"""The toy grounding benchmark's task generator and SFT input builder (benchmarks/toy_grounding)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from toy_grounding.data import (  # noqa: E402
+    CELLS,
+    DURATIONS_S,
+    MIN_LUMA_STEP,
+    PALETTE,
+    answer_text,
+    luma,
+    make_split,
+    make_video_spec,
+    split_specs,
+)
+from toy_grounding.sft import SAMPLING, load_videos, sft_batch  # noqa: E402
+
+
+def test_video_specs_unique_colours_cell_boundaries_and_brightness_steps():
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        spec = make_video_spec(rng, f"v{i}")
+        assert spec.duration_s in DURATIONS_S
+        assert 4 <= len(spec.colours) <= 6
+        assert len(set(spec.colours)) == len(spec.colours)  # a colour names one scene
+        cell = spec.duration_s / CELLS
+        assert spec.bounds_s[0] == 0 and spec.bounds_s[-1] == spec.duration_s
+        assert all(b % cell == 0 for b in spec.bounds_s)
+        assert all(a < b for a, b in zip(spec.bounds_s, spec.bounds_s[1:], strict=False))
+        for a, b in zip(spec.colours, spec.colours[1:], strict=False):
+            assert abs(luma(PALETTE[a]) - luma(PALETTE[b])) >= MIN_LUMA_STEP
+
+
+def test_answer_text_is_what_the_grounding_parser_reads():
+    from scenetg.rl.parsing import parse_answer
+
+    text = answer_text(12.0, 18.0)
+    assert text == "<think></think><answer>12 - 18</answer>"
+    assert parse_answer(text) == (12.0, 18.0)
+
+
+@pytest.fixture(scope="module")
+def toy_split(tmp_path_factory):
+    return make_split(tmp_path_factory.mktemp("toy"), "train", 3, 2, seed=5)
+
+
+def test_split_is_seeded_readable_by_the_loaders_and_answers_match_the_pixels(toy_split, tmp_path):
+    from scenetg.eval.loaders import load_annotations
+    from scenetg.video.frame_cache import FrameCache
+
+    again = make_split(tmp_path, "train", 3, 2, seed=5)
+    assert again.rows == toy_split.rows  # same seed, same task
+    replay = [(spec, c) for spec, cs in split_specs("train", 3, 2, seed=5) for c in cs]
+    assert [r["qid"] for r in toy_split.rows] == [f"{spec.vid}_{c}" for spec, c in replay]
+    assert [r["relevant_windows"][0] for r in toy_split.rows] == [list(spec.span(c)) for spec, c in replay]
+    records, _ = load_annotations(toy_split.jsonl, videos_dir=toy_split.videos)
+    assert len(records) == 6 and len({r.qid for r in records}) == 6
+    cache = FrameCache(tmp_path / "frames")
+    videos = load_videos(toy_split.rows, toy_split.videos, cache)
+    assert cache.misses == 3 and cache.hits == 0
+    for row in toy_split.rows:
+        video = videos[row["vid"]]
+        d = row["duration"]
+        assert video.times_s == [i * d / 16 for i in range(16)]  # the trainer's sampling
+        assert all(f.dtype == np.uint8 and f.shape == (36, 64, 3) for f in video.frames)
+        (s, e), = row["relevant_windows"]
+        assert s % (d / CELLS) == 0 and e % (d / CELLS) == 0
+        colour = np.array(PALETTE[row["query"].split()[1]], dtype=float)
+        inside = [f for f, t in zip(video.frames, video.times_s, strict=False) if s <= t < e]
+        outside = [f for f, t in zip(video.frames, video.times_s, strict=False) if not s <= t < e]
+        assert inside and outside
+        assert all(np.abs(f.reshape(-1, 3).mean(0) - colour).max() < 20 for f in inside)
+        assert all(np.abs(f.reshape(-1, 3).mean(0) - colour).max() > 20 for f in outside)
+    load_videos(toy_split.rows, toy_split.videos, cache)
+    assert cache.hits == 3 and cache.misses == 3  # second pass reads the uint8 cache
+
+
+def test_sft_labels_cover_only_the_answer_and_inputs_match_grounding(toy_split, tiny_models, tmp_path):
+    from transformers import AutoProcessor
+
+    from scenetg.models.qwen import video_inputs
+    from scenetg.rl.samples import GroundingInput
+    from scenetg.video.frame_cache import FrameCache
+
+    processor = AutoProcessor.from_pretrained(tiny_models["qwen"])
+    videos = load_videos(toy_split.rows, toy_split.videos, FrameCache(tmp_path / "f"))
+    rows = toy_split.rows[:3]
+    items = [GroundingInput(videos[r["vid"]], r["query"]) for r in rows]
+    answers = [answer_text(*r["relevant_windows"][0]) for r in rows]
+    batch = sft_batch(processor, items, answers)
+    tok = processor.tokenizer
+    for i, (item, answer) in enumerate(zip(items, answers, strict=False)):
+        labels = batch["labels"][i]
+        kept = labels != -100
+        assert tok.decode(labels[kept]) == answer + tok.eos_token
+        # the labelled tokens are one contiguous run ending at the last real token
+        idx = kept.nonzero().flatten()
+        n = int(batch["attention_mask"][i].sum())
+        assert idx.tolist() == list(range(n - len(idx), n))
+        # the prompt part is exactly what grounding feeds the model for this sample
+        ref = video_inputs(processor, item.video.frames, item.video.times_s, item.prompt,
+                           duration_s=item.video.duration_s)
+        prompt_len = ref["input_ids"].shape[1]
+        assert prompt_len == n - len(idx)
+        assert batch["input_ids"][i, :prompt_len].tolist() == ref["input_ids"][0].tolist()
+    ref_sec = video_inputs(processor, items[0].video.frames, items[0].video.times_s,
+                           items[0].prompt, duration_s=items[0].video.duration_s)
+    assert float(batch["second_per_grid_ts"][0]) == pytest.approx(float(ref_sec["second_per_grid_ts"][0]))
+    assert SAMPLING.max_frames == 16
