@@ -304,3 +304,27 @@ def test_model_method_with_tiny_qwen_and_time_encoding(videos, tiny_models, tmp_
     out2 = tmp_path / "p2.jsonl"
     G.ground(_records(), videos, out2, model=runner, fps=2, max_frames=4, batch_size=1)
     assert {r["qid"]: r["raw"] for r in _rows(out2)} == {q: r["raw"] for q, r in rows.items()}
+
+
+def test_ids_that_leave_the_videos_folder_are_error_rows(videos, tmp_path, monkeypatch):
+    """`../x` or `/abs/x` from an annotation file never opens a file outside --videos."""
+    from scenetg.video import frames as frames_mod
+
+    outside = videos.parent / "outside.mp4"
+    write_synthetic_video(outside, [1.0, 1.0], fps=10, size=(64, 48))
+    opened = []
+    real = frames_mod.read_frames_at
+    monkeypatch.setattr(frames_mod, "read_frames_at", lambda p, *a, **k: opened.append(Path(p)) or real(p, *a, **k))
+    records = [
+        GroundingRecord("up", "../outside", 2.0, "q", [(0.0, 1.0)]),
+        GroundingRecord("abs", str(outside.with_suffix("")), 2.0, "q", [(0.0, 1.0)]),
+        GroundingRecord("ok", "a", 4.0, "q", [(0.0, 2.0)]),
+    ]
+    out = tmp_path / "p.jsonl"
+    G.ground(records, videos, out, model=FakeRunner(), fps=2, max_frames=4)
+    rows = {r["qid"]: r for r in _rows(out)}
+    assert rows["up"]["pred"] is None and "leaves the videos folder" in rows["up"]["raw"]
+    assert rows["abs"]["pred"] is None and "absolute path" in rows["abs"]["raw"]
+    assert outside not in opened and all(p.is_relative_to(videos) for p in opened)
+    with pytest.raises(Exception, match="leaves"):
+        find_video(videos, "sub/../../outside")
