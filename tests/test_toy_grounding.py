@@ -21,7 +21,7 @@ from toy_grounding.data import (  # noqa: E402
     make_video_spec,
     split_specs,
 )
-from toy_grounding.sft import SAMPLING, load_videos, sft_batch  # noqa: E402
+from toy_grounding.sft import SAMPLING, load_videos, sft_batch, train_sft  # noqa: E402
 
 
 def test_video_specs_unique_colours_cell_boundaries_and_brightness_steps():
@@ -125,7 +125,6 @@ def test_a_second_sft_cycle_starts_from_the_first_checkpoint_and_logs_the_total(
     from safetensors.torch import load_file
 
     from scenetg.video.frame_cache import FrameCache
-    from toy_grounding.sft import train_sft
 
     videos = load_videos(toy_split.rows, toy_split.videos, FrameCache(tmp_path / "f"))
     first = train_sft(Path(tiny_models["qwen"]), tmp_path / "first", toy_split.rows, videos,
