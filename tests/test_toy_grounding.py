@@ -21,7 +21,7 @@ from toy_grounding.data import (  # noqa: E402
     make_video_spec,
     split_specs,
 )
-from toy_grounding.sft import SAMPLING, load_videos, sft_batch  # noqa: E402
+from toy_grounding.sft import SAMPLING, load_videos, sft_batch, train_sft  # noqa: E402
 
 
 def test_video_specs_unique_colours_cell_boundaries_and_brightness_steps():
@@ -115,3 +115,29 @@ def test_sft_labels_cover_only_the_answer_and_inputs_match_grounding(toy_split, 
                            items[0].prompt, duration_s=items[0].video.duration_s)
     assert float(batch["second_per_grid_ts"][0]) == pytest.approx(float(ref_sec["second_per_grid_ts"][0]))
     assert SAMPLING.max_frames == 16
+
+
+def test_a_second_sft_cycle_starts_from_the_first_checkpoint_and_logs_the_total(toy_split, tiny_models,
+                                                                               tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from scenetg.video.frame_cache import FrameCache
+
+    videos = load_videos(toy_split.rows, toy_split.videos, FrameCache(tmp_path / "f"))
+    first = train_sft(Path(tiny_models["qwen"]), tmp_path / "first", toy_split.rows, videos,
+                      steps=2, batch_size=2, log_every=1)
+    first_log = json.loads((first / "sft_log.json").read_text())
+    second = train_sft(first, tmp_path / "second", toy_split.rows, videos, steps=3, batch_size=2,
+                       lr=0.0, log_every=1, prior=first_log)
+    log = json.loads((second / "sft_log.json").read_text())
+    assert log["steps"] == 5 and log["cycles"] == [2, 3]
+    assert [e["step"] for e in log["log"]] == [1, 2, 3, 4, 5]
+    assert all(a["seconds"] <= b["seconds"] for a, b in zip(log["log"], log["log"][1:], strict=False))
+    # lr 0 in the second cycle: the weights are the first cycle's, not the base model's
+    w1, w2 = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    base = load_file(Path(tiny_models["qwen"]) / "model.safetensors")
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    assert any(not torch.equal(w1[k], base[k]) for k in w1 if k in base)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 from .pipeline import (
     BETA,
@@ -68,6 +69,10 @@ def run(quick: bool = False, seeds: int = 3) -> dict:
     curves: dict[str, list[list[dict]]] = {}
     scenes = heldout_scenes(sizes)
     evals.update({k: [v] for k, v in _baselines(held, quick, scenes).items()})
+    if sizes.sft_more_steps:  # the first cycle's checkpoint, for comparison (cached predictions)
+        first = replace(sizes, sft_more_steps=0)
+        evals[f"SFT after the first cycle ({first.sft_steps} steps)"] = [
+            evaluate(held, "model", str(CACHE / first.sft_key), f"{first.sft_key}_sft", scenes)]
     evals["SFT start"] = [evaluate(held, "model", str(sft_dir), f"{tag}_sft", scenes)]
     grpo_seconds = []
     for seed in range(1 if quick else seeds):  # one seed of every variant first
@@ -80,6 +85,14 @@ def run(quick: bool = False, seeds: int = 3) -> dict:
                 evaluate(held, "model", str(out / "final"), f"{out.parent.name}_{out.name}", scenes))
     pngs = plot_variant_curves(curves, DOCS if not quick else CACHE / "quick_docs")
     return _result(sizes, sft_log, evals, curves, pngs, quick, time.perf_counter() - t0, grpo_seconds)
+
+
+def _cycles(sft_log: dict) -> str:
+    cycles = sft_log.get("cycles")
+    if not cycles:
+        return "cosine"
+    return (f"{len(cycles)} cosine cycles of " + " then ".join(f"{c:,}" for c in cycles)
+            + " steps, the later ones warm restarts from the previous checkpoint")
 
 
 def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds) -> dict:
@@ -96,12 +109,12 @@ def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds) -
         f"training queries from {sizes.train_videos} videos, {sizes.heldout_videos} held-out "
         f"queries from other videos; 16 frames per video at i·D/16. Tiny Qwen2.5-VL (~240k "
         f"parameters), SFT {sft_log['steps']} steps (batch {sft_log['batch_size']}, AdamW lr "
-        f"{sft_log['lr']}, cosine), then GRPO ({sizes.grpo_steps} steps, {sizes.grpo_prompts} prompts × 8 "
+        f"{sft_log['lr']}, {_cycles(sft_log)}), then GRPO ({sizes.grpo_steps} steps, {sizes.grpo_prompts} prompts × 8 "
         f"generations, at most 24 new tokens at T = 1, full fine-tune, lr {GRPO_LR}, β = {BETA}; "
         f"{statistics.median(grpo_seconds):.0f} s of training per run, median) from that one checkpoint per variant "
         f"and seed. Held-out R1@m as fractions (± = sd over seeds; standard error of one R1@0.5 "
         f"on 300 queries ≈ 0.03). Sized for a 2-core machine shared with other jobs (one torch "
-        f"thread): the SFT took {sft_log['log'][-1]['seconds'] / 60:.0f} min (DESIGN's probe "
+        f"thread): the SFT took {sft_log['log'][-1]['seconds'] / 60:.0f} min in all (DESIGN's probe "
         f"used 4,800 steps); GRPO uses 4 prompts per step rather than 8. Each seed reseeds GRPO's "
         f"prompt order and sampling; the SFT start is the same checkpoint for all. \"answer is "
         f"exactly some scene\": the share of answers equal to one of the video's scenes, named "

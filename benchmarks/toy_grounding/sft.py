@@ -60,9 +60,11 @@ def sft_batch(processor: Any, items: Sequence[GroundingInput], answers: Sequence
 
 def train_sft(model_dir: Path, out_dir: Path, rows: Sequence[dict], videos: dict[str, SampledVideo],
               steps: int, batch_size: int = 16, lr: float = 2.5e-3, seed: int = 0,
-              log_every: int = 50) -> Path:
+              log_every: int = 50, prior: dict | None = None) -> Path:
     """Fine-tune the model in `model_dir` on `rows` for `steps` steps (AdamW, cosine with a short
-    warm-up) and save it with its processor in `out_dir`; an existing `out_dir` is reused."""
+    warm-up) and save it with its processor in `out_dir`; an existing `out_dir` is reused.
+    `prior`: the sft_log of the checkpoint in `model_dir` when this is a further cycle; its steps
+    and seconds are added to the saved log (``steps`` is then the total)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from .data import answer_text
@@ -106,8 +108,13 @@ def train_sft(model_dir: Path, out_dir: Path, rows: Sequence[dict], videos: dict
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
-    (tmp / "sft_log.json").write_text(json.dumps(
-        {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "log": log}, indent=1))
+    record = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "log": log}
+    if prior is not None:
+        before, secs = prior["steps"], prior["log"][-1]["seconds"]
+        record = {**record, "steps": before + steps, "cycles": [*prior.get("cycles", [before]), steps],
+                  "log": [*prior["log"], *({**e, "step": e["step"] + before, "seconds": round(e["seconds"] + secs, 1)}
+                                           for e in log)]}
+    (tmp / "sft_log.json").write_text(json.dumps(record, indent=1))
     if out_dir.exists():
         import shutil
 
