@@ -92,8 +92,7 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
-    fig.tight_layout()
-    out = Path(out_png)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    from scenetg.curate.report_plots import save_png  # reproducible, atomic
+
+    fig.set_dpi(100)
+    return save_png(fig, Path(out_png))

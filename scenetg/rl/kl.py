@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
+from scenetg.rl.parsing import TIME_PATTERN
+
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.S | re.I)
-_NUMBER = re.compile(r"\d+(?::\d+)*(?:\.\d+)?")
+_NUMBER = re.compile(TIME_PATTERN)  # the parser's own notion of a time
 
 
 def timestamp_char_spans(text: str) -> list[tuple[int, int]]:

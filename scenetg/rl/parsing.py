@@ -18,6 +18,8 @@ _TAG = re.compile(r"</?(?:think|answer)>", re.I)
 _NUM = r"\d+(?:\.\d+)?"
 _CLOCK = r"\d+:\d{1,2}(?::\d{1,2})?(?:\.\d+)?"
 _TIME = rf"(?:{_CLOCK}|{_NUM})"
+TIME_PATTERN = _TIME
+"""A time as the parser reads it (seconds or a clock time); `rl.kl` marks the same spans."""
 _UNIT = r"(?:\s*(?:seconds?|secs?|s)\b)?"
 _SEP = r"\s*(?:--?|–|—|~|\bto\b|\buntil\b|\band\b|,)\s*"
 # A time must not continue a word, a number or a negative sign, and must end where the number ends.

@@ -70,32 +70,25 @@ def completion_text(completion: Any) -> str:
     return ""
 
 
-def iou_reward(
-    completions: Sequence[Any],
-    start_s: Sequence[float],
-    end_s: Sequence[float],
+def _span_scores(
+    score, completions: Sequence[Any], start_s: Sequence[float], end_s: Sequence[float],
     duration_s: Sequence[float],
-    **_: Any,
 ) -> list[float]:
+    """`score(parsed answer, (start, end), duration)` for each completion and its GT columns."""
+    return [
+        score(parse_answer(completion_text(c)), (s, e), d)
+        for c, s, e, d in zip(completions, start_s, end_s, duration_s, strict=True)
+    ]
+
+
+def iou_reward(completions, start_s, end_s, duration_s, **_: Any) -> list[float]:
     """TRL reward: temporal IoU of each completion's answer with its GT span."""
-    return [
-        temporal_iou(parse_answer(completion_text(c)), (s, e), d)
-        for c, s, e, d in zip(completions, start_s, end_s, duration_s, strict=True)
-    ]
+    return _span_scores(temporal_iou, completions, start_s, end_s, duration_s)
 
 
-def cendist_reward(
-    completions: Sequence[Any],
-    start_s: Sequence[float],
-    end_s: Sequence[float],
-    duration_s: Sequence[float],
-    **_: Any,
-) -> list[float]:
+def cendist_reward(completions, start_s, end_s, duration_s, **_: Any) -> list[float]:
     """TRL reward: Center Distance of each completion's answer to its GT span."""
-    return [
-        center_distance_reward(parse_answer(completion_text(c)), (s, e), d)
-        for c, s, e, d in zip(completions, start_s, end_s, duration_s, strict=True)
-    ]
+    return _span_scores(center_distance_reward, completions, start_s, end_s, duration_s)
 
 
 def format_reward(completions: Sequence[Any], **_: Any) -> list[float]:

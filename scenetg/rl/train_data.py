@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from scenetg.errors import ConfigError, VideoError
+from scenetg.eval.loaders import HUB_PREFIX
 from scenetg.rl.config import DataConfig
 from scenetg.rl.prompts import grounding_prompt
 from scenetg.video.lookup import find_video
 
-HUB_PREFIX = "hub:"
 MAX_LISTED_MISSING = 5
 
 

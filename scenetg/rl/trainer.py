@@ -46,7 +46,6 @@ TRL_OVERRIDES = {
     "_generate_single_turn": ("for k, v in multimodal_fields.items():",),
     "_prepare_inputs": ("generation_batch = shuffle_sequence_dict(generation_batch)",),
 }
-VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
 def check_trl_internals() -> None:
@@ -179,26 +178,41 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _tokenize_prompts(self, prompts: list):
         """Prompt ids and video tensors for generation, from our decoded frames (TRL's own path
-        would ask the processor to load the video from a path, without the real fps)."""
+        would ask the processor to load the video from a path, without the real fps). TRL repeats
+        each prompt G times: the processor runs once per distinct (video, prompt) and its rows
+        are repeated."""
         videos = self._rows_videos
         if videos is None or len(videos) != len(prompts):
             raise RuntimeError("video rows and prompts are out of step")
         texts = [render_chat(self.processing_class, p) for p in prompts]
+        first: dict[tuple[int, str], int] = {}
+        row_of = [first.setdefault((id(v), t), len(first)) for v, t in zip(videos, texts, strict=True)]
+        unique = sorted(first, key=first.get)
+        videos_u = [videos[row_of.index(j)] for j in range(len(unique))]
         inputs = processor_video_inputs(
             self.processing_class,
-            texts,
-            [v.frames for v in videos],
-            [v.times_s for v in videos],
-            durations_s=[v.duration_s for v in videos],
+            [t for _, t in unique],
+            [v.frames for v in videos_u],
+            [v.times_s for v in videos_u],
+            durations_s=[v.duration_s for v in videos_u],
             padding_side="left",
         )
         keep = inputs["attention_mask"].bool()
-        prompt_ids = [ids[m].tolist() for ids, m in zip(inputs["input_ids"], keep, strict=True)]
-        mm_types = [t[m].tolist() for t, m in zip(inputs["mm_token_type_ids"], keep, strict=True)]
-        self._video = VideoBatch.from_processor(inputs)
-        fields = {k: inputs[k] for k in VIDEO_KEYS}
-        fields["mm_token_type_ids"] = mm_types  # per-token: TRL left-pads it like the ids
-        return prompt_ids, None, fields
+        ids_u = [ids[m].tolist() for ids, m in zip(inputs["input_ids"], keep, strict=True)]
+        types_u = [t[m].tolist() for t, m in zip(inputs["mm_token_type_ids"], keep, strict=True)]
+        video_u = VideoBatch.from_processor(inputs)
+        self._video = VideoBatch(
+            [video_u.pixel_values[j] for j in row_of],
+            video_u.grid_thw[row_of],
+            video_u.second_per_grid_ts[row_of],
+        )
+        fields = {
+            "pixel_values_videos": torch.cat(self._video.pixel_values, dim=0),
+            "video_grid_thw": self._video.grid_thw,
+            "second_per_grid_ts": self._video.second_per_grid_ts,
+            "mm_token_type_ids": [types_u[j] for j in row_of],  # per-token: TRL left-pads it
+        }
+        return [ids_u[j] for j in row_of], None, fields
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         if self._video is not None:

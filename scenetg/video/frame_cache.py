@@ -8,9 +8,9 @@ killed run leaves no half-written entry and concurrent workers at worst write th
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,16 +66,9 @@ class FrameCache:
 
         frames = read_frames_at(path, times_s, max_side=max_side)
         arr = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            from scenetg.curate.workdir import honour_umask
+        from scenetg.curate.workdir import write_bytes_atomic  # the one atomic writer (umask kept)
 
-            honour_umask(fd)  # mkstemp's 0600 would hide the cache from other users
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, arr, allow_pickle=False)
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        write_bytes_atomic(file, buf.getvalue())
         return list(arr)
