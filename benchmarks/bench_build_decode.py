@@ -10,7 +10,6 @@ which shot detection and every frame-sampling pass decode through in both versio
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -134,16 +133,9 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, help="write the figures as JSON here")
-    args = ap.parse_args(argv)
-    result = run(args.quick)
-    print(result["markdown"])
-    print(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    from bench_common import standalone_main
+
+    return standalone_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

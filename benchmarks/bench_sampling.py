@@ -16,11 +16,8 @@ wherever a keyframe lies ahead (the plan's gap rule switched off), next to what 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -32,54 +29,18 @@ SEGMENT_S = 120
 
 def _segment(gop_s: int, size=(1280, 720), fps: int = 30) -> Path:
     """A cached 2-minute textured segment with a fixed `gop_s` GOP (scenes as bench_shots')."""
-    import av
-    import cv2
+    from bench_common import scene_durations, write_textured_video
 
     path = CACHE / f"sampling_segment_{SEGMENT_S}s_gop{gop_s}s_{size[0]}x{size[1]}_{fps}fps_v1.mp4"
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    rng = np.random.default_rng(11)
-    grain = [rng.integers(-6, 7, (h, w), dtype=np.int16) for _ in range(7)]
-    durations, i = [], 0
-    while sum(durations) < SEGMENT_S:
-        durations.append(2.0 + (i * 37 % 101) / 10.0)
-        i += 1
-    durations[-1] = round(SEGMENT_S - sum(durations[:-1]), 3)
     tmp = path.with_suffix(".tmp.mp4")
-    n = 0
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        keyint = gop_s * fps
-        stream.options = {
-            "preset": "ultrafast", "crf": "23",
-            "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0",
-        }
-        stream.codec_context.thread_type = "FRAME"
-        for k, dur in enumerate(durations):
-            frames = round(dur * fps)
-            pad = frames + 8
-            small = rng.integers(0, 256, (h // 24 + 2, (w + pad) // 24 + 2), dtype=np.uint8)
-            texture = cv2.resize(small, ((w + pad) // 24 * 24 + 48, h // 24 * 24 + 48),
-                                 interpolation=cv2.INTER_CUBIC)[:h, : w + pad]
-            base = 150 if k % 2 else 70
-            luma = np.clip(base + (texture.astype(np.int16) - 128) // 3, 16, 235).astype(np.uint8)
-            u, v = (int(x) for x in rng.integers(90, 166, 2))
-            for f in range(frames):
-                yuv = np.empty((h * 3 // 2, w), np.uint8)
-                yuv[:h] = np.clip(luma[:, f : f + w] + grain[n % 7], 16, 235)
-                yuv[h : h + h // 4] = u
-                yuv[h + h // 4 :] = v
-                frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-                frame.pts = n
-                frame.time_base = Fraction(1, fps)
-                for pkt in stream.encode(frame):
-                    container.mux(pkt)
-                n += 1
-        for pkt in stream.encode(None):
-            container.mux(pkt)
+    keyint = gop_s * fps
+    write_textured_video(tmp, scene_durations(SEGMENT_S), size, fps, {
+        "preset": "ultrafast", "crf": "23",
+        "x264-params": f"keyint={keyint}:min-keyint={keyint}:scenecut=0",
+    })
     tmp.replace(path)
     return path
 
@@ -213,16 +174,9 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    result = run(args.quick)
-    print(result["markdown"])
-    print(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    from bench_common import standalone_main
+
+    return standalone_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

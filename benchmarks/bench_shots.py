@@ -21,7 +21,6 @@ machine only ever slows a run down). Targets: ours >= 0.8x plain decode, >= 1.5x
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -46,11 +45,9 @@ def _synthetic(minutes: float, size=(1280, 720), fps: int = 30) -> tuple[Path, l
     if path.exists() and meta.exists():
         return path, json.loads(meta.read_text())["cuts"]
     CACHE.mkdir(parents=True, exist_ok=True)
-    total, durations, i = minutes * 60.0, [], 0
-    while sum(durations) < total:
-        durations.append(2.0 + (i * 37 % 101) / 10.0)  # 2.0-12.0 s, deterministic
-        i += 1
-    durations[-1] = round(total - sum(durations[:-1]), 3)
+    from bench_common import scene_durations
+
+    durations = scene_durations(minutes * 60.0)  # 2.0-12.0 s, deterministic
     tmp = path.with_suffix(".tmp.mp4")
     started = time.perf_counter()
     cuts = write_synthetic_video(tmp, durations, fps, size=size, seed=7)
@@ -61,61 +58,19 @@ def _synthetic(minutes: float, size=(1280, 720), fps: int = 30) -> tuple[Path, l
 
 
 def _textured(minutes: float, size=(1280, 720), fps: int = 30) -> tuple[Path, list[float]]:
-    """A cached 720p video with camera-like content: a smooth random texture per scene, panning
-    1 px per frame, with film grain, so decoding costs about what real footage costs (flat
-    synthetic scenes decode several times faster than real video). Scene lengths as `_synthetic`."""
-    from fractions import Fraction
-
-    import av
-    import cv2
-    import numpy as np
+    """A cached 720p video with camera-like content (`bench_common.write_textured_video`): a
+    smooth random texture per scene, panning 1 px per frame, with film grain, so decoding costs
+    about what real footage costs (flat synthetic scenes decode several times faster)."""
+    from bench_common import scene_durations, write_textured_video
 
     path = CACHE / f"shots_textured_{minutes:g}min_{size[0]}x{size[1]}_{fps}fps_v3.mp4"
     meta = path.with_suffix(".json")
     if path.exists() and meta.exists():
         return path, json.loads(meta.read_text())["cuts"]
     CACHE.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    total, durations, i = minutes * 60.0, [], 0
-    while sum(durations) < total:
-        durations.append(2.0 + (i * 37 % 101) / 10.0)
-        i += 1
-    durations[-1] = round(total - sum(durations[:-1]), 3)
-    rng = np.random.default_rng(11)
-    # Film grain: what makes real footage cost bits, and so decoding time.
-    grain = [rng.integers(-6, 7, (h, w), dtype=np.int16) for _ in range(7)]
     tmp = path.with_suffix(".tmp.mp4")
-    cuts, n = [], 0
-    with av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "23"}
-        # One slice per frame, like most real files (PyAV's default slice threads write many).
-        stream.codec_context.thread_type = "FRAME"
-        for k, dur in enumerate(durations):
-            if k:
-                cuts.append(n / fps)
-            frames = round(dur * fps)
-            pad = frames + 8
-            small = rng.integers(0, 256, (h // 24 + 2, (w + pad) // 24 + 2), dtype=np.uint8)
-            texture = cv2.resize(small, ((w + pad) // 24 * 24 + 48, h // 24 * 24 + 48),
-                                 interpolation=cv2.INTER_CUBIC)[:h, : w + pad]
-            base = 150 if k % 2 else 70  # alternate brightness so every cut is a clear one
-            luma = np.clip(base + (texture.astype(np.int16) - 128) // 3, 16, 235).astype(np.uint8)
-            u, v = (int(x) for x in rng.integers(90, 166, 2))
-            for f in range(frames):
-                yuv = np.empty((h * 3 // 2, w), np.uint8)
-                yuv[:h] = np.clip(luma[:, f : f + w] + grain[n % 7], 16, 235)
-                yuv[h : h + h // 4] = u
-                yuv[h + h // 4 :] = v
-                frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-                frame.pts = n
-                frame.time_base = Fraction(1, fps)
-                for pkt in stream.encode(frame):
-                    container.mux(pkt)
-                n += 1
-        for pkt in stream.encode(None):
-            container.mux(pkt)
+    cuts = write_textured_video(tmp, scene_durations(minutes * 60.0), size, fps,
+                                {"preset": "ultrafast", "crf": "23"})
     tmp.replace(path)
     meta.write_text(json.dumps({"cuts": cuts}))
     return path, cuts
@@ -311,17 +266,9 @@ def run(quick: bool = False) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2-minute synthetic video, fewer repeats")
-    ap.add_argument("--out", type=Path, help="write the figures as JSON here")
-    args = ap.parse_args(argv)
-    result = run(args.quick)
-    print(result["markdown"])
-    print(json.dumps({k: v for k, v in result.items() if k != "markdown"}, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0
+    from bench_common import standalone_main
+
+    return standalone_main(run, __doc__, argv, quick_help="2-minute synthetic video, fewer repeats")
 
 
 if __name__ == "__main__":
