@@ -125,7 +125,9 @@ def run(quick: bool = False) -> dict:
     decoded = _steps(_trainer(root, model_dir, max_frames, steps, False, "run_decoded"))
     md = [
         f"Tiny Qwen2.5-VL on CPU (1 torch thread); 2 videos of {duration:.0f} s (320×180, 25 fps), {max_frames} frames "
-        "each at 112 px, 2 prompts × 4 generations per step, 16 new tokens.",
+        "each at 112 px, 2 prompts × 4 generations per step, 16 new tokens. Command: "
+        "`.venv/bin/python benchmarks/run_all.py --only bench_train`. The loss ratio moves by a "
+        "few percent between runs (0.95–0.99× seen): read it as equal cost.",
         "",
         "| figure | value |",
         "| --- | --- |",
