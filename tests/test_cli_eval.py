@@ -78,6 +78,23 @@ def test_unknown_model_error_names_the_flag_of_the_command_run(tmp_path, capsys)
     assert "--model" in err and "--caption-model" not in err
 
 
+def test_clip_and_answer_model_errors_name_their_own_flags(tmp_path, capsys):
+    ann, _ = _write(tmp_path)
+    (tmp_path / "videos").mkdir()
+    missing = str(tmp_path / "no_such_model")
+    assert main(["ground", "-a", str(ann), "--videos", str(tmp_path / "videos"), "--method", "clip",
+                 "--out", str(tmp_path / "p.jsonl"), "--model", missing]) == 2
+    err = capsys.readouterr().err
+    assert "set --model" in err and "--clip-model" not in err
+    qa = tmp_path / "qa.json"
+    qa.write_text(json.dumps([{"video_id": "v", "question_id": "q", "question": "?",
+                               "options": ["A. x", "B. y"], "answer": "A", "duration": "short"}]))
+    assert main(["answer", "--qa", str(qa), "--videos", str(tmp_path / "videos"),
+                 "--out", str(tmp_path / "a.jsonl"), "--answerer", missing]) == 2
+    err = capsys.readouterr().err
+    assert "--answerer" in err and "--caption-model" not in err
+
+
 def test_ground_help_keeps_the_interval_text(capsys):
     assert main(["ground", "--help"]) == 0
     assert "[start, end]" in capsys.readouterr().out

@@ -158,13 +158,13 @@ def answer(
         "max_frames": int(max_frames),
     }
     if pending:
-        runner = as_runner(answerer, dtype, device, max_new_tokens_ground, "the answerer model")
+        runner = as_runner(answerer, dtype, device, max_new_tokens_ground, "--answerer")
         if grounder == "clip":
-            ground_engine = as_clip(grounder_model, device, "the CLIP grounder model")
+            ground_engine = as_clip(grounder_model, device, "--grounder-model")
         elif grounder_model is None or grounder_model == answerer:
             ground_engine = runner
         else:
-            ground_engine = as_runner(grounder_model, dtype, device, max_new_tokens_ground)
+            ground_engine = as_runner(grounder_model, dtype, device, max_new_tokens_ground, "--grounder-model")
         job = _Job(
             runner=runner,
             ground_engine=ground_engine,

@@ -153,7 +153,7 @@ def missing_inputs(cfg: EvalConfig) -> list[str]:
             problems.append(f"{key}.videos: {b.videos}: no such folder")
     checks = [("model", lambda: check_qwen_available(cfg.model, flag="`model:` (or --model)"))
               if "model" in cfg.methods else None,
-              ("clip_model", lambda: check_clip_available(cfg.clip_model)) if "clip" in cfg.methods else None]
+              ("clip_model", lambda: check_clip_available(cfg.clip_model, flag="`clip_model:`")) if "clip" in cfg.methods else None]
     checks += [(f"models.{n}", lambda p=p, n=n: check_qwen_available(p, flag=f"models.{n}"))
                for n, p in cfg.models.items() if n in cfg.methods]
     for name, check in filter(None, checks):

@@ -33,62 +33,63 @@ class _ClipSource:
     name: str
 
 
-def _fail(name: str, why: str) -> ModelError:
+def _fail(name: str, why: str, flag: str = CLIP_MODEL_FLAG) -> ModelError:
+    """One line naming `flag`, the option of the command that was run."""
     return ModelError(
-        f"CLIP model {name!r}: {why}; set {CLIP_MODEL_FLAG} (arch:pretrained, hf-hub:ORG/NAME or a folder)"
+        f"CLIP model {name!r}: {why}; set {flag} (arch:pretrained, hf-hub:ORG/NAME or a folder)"
     )
 
 
-def _local_source(name: str, folder: Path) -> _ClipSource:
+def _local_source(name: str, folder: Path, flag: str = CLIP_MODEL_FLAG) -> _ClipSource:
     config = folder / "open_clip_config.json"
     if not folder.is_dir():
-        raise _fail(name, "no such model folder")
+        raise _fail(name, "no such model folder", flag)
     if not config.is_file():
-        raise _fail(name, "folder has no open_clip_config.json")
+        raise _fail(name, "folder has no open_clip_config.json", flag)
     try:
         data = json.loads(config.read_text())
     except (OSError, ValueError) as exc:
-        raise _fail(name, f"unreadable open_clip_config.json ({type(exc).__name__})") from exc
+        raise _fail(name, f"unreadable open_clip_config.json ({type(exc).__name__})", flag) from exc
     if "model_cfg" not in data:
-        raise _fail(name, "open_clip_config.json has no model_cfg")
+        raise _fail(name, "open_clip_config.json has no model_cfg", flag)
     if not any(folder.glob(pattern) for pattern in ("*.safetensors", "*.bin", "*.pth")):
-        raise _fail(name, "folder has no weights (*.safetensors, *.bin, *.pth)")
+        raise _fail(name, "folder has no weights (*.safetensors, *.bin, *.pth)", flag)
     stable = str(data.get("model_name") or folder.resolve().name)
     return _ClipSource(f"{LOCAL_DIR_PREFIX}{folder}", None, stable)
 
 
-def _resolve(name_or_path: str | Path) -> _ClipSource:
+def _resolve(name_or_path: str | Path, flag: str = CLIP_MODEL_FLAG) -> _ClipSource:
     """Parse and check a model name without loading anything (cache lookups or one HEAD request)."""
     import open_clip
     from open_clip.pretrained import get_pretrained_cfg
 
     name = str(name_or_path)
     if name.startswith(LOCAL_DIR_PREFIX):
-        return _local_source(name, Path(name[len(LOCAL_DIR_PREFIX) :]).expanduser())
+        return _local_source(name, Path(name[len(LOCAL_DIR_PREFIX) :]).expanduser(), flag)
     if name.startswith(HF_HUB_PREFIX):
         repo = name[len(HF_HUB_PREFIX) :]
         problem = hub_file_problem(repo, ["open_clip_config.json"])
         if problem:
-            raise _fail(name, f"not a local folder and {problem}")
+            raise _fail(name, f"not a local folder and {problem}", flag)
         return _ClipSource(name, None, name)
     path = Path(name).expanduser()
     if path.is_dir():
-        return _local_source(name, path)
+        return _local_source(name, path, flag)
     if ":" not in name:
         if name.startswith((".", "/", "~")) or os.sep in name:
-            raise _fail(name, "no such model folder")
-        raise _fail(name, "no pretrained weights named (use arch:pretrained, e.g. ViT-L-14:openai)")
+            raise _fail(name, "no such model folder", flag)
+        raise _fail(name, "no pretrained weights named (use arch:pretrained, e.g. ViT-L-14:openai)", flag)
     arch, tag = name.split(":", 1)
     arch = arch.replace("/", "-")
     if arch not in open_clip.list_models():
-        raise _fail(name, f"unknown OpenCLIP architecture {arch!r}")
+        raise _fail(name, f"unknown OpenCLIP architecture {arch!r}", flag)
     if os.path.isfile(tag):
         return _ClipSource(arch, tag, f"{arch}:{Path(tag).name}")
     cfg = get_pretrained_cfg(arch, tag)
     if not cfg:
         known = open_clip.list_pretrained_tags_by_model(arch)
         tags = ", ".join(known[:6]) + (", ..." if len(known) > 6 else "") if known else "none"
-        raise _fail(name, f"unknown pretrained tag {tag!r} (known: {tags})")
+        raise _fail(name, f"unknown pretrained tag {tag!r} (known: {tags})", flag)
     hf_hub = cfg.get("hf_hub", "")
     if hf_hub:
         repo, filename = os.path.split(hf_hub)  # "org/name/" means open_clip's default file name
@@ -100,22 +101,22 @@ def _resolve(name_or_path: str | Path) -> _ClipSource:
             files = [filename]
         problem = hub_file_problem(repo, files)
         if problem:
-            raise _fail(name, f"weights ({repo}) {problem}")
+            raise _fail(name, f"weights ({repo}) {problem}", flag)
     else:
         url = cfg.get("url", "")
         cached = Path("~/.cache/clip").expanduser() / os.path.basename(url)
         if not cached.is_file() and hub_offline():
-            raise _fail(name, f"weights not in ~/.cache/clip and offline ({os.path.basename(url)})")
+            raise _fail(name, f"weights not in ~/.cache/clip and offline ({os.path.basename(url)})", flag)
     return _ClipSource(arch, tag, f"{arch}:{tag}")
 
 
-def check_clip_available(name_or_path: str | Path) -> str:
-    """Raise ModelError (one line, naming ``--clip-model``) unless the model can be loaded.
+def check_clip_available(name_or_path: str | Path, flag: str = CLIP_MODEL_FLAG) -> str:
+    """Raise ModelError (one line, naming `flag`) unless the model can be loaded.
 
     Cheap: parses the name, looks in the local folder or the Hugging Face cache, and only when
     online asks the Hub for one file's metadata. Returns the stable name to record.
     """
-    return _resolve(name_or_path).name
+    return _resolve(name_or_path, flag).name
 
 
 class ClipEncoder:
@@ -188,11 +189,13 @@ class ClipEncoder:
         return self._run(list(images), batch_size, encode)
 
 
-def load_clip(name_or_path: str | Path, device: str = "auto", batch_size: int = 64) -> ClipEncoder:
+def load_clip(
+    name_or_path: str | Path, device: str = "auto", batch_size: int = 64, flag: str = CLIP_MODEL_FLAG
+) -> ClipEncoder:
     """Load an OpenCLIP model (folder, ``arch:pretrained`` or ``hf-hub:``) as a ClipEncoder in eval mode."""
     import open_clip
 
-    source = _resolve(name_or_path)
+    source = _resolve(name_or_path, flag)
     dev = resolve_device(device)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -201,6 +204,6 @@ def load_clip(name_or_path: str | Path, device: str = "auto", batch_size: int = 
         tokenizer = open_clip.get_tokenizer(source.model_name)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _fail(str(name_or_path), f"cannot be loaded ({first})") from exc
+        raise _fail(str(name_or_path), f"cannot be loaded ({first})", flag) from exc
     model.eval()
     return ClipEncoder(model, preprocess, tokenizer, source.name, dev, batch_size)

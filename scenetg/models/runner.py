@@ -147,4 +147,4 @@ def as_clip(model: Any, device: str, what: str = "--model") -> Any:
         return model
     from scenetg.models.clip import load_clip
 
-    return load_clip(model, device=device)
+    return load_clip(model, device=device, flag=what)

@@ -161,7 +161,6 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.beta_timestamp = float(beta_timestamp)
         self._rows_videos: list[SampledVideo] | None = None
         self._video: VideoBatch | None = None
-        self._kl_logs: dict[str, list[float]] = {"train": [], "eval": []}
 
     # ----------------------------------------------------------------------- video inputs
 
