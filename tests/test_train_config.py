@@ -54,3 +54,14 @@ def test_shipped_configs_load():
     assert real.model == "Qwen/Qwen2.5-VL-7B-Instruct" and real.lora.enabled and real.kl.beta_timestamp == 0.0
     demo = load_train_config(root / "pipelines" / "demo" / "train.yaml")
     assert demo.lora.enabled is False and demo.grpo["max_steps"] >= 2
+
+
+@pytest.mark.parametrize("key", ["gradient_checkpointing", "activation_checkpointing"])
+def test_checkpointing_key_either_name_is_honoured(key):
+    """transformers 5 renamed the option; the old name (a deprecated alias) must not lose to our
+    CPU default of False."""
+    from scenetg.rl.train import grpo_args
+
+    cfg = train_config_from_dict({"grpo": {key: True, "report_to": "none"}, "output_dir": "/tmp/x"})
+    args = grpo_args(cfg, "cpu")
+    assert args.activation_checkpointing is True and args.gradient_checkpointing is True

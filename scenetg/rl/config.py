@@ -138,7 +138,7 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     grpo: dict[str, Any] = field(default_factory=dict)
     """Passed to trl.GRPOConfig (num_generations, learning_rate, max_steps, loss_type, bf16,
-    gradient_checkpointing, use_vllm, save_steps, report_to, ...)."""
+    activation_checkpointing, use_vllm, save_steps, report_to, ...)."""
 
     def check(self) -> TrainConfig:
         for part in (self.sampling, self.rewards, self.kl, self.lora):

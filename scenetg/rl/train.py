@@ -62,13 +62,18 @@ def grpo_args(cfg: TrainConfig, device: str) -> Any:
         "report_to": "tensorboard" if _has_tensorboard() else "none",
         "bf16": half,
         "use_cpu": not on_gpu,
-        "gradient_checkpointing": on_gpu,
+        "activation_checkpointing": on_gpu,
         "remove_unused_columns": False,
     }
     weights = [getattr(cfg.rewards, n) for n in REWARD_NAMES if getattr(cfg.rewards, n) > 0]
+    grpo = dict(cfg.grpo)
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in grpo:  # transformers 5's deprecated alias: our default for `new` would win over it
+            grpo.setdefault(new, grpo.pop(old))
     kwargs = {
         **defaults,
-        **cfg.grpo,
+        **grpo,
         "output_dir": cfg.output_dir,
         "beta": cfg.kl.beta,
         "reward_weights": weights,
@@ -177,8 +182,10 @@ def build_trainer(
 
     for module in ("trl", "peft"):
         require_extra(module, "train", "scenetg train")
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
     from scenetg.models.qwen import resolve_device
-    from scenetg.rl.curves import MetricsLogCallback
+    from scenetg.rl.curves import MetricsLogCallback, StepProgressCallback
     from scenetg.rl.samples import FrameSampling
     from scenetg.rl.trainer import VideoGRPOTrainer, check_trl_internals
     from scenetg.video.frame_cache import FrameCache
@@ -211,6 +218,9 @@ def build_trainer(
         beta_timestamp=cfg.kl.beta_timestamp,
         frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
     )
+    for printer in (ProgressCallback, PrinterCallback):  # per-step dicts go to metrics.jsonl
+        trainer.remove_callback(printer)
+    trainer.add_callback(StepProgressCallback(reporter))
     return trainer, processor, len(data.rows)
 
 
