@@ -119,7 +119,12 @@ def suppress_vision_tokens(args: Any, processor: Any) -> None:
     ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
     ids = [i for i in ids if i is not None and i != tokenizer.unk_token_id]
     gen = dict(args.generation_kwargs or {})
-    gen["suppress_tokens"] = sorted(set(gen.get("suppress_tokens") or []) | set(ids))
+    if args.use_vllm:  # generation_kwargs go to vLLM's SamplingParams, which has logit_bias
+        from scenetg.rl.vllm_video import vision_logit_bias
+
+        gen["logit_bias"] = {**(gen.get("logit_bias") or {}), **vision_logit_bias(ids)}
+    else:
+        gen["suppress_tokens"] = sorted(set(gen.get("suppress_tokens") or []) | set(ids))
     args.generation_kwargs = gen
 
 
