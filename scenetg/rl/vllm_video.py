@@ -46,14 +46,20 @@ def check_vllm_for_video(mode: str) -> None:
 
     require_extra("vllm", "vllm", "grpo.use_vllm")
     import vllm
-    from packaging.version import Version
 
     version = str(getattr(vllm, "__version__", "0"))
-    if Version(Version(version).base_version) < Version(VLLM_MIN_VERSION):
+    if _release(version) < _release(VLLM_MIN_VERSION):
         raise ConfigError(
             f"grpo.use_vllm: vLLM {version} drops Qwen2.5-VL video metadata (rollouts would see "
             f"24 fps time positions); install vllm>={VLLM_MIN_VERSION} or set use_vllm: false"
         )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string such as ``0.30.1+cu129`` or ``0.31.0rc1``."""
+    import re
+
+    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def vllm_video_item(video: Any) -> tuple[np.ndarray, dict[str, Any]]:
