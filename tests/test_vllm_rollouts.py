@@ -129,6 +129,18 @@ def test_vllm_version_and_install_checks(monkeypatch):
         check_vllm_for_video("colocate")
 
 
+def test_missing_vllm_stops_train_before_the_model_loads(grounding_set, tiny_models, tmp_path, monkeypatch):
+    import sys
+
+    from scenetg.rl import train
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
+    monkeypatch.setattr(train, "load_policy", lambda *a: pytest.fail("the model loaded first"))
+    cfg = make_cfg(grounding_set, tiny_models, tmp_path / "run", use_vllm=True)
+    with pytest.raises(ScenetgError, match=r"grpo.use_vllm needs the \[vllm\] extra"):
+        train.build_trainer(cfg)
+
+
 def test_trl_guard_covers_the_vllm_backend(monkeypatch):
     from trl.generation.vllm_generation import VLLMGeneration
 

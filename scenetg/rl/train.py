@@ -196,6 +196,10 @@ def build_trainer(
     args = grpo_args(cfg, device)
     if args.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
+    if args.use_vllm:  # vLLM present, recent enough, colocate mode: before any model loads
+        from scenetg.rl.vllm_video import check_vllm_for_video
+
+        check_vllm_for_video(args.vllm_mode)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out)
