@@ -58,7 +58,6 @@ VLLM_INTERNALS = {
     # order it gathers prompts in across a tensor-parallel group, its use of the prompt ids
     "_init_vllm": ("self.llm = LLM(",),
     "generate": (
-        'row = {"prompt_token_ids": ids}',
         'vllm_prompts = [{"prompt_token_ids": ids} for ids in all_prompts]',
         "torch.distributed.all_gather_object(gathered_prompts, prompts, group=self.tp_group)",
         "all_prompts = [p for sublist in gathered_prompts for p in sublist]",
