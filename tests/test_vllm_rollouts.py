@@ -152,3 +152,33 @@ def test_trl_guard_covers_the_vllm_backend(monkeypatch):
     monkeypatch.setattr(VLLMGeneration, "generate", changed)
     with pytest.raises(RuntimeError, match="VLLMGeneration.generate"):
         check_trl_internals()
+
+
+def test_tensor_parallel_group_gets_videos_in_trl_prompt_order(monkeypatch):
+    """With vllm_tensor_parallel_size > 1 TRL gathers the group's prompts rank by rank; the videos
+    are gathered the same way, each rank's rows converted once per distinct video."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from scenetg.rl.samples import SampledVideo
+    from scenetg.rl.trainer import VideoGRPOTrainer
+
+    a = SampledVideo([np.full((28, 28, 3), 1, np.uint8)] * 2, [0.0, 1.0], 2.0)
+    b = SampledVideo([np.full((28, 28, 3), 2, np.uint8)] * 2, [0.0, 2.0], 4.0)
+    other_rank = ["rank1-video"]
+
+    def all_gather_object(out, obj, group=None):
+        assert group == "tp-group"
+        out[:] = [obj, other_rank]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+    fake = SimpleNamespace(
+        _rows_videos=[a, a, b], vllm_generation=SimpleNamespace(tensor_parallel_size=2, tp_group="tp-group")
+    )
+    items = VideoGRPOTrainer._vllm_videos(fake, 3)
+    assert len(items) == 4 and items[3] == "rank1-video"
+    assert items[0] is items[1] and items[0] is not items[2]  # one conversion per distinct video
+    assert items[0][1]["fps"] == pytest.approx(1.0) and items[2][1]["fps"] == pytest.approx(0.5)
+    with pytest.raises(RuntimeError, match="out of step"):
+        VideoGRPOTrainer._vllm_videos(fake, 2)
