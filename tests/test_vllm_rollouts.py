@@ -176,7 +176,13 @@ def test_tensor_parallel_group_gets_videos_in_trl_prompt_order(monkeypatch):
     fake = SimpleNamespace(
         _rows_videos=[a, a, b], vllm_generation=SimpleNamespace(tensor_parallel_size=2, tp_group="tp-group")
     )
+    from scenetg.rl import trainer as trainer_module
+
+    converted = []
+    real_item = trainer_module.vllm_video_item
+    monkeypatch.setattr(trainer_module, "vllm_video_item", lambda v: converted.append(v) or real_item(v))
     items = VideoGRPOTrainer._vllm_videos(fake, 3)
+    assert converted == [a, b]
     assert len(items) == 4 and items[3] == "rank1-video"
     assert items[0] is items[1] and items[0] is not items[2]  # one conversion per distinct video
     assert items[0][1]["fps"] == pytest.approx(1.0) and items[2][1]["fps"] == pytest.approx(0.5)

@@ -17,8 +17,9 @@
    `_generate_single_turn` gives the `VideoLLM` wrapper around TRL's ``LLM`` each prompt's
    frames and metadata (`rl.vllm_video`). Server mode is refused (its API carries no video).
 
-Overridden TRL internals (`TRL_OVERRIDES`, and `VLLM_INTERNALS` of TRL's vLLM backend) are checked by `check_trl_internals`, which fails
-loudly on a TRL version whose code differs where we rely on it.
+Overridden TRL internals (`TRL_OVERRIDES`, and `VLLM_INTERNALS` of TRL's vLLM backend) are
+checked by `check_trl_internals`, which fails loudly on a TRL version whose code differs where we
+rely on it.
 """
 
 from __future__ import annotations
@@ -258,7 +259,10 @@ class VideoGRPOTrainer(GRPOTrainer):
         if videos is None or len(videos) != n_prompts:
             raise RuntimeError("video rows and prompts are out of step")
         items: dict[int, tuple] = {}
-        local = [items.setdefault(id(v), vllm_video_item(v)) for v in videos]
+        for video in videos:  # G rollouts share one video: stack its frames once
+            if id(video) not in items:
+                items[id(video)] = vllm_video_item(video)
+        local = [items[id(v)] for v in videos]
         engine = self.vllm_generation
         if engine.tensor_parallel_size <= 1:
             return local
