@@ -137,7 +137,8 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     grpo: dict[str, Any] = field(default_factory=dict)
     """Passed to trl.GRPOConfig (num_generations, learning_rate, max_steps, loss_type, bf16,
-    activation_checkpointing, use_vllm, save_steps, report_to, ...)."""
+    activation_checkpointing, save_steps, report_to, use_vllm with vllm_mode: colocate and TRL's
+    vllm_* options, ...)."""
 
     def check(self) -> TrainConfig:
         for part in (self.sampling, self.rewards, self.kl, self.lora):
@@ -146,11 +147,14 @@ class TrainConfig:
         for key in self.grpo:
             if key in OWNED_GRPO_KEYS:
                 raise ConfigError(f"grpo.{key}: set it as {OWNED_GRPO_KEYS[key]} instead")
-        if self.grpo.get("use_vllm") not in (None, False, "false", "False", 0):
-            raise ConfigError(
-                "grpo.use_vllm: TRL 1.16 hands vLLM images only, so rollouts would not see the "
-                "video; not supported yet (rollouts use transformers generate)"
-            )
+        if "use_vllm" in self.grpo:
+            self.grpo["use_vllm"] = coerce_value("grpo.use_vllm", self.grpo["use_vllm"], bool)
+        if self.grpo.get("use_vllm"):
+            mode = self.grpo.get("vllm_mode", "colocate")
+            if mode == "server":
+                from scenetg.rl.vllm_video import SERVER_MODE_ERROR
+
+                raise ConfigError(SERVER_MODE_ERROR)
         if self.grpo.get("use_liger_kernel"):
             raise ConfigError("grpo.use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
         return self

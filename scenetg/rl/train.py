@@ -124,7 +124,12 @@ def suppress_vision_tokens(args: Any, processor: Any) -> None:
     ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
     ids = [i for i in ids if i is not None and i != tokenizer.unk_token_id]
     gen = dict(args.generation_kwargs or {})
-    gen["suppress_tokens"] = sorted(set(gen.get("suppress_tokens") or []) | set(ids))
+    if args.use_vllm:  # generation_kwargs go to vLLM's SamplingParams, which has logit_bias
+        from scenetg.rl.vllm_video import vision_logit_bias
+
+        gen["logit_bias"] = {**(gen.get("logit_bias") or {}), **vision_logit_bias(ids)}
+    else:
+        gen["suppress_tokens"] = sorted(set(gen.get("suppress_tokens") or []) | set(ids))
     args.generation_kwargs = gen
 
 
@@ -198,6 +203,10 @@ def build_trainer(
     args = grpo_args(cfg, device)
     if args.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
+    if args.use_vllm:  # vLLM present, recent enough, colocate mode: before any model loads
+        from scenetg.rl.vllm_video import check_vllm_for_video
+
+        check_vllm_for_video(args.vllm_mode)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out)
