@@ -62,22 +62,22 @@ class _Counting:
         self.clip, self.shaped = clip, shaped_to_call
         self.images: list[int] = []
         self.texts: list[int] = []
-        self.real = (clip.encode_images, clip.encode_text)
-        clip.encode_images, clip.encode_text = self._images, self._texts
+        self.names = ("encode_images", "encode_pixels", "encode_text")
+        self.real = {n: getattr(clip, n) for n in self.names}
+        for n in self.names:
+            setattr(clip, n, self._counted(n, self.texts if n == "encode_text" else self.images))
 
-    def _size(self, items, batch_size):
-        return batch_size or (min(len(items), self.clip.batch_size) if self.shaped else None)
-
-    def _images(self, items, batch_size=None):
-        self.images.append(len(items))
-        return self.real[0](items, self._size(items, batch_size))
-
-    def _texts(self, items, batch_size=None):
-        self.texts.append(len(items))
-        return self.real[1](items, self._size(items, batch_size))
+    def _counted(self, name, log):
+        def call(items, batch_size=None):
+            log.append(len(items))
+            if batch_size is None and self.shaped:
+                batch_size = min(len(items), self.clip.batch_size)
+            return self.real[name](items, batch_size)
+        return call
 
     def restore(self):
-        self.clip.encode_images, self.clip.encode_text = self.real
+        for n in self.names:
+            setattr(self.clip, n, self.real[n])
 
 
 def _arm(captioned: Path, out: Path, cfg, clip, mode: str) -> dict:

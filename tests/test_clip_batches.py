@@ -42,27 +42,25 @@ class _Captioner:
 
 
 class _Calls:
-    """Counts ClipEncoder calls (items per call); raises Ctrl-C on image call `interrupt_on`."""
+    """Counts ClipEncoder image and text calls (items per call); raises Ctrl-C on image call
+    `interrupt_on`."""
 
     def __init__(self, monkeypatch, interrupt_on: int | None = None):
         self.images: list[int] = []
         self.texts: list[int] = []
-        self.threads: set[str] = set()
-        real_images, real_text = ClipEncoder.encode_images, ClipEncoder.encode_text
         calls = self
 
-        def images(self, frames, batch_size=None):
-            calls.images.append(len(frames))
-            if len(calls.images) == interrupt_on:
-                raise KeyboardInterrupt
-            return real_images(self, frames, batch_size)
+        def counted(real, log, interrupt=None):
+            def call(self, items, batch_size=None):
+                log.append(len(items))
+                if len(log) == interrupt:
+                    raise KeyboardInterrupt
+                return real(self, items, batch_size)
+            return call
 
-        def text(self, texts, batch_size=None):
-            calls.texts.append(len(texts))
-            return real_text(self, texts, batch_size)
-
-        monkeypatch.setattr(ClipEncoder, "encode_images", images)
-        monkeypatch.setattr(ClipEncoder, "encode_text", text)
+        for name in ("encode_images", "encode_pixels"):  # per-video path / cross-video path
+            monkeypatch.setattr(ClipEncoder, name, counted(getattr(ClipEncoder, name), calls.images, interrupt_on))
+        monkeypatch.setattr(ClipEncoder, "encode_text", counted(ClipEncoder.encode_text, calls.texts))
 
 
 @pytest.fixture()
@@ -143,7 +141,7 @@ def test_ctrl_c_mid_filter_resumes_per_video_and_finishes_the_same(tmp_path, tin
 
 
 @pytest.mark.slow
-def test_filter_stage_alone_decodes_in_the_prefetch_thread(tmp_path, tiny_models, clips, monkeypatch):
+def test_filter_stage_alone_decodes_and_preprocesses_in_the_prefetch_thread(tmp_path, tiny_models, clips, monkeypatch):
     import shutil
 
     from scenetg.curate import stages
@@ -164,9 +162,16 @@ def test_filter_stage_alone_decodes_in_the_prefetch_thread(tmp_path, tiny_models
         threads.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
+    def preprocessing(self, images):
+        threads.append(threading.current_thread().name)
+        return real_pixels(self, images)
+
+    real_pixels = ClipEncoder.pixels
     monkeypatch.setattr(stages, "_scene_frame_groups", recording)
+    monkeypatch.setattr(ClipEncoder, "pixels", preprocessing)
     calls = _Calls(monkeypatch)
     run_stage(out, "filter", cfg).export()
-    assert threads == ["scenetg-prefetch"] * 4  # one decode per video, none on the main thread
+    # One decode and one preprocess per video, none on the main thread.
+    assert threads == ["scenetg-prefetch"] * 8
     assert len(calls.images) < 4 and calls.images[0] == 12
     assert _parquet_bytes(out) == _parquet_bytes(tmp_path / "whole")

@@ -23,7 +23,7 @@ from typing import Any
 from rich.markup import escape
 
 from scenetg.curate import keyframes, stages
-from scenetg.curate.clip_batches import CrossVideoFilter
+from scenetg.curate.clip_batches import CrossVideoFilter, FilterFrames
 from scenetg.curate.cross_video import VideoBatches
 from scenetg.curate.workdir import VideoJob, one_line
 from scenetg.errors import ScenetgError, VideoError
@@ -55,8 +55,8 @@ class _VideoDecoded:
     cache: stages.CaptionCache | None = None
     request: tuple | None = None
     kept: list = field(default_factory=list)
-    filter_frames: tuple[list, int] | None = None
-    """(frames, side) of the filter, when the prefetch thread has them (see `_filter_frames`)."""
+    filter_frames: FilterFrames | None = None
+    """The filter's frames, when the prefetch thread has them (see `_filter_frames`)."""
 
 
 @dataclass
@@ -65,19 +65,22 @@ class _VideoFailed:
     exc: Exception
 
 
-def _filter_frames(b: Any, job: VideoJob, scenes: list, request: tuple | None, kept: list) -> tuple | None:
+def _filter_frames(
+    b: Any, job: VideoJob, scenes: list, request: tuple | None, kept: list
+) -> FilterFrames | None:
     """The filter's frames of one video, got in the prefetch thread: those the captions pass
-    kept, else the keyframe store's, else decoded here; None when CLIP's input size is not
-    known without loading it (the filter then decodes for itself)."""
+    kept, else the keyframe store's, else decoded here; preprocessed for CLIP here too once it
+    is loaded. None when CLIP's input size is not known without loading it (the filter then
+    decodes for itself)."""
     if request is None:
         return None
     times, side = request
-    if len(kept) == len(times):
-        return kept, side
-    stored = keyframes.KeyframeStore(b._keyframes_dir(job)).load(job.path, times, side)
-    if stored is None:
-        stored, _ = stages.filter_frames(job.path, scenes, b.cfg.filter.frames_per_scene, side)
-    return stored, side
+    frames = kept if len(kept) == len(times) else None
+    if frames is None:
+        frames = keyframes.KeyframeStore(b._keyframes_dir(job)).load(job.path, times, side)
+    if frames is None:
+        frames, _ = stages.filter_frames(job.path, scenes, b.cfg.filter.frames_per_scene, side)
+    return FilterFrames.of(frames, side, b.models._clip)
 
 
 def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[Any]:
@@ -137,6 +140,10 @@ class CrossVideoCaptions:
         self.filters = CrossVideoFilter(b, self.failed, self.fail, self.done)
 
     def run(self, jobs: list[VideoJob]) -> None:
+        if self.upto == "filter" and jobs:
+            # Loaded before the prefetch thread starts, so it preprocesses every video's frames
+            # (`FilterFrames.of`); resume has already left out the videos that are done.
+            _ = self.b.models.clip
         with Prefetch(_produce(self.b, jobs, self.upto, self.resume), FIRST_CAPACITY) as items:
             for item in items:
                 if isinstance(item, _Scene):
@@ -193,8 +200,10 @@ class CrossVideoCaptions:
             if self.upto != "shots":
                 captions = done.captions or self._store_captions(done)
                 if self.upto == "filter":
+                    # The raw frames are in the keyframe store now; only their pixels are needed.
+                    frames, done.filter_frames, done.kept = done.filter_frames, None, []
                     # Finished (`done`) once its figures are written, after its CLIP batches.
-                    self.filters.add(job, done.shots, captions, done.filter_frames, self.resume)
+                    self.filters.add(job, done.shots, captions, frames, self.resume)
                     return
         except (ScenetgError, KeyboardInterrupt) as exc:
             if not isinstance(exc, VideoError):

@@ -3,7 +3,8 @@ videos.
 
 A video whose captions are done hands over its captions and its filter frames (kept by the
 captions pass, or read from the keyframe store or decoded in the prefetch thread:
-`caption_batches._produce`). Its images join calls of `clip.batch_size` images and its texts
+`caption_batches._produce`), already through CLIP's preprocess there once the model is loaded,
+so the main thread only runs the model. Its images join calls of `clip.batch_size` images and its texts
 calls of as many texts, across videos (`cross_video.VideoBatches`, the captions' mechanism), so
 short clips with 3-5 scenes fill a batch. When the last of a video's embeddings is in, its
 figures are computed and its filter stage file written as `Build.filter` writes it: resume stays
@@ -23,6 +24,24 @@ from scenetg.curate import keyframes, stages
 from scenetg.curate.cross_video import VideoBatches
 from scenetg.curate.workdir import VideoJob
 from scenetg.errors import ScenetgError, VideoError
+
+
+@dataclass
+class FilterFrames:
+    """A video's filter frames as the prefetch thread hands them over."""
+
+    count: int
+    side: int
+    """The side they were decoded at (`keyframes.filter_frame_side`)."""
+    frames: list[np.ndarray] | None
+    pixels: Any = None
+    """`ClipEncoder.pixels` of the frames (then `frames` is dropped), when CLIP was loaded."""
+
+    @classmethod
+    def of(cls, frames: list[np.ndarray], side: int, clip: Any) -> FilterFrames:
+        if clip is not None and keyframes.filter_frame_side(getattr(clip, "image_size", 224)) == side:
+            return cls(len(frames), side, None, clip.pixels(frames))
+        return cls(len(frames), side, frames)
 
 
 @dataclass
@@ -47,7 +66,7 @@ class _Item:
     video: _Pending
     index: int
     payload: Any
-    """A frame (RGB uint8 HxWx3) or a text."""
+    """A preprocessed image (3, S, S) or a text."""
 
 
 class CrossVideoFilter:
@@ -73,11 +92,11 @@ class CrossVideoFilter:
         job: VideoJob,
         shots: dict[str, Any],
         captions: dict[str, Any],
-        frames: tuple[list[np.ndarray], int] | None,
+        frames: FilterFrames | None,
         resume: bool,
     ) -> None:
-        """Queue one video's filter; `frames` = (its filter frames in time order, their side),
-        or None to decode them here. A current stored result finishes the video at once."""
+        """Queue one video's filter; `frames`: its filter frames in time order, or None to
+        decode them here. A current stored result finishes the video at once."""
         b, scenes = self.b, shots["scenes"]
         fp = b.stage_fp(job, "filter", scenes, captions["captions"])
         if resume and b.work.read_stage(job.key, "filter", fp) is not None:
@@ -87,17 +106,21 @@ class CrossVideoFilter:
         self.images.size = self.texts.size = max(1, int(clip.batch_size))
         k = b.cfg.filter.frames_per_scene
         side = keyframes.filter_frame_side(getattr(clip, "image_size", 224))
-        stored = None
-        if frames is not None and frames[1] == side and len(frames[0]) == k * len(scenes):
-            stored = frames[0]
-        video_frames, counts = b._timed(
-            "filter", lambda: stages.filter_frames(job.path, scenes, k, side, stored)
-        )
+        if frames is not None and (frames.side != side or frames.count != k * len(scenes)):
+            frames = None
+        if frames is None or frames.pixels is None:
+            stored = frames.frames if frames is not None else None
+            video_frames, counts = b._timed(
+                "filter", lambda: stages.filter_frames(job.path, scenes, k, side, stored)
+            )
+            pixels = b._timed("filter", lambda: clip.pixels(video_frames))
+        else:
+            pixels, counts = frames.pixels, [k] * len(scenes)
         texts = stages.clip_texts(captions["captions"])
-        p = _Pending(job, captions["captions"], fp, counts, [None] * len(video_frames), [None] * len(texts))
+        p = _Pending(job, captions["captions"], fp, counts, [None] * len(pixels), [None] * len(texts))
         self.pending[job.video_id] = p
-        for i, frame in enumerate(video_frames):
-            self.images.add(_Item(job, p, i, frame))
+        for i in range(len(pixels)):
+            self.images.add(_Item(job, p, i, pixels[i]))
         for i, text in enumerate(texts):
             self.texts.add(_Item(job, p, i, text))
         self._finish_complete()
@@ -112,8 +135,11 @@ class CrossVideoFilter:
         self.pending.pop(video_id, None)
 
     def _encode_images(self, batch: list[_Item]) -> None:
+        import torch
+
         clip = self.b.models.clip
-        emb = self.b._timed("filter", lambda: clip.encode_images([it.payload for it in batch]))
+        pixels = torch.stack([it.payload for it in batch])
+        emb = self.b._timed("filter", lambda: clip.encode_pixels(pixels))
         self.calls["images"] += 1
         for it, row in zip(batch, emb, strict=True):
             it.video.images[it.index] = row

@@ -182,23 +182,38 @@ class ClipEncoder:
 
         return self._run(list(texts), batch_size, encode)
 
-    def encode_images(
-        self, images: Sequence[np.ndarray], batch_size: int | None = None
-    ) -> np.ndarray:
-        """(N, d) embeddings of RGB uint8 HxWx3 frames, through open_clip's inference preprocess."""
+    def pixels(self, images: Sequence[np.ndarray]) -> Any:
+        """open_clip's inference preprocess of RGB uint8 HxWx3 frames: an (N, 3, S, S) float32
+        CPU tensor. The CPU half of an image encode, so another thread can run it ahead."""
         import torch
         from PIL import Image
 
-        def encode(batch, size):
-            pixels = torch.stack(
-                [self.preprocess(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in batch]
-            )
-            if len(batch) < size:  # padding rows: zeros, not preprocessed copies
-                pad = pixels.new_zeros((size - len(batch), *pixels.shape[1:]))
-                pixels = torch.cat([pixels, pad])
-            return self.model.encode_image(pixels.to(self.device))
+        if len(images) == 0:
+            return torch.zeros((0, 3, self.image_size, self.image_size))
+        return torch.stack(
+            [self.preprocess(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in images]
+        )
 
-        return self._run(list(images), batch_size, encode)
+    def encode_pixels(self, pixels: Any, batch_size: int | None = None) -> np.ndarray:
+        """(N, d) embeddings of preprocessed images (`pixels`)."""
+        return self._run(pixels, batch_size, self._encode_pixel_chunk)
+
+    def encode_images(
+        self, images: Sequence[np.ndarray], batch_size: int | None = None
+    ) -> np.ndarray:
+        """(N, d) embeddings of RGB uint8 HxWx3 frames, through open_clip's inference preprocess
+        (one chunk at a time, so a long list of frames is never all preprocessed at once)."""
+        return self._run(
+            list(images), batch_size, lambda chunk, size: self._encode_pixel_chunk(self.pixels(chunk), size)
+        )
+
+    def _encode_pixel_chunk(self, pixels: Any, size: int) -> Any:
+        import torch
+
+        if len(pixels) < size:  # padding rows: zeros
+            pad = pixels.new_zeros((size - len(pixels), *pixels.shape[1:]))
+            pixels = torch.cat([pixels, pad])
+        return self.model.encode_image(pixels.to(self.device))
 
 
 def load_clip(
