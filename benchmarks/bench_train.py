@@ -3,7 +3,9 @@
 - the token-aware KL loss (forward + backward of `VideoGRPOTrainer._compute_loss`) against TRL's
   own `GRPOTrainer._compute_loss` on the same batch, video injected the same way;
 - the share of a training step spent generating rollouts;
-- a step with the frame cache warm against decoding every step (no cache).
+- a step with the frame cache warm against decoding every step (no cache);
+- a step with one vision encoding per distinct video (the default) against the stock encoding of
+  every rollout's video, alternating in one run.
 
 Real-size numbers (a lent GPU) are in benchmarks/gpu_results/ (`gpu_grpo_step.py`).
 """
@@ -11,6 +13,7 @@ Real-size numbers (a lent GPU) are in benchmarks/gpu_results/ (`gpu_grpo_step.py
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -114,8 +117,54 @@ def _steps(trainer) -> dict:
             "frames_s": statistics.median(videos[warm])}
 
 
+def _sharing(trainer, pairs: int) -> dict:
+    """Whole training steps (each generates: one generation per step), sharing on and off in the
+    order on, off, off, on, ... after two warm-up steps; wall time, vision tower time and videos
+    encoded per step, by mode."""
+    from scenetg.models.shared_video_encoding import share_video_encoding
+
+    modes = [True, False] + [i % 4 in (0, 3) for i in range(2 * pairs)]
+    trainer.args.max_steps = len(modes)
+    took: dict[bool, dict[str, list]] = {m: {"step": [], "vision": [], "videos": []} for m in (True, False)}
+    now = {"vision": 0.0, "videos": 0, "t": 0.0}
+
+    def before(module, args, kwargs):
+        now["t"] = time.perf_counter()
+        now["videos"] += int(kwargs["grid_thw"].shape[0])
+
+    def after(module, args, kwargs, output):
+        now["vision"] += time.perf_counter() - now["t"]
+
+    for model in (trainer.model, trainer.ref_model):
+        model.model.visual.register_forward_pre_hook(before, with_kwargs=True)
+        model.model.visual.register_forward_hook(after, with_kwargs=True)
+    real = trainer.training_step
+    count = iter(range(len(modes)))
+
+    def step(*a, **k):
+        i = next(count)
+        share = modes[i]
+        for model in (trainer.model, trainer.ref_model):
+            share_video_encoding(model, enabled=share)
+        now.update(vision=0.0, videos=0)
+        t = time.perf_counter()
+        out = real(*a, **k)
+        if i >= 2:
+            took[share]["step"].append(time.perf_counter() - t)
+            took[share]["vision"].append(now["vision"])
+            took[share]["videos"].append(now["videos"])
+        return out
+
+    trainer.training_step = step
+    trainer.train()
+    return {
+        m: {k: statistics.median(v) for k, v in took[m].items()} for m in (True, False)
+    }
+
+
 def run(quick: bool = False) -> dict:
     torch.set_num_threads(1)  # one thread: timings comparable on a shared 2-core machine
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="bench_train_"))
     duration, frames = (20.0, 8) if quick else (60.0, 16)
     model_dir, max_frames = _setup(root, duration, frames)
@@ -123,11 +172,18 @@ def run(quick: bool = False) -> dict:
     steps = 4 if quick else 8
     cached = _steps(_trainer(root, model_dir, max_frames, steps, True, "run_cached"))
     decoded = _steps(_trainer(root, model_dir, max_frames, steps, False, "run_decoded"))
+    sharing = _sharing(_trainer(root, model_dir, max_frames, 1, True, "run_sharing"), 2 if quick else 6)
+    shared, stock = sharing[True], sharing[False]
     md = [
         f"Tiny Qwen2.5-VL on CPU (1 torch thread); 2 videos of {duration:.0f} s (320×180, 25 fps), {max_frames} frames "
         "each at 112 px, 2 prompts × 4 generations per step, 16 new tokens. Command: "
         "`.venv/bin/python benchmarks/run_all.py --only bench_train`. The loss ratio moves by a "
-        "few percent between runs (0.95–0.99× seen): read it as equal cost.",
+        "few percent between runs (0.95–1.02× seen): read it as equal cost. The sharing rows "
+        "alternate whole steps with and without one vision encoding per distinct video in one run "
+        "(on, off, off, on, ...; two warm-up steps first); a step's 2 prompts are on one video or "
+        "on two, so a shared step encodes 3 or 6 videos, a stock one 24. "
+        f"Load average (1 min) before / after the run: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores (other jobs inflate the absolute times, not the side-by-side ratios).",
         "",
         "| figure | value |",
         "| --- | --- |",
@@ -140,6 +196,11 @@ def run(quick: bool = False) -> dict:
         f"| training step, decoding the videos every step | {decoded['step_s'] * 1000:.0f} ms |",
         f"| frames for the step: decoded | {decoded['frames_s'] * 1000:.1f} ms |",
         f"| **step with warm cache / step decoding** | **{cached['step_s'] / decoded['step_s']:.2f}×** |",
+        f"| videos through the vision tower per step (generation, reference and policy passes): shared (median) / stock | {shared['videos']:.1f} / {stock['videos']:.0f} |",
+        f"| vision tower time per step: shared / stock | {shared['vision'] * 1000:.0f} / {stock['vision'] * 1000:.0f} ms |",
+        f"| training step, one vision encoding per distinct video (median) | {shared['step'] * 1000:.0f} ms |",
+        f"| training step, every rollout encodes its video (stock, same run) | {stock['step'] * 1000:.0f} ms |",
+        f"| **step with shared / stock video encoding** | **{shared['step'] / stock['step']:.2f}×** |",
     ]
     return {
         "loss_ratio": round(loss["ratio"], 3),
@@ -147,6 +208,9 @@ def run(quick: bool = False) -> dict:
         "cache_step_ratio": round(cached["step_s"] / decoded["step_s"], 3),
         "frames_cached_ms": round(cached["frames_s"] * 1000, 1),
         "frames_decoded_ms": round(decoded["frames_s"] * 1000, 1),
+        "videos_encoded_shared_stock": [shared["videos"], stock["videos"]],
+        "vision_ms_shared_stock": [round(shared["vision"] * 1000, 1), round(stock["vision"] * 1000, 1)],
+        "sharing_step_ratio": round(shared["step"] / stock["step"], 3),
         "markdown": "\n".join(md),
     }
 

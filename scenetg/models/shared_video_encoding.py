@@ -104,9 +104,9 @@ def distinct_videos(pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> list[
     if len(rows) < 2:
         return list(range(len(rows)))
     pieces = torch.split(pixel_values, rows)
-    probes = torch.stack([
-        p.reshape(-1)[torch.linspace(0, p.numel() - 1, PROBE_VALUES, device=p.device).long()]
-        for p in pieces
+    steps = torch.arange(PROBE_VALUES, device=pixel_values.device)
+    probes = torch.stack([  # integer positions: float ones round past the end of large videos
+        p.reshape(-1)[steps * (p.numel() - 1) // (PROBE_VALUES - 1)] for p in pieces
     ]).cpu()
     first: list[int] = []
     seen: dict[tuple, list[int]] = {}
