@@ -73,6 +73,13 @@ def test_distinct_videos_matches_grid_and_every_pixel():
     assert distinct_videos(torch.cat([a, a]), same_pixels_other_grid) == [0, 1]
 
 
+def test_distinct_videos_at_real_size():
+    """A 64-frame 448 px video has 38.5M pixel values: probe positions past float32's exact
+    integers must still fall inside the video."""
+    pixels = torch.zeros(2 * 32 * 32 * 32, 1176, dtype=torch.uint8)
+    assert distinct_videos(pixels, torch.tensor([[32, 32, 32], [32, 32, 32]])) == [0, 0]
+
+
 def test_forward_and_gradients_equal_stock_with_fewer_encoded_videos(qwen):
     """Rows A, A, B, A (a trainable vision tower): logits and every gradient as stock, with
     2 videos encoded instead of 4."""
