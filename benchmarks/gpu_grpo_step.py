@@ -7,7 +7,10 @@ checkpointing; 2 prompts × 4 generations × 64 frames at 448 px, `max_completio
 pre-filled `FrameCache` (no PyAV on the GPU machine). Reports per-step wall time, the share spent
 generating rollouts, and peak GPU memory, as JSON.
 
-    python benchmarks/gpu_grpo_step.py --out result.json [--steps 3] [--new-tokens 128]
+    python benchmarks/gpu_grpo_step.py --out result.json [--steps 3] [--new-tokens 128] [--no-share-video]
+
+`--no-share-video` runs the stock per-rollout vision encoding (``share_video_encoding: false``)
+instead of one encoding per distinct video, for a side-by-side comparison on the same machine.
 
 The GPU machine lacks trl, datasets and a recent transformers: bring this venv's versions as
 cp312 wheels (no torch), e.g. `pip download --no-deps --python-version 3.12 --only-binary=:all:
@@ -83,6 +86,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--loss-reps", type=int, default=2, help="token-aware vs stock loss, each")
+    ap.add_argument("--no-share-video", action="store_true",
+                    help="encode every rollout's video (stock) instead of each distinct video once")
     args = ap.parse_args()
     smoke = not torch.cuda.is_available()  # CPU: the tiny model, to check the script itself
 
@@ -122,6 +127,7 @@ def main() -> None:
         "data": {"dataset": str(work / "train.jsonl"), "video_root": str(videos)},
         "sampling": {"fps": fps, "max_frames": args.frames, "max_side": 448},
         "lora": {"enabled": True, "r": 64, "alpha": 128},
+        "share_video_encoding": not args.no_share_video,
         "grpo": {"num_generations": 4, "per_device_train_batch_size": 8,
                  "max_completion_length": args.new_tokens, "max_steps": args.steps, "bf16": not smoke,
                  "gradient_checkpointing": not smoke, "logging_steps": 1, "report_to": "none",
@@ -158,6 +164,13 @@ def main() -> None:
         return ids, images, fields
 
     trainer._tokenize_prompts = count_tokens
+    videos_encoded = [0]  # policy and reference (LoRA: the same tower, adapter off) passes
+    visual = next(m for m in trainer.model.modules()
+                  if type(m).__name__ == "Qwen2_5_VisionTransformerPretrainedModel")
+    visual.register_forward_pre_hook(
+        lambda m, a, kw: videos_encoded.__setitem__(0, videos_encoded[0] + int(kw["grid_thw"].shape[0])),
+        with_kwargs=True,
+    )
     if not smoke:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
@@ -170,6 +183,8 @@ def main() -> None:
         "parameters_b": round(n_params / 1e9, 2),
         "model_build_s": round(build_s, 1),
         "frames": args.frames, "prompts": 2, "generations": 4, "new_tokens": args.new_tokens,
+        "share_video_encoding": not args.no_share_video,
+        "videos_encoded_per_step": round(videos_encoded[0] / max(len(timings["step"]), 1), 1),
         "visual_tokens_per_prompt": visual_tokens[0] if visual_tokens else None,
         "step_s_each": [round(x, 2) for x in timings["step"]],
         "steady_step_s": round(step_s, 2),

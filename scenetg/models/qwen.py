@@ -125,11 +125,14 @@ def load_qwen(
     device: str = "auto",
     trust_remote_code: bool = False,
     flag: str = CAPTION_MODEL_FLAG,
+    share_video_encoding: bool = True,
 ) -> tuple[Any, Any]:
     """Load an image/video-text-to-text model and its processor with the transformers Auto classes.
 
     Returns ``(model, processor)``, the model in eval mode on the resolved device. The tokenizer is
-    set to left padding (batched generation).
+    set to left padding (batched generation). A Qwen2.5-VL model encodes each distinct video of a
+    batch once (`scenetg.models.shared_video_encoding`; exact) unless `share_video_encoding` is
+    False.
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -149,6 +152,12 @@ def load_qwen(
             f"model {name!r} cannot be loaded: {first}; fix {flag}"
         ) from exc
     model.to(dev).eval()
+    from scenetg.models import shared_video_encoding as shared
+
+    try:
+        shared.share_video_encoding(model, enabled=share_video_encoding)
+    except RuntimeError as exc:  # transformers' code differs from what sharing relies on
+        raise ModelError(str(exc)) from exc
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.padding_side = "left"

@@ -3,6 +3,7 @@
 `QwenRunner` holds a loaded model + processor and a deterministic generation config; videos go
 through `batch_video_inputs` with their real duration, so the sampled fps (and every time the
 model sees) is right. Captioning, `scenetg ground` and `scenetg answer` all call `generate`.
+Several queries of one video in a batch share one vision encoding (`load_qwen`'s default).
 """
 
 from __future__ import annotations
@@ -83,12 +84,14 @@ class QwenRunner:
         trust_remote_code: bool = False,
         flag: str = "--model",
         decode: str = "auto",
+        share_video_encoding: bool = True,
     ) -> QwenRunner:
         from scenetg.models.qwen import load_qwen
 
         model, processor = load_qwen(
             model_id_or_path, dtype=dtype, device=device,
             trust_remote_code=trust_remote_code, flag=flag,
+            share_video_encoding=share_video_encoding,
         )
         return cls(model, processor, max_new_tokens, decode)
 

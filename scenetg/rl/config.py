@@ -128,6 +128,10 @@ class TrainConfig:
     """auto, cpu or cuda (multi-GPU placement is accelerate's: `accelerate launch`)."""
     freeze_vision: bool = True
     """Keep the vision tower frozen (full fine-tuning too)."""
+    share_video_encoding: bool = True
+    """Encode each distinct video of a forward pass once, not once per rollout (exact: same
+    outputs and gradients; `scenetg.models.shared_video_encoding`). ``false`` runs the stock
+    per-row encoding (A/B timing, or a transformers whose Qwen2.5-VL code differs)."""
     frame_cache: str | None = None
     """Folder of decoded frames (uint8), keyed by file and sampling; default OUTPUT_DIR/frame_cache."""
     data: DataConfig = field(default_factory=DataConfig)

@@ -100,7 +100,10 @@ def load_policy(cfg: TrainConfig, device: str) -> tuple[Any, Any]:
     """Model and processor; ModelError naming `model` when it has no video processor."""
     from scenetg.models.qwen import load_qwen
 
-    model, processor = load_qwen(cfg.model, dtype=cfg.dtype, device=device, flag=MODEL_KEY)
+    model, processor = load_qwen(
+        cfg.model, dtype=cfg.dtype, device=device, flag=MODEL_KEY,
+        share_video_encoding=cfg.share_video_encoding,
+    )
     if getattr(processor, "video_processor", None) is None:
         raise ModelError(
             f"{cfg.model}: {type(processor).__name__} has no video processor; "
@@ -226,6 +229,7 @@ def build_trainer(
         sampling=FrameSampling(cfg.sampling.fps, cfg.sampling.max_frames, cfg.sampling.max_side),
         beta_timestamp=cfg.kl.beta_timestamp,
         frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
+        share_video_encoding=cfg.share_video_encoding,
     )
     for printer in (ProgressCallback, PrinterCallback):  # per-step dicts go to metrics.jsonl
         trainer.remove_callback(printer)

@@ -8,6 +8,8 @@
    video tensors (``pixel_values_videos`` rows, ``video_grid_thw``, ``second_per_grid_ts``) go
    with the batch through TRL's shuffle/split into every forward pass. ``mm_token_type_ids``
    (which Qwen needs to build its 3-D positions) is rebuilt from the ``<|video_pad|>`` ids.
+   The G rows of a prompt carry one video: policy and reference encode it once per pass
+   (`models.shared_video_encoding`, exact; ``share_video_encoding: false`` turns it off).
 2. **Token-aware KL.** TRL adds ``self.beta * per_token_kl`` to the per-token loss; during the
    loss this trainer's ``beta`` is a `TokenBeta`: a float equal to β (so every ``beta != 0``
    branch of TRL is unchanged) whose product with the KL tensor is ``β_t · kl_t`` (β_ts on
@@ -35,6 +37,7 @@ from trl import GRPOTrainer
 
 from scenetg.errors import ConfigError
 from scenetg.models.qwen import processor_video_inputs, render_chat, video_processor_kwargs
+from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
 from scenetg.rl.samples import FrameSampling, SampledVideo, sample_video
 from scenetg.rl.vllm_video import VideoLLM, check_vllm_for_video, vllm_video_item
@@ -172,6 +175,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         sampling: FrameSampling,
         beta_timestamp: float,
         frame_cache: Any = None,
+        share_video_encoding: bool = True,
         **kwargs: Any,
     ):
         check_trl_internals()
@@ -182,6 +186,15 @@ class VideoGRPOTrainer(GRPOTrainer):
         if self.use_vllm:
             engine = self.vllm_generation
             engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class))
+        # G rollouts of a prompt carry one video: policy and reference encode it once per pass
+        # (exact; `models.shared_video_encoding`). Also TRL's own reference copy (full
+        # fine-tuning), which it loads itself.
+        for model in (self.model, self.ref_model):
+            if model is not None:
+                try:
+                    set_video_sharing(model, enabled=share_video_encoding)
+                except RuntimeError as exc:
+                    raise ConfigError(str(exc)) from exc
         if self.args.use_liger_kernel:
             raise ConfigError("use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
         if not 0.0 <= beta_timestamp <= self.beta:
