@@ -59,7 +59,9 @@ def test_colocate_step_hands_vllm_our_video_and_trains_on_it(grounding_set, tiny
     assert "sampling/sampling_logp_difference/mean" in metrics
     assert 0 <= metrics["sampling/sampling_logp_difference/mean"] < 0.1  # same weights, same video
     # the same video rows vLLM was given reach the vision tower in the old, reference and loss passes
-    vllm_rows = sorted(x for item in llm.seen for x in _rows(item["pixel_values_videos"]))
+    # (each distinct video once: rollouts of a prompt share one encoding, models.shared_video_encoding)
+    distinct = {tuple(_rows(item["pixel_values_videos"])) for item in llm.seen}
+    vllm_rows = sorted(x for video in distinct for x in video)
     assert len(seen["policy"]) == 2 and len(seen["ref"]) == 1
     for rows in seen["policy"] + seen["ref"]:
         assert rows == vllm_rows
