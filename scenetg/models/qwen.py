@@ -125,13 +125,18 @@ def load_qwen(
     device: str = "auto",
     trust_remote_code: bool = False,
     flag: str = CAPTION_MODEL_FLAG,
+    batch_vision_windows: bool = True,
 ) -> tuple[Any, Any]:
     """Load an image/video-text-to-text model and its processor with the transformers Auto classes.
 
     Returns ``(model, processor)``, the model in eval mode on the resolved device. The tokenizer is
-    set to left padding (batched generation).
+    set to left padding (batched generation). With `batch_vision_windows` (and unless
+    ``SCENETG_VISION_WINDOWS=0``), a Qwen-VL vision tower on SDPA or eager attention makes one
+    attention call per window length instead of one per window (`scenetg.models.vision_windows`).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from scenetg.models.vision_windows import install_window_batching
 
     check_qwen_available(model_id_or_path, flag)
     name = str(model_id_or_path)
@@ -148,6 +153,8 @@ def load_qwen(
         raise ModelError(
             f"model {name!r} cannot be loaded: {first}; fix {flag}"
         ) from exc
+    if batch_vision_windows:
+        install_window_batching(model)
     model.to(dev).eval()
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None:
