@@ -25,6 +25,7 @@ import os
 import sys
 import types
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from scenetg.errors import ModelError
@@ -75,19 +76,26 @@ def check_vision_attention_source(cls: type) -> None:
         )
 
 
-def window_groups(cu_seqlens, heads: int, device) -> list[tuple[int, Any]]:
-    """``(L, token_index (n, L))`` for the windows of `cu_seqlens` grouped by length L.
+@dataclass(frozen=True)
+class WindowPlan:
+    """How one ``cu_seqlens`` is attended: token order `perm` (None: already in order) that makes
+    the windows of each call contiguous, its inverse, and per call ``(window length, windows)``."""
 
-    Groups come in order of first appearance; a group of more than `MAX_SCORES_PER_CALL` scores
-    (n·heads·L²) is split into chunks. Empty windows are dropped. Every block of one forward gets
-    the same `cu_seqlens` tensor, so the groups are computed once (`_GROUPS`): one host sync per
-    forward instead of one per block.
-    """
+    perm: Any
+    inverse: Any
+    calls: tuple[tuple[int, int], ...]
+
+
+def window_plan(cu_seqlens, heads: int, device) -> WindowPlan:
+    """The windows of `cu_seqlens` grouped by length, in order of first appearance; a group of
+    more than `MAX_SCORES_PER_CALL` scores (n·heads·L²) becomes several calls; empty windows are
+    dropped. Every block of one forward gets the same `cu_seqlens` tensor, so the plan is made
+    once per forward (`_PLANS`): one host sync per forward instead of one per block."""
     import torch
 
     version = -1 if cu_seqlens.is_inference() else cu_seqlens._version  # inference: no counter
     key = (id(cu_seqlens), version, heads, str(device))
-    cached = _GROUPS.get(key)
+    cached = _PLANS.get(key)
     if cached is not None and cached[0]() is cu_seqlens:
         return cached[1]
     bounds = cu_seqlens.tolist()
@@ -95,19 +103,24 @@ def window_groups(cu_seqlens, heads: int, device) -> list[tuple[int, Any]]:
     for start, end in itertools.pairwise(bounds):
         if end > start:
             starts_by_length.setdefault(end - start, []).append(start)
-    groups = []
+    calls, order = [], []
     for length, starts in starts_by_length.items():
         per_call = max(1, MAX_SCORES_PER_CALL // (heads * length * length))
-        for i in range(0, len(starts), per_call):
-            first = torch.tensor(starts[i : i + per_call]).to(device, non_blocking=True)
-            groups.append((length, first[:, None] + torch.arange(length, device=device)))
-    if len(_GROUPS) >= 4:
-        _GROUPS.pop(next(iter(_GROUPS)))
-    _GROUPS[key] = (weakref.ref(cu_seqlens), groups)
-    return groups
+        calls += [(length, len(starts[i : i + per_call])) for i in range(0, len(starts), per_call)]
+        order.append((torch.tensor(starts)[:, None] + torch.arange(length)).reshape(-1))
+    perm = torch.cat(order)
+    if torch.equal(perm, torch.arange(len(perm))):
+        plan = WindowPlan(None, None, tuple(calls))
+    else:
+        perm = perm.to(device, non_blocking=True)
+        plan = WindowPlan(perm, torch.argsort(perm), tuple(calls))
+    if len(_PLANS) >= 4:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[key] = (weakref.ref(cu_seqlens), plan)
+    return plan
 
 
-_GROUPS: dict[tuple, tuple[weakref.ref, list]] = {}
+_PLANS: dict[tuple, tuple[weakref.ref, WindowPlan]] = {}
 
 
 def batched_forward(
@@ -119,50 +132,53 @@ def batched_forward(
     **kwargs,
 ):
     """transformers 5.24's vision attention forward, with the per-window loop replaced by one
-    call per group of equal-length windows (`window_groups`)."""
+    call per group of equal-length windows (`window_plan`). Tokens are put in group order before
+    ``qkv`` and back after ``proj`` (both act per token), so each group is a contiguous block that
+    a view stacks to ``(n, heads, L, head_dim)``."""
     import torch
 
     stock = type(self).forward
     if self.config._attn_implementation not in BATCHED_IMPLEMENTATIONS:
         return stock(self, hidden_states, cu_seqlens, position_embeddings, max_seqlen, **kwargs)
     lib = sys.modules[type(self).__module__]
+    plan = window_plan(cu_seqlens, self.num_heads, hidden_states.device)
+    cos, sin = position_embeddings
+    if plan.perm is not None:
+        hidden_states, cos, sin = hidden_states[plan.perm], cos[plan.perm], sin[plan.perm]
 
     seq_length = hidden_states.shape[0]
     query_states, key_states, value_states = (
         self.qkv(hidden_states).reshape(seq_length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     )
-    cos, sin = position_embeddings
     query_states, key_states = lib.apply_rotary_pos_emb_vision(query_states, key_states, cos, sin)
     attention_interface = lib.ALL_ATTENTION_FUNCTIONS.get_interface(
         self.config._attn_implementation, lib.eager_attention_forward
     )
 
-    def attend(q, k, v):  # (n, L, heads, d) each -> (n, L, heads, d)
-        return attention_interface(
-            self,
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            attention_mask=None,
-            scaling=self.scaling,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            is_causal=False,
-            **kwargs,
-        )[0]
+    outputs, offset = [], 0
+    for length, n in plan.calls:
+        q, k, v = (
+            t[offset : offset + n * length].reshape(n, length, self.num_heads, -1).transpose(1, 2)
+            for t in (query_states, key_states, value_states)
+        )
+        outputs.append(
+            attention_interface(
+                self,
+                q,
+                k,
+                v,
+                attention_mask=None,
+                scaling=self.scaling,
+                dropout=0.0 if not self.training else self.attention_dropout,
+                is_causal=False,
+                **kwargs,
+            )[0].reshape(n * length, -1)
+        )
+        offset += n * length
+    attn_output = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    groups = window_groups(cu_seqlens, self.num_heads, hidden_states.device)
-    if len(groups) == 1 and groups[0][1].numel() == seq_length:
-        # one length, one call: the windows tile the sequence in order, so a view stacks them
-        n, length = groups[0][1].shape
-        shape = (n, length, self.num_heads, -1)
-        attn_output = attend(*(t.reshape(shape) for t in (query_states, key_states, value_states)))
-    else:
-        attn_output = torch.empty_like(query_states)
-        for _, index in groups:
-            attn_output[index] = attend(query_states[index], key_states[index], value_states[index])
-
-    attn_output = attn_output.reshape(seq_length, -1).contiguous()
-    return self.proj(attn_output)
+    attn_output = self.proj(attn_output.contiguous())
+    return attn_output if plan.perm is None else attn_output[plan.inverse]
 
 
 def _is_patched(module: Any) -> bool:
