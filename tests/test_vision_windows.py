@@ -178,3 +178,22 @@ def test_ground_output_unchanged(tmp_path, tiny_models, monkeypatch):
         raws[switch] = {r["qid"]: r["raw"] for r in map(json.loads, out.read_text().splitlines())}
     assert installed[0] == 0 and installed[1] > 0
     assert raws["1"] == raws["0"] and len(raws["0"]) == 2
+
+
+def test_gradients_and_deepcopy_match_stock():
+    """Training through the tower (full fine-tuning, TRL's deep-copied reference model) sees the
+    same gradients as with transformers' loop."""
+    import copy
+
+    grid = torch.tensor(GRIDS[:2])
+    pixels = _pixels(grid)
+    grads = []
+    for batched in (False, True):
+        tower = _tower("sdpa")
+        if batched:
+            vw.install_window_batching(tower)
+            tower = copy.deepcopy(tower)
+            assert all(b.attn.forward.__self__ is b.attn for b in tower.blocks)
+        tower(pixels, grid_thw=grid).pooler_output.square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in tower.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
