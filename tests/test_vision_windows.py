@@ -180,6 +180,7 @@ def test_ground_output_unchanged(tmp_path, tiny_models, monkeypatch):
     assert raws["1"] == raws["0"] and len(raws["0"]) == 2
 
 
+@pytest.mark.slow
 def test_gradients_and_deepcopy_match_stock():
     """Training through the tower (full fine-tuning, TRL's deep-copied reference model) sees the
     same gradients as with transformers' loop."""
@@ -197,3 +198,32 @@ def test_gradients_and_deepcopy_match_stock():
         tower(pixels, grid_thw=grid).pooler_output.square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in tower.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl"])
+def test_other_qwen_vision_towers_match_stock(family):
+    """Qwen2-VL and Qwen3-VL share the vision attention (per-frame calls in every block)."""
+    if family == "qwen3_vl":
+        from transformers import Qwen3VLConfig as Config
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel as Tower
+
+        dims, patch = dict(hidden_size=32, out_hidden_size=32, patch_size=16,
+                           deepstack_visual_indexes=[0], num_position_embeddings=64), 16
+    else:
+        from transformers import Qwen2VLConfig as Config
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import (
+            Qwen2VisionTransformerPretrainedModel as Tower,
+        )
+
+        dims, patch = dict(embed_dim=32, hidden_size=32, mlp_ratio=2), 14
+    cfg = Config(vision_config=dict(depth=2, num_heads=2, intermediate_size=64, **dims)).vision_config
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    tower = Tower._from_config(cfg).eval()
+    grid = torch.tensor([[2, 8, 12], [1, 6, 6]])  # two frame sizes: two lengths per block
+    pixels = torch.randn(int(grid.prod(1).sum()), 3 * 2 * patch * patch)
+    with torch.no_grad():
+        stock = tower(pixels, grid_thw=grid).pooler_output
+        assert vw.install_window_batching(tower) == 2
+        batched = tower(pixels, grid_thw=grid).pooler_output
+    torch.testing.assert_close(batched, stock, rtol=1e-5, atol=1e-6)

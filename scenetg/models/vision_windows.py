@@ -49,8 +49,8 @@ BATCHED_IMPLEMENTATIONS = ("sdpa", "eager")
 
 MAX_SCORES_PER_CALL = 2**27
 """Cap on n·heads·L² per call: eager (and SDPA's math fallback) materialise the score matrix, so
-a full-attention block of many frames is split into calls of at most this many scores
-(512 MiB in fp32); flash-style SDPA kernels never reach it at video sizes."""
+a group is split into calls of at most this many scores (512 MiB in fp32). A 128-frame
+full-attention block of the 7B (64 × 16 heads × 576²) becomes 3 calls; its windows stay 2."""
 
 
 def window_batching_enabled() -> bool:
