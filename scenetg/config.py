@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scenetg.config_fields import coerce_fields, coerce_float, coerce_value, read_config_mapping
+from scenetg.config_fields import (
+    coerce_fields,
+    coerce_float,
+    coerce_value,
+    dataclass_from_mapping,
+    read_config_mapping,
+)
 from scenetg.errors import ConfigError
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi")
@@ -221,24 +227,6 @@ class BuildConfig:
         return dataclasses.asdict(self)
 
 
-def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys fail."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ConfigError(f"{where or 'config'}: unknown key(s) {sorted(unknown)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}".lstrip("."))
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
 def load_build_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
@@ -249,9 +237,9 @@ def load_build_config(
     `overrides` maps dotted keys to values, e.g. ``{"captions.model": "/models/qwen"}``.
     """
     data = read_config_mapping(path, overrides, base)
-    return _from_dict(BuildConfig, data, "").validate()
+    return dataclass_from_mapping(BuildConfig, data).validate()
 
 
 def build_config_from_dict(data: dict[str, Any]) -> BuildConfig:
     """Inverse of BuildConfig.to_dict (used when resuming from a manifest)."""
-    return _from_dict(BuildConfig, data, "").validate()
+    return dataclass_from_mapping(BuildConfig, data).validate()

@@ -168,6 +168,38 @@ def coerce_fields(obj: Any, section: str = "") -> None:
         setattr(obj, f.name, coerce_value(key, value, hints[f.name], f.metadata))
 
 
+def dataclass_from_mapping(
+    cls: type,
+    data: Any,
+    where: str = "",
+    scalar: typing.Callable[[str, Any, Any], Any] | None = None,
+) -> Any:
+    """Dataclass `cls` from a config mapping: the one reader behind build, train and eval-suite
+    configs. Sections that are dataclasses recurse; an unknown key is a one-line error naming it
+    and the known ones; `scalar(key, value, hint)` converts the other values (default: as given,
+    for classes whose ``__post_init__`` coerces)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(names)})")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where or 'config'}: missing key(s) {', '.join(missing)}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = dataclass_from_mapping(hints[name], value, key, scalar)
+        else:
+            kwargs[name] = scalar(key, value, hints[name]) if scalar else value
+    return cls(**kwargs)
+
+
 def read_config_mapping(
     path: str | Path | None,
     overrides: typing.Mapping[str, Any] | None = None,

@@ -29,7 +29,7 @@ def test_unknown_config_key_is_named(tmp_path, capsys):
     cfg = tmp_path / "build.yaml"
     cfg.write_text("captions:\n  modle: x\n")
     assert main(["build", "--videos", str(tmp_path), "--out", str(tmp_path / "o"), "-c", str(cfg)]) == 2
-    assert "captions: unknown key(s) ['modle']" in capsys.readouterr().err
+    assert "unknown config key captions.modle (known: " in capsys.readouterr().err
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):

@@ -43,3 +43,21 @@ def test_dotted_overrides_reach_nested_keys(tmp_path):
     path.write_text("captions:\n  max_new_tokens: 32\n")
     cfg = load_build_config(path, {"captions.model": "/models/q", "filter.min_margin": "0.05"})
     assert (cfg.captions.model, cfg.captions.max_new_tokens, cfg.filter.min_margin) == ("/models/q", 32, 0.05)
+
+
+@pytest.mark.parametrize("which, text, message", [
+    ("build", "captions:\n  modle: x\n", "unknown config key captions.modle (known: "),
+    ("train", "kl:\n  gamma: 1\n", "unknown config key kl.gamma (known: beta, beta_timestamp)"),
+    ("eval", "benchmarks:\n  - {name: b, annotations: a.jsonl, videos: v, fps: 2}\n",
+     "unknown config key benchmarks[0].fps (known: "),
+    ("eval", "methdos: [model]\n", "unknown config key methdos (known: "),
+    ("eval", "benchmarks:\n  - {name: b}\n", "benchmarks[0]: missing key(s) annotations, videos"),
+])
+def test_every_config_reader_names_an_unknown_key_the_same_way(tmp_path, which, text, message):
+    """build, train and eval-suite read their YAML through one reader: one message form."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    load = {"build": load_build_config, "train": load_train_config, "eval": load_eval_config}[which]
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -28,7 +28,9 @@ def test_two_steps_then_resume_then_ground(grounding_set, tiny_models, tmp_path,
     cfg = make_cfg(grounding_set, tiny_models, out, max_steps=2, save_steps=2)
     config = _write_config(cfg, tmp_path / "train.yaml")
     assert main(["train", "-c", str(config)]) == 0
-    assert "trained 2 steps on 4 queries" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "trained 2 steps on 4 queries" in stdout
+    assert "'reward'" not in stdout  # per-step dicts go to metrics.jsonl, not the terminal
     assert (out / "checkpoint-2").is_dir()
     assert _metric_steps(out) == [1, 2]
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
@@ -39,8 +41,25 @@ def test_two_steps_then_resume_then_ground(grounding_set, tiny_models, tmp_path,
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["kl"] == {"beta": 0.04, "beta_timestamp": 0.0}
 
-    # resume continues the step count from checkpoint-2
-    assert main(["train", "-c", str(config), "--max-steps", "3", "--resume-from-checkpoint", "last"]) == 0
+    # resume continues the step count from checkpoint-2, on the progress bar too
+    from scenetg.progress import Reporter
+    from scenetg.rl.config import load_train_config
+    from scenetg.rl.train import train
+
+    class Steps(Reporter):
+        def __init__(self):
+            self.events = []
+
+        def start(self, task, total):
+            self.events.append(("start", task, total))
+
+        def advance(self, task, n=1):
+            self.events.append(("advance", task, n))
+
+    steps = Steps()
+    train(load_train_config(config, {"grpo.max_steps": 3}), resume_from_checkpoint="last", reporter=steps)
+    assert [e for e in steps.events if e[1] == "GRPO steps"] == [
+        ("start", "GRPO steps", 3), ("advance", "GRPO steps", 2), ("advance", "GRPO steps", 1)]
     assert _metric_steps(out) == [1, 2, 3]
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3

@@ -26,7 +26,8 @@ def test_strings_from_yaml_become_their_types():
         ({"rewards": {"iou": -1}}, "rewards.iou: must be >= 0"),
         ({"grpo": {"beta": 0.1}}, "grpo.beta: set it as kl.beta"),
         ({"grpo": {"use_liger_kernel": True}}, "grpo.use_liger_kernel"),
-        ({"grpo": {"use_vllm": True}}, "grpo.use_vllm: TRL 1.16 hands vLLM images only"),
+        ({"grpo": {"use_vllm": "sometimes"}}, "grpo.use_vllm: expected true or false"),
+        ({"grpo": {"use_vllm": True, "vllm_mode": "server"}}, "grpo.vllm_mode: server is not supported"),
         ({"kl": {"gamma": 1}}, "unknown config key kl.gamma"),
         ({"data": "out"}, "data: expected a mapping"),
     ],
@@ -54,3 +55,14 @@ def test_shipped_configs_load():
     assert real.model == "Qwen/Qwen2.5-VL-7B-Instruct" and real.lora.enabled and real.kl.beta_timestamp == 0.0
     demo = load_train_config(root / "pipelines" / "demo" / "train.yaml")
     assert demo.lora.enabled is False and demo.grpo["max_steps"] >= 2
+
+
+@pytest.mark.parametrize("key", ["gradient_checkpointing", "activation_checkpointing"])
+def test_checkpointing_key_either_name_is_honoured(key):
+    """transformers 5 renamed the option; the old name (a deprecated alias) must not lose to our
+    CPU default of False."""
+    from scenetg.rl.train import grpo_args
+
+    cfg = train_config_from_dict({"grpo": {key: True, "report_to": "none"}, "output_dir": "/tmp/x"})
+    args = grpo_args(cfg, "cpu")
+    assert args.activation_checkpointing is True and args.gradient_checkpointing is True

@@ -1,13 +1,17 @@
-"""The local engine's video loop: captions batched across videos, frames decoded ahead.
+"""The local engine's video loop: captions and CLIP batched across videos, frames decoded ahead.
 
 A prefetch thread (`scenetg.prefetch`) runs shots and decodes each video's scene keyframes,
-handing over one scene at a time; the main thread gathers scenes from consecutive videos into
-caption batches of `captions.batch_size` (``auto``: sized by the model, `batch_size.py`), so a
-corpus of short clips (3-5 scenes each) still fills a batch, and the GPU never waits for a
-decode. Resume is per video as before: each batch's captions go to its videos' `captions.jsonl`
-caches at once, and a video's captions stage file, kept keyframes and filter result are written
-when its last scene is captioned. Captions are the same as the per-video path's (greedy, left-padded:
-a scene's caption does not depend on its batch-mates).
+handing over one scene at a time, then the video with the filter's frames (kept by the same
+decode pass, or read from the keyframe store, or decoded there). The main thread gathers scenes
+from consecutive videos into caption batches of `captions.batch_size` (``auto``: sized by the
+model, `batch_size.py`), and the finished videos' frames and captions into CLIP calls of
+`filter.batch_size` (`clip_batches.py`; both through `cross_video.VideoBatches`), so a corpus of
+short clips (3-5 scenes each) still fills a batch, and the GPU never waits for a decode. Resume
+is per video as before: each batch's captions go to its videos' `captions.jsonl` caches at once;
+a video's captions stage file and kept keyframes are written when its last scene is captioned,
+its filter result when its last embedding is in. Captions are the same as the per-video path's
+(greedy, left-padded: a scene's caption does not depend on its batch-mates), and so are the
+figures (`ClipEncoder` runs every call at one fixed shape).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 from rich.markup import escape
 
 from scenetg.curate import keyframes, stages
+from scenetg.curate.clip_batches import CrossVideoFilter, FilterFrames
+from scenetg.curate.cross_video import VideoBatches
 from scenetg.curate.workdir import VideoJob, one_line
 from scenetg.errors import ScenetgError, VideoError
 from scenetg.prefetch import Prefetch
@@ -49,6 +55,8 @@ class _VideoDecoded:
     cache: stages.CaptionCache | None = None
     request: tuple | None = None
     kept: list = field(default_factory=list)
+    filter_frames: FilterFrames | None = None
+    """The filter's frames, when the prefetch thread has them (see `_filter_frames`)."""
 
 
 @dataclass
@@ -57,8 +65,27 @@ class _VideoFailed:
     exc: Exception
 
 
+def _filter_frames(
+    b: Any, job: VideoJob, scenes: list, request: tuple | None, kept: list
+) -> FilterFrames | None:
+    """The filter's frames of one video, got in the prefetch thread: those the captions pass
+    kept, else the keyframe store's, else decoded here; preprocessed for CLIP here too once it
+    is loaded. None when CLIP's input size is not known without loading it (the filter then
+    decodes for itself)."""
+    if request is None:
+        return None
+    times, side = request
+    frames = kept if len(kept) == len(times) else None
+    if frames is None:
+        frames = keyframes.KeyframeStore(b._keyframes_dir(job)).load(job.path, times, side)
+    if frames is None:
+        frames, _ = stages.filter_frames(job.path, scenes, b.cfg.filter.frames_per_scene, side)
+    return FilterFrames.of(frames, side, b.models._clip)
+
+
 def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[Any]:
-    """Runs in the prefetch thread: shots, then each uncaptioned scene's frames, per video."""
+    """Runs in the prefetch thread: shots, then each uncaptioned scene's frames, then the
+    filter's frames, per video."""
     for job in jobs:
         try:
             shots = b.shots(job, resume)
@@ -69,9 +96,16 @@ def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[
             b.reporter.grow("captions", len(scenes))
             fp = b.stage_fp(job, "captions", scenes)
             cached = b.work.read_stage(job.key, "captions", fp) if resume else None
+            request = keyframes.filter_request(
+                scenes, b.cfg.filter.frames_per_scene, b.cfg.filter.clip_model, b.models._clip
+            )
             if cached is not None:
                 b.reporter.advance("captions", len(cached["captions"]))
-                yield _VideoDecoded(job, shots, captions=cached)
+                done = _VideoDecoded(job, shots, captions=cached)
+                filter_fp = b.stage_fp(job, "filter", scenes, cached["captions"])
+                if upto == "filter" and b.work.read_stage(job.key, "filter", filter_fp) is None:
+                    done.filter_frames = _filter_frames(b, job, scenes, request, [])
+                yield done
                 continue
             cache = stages.CaptionCache(
                 b.work.video_dir(job.key) / "captions.jsonl", b.stage_fp(job, "captions")
@@ -79,13 +113,12 @@ def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[
             n_cached = sum(cache.get(s) is not None for s in scenes)
             if n_cached:
                 b.reporter.advance("captions", n_cached)
-            request = keyframes.filter_request(
-                scenes, b.cfg.filter.frames_per_scene, b.cfg.filter.clip_model, b.models._clip
-            )
             done = _VideoDecoded(job, shots, cache=cache, request=request)
             keep = (*request, done.kept) if request else None
             for scene, frames in stages.caption_items(job.path, scenes, b.cfg, cache, keep):
                 yield _Scene(job, cache, scene, frames)
+            if upto == "filter":
+                done.filter_frames = _filter_frames(b, job, scenes, request, done.kept)
             yield done
         except (ScenetgError, KeyboardInterrupt) as exc:
             if isinstance(exc, VideoError):
@@ -97,61 +130,42 @@ def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[
 
 
 class CrossVideoCaptions:
-    """The consumer side: batches, per-video completion, the filter, statuses."""
+    """The consumer side: caption batches, per-video completion, the filter, statuses."""
 
     def __init__(self, b: Any, upto: str, resume: bool):
         self.b, self.upto, self.resume = b, upto, resume
-        self.batch: list[_Scene] = []
         self.waiting: list[_VideoDecoded] = []
         self.failed: set[str] = set()
-        self.size = 0
+        self.captions = VideoBatches(self._caption, self.fail, self.failed)
+        self.filters = CrossVideoFilter(b, self.failed, self.fail, self.done)
 
     def run(self, jobs: list[VideoJob]) -> None:
+        if self.upto == "filter" and jobs:
+            # Loaded before the prefetch thread starts, so it preprocesses every video's frames
+            # (`FilterFrames.of`); resume has already left out the videos that are done.
+            _ = self.b.models.clip
         with Prefetch(_produce(self.b, jobs, self.upto, self.resume), FIRST_CAPACITY) as items:
             for item in items:
                 if isinstance(item, _Scene):
                     if item.job.video_id in self.failed:
                         continue
-                    if not self.size:
-                        self.size = stages.caption_batch_size(
+                    if not self.captions.size:
+                        self.captions.size = stages.caption_batch_size(
                             self.b.models.captioner, item.frames, self.b.cfg
                         )
-                        items.capacity = BATCHES_AHEAD * self.size
-                    self.batch.append(item)
-                    if len(self.batch) >= self.size:
-                        self.flush()
+                        items.capacity = BATCHES_AHEAD * self.captions.size
+                    self.captions.add(item)
                 elif isinstance(item, _VideoFailed):
                     self.fail(item.job, item.exc)
                 else:
                     self.waiting.append(item)
                 self.finish_ready()
-            self.flush()
+            self.captions.flush()
             self.finish_ready()
-
-    def flush(self) -> None:
-        """Caption the gathered scenes (one call), store each video's share in its cache."""
-        batch = [s for s in self.batch if s.job.video_id not in self.failed]
-        self.batch = []
-        if not batch:
-            return
-        try:
-            self._caption(batch)
-        except (ScenetgError, KeyboardInterrupt):
-            raise
-        except Exception:
-            # Which video broke the batch? Caption each video's share alone: only it fails.
-            by_video: dict[str, list[_Scene]] = {}
-            for s in batch:
-                by_video.setdefault(s.job.video_id, []).append(s)
-            for scenes in by_video.values():
-                try:
-                    self._caption(scenes)
-                except (ScenetgError, KeyboardInterrupt):
-                    raise
-                except Exception as exc:  # one broken video must not stop the build
-                    self.fail(scenes[0].job, exc)
+            self.filters.flush()
 
     def _caption(self, batch: list[_Scene]) -> None:
+        """Caption the gathered scenes (one call), store each video's share in its cache."""
         b = self.b
         texts = b._timed(
             "captions", lambda: b.models.captioner.caption_scenes([s.frames for s in batch])
@@ -167,7 +181,7 @@ class CrossVideoCaptions:
 
     def finish_ready(self) -> None:
         """Finish, in arrival order, each decoded video with no scene left in the batch."""
-        pending = {s.job.video_id for s in self.batch}
+        pending = self.captions.pending_videos()
         still = []
         for done in self.waiting:
             vid = done.job.video_id
@@ -180,12 +194,17 @@ class CrossVideoCaptions:
         self.waiting = still
 
     def finish(self, done: _VideoDecoded) -> None:
-        b, job = self.b, done.job
+        """A video's captions are all in: store them, then queue its filter (or finish it)."""
+        job = done.job
         try:
             if self.upto != "shots":
                 captions = done.captions or self._store_captions(done)
                 if self.upto == "filter":
-                    b.filter(job, done.shots, captions, self.resume)
+                    # The raw frames are in the keyframe store now; only their pixels are needed.
+                    frames, done.filter_frames, done.kept = done.filter_frames, None, []
+                    # Finished (`done`) once its figures are written, after its CLIP batches.
+                    self.filters.add(job, done.shots, captions, frames, self.resume)
+                    return
         except (ScenetgError, KeyboardInterrupt) as exc:
             if not isinstance(exc, VideoError):
                 raise
@@ -194,8 +213,11 @@ class CrossVideoCaptions:
         except Exception as exc:
             self.fail(job, exc)
             return
-        b.set_status(job, "ok" if self.upto == "filter" else "partial", None)
-        b.reporter.advance("videos")
+        self.done(job)
+
+    def done(self, job: VideoJob) -> None:
+        self.b.set_status(job, "ok" if self.upto == "filter" else "partial", None)
+        self.b.reporter.advance("videos")
 
     def _store_captions(self, done: _VideoDecoded) -> dict[str, Any]:
         b, job = self.b, done.job
@@ -208,10 +230,12 @@ class CrossVideoCaptions:
         return result
 
     def fail(self, job: VideoJob, exc: Exception) -> None:
-        """Record a failed video (as `process_video` does); its other scenes are dropped."""
+        """Record a failed video (as `process_video` does); its other scenes, frames and texts
+        are dropped."""
         if job.video_id in self.failed:
             return
         self.failed.add(job.video_id)
+        self.filters.drop(job.video_id)
         b = self.b
         if isinstance(exc, VideoError):
             b.set_status(job, "error", str(exc))
@@ -224,7 +248,8 @@ class CrossVideoCaptions:
 
 
 def run_local(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> None:
-    """Every video of `jobs` up to stage `upto` on this machine, captions batched across videos."""
+    """Every video of `jobs` up to stage `upto` on this machine, captions and CLIP batched
+    across videos."""
     b.reporter.start("videos", len(jobs))
     b.reporter.start("captions", 0)
     CrossVideoCaptions(b, upto, resume).run(jobs)

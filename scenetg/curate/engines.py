@@ -1,7 +1,8 @@
 """The Ray engine: the same per-video stage methods, placed by Ray Data.
 
 Decode + shot detection run as CPU tasks; captioning and CLIP run in actor pools that hold their
-model (GPUs per actor from `engine.caption_gpus` / `engine.clip_gpus`, checked against the
+model (the CLIP actors take `CLIP_VIDEOS_PER_CALL` videos at a time, so their calls span videos
+as the local engine's do, `clip_batches.py`) (GPUs per actor from `engine.caption_gpus` / `engine.clip_gpus`, checked against the
 cluster before anything starts, see `plan_resources`). Workers write the same
 per-video stage files as the local engine (OUT must be on storage every node sees, as the videos
 are); only the driver writes the manifest. Hence both engines give identical output.
@@ -52,6 +53,61 @@ class _Worker:
         except Exception as exc:  # one broken video must not stop the build
             return {**row, "error": f"{job.rel_path}: {type(exc).__name__}: {exc}".splitlines()[0]}
         return row
+
+
+CLIP_VIDEOS_PER_CALL = 16
+"""Videos handed to a CLIP actor at once: enough short clips (3-5 scenes x 8 frames) to fill
+calls of a few hundred images; a long video's frames are encoded as they come."""
+
+
+def _error_text(job: VideoJob, exc: Exception) -> str:
+    if isinstance(exc, VideoError):
+        return str(exc)
+    return f"{job.rel_path}: {type(exc).__name__}: {exc}".splitlines()[0]
+
+
+class _FilterWorker(_Worker):
+    """The filter stage on a batch of rows: one `CrossVideoFilter` over their videos."""
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        from scenetg.curate import keyframes
+        from scenetg.curate.clip_batches import CrossVideoFilter, FilterFrames
+
+        keys = list(batch)
+        rows = [dict(zip(keys, values, strict=True)) for values in zip(*(batch[k] for k in keys), strict=True)]
+        b, errors, failed = self.build, {}, set()
+
+        def on_error(job: VideoJob, exc: Exception) -> None:
+            failed.add(job.video_id)
+            errors[job.video_id] = _error_text(job, exc)
+            filters.drop(job.video_id)
+
+        filters = CrossVideoFilter(b, failed, on_error, lambda job: None)
+        for row in rows:
+            if row["error"]:
+                continue
+            job = _job(row)
+            try:
+                shots = b.shots(job, resume=True)
+                captions = b.captions(job, shots, resume=True)
+                request = keyframes.filter_request(
+                    shots["scenes"], b.cfg.filter.frames_per_scene, "", b.models.clip
+                )
+                stored = keyframes.KeyframeStore(b._keyframes_dir(job)).load(job.path, *request)
+                frames = FilterFrames(len(stored), request[1], stored) if stored else None
+                filters.add(job, shots, captions, frames, resume=True)
+            except (ScenetgError, KeyboardInterrupt) as exc:
+                if not isinstance(exc, VideoError):
+                    raise
+                on_error(job, exc)
+            except Exception as exc:  # one broken video must not stop the build
+                on_error(job, exc)
+        filters.flush()
+        for row in rows:
+            row["error"] = row["error"] or errors.get(row["video_id"], "")
+        return {k: np.array([row[k] for row in rows]) for k in keys}
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> None:
@@ -126,8 +182,9 @@ def run_ray(build: Any, jobs: list[VideoJob], upto: str) -> None:
         ds = ds.map(_Worker, fn_constructor_args=(*args, "captions"), concurrency=eng.caption_actors,
                     num_gpus=gpus["caption"] or None, num_cpus=1)
     if upto == "filter":
-        ds = ds.map(_Worker, fn_constructor_args=(*args, "filter"), concurrency=eng.clip_actors,
-                    num_gpus=gpus["clip"] or None, num_cpus=1)
+        ds = ds.map_batches(_FilterWorker, fn_constructor_args=(*args, "filter"),
+                            batch_size=CLIP_VIDEOS_PER_CALL, batch_format="numpy",
+                            concurrency=eng.clip_actors, num_gpus=gpus["clip"] or None, num_cpus=1)
     build.reporter.start("videos", len(rows))
     t0 = time.perf_counter()
     for row in ds.iter_rows():

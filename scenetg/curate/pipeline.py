@@ -229,9 +229,14 @@ class Build:
             return {"clip_model": clip.name, "figures": figures}
 
         result = self._timed("filter", run)
-        self.work.write_stage(job.key, "filter", fp, result)
-        store.clear()  # only the filter reads them; a re-filter decodes again
+        self.store_filter(job, fp, result)
         return result
+
+    def store_filter(self, job: VideoJob, fp: str, result: dict[str, Any]) -> None:
+        """Write a video's filter result; its kept keyframes go (only the filter reads them; a
+        re-filter decodes again)."""
+        self.work.write_stage(job.key, "filter", fp, result)
+        keyframes.KeyframeStore(self._keyframes_dir(job)).clear()
 
     def _keyframes_dir(self, job: VideoJob) -> Path:
         return self.work.video_dir(job.key) / "keyframes"

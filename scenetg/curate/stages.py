@@ -205,6 +205,49 @@ def run_captions(
     return [cache.get(s) or "" for s in scenes]
 
 
+def filter_frames(
+    path: Path, scenes: list[dict[str, Any]], k: int, side: int,
+    stored_frames: list[np.ndarray] | None = None,
+) -> tuple[list[np.ndarray], list[int]]:
+    """The filter's frames of one video in time order, and how many belong to each scene.
+
+    `stored_frames`: those the captions pass kept (`keyframes.py`); without them the video is
+    decoded here, at `side` (CLIP's preprocess resizes to its own input; no larger is needed).
+    """
+    from scenetg.curate.keyframes import filter_times
+
+    if stored_frames is not None:
+        groups = ((i, stored_frames[i * k : (i + 1) * k]) for i in range(len(scenes)))
+    else:
+        groups = _scene_frame_groups(path, filter_times(scenes, k), side)
+    counts = [0] * len(scenes)
+    frames: list[np.ndarray] = []
+    for pos, group in groups:
+        counts[pos] = len(group)
+        frames.extend(group)
+    return frames, counts
+
+
+def clip_texts(captions: list[str]) -> list[str]:
+    """The texts CLIP encodes for `captions` (an empty caption is encoded as one space)."""
+    return [c if c.strip() else " " for c in captions]
+
+
+def filter_figures(
+    image_emb: np.ndarray, counts: list[int], text_emb: np.ndarray, captions: list[str],
+    cfg: BuildConfig,
+) -> list[dict[str, Any]]:
+    """One video's figures from its frame embeddings (`counts` per scene, in order) and its
+    caption embeddings: the same whichever calls computed them (`ClipEncoder` fixed shapes)."""
+    from scenetg.curate.ambiguity import filter_queries, scene_embedding
+
+    offsets = np.cumsum([0, *counts])
+    scene_embs = [scene_embedding(image_emb[offsets[i] : offsets[i + 1]]) for i in range(len(counts))]
+    return filter_queries(
+        text_emb, np.stack(scene_embs), cfg.filter.min_margin, empty=[not c.strip() for c in captions]
+    )
+
+
 def run_filter(
     path: Path,
     scenes: list[dict[str, Any]],
@@ -215,34 +258,14 @@ def run_filter(
 ) -> list[dict[str, Any]]:
     """CLIP ambiguity filter for one video's queries: one figure set per scene's query.
 
-    `stored_frames`: the frames the captions pass kept (`keyframes.py`), in time order; without
-    them the video is decoded here.
+    The per-video path (Ray workers, `process_video`); the local engine batches CLIP calls across
+    videos (`clip_batches.py`). `stored_frames` as in `filter_frames`.
     """
-    from scenetg.curate.ambiguity import filter_queries, scene_embedding
-    from scenetg.curate.keyframes import filter_frame_side, filter_times
+    from scenetg.curate.keyframes import filter_frame_side
 
-    k = cfg.filter.frames_per_scene
-    times = filter_times(scenes, k)
-    scene_embs = [None] * len(scenes)
-    # Image side: CLIP's preprocess resizes to its own input size; decode no larger than needed.
     side = filter_frame_side(getattr(clip, "image_size", 224))
-    if stored_frames is not None:
-        groups = ((i, stored_frames[i * k : (i + 1) * k]) for i in range(len(scenes)))
-    else:
-        groups = _scene_frame_groups(path, times, side)
-    # One encode over all of the video's frames, in `clip.batch_size` chunks (not one call per
-    # scene's k frames, which never fills a batch).
-    counts = [0] * len(scenes)
-    frames: list[np.ndarray] = []
-    for pos, group in groups:
-        counts[pos] = len(group)
-        frames.extend(group)
+    frames, counts = filter_frames(path, scenes, cfg.filter.frames_per_scene, side, stored_frames)
+    # One encode over all of the video's frames, in `clip.batch_size` chunks.
     image_emb = clip.encode_images(frames)
-    offsets = np.cumsum([0, *counts])
-    for pos in range(len(scenes)):
-        scene_embs[pos] = scene_embedding(image_emb[offsets[pos] : offsets[pos + 1]])
-    text_emb = clip.encode_text([c if c.strip() else " " for c in captions])
-    figures = filter_queries(
-        text_emb, np.stack(scene_embs), cfg.filter.min_margin, empty=[not c.strip() for c in captions]
-    )
-    return figures
+    text_emb = clip.encode_text(clip_texts(captions))
+    return filter_figures(image_emb, counts, text_emb, captions, cfg)

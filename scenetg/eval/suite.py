@@ -6,12 +6,11 @@ then one report (`OUT/report.md` + `OUT/iou_distribution.png`) over all runs.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scenetg.config_fields import read_config_mapping
+from scenetg.config_fields import dataclass_from_mapping, read_config_mapping
 from scenetg.curate.workdir import write_json_atomic
 from scenetg.errors import ConfigError, ModelError, ScenetgError
 from scenetg.progress import Reporter
@@ -108,17 +107,12 @@ def _protocol_name(key: str, value: object) -> str:
 
 def load_eval_config(path: Path | None, overrides: dict[str, Any] | None = None) -> EvalConfig:
     data = read_config_mapping(path, {k: v for k, v in (overrides or {}).items() if v is not None})
-    known = {f.name for f in dataclasses.fields(EvalConfig)}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
-    specs = []
-    for i, b in enumerate(data.pop("benchmarks", []) or []):
-        try:
-            specs.append(BenchmarkSpec(**b))
-        except TypeError as exc:
-            raise ConfigError(f"{path}: benchmarks[{i}]: {exc}") from None
-    return EvalConfig(**data, benchmarks=specs).validate()
+    benchmarks = data.get("benchmarks") or []
+    if not isinstance(benchmarks, list):
+        raise ConfigError(f"benchmarks: expected a list, got {benchmarks!r}")
+    data["benchmarks"] = [dataclass_from_mapping(BenchmarkSpec, b, f"benchmarks[{i}]")
+                          for i, b in enumerate(benchmarks)]
+    return dataclass_from_mapping(EvalConfig, data).validate()
 
 
 class MissingInputs(ConfigError):

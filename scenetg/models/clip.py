@@ -151,6 +151,14 @@ class ClipEncoder:
         return self._dim
 
     def _run(self, items: Sequence[Any], batch_size: int | None, encode) -> np.ndarray:
+        """`encode(chunk, size)` over `items` in chunks of `size`; every call has the same shape.
+
+        A short last chunk is padded to `size` (rows dropped after), because the kernels behind
+        an encode are chosen by shape: on a CPU (MKL) a batch of 1-3 texts and one of 4 or more
+        give the same text a different last float32 bit, and cuBLAS picks algorithms by shape
+        too. At one fixed shape a row's embedding depends on its own input only, so a video's
+        figures do not depend on which videos share its batches (`clip_batches.py`).
+        """
         import torch
 
         size = batch_size or self.batch_size
@@ -159,7 +167,8 @@ class ClipEncoder:
         chunks = []
         with torch.inference_mode():
             for i in range(0, len(items), size):
-                emb = encode(items[i : i + size]).float()
+                chunk = items[i : i + size]
+                emb = encode(chunk, size)[: len(chunk)].float()
                 emb = emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                 chunks.append(emb.cpu().numpy())
         return np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
@@ -167,26 +176,44 @@ class ClipEncoder:
     def encode_text(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """(N, d) embeddings of `texts` with open_clip's own tokenizer."""
 
-        def encode(batch):
-            tokens = self.tokenizer(list(batch)).to(self.device)
+        def encode(batch, size):
+            tokens = self.tokenizer([*batch, *[""] * (size - len(batch))]).to(self.device)
             return self.model.encode_text(tokens)
 
         return self._run(list(texts), batch_size, encode)
 
-    def encode_images(
-        self, images: Sequence[np.ndarray], batch_size: int | None = None
-    ) -> np.ndarray:
-        """(N, d) embeddings of RGB uint8 HxWx3 frames, through open_clip's inference preprocess."""
+    def pixels(self, images: Sequence[np.ndarray]) -> Any:
+        """open_clip's inference preprocess of RGB uint8 HxWx3 frames: an (N, 3, S, S) float32
+        CPU tensor. The CPU half of an image encode, so another thread can run it ahead."""
         import torch
         from PIL import Image
 
-        def encode(batch):
-            pixels = torch.stack(
-                [self.preprocess(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in batch]
-            )
-            return self.model.encode_image(pixels.to(self.device))
+        if len(images) == 0:
+            return torch.zeros((0, 3, self.image_size, self.image_size))
+        return torch.stack(
+            [self.preprocess(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in images]
+        )
 
-        return self._run(list(images), batch_size, encode)
+    def encode_pixels(self, pixels: Any, batch_size: int | None = None) -> np.ndarray:
+        """(N, d) embeddings of preprocessed images (`pixels`)."""
+        return self._run(pixels, batch_size, self._encode_pixel_chunk)
+
+    def encode_images(
+        self, images: Sequence[np.ndarray], batch_size: int | None = None
+    ) -> np.ndarray:
+        """(N, d) embeddings of RGB uint8 HxWx3 frames, through open_clip's inference preprocess
+        (one chunk at a time, so a long list of frames is never all preprocessed at once)."""
+        return self._run(
+            list(images), batch_size, lambda chunk, size: self._encode_pixel_chunk(self.pixels(chunk), size)
+        )
+
+    def _encode_pixel_chunk(self, pixels: Any, size: int) -> Any:
+        import torch
+
+        if len(pixels) < size:  # padding rows: zeros
+            pad = pixels.new_zeros((size - len(pixels), *pixels.shape[1:]))
+            pixels = torch.cat([pixels, pad])
+        return self.model.encode_image(pixels.to(self.device))
 
 
 def load_clip(

@@ -275,19 +275,24 @@ def processor_video_inputs(
             raise ValueError(f"a video has {len(frames)} frames but {len(times)} times")
         clips.append([np.ascontiguousarray(f, dtype=np.uint8) for f in frames])
         metadata.append(video_metadata(times, fps=rate, duration_s=dur))
-    kwargs: dict[str, Any] = {}
-    if hasattr(processor.video_processor, "cap_pixels_per_frame"):
-        kwargs["cap_pixels_per_frame"] = True  # the reference (qwen-vl-utils) behaviour
     return processor(
         text=list(texts),
         videos=clips,
         video_metadata=metadata,
-        do_sample_frames=False,
         padding=True,
         padding_side=padding_side,
         return_tensors=return_tensors,
-        **kwargs,
+        **video_processor_kwargs(processor),
     )
+
+
+def video_processor_kwargs(processor: Any) -> dict[str, Any]:
+    """Video kwargs of every processor call on our frames (here and in vLLM rollouts): frames are
+    used as given (no re-sampling), each frame's pixels capped as the reference does."""
+    kwargs: dict[str, Any] = {"do_sample_frames": False}
+    if hasattr(processor.video_processor, "cap_pixels_per_frame"):
+        kwargs["cap_pixels_per_frame"] = True  # the reference (qwen-vl-utils) behaviour
+    return kwargs
 
 
 def batch_video_inputs(

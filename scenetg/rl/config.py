@@ -9,12 +9,11 @@ the keys this project owns (``beta``, ``reward_weights``, ``output_dir``) live i
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scenetg.config_fields import coerce_value, read_config_mapping
+from scenetg.config_fields import coerce_value, dataclass_from_mapping, read_config_mapping
 from scenetg.errors import ConfigError
 from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
 from scenetg.rl.rewards import REWARD_NAMES
@@ -138,7 +137,8 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     grpo: dict[str, Any] = field(default_factory=dict)
     """Passed to trl.GRPOConfig (num_generations, learning_rate, max_steps, loss_type, bf16,
-    gradient_checkpointing, use_vllm, save_steps, report_to, ...)."""
+    activation_checkpointing, save_steps, report_to, use_vllm with vllm_mode: colocate and TRL's
+    vllm_* options, ...)."""
 
     def check(self) -> TrainConfig:
         for part in (self.sampling, self.rewards, self.kl, self.lora):
@@ -147,11 +147,14 @@ class TrainConfig:
         for key in self.grpo:
             if key in OWNED_GRPO_KEYS:
                 raise ConfigError(f"grpo.{key}: set it as {OWNED_GRPO_KEYS[key]} instead")
-        if self.grpo.get("use_vllm") not in (None, False, "false", "False", 0):
-            raise ConfigError(
-                "grpo.use_vllm: TRL 1.16 hands vLLM images only, so rollouts would not see the "
-                "video; not supported yet (rollouts use transformers generate)"
-            )
+        if "use_vllm" in self.grpo:
+            self.grpo["use_vllm"] = coerce_value("grpo.use_vllm", self.grpo["use_vllm"], bool)
+        if self.grpo.get("use_vllm"):
+            mode = self.grpo.get("vllm_mode", "colocate")
+            if mode == "server":
+                from scenetg.rl.vllm_video import SERVER_MODE_ERROR
+
+                raise ConfigError(SERVER_MODE_ERROR)
         if self.grpo.get("use_liger_kernel"):
             raise ConfigError("grpo.use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
         return self
@@ -168,34 +171,8 @@ def _require(ok: bool, key: str, what: str, value: Any) -> None:
         raise ConfigError(f"{key}: {what}, got {value!r}")
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """`value` as the annotation `hint`: nested sections recurse, scalars go through the
-    project's one coercion path (`scenetg.config_fields.coerce_value`: strict booleans, no NaN)."""
-    if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, key)
-    return coerce_value(key, value, hint)
-
-
-def _from_dict(cls: type, data: Any, where: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
-    kwargs = {
-        name: _coerce(f"{where}.{name}" if where else name, value, hints[name])
-        for name, value in data.items()
-    }
-    return cls(**kwargs)
-
-
 def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    return _from_dict(TrainConfig, data, "").check()
+    return dataclass_from_mapping(TrainConfig, data, scalar=coerce_value).check()
 
 
 def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -43,6 +43,24 @@ class MetricsLogCallback(TrainerCallback):
             fh.write(json.dumps(row) + "\n")
 
 
+class StepProgressCallback(TrainerCallback):
+    """GRPO steps on the command's own progress bar (a `Reporter`), in place of the Trainer's
+    tqdm bar and its per-step dict printed to stdout: those numbers are in ``metrics.jsonl``."""
+
+    TASK = "GRPO steps"
+
+    def __init__(self, reporter: Any):
+        self.reporter = reporter
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.reporter.start(self.TASK, state.max_steps or None)
+        if state.global_step:  # resumed: the bar starts where the checkpoint left off
+            self.reporter.advance(self.TASK, state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.reporter.advance(self.TASK)
+
+
 def _step_of(line: str) -> int:
     try:
         return int(json.loads(line).get("step", 0))

@@ -62,13 +62,18 @@ def grpo_args(cfg: TrainConfig, device: str) -> Any:
         "report_to": "tensorboard" if _has_tensorboard() else "none",
         "bf16": half,
         "use_cpu": not on_gpu,
-        "gradient_checkpointing": on_gpu,
+        "activation_checkpointing": on_gpu,
         "remove_unused_columns": False,
     }
     weights = [getattr(cfg.rewards, n) for n in REWARD_NAMES if getattr(cfg.rewards, n) > 0]
+    grpo = dict(cfg.grpo)
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in grpo:  # transformers 5's deprecated alias: our default for `new` would win over it
+            grpo.setdefault(new, grpo.pop(old))
     kwargs = {
         **defaults,
-        **cfg.grpo,
+        **grpo,
         "output_dir": cfg.output_dir,
         "beta": cfg.kl.beta,
         "reward_weights": weights,
@@ -119,7 +124,12 @@ def suppress_vision_tokens(args: Any, processor: Any) -> None:
     ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
     ids = [i for i in ids if i is not None and i != tokenizer.unk_token_id]
     gen = dict(args.generation_kwargs or {})
-    gen["suppress_tokens"] = sorted(set(gen.get("suppress_tokens") or []) | set(ids))
+    if args.use_vllm:  # generation_kwargs go to vLLM's SamplingParams, which has logit_bias
+        from scenetg.rl.vllm_video import vision_logit_bias
+
+        gen["logit_bias"] = {**(gen.get("logit_bias") or {}), **vision_logit_bias(ids)}
+    else:
+        gen["suppress_tokens"] = sorted(set(gen.get("suppress_tokens") or []) | set(ids))
     args.generation_kwargs = gen
 
 
@@ -177,8 +187,10 @@ def build_trainer(
 
     for module in ("trl", "peft"):
         require_extra(module, "train", "scenetg train")
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
     from scenetg.models.qwen import resolve_device
-    from scenetg.rl.curves import MetricsLogCallback
+    from scenetg.rl.curves import MetricsLogCallback, StepProgressCallback
     from scenetg.rl.samples import FrameSampling
     from scenetg.rl.trainer import VideoGRPOTrainer, check_trl_internals
     from scenetg.video.frame_cache import FrameCache
@@ -191,6 +203,10 @@ def build_trainer(
     args = grpo_args(cfg, device)
     if args.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
+    if args.use_vllm:  # vLLM present, recent enough, colocate mode: before any model loads
+        from scenetg.rl.vllm_video import check_vllm_for_video
+
+        check_vllm_for_video(args.vllm_mode)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_config(cfg, out)
@@ -211,6 +227,9 @@ def build_trainer(
         beta_timestamp=cfg.kl.beta_timestamp,
         frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
     )
+    for printer in (ProgressCallback, PrinterCallback):  # per-step dicts go to metrics.jsonl
+        trainer.remove_callback(printer)
+    trainer.add_callback(StepProgressCallback(reporter))
     return trainer, processor, len(data.rows)
 
 

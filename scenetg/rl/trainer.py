@@ -13,8 +13,13 @@
    branch of TRL is unchanged) whose product with the KL tensor is ``β_t · kl_t`` (β_ts on
    timestamp tokens). Every `loss_type` is kept; with β_ts = β the loss is TRL's, bit for bit.
 
-Overridden TRL internals (`TRL_OVERRIDES`) are checked by `check_trl_internals`, which fails
-loudly on a TRL version whose code differs where we rely on it.
+3. **Video in vLLM rollouts** (``grpo.use_vllm``, colocate mode): TRL hands vLLM images only;
+   `_generate_single_turn` gives the `VideoLLM` wrapper around TRL's ``LLM`` each prompt's
+   frames and metadata (`rl.vllm_video`). Server mode is refused (its API carries no video).
+
+Overridden TRL internals (`TRL_OVERRIDES`, and `VLLM_INTERNALS` of TRL's vLLM backend) are
+checked by `check_trl_internals`, which fails loudly on a TRL version whose code differs where we
+rely on it.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ import torch
 from trl import GRPOTrainer
 
 from scenetg.errors import ConfigError
-from scenetg.models.qwen import processor_video_inputs, render_chat
+from scenetg.models.qwen import processor_video_inputs, render_chat, video_processor_kwargs
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
 from scenetg.rl.samples import FrameSampling, SampledVideo, sample_video
+from scenetg.rl.vllm_video import VideoLLM, check_vllm_for_video, vllm_video_item
 
 TRL_VERSION = "1.16"
 """The TRL minor version whose internals the overrides below were written against."""
@@ -47,6 +53,20 @@ TRL_OVERRIDES = {
     "_prepare_inputs": ("generation_batch = shuffle_sequence_dict(generation_batch)",),
 }
 
+VLLM_INTERNALS = {
+    # TRL's vLLM backend (trl.generation.vllm_generation.VLLMGeneration), method -> fragments that
+    # `VideoLLM` and `_generate_single_turn` rely on: the one LLM object it builds and calls, the
+    # order it gathers prompts in across a tensor-parallel group, its use of the prompt ids
+    "_init_vllm": ("self.llm = LLM(",),
+    "generate": (
+        'vllm_prompts = [{"prompt_token_ids": ids} for ids in all_prompts]',
+        "torch.distributed.all_gather_object(gathered_prompts, prompts, group=self.tp_group)",
+        "all_prompts = [p for sublist in gathered_prompts for p in sublist]",
+        "all_outputs = self.llm.generate(vllm_prompts, sampling_params=sampling_params, use_tqdm=False)",
+    ),
+}
+GRPO_VLLM_CALL = ("_generate_single_turn", "self.vllm_generation.generate(\n                prompts=prompt_ids,")
+
 
 def check_trl_internals() -> None:
     """Raise RuntimeError when the installed TRL is not the version the overrides target."""
@@ -57,12 +77,17 @@ def check_trl_internals() -> None:
             f"scenetg's GRPO trainer overrides TRL {TRL_VERSION}.x internals; installed TRL is "
             f"{trl.__version__}: install trl~={TRL_VERSION}.0"
         )
-    for name, fragments in TRL_OVERRIDES.items():
-        source = inspect.getsource(getattr(GRPOTrainer, name))
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    checks = [(GRPOTrainer, name, frags) for name, frags in TRL_OVERRIDES.items()]
+    checks += [(VLLMGeneration, name, frags) for name, frags in VLLM_INTERNALS.items()]
+    checks.append((GRPOTrainer, GRPO_VLLM_CALL[0], (GRPO_VLLM_CALL[1],)))
+    for cls, name, fragments in checks:
+        source = inspect.getsource(getattr(cls, name))
         for fragment in fragments:
             if fragment not in source:
                 raise RuntimeError(
-                    f"TRL {trl.__version__}: GRPOTrainer.{name} no longer contains {fragment!r}; "
+                    f"TRL {trl.__version__}: {cls.__name__}.{name} no longer contains {fragment!r}; "
                     "the video/KL overrides must be revisited"
                 )
 
@@ -150,7 +175,13 @@ class VideoGRPOTrainer(GRPOTrainer):
         **kwargs: Any,
     ):
         check_trl_internals()
+        grpo_args = kwargs.get("args")
+        if grpo_args is not None and grpo_args.use_vllm:
+            check_vllm_for_video(grpo_args.vllm_mode)  # before TRL builds the engine
         super().__init__(*args, **kwargs)
+        if self.use_vllm:
+            engine = self.vllm_generation
+            engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class))
         if self.args.use_liger_kernel:
             raise ConfigError("use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
         if not 0.0 <= beta_timestamp <= self.beta:
@@ -212,6 +243,32 @@ class VideoGRPOTrainer(GRPOTrainer):
             "mm_token_type_ids": [types_u[j] for j in row_of],  # per-token: TRL left-pads it
         }
         return [ids_u[j] for j in row_of], None, fields
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs):
+        """vLLM rollouts get each prompt's video (`VideoLLM`); transformers rollouts are TRL's."""
+        if self.use_vllm:
+            self.vllm_generation.llm.videos = self._vllm_videos(len(prompt_ids))
+        return super()._generate_single_turn(
+            prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs
+        )
+
+    def _vllm_videos(self, n_prompts: int) -> list:
+        """This batch's videos as vLLM inputs, in prompt order; with tensor parallelism, gathered
+        over the group in the order TRL gathers the prompts."""
+        videos = self._rows_videos
+        if videos is None or len(videos) != n_prompts:
+            raise RuntimeError("video rows and prompts are out of step")
+        items: dict[int, tuple] = {}
+        for video in videos:  # G rollouts share one video: stack its frames once
+            if id(video) not in items:
+                items[id(video)] = vllm_video_item(video)
+        local = [items[id(v)] for v in videos]
+        engine = self.vllm_generation
+        if engine.tensor_parallel_size <= 1:
+            return local
+        gathered: list = [None] * engine.tensor_parallel_size
+        torch.distributed.all_gather_object(gathered, local, group=engine.tp_group)
+        return [item for rank_items in gathered for item in rank_items]
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         if self._video is not None:

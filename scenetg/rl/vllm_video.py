@@ -1,0 +1,120 @@
+"""vLLM rollouts with video (TRL's ``use_vllm``, colocate mode).
+
+TRL 1.16 hands vLLM ``multi_modal_data={"image": ...}`` only (`VLLMGeneration.generate`), so video
+prompts would be generated blind. `VideoLLM` wraps the ``LLM`` TRL builds and attaches to each
+prompt the video our sampler decoded: ``multi_modal_data={"video": (frames, metadata)}`` with the
+same uint8 frames (T, H, W, 3) and the `VideoMetadata` fields our processor call uses
+(`models.qwen.video_metadata`: the real sampled fps, so vLLM's HF processor computes the same
+``second_per_grid_ts``), ``do_sample_frames: False`` (no re-sampling) and our processor kwargs.
+TRL's prompt ids already hold the expanded ``<|video_pad|>`` run of our grid, as they hold the
+image run on TRL's image path.
+
+vLLM behaviour followed: a pre-decoded video given as a ``(frames, metadata)`` tuple, metadata
+forwarded to the HF processor as ``video_metadata`` (the Qwen3-VL pattern; for Qwen2.5-VL since
+vllm-project/vllm#47736, merged 2026-09-20..24, after v0.29.0 of 2026-09-09). Older vLLM drops the
+metadata for Qwen2.5-VL and the HF processor falls back to 24 fps: a silently wrong time axis, so
+`check_vllm_for_video` refuses vLLM below `VLLM_MIN_VERSION`.
+
+Server mode (``trl vllm-serve``) is refused: its API takes token ids plus image features only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from scenetg.errors import ConfigError
+
+VLLM_MIN_VERSION = "0.30.0"
+"""First vLLM minor release after vllm-project/vllm#47736 (Qwen2.5-VL keeps video metadata)."""
+
+SERVER_MODE_ERROR = (
+    "grpo.vllm_mode: server is not supported for video: TRL's `trl vllm-serve` API takes token "
+    "ids and image features only, so rollouts would be generated without the video; use "
+    "vllm_mode: colocate (or use_vllm: false)"
+)
+
+
+def check_vllm_for_video(mode: str) -> None:
+    """ConfigError (one line) unless vLLM can take our videos in `mode`: colocate mode with vLLM
+    installed at `VLLM_MIN_VERSION` or later."""
+    if mode == "server":
+        raise ConfigError(SERVER_MODE_ERROR)
+    from scenetg.extras import require_extra
+
+    require_extra("vllm", "vllm", "grpo.use_vllm")
+    import vllm
+
+    version = str(getattr(vllm, "__version__", "0"))
+    if _release(version) < _release(VLLM_MIN_VERSION):
+        raise ConfigError(
+            f"grpo.use_vllm: vLLM {version} drops Qwen2.5-VL video metadata (rollouts would see "
+            f"24 fps time positions); install vllm>={VLLM_MIN_VERSION} or set use_vllm: false"
+        )
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string such as ``0.30.1+cu129`` or ``0.31.0rc1``."""
+    import re
+
+    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def vllm_video_item(video: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """One `SampledVideo` as vLLM's video input: uint8 frames (T, H, W, 3) and the metadata dict
+    vLLM turns into the `VideoMetadata` our own processor call gets (same fps, duration, frame
+    indices), with ``do_sample_frames: False`` so the frames are used as given."""
+    from scenetg.models.qwen import video_metadata
+
+    frames = np.stack([np.ascontiguousarray(f, dtype=np.uint8) for f in video.frames])
+    meta = video_metadata(video.times_s, duration_s=video.duration_s)
+    metadata = {
+        "total_num_frames": meta.total_num_frames,
+        "fps": meta.fps,
+        "duration": meta.duration,
+        "frames_indices": list(meta.frames_indices),
+        "do_sample_frames": False,
+    }
+    return frames, metadata
+
+
+class VideoLLM:
+    """The ``LLM`` TRL built, with each prompt's video attached at `generate`.
+
+    `videos` is set (one item per prompt, in TRL's prompt order) right before TRL's generation
+    call; every other attribute (``llm_engine``, ``sleep``, ``wake_up``, ``reset_prefix_cache``,
+    ...) is the wrapped object's."""
+
+    def __init__(self, llm: Any, processor_kwargs: dict[str, Any]):
+        self.llm = llm
+        self.processor_kwargs = dict(processor_kwargs)
+        self.videos: list[tuple[np.ndarray, dict]] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["llm"], name)
+
+    def generate(self, prompts: Sequence[dict], *args: Any, **kwargs: Any) -> Any:
+        videos, self.videos = self.videos, None
+        if videos is None or len(videos) != len(prompts):
+            got = "none" if videos is None else len(videos)
+            raise RuntimeError(f"vLLM rollouts: {len(prompts)} prompts but {got} videos")
+        rows = []
+        for prompt, video in zip(prompts, videos, strict=True):
+            if "multi_modal_data" in prompt:  # an image path of TRL's: never mixed with ours
+                raise RuntimeError("vLLM rollouts: a prompt already carries multi-modal data")
+            rows.append(
+                {
+                    **prompt,
+                    "multi_modal_data": {"video": video},
+                    "mm_processor_kwargs": dict(self.processor_kwargs),
+                }
+            )
+        return self.llm.generate(rows, *args, **kwargs)
+
+
+def vision_logit_bias(token_ids: Sequence[int]) -> dict[int, float]:
+    """vLLM's spelling of "never sample these" (its SamplingParams has no ``suppress_tokens``;
+    vLLM clamps logit biases to ±100)."""
+    return {int(i): -100.0 for i in token_ids}

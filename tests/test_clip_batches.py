@@ -1,0 +1,177 @@
+"""The CLIP filter batched across videos (scenetg.curate.clip_batches): full calls over short
+clips, figures equal to the per-video path's, per-video resume, decode in the prefetch thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scenetg.config import load_build_config
+from scenetg.models.clip import ClipEncoder, load_clip
+from scenetg.video.synthetic import write_synthetic_video
+
+DEMO = Path(__file__).parents[1] / "pipelines" / "demo" / "build.yaml"
+
+
+def test_a_clip_embedding_does_not_depend_on_its_batch_mates(tiny_models):
+    clip = load_clip(tiny_models["clip"], device="cpu", batch_size=8)
+    texts = ["a man opens a door", "x", "a dog runs in the park", "two cars", "rain", "a cat"]
+    alone = np.concatenate([clip.encode_text([t]) for t in texts])
+    # Batches of 2 and of 6 (and rows at other positions) give every text the same bits: without
+    # one fixed call shape, MKL gives batches of 1-3 and of 4+ different last bits.
+    assert np.array_equal(clip.encode_text(texts[:2]), alone[:2])
+    assert np.array_equal(clip.encode_text(texts), alone)
+    assert np.array_equal(clip.encode_text(texts[3:] + texts[:3])[3:], alone[:3])
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (40, 64, 3), dtype=np.uint8) for _ in range(6)]
+    single = np.concatenate([clip.encode_images([f]) for f in frames])
+    assert np.array_equal(clip.encode_images(frames), single)
+
+
+class _Captioner:
+    model_name = "fake-captioner"
+
+    def batch_size(self, scene) -> int:
+        return 3
+
+    def caption_scenes(self, scenes):
+        return [f"scene at {s.times_s[0]:.2f} s" for s in scenes]
+
+
+class _Calls:
+    """Counts ClipEncoder image and text calls (items per call); raises Ctrl-C on image call
+    `interrupt_on`."""
+
+    def __init__(self, monkeypatch, interrupt_on: int | None = None):
+        self.images: list[int] = []
+        self.texts: list[int] = []
+        calls = self
+
+        def counted(real, log, interrupt=None):
+            def call(self, items, batch_size=None):
+                log.append(len(items))
+                if len(log) == interrupt:
+                    raise KeyboardInterrupt
+                return real(self, items, batch_size)
+            return call
+
+        for name in ("encode_images", "encode_pixels"):  # per-video path / cross-video path
+            monkeypatch.setattr(ClipEncoder, name, counted(getattr(ClipEncoder, name), calls.images, interrupt_on))
+        monkeypatch.setattr(ClipEncoder, "encode_text", counted(ClipEncoder.encode_text, calls.texts))
+
+
+@pytest.fixture()
+def clips(tmp_path, tiny_models, monkeypatch):
+    from scenetg.curate import captions
+
+    monkeypatch.setattr(captions, "make_caption_backend", lambda cfg: _Captioner())
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i, durations in enumerate([[2.0, 1.5], [1.5, 2.0], [2.0, 2.0, 1.5], [2.0, 2.0]]):
+        write_synthetic_video(videos / f"v{i}.mp4", durations, 24.0, size=(160, 96), seed=i)
+    return videos
+
+
+def _config(tiny_models, clip_batch: int):
+    return load_build_config(DEMO, {
+        "captions.model": str(tiny_models["qwen"]), "filter.clip_model": str(tiny_models["clip"]),
+        "filter.batch_size": clip_batch,
+    })
+
+
+def _parquet_bytes(out: Path) -> list[bytes]:
+    files = sorted((out / "audit").rglob("*.parquet")) + sorted((out / "data").rglob("*.parquet"))
+    assert files
+    return [p.read_bytes() for p in files]
+
+
+def _n_scenes(out: Path) -> list[int]:
+    import json
+
+    return [len(json.loads(p.read_text())["result"]["scenes"])
+            for p in sorted((out / "work").glob("*/shots.json"))]
+
+
+@pytest.mark.slow
+def test_clip_batches_span_videos_and_equal_the_per_video_path(tmp_path, tiny_models, clips, monkeypatch):
+    from scenetg.curate.pipeline import Build, build
+    from scenetg.curate.workdir import discover_videos
+
+    cfg = _config(tiny_models, 12)
+    calls = _Calls(monkeypatch)
+    build(clips, tmp_path / "cross", cfg)
+    scenes = _n_scenes(tmp_path / "cross")
+    frames = 4 * sum(scenes)  # demo config: 4 filter frames per scene
+    # Full calls of 12 images and 12 texts across videos of 2-3 scenes (8-12 frames each).
+    assert sum(calls.images) == frames and calls.images[:-1] == [12] * (len(calls.images) - 1)
+    assert sum(calls.texts) == sum(scenes) and len(calls.texts) < len(scenes)
+    assert len(calls.images) < len(scenes)
+
+    # The per-video path (as Ray workers run it): one encode per video's frames and texts.
+    per_video = Build(tmp_path / "per_video", cfg, clips)
+    per_video.init_manifest(discover_videos(clips, cfg.extensions, lambda m: None), resume=False)
+    for job in per_video.jobs():
+        per_video.process_video(job)
+    per_video.export()
+    assert _parquet_bytes(tmp_path / "cross") == _parquet_bytes(tmp_path / "per_video")
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_filter_resumes_per_video_and_finishes_the_same(tmp_path, tiny_models, clips, monkeypatch):
+    from scenetg.curate.pipeline import build
+
+    cfg = _config(tiny_models, 4)
+    _Calls(monkeypatch)
+    build(clips, tmp_path / "whole", cfg)
+
+    _Calls(monkeypatch, interrupt_on=6)
+    with pytest.raises(KeyboardInterrupt):
+        build(clips, tmp_path / "cut", cfg)
+    finished = sorted(p.parent.name for p in (tmp_path / "cut" / "work").glob("*/filter.json"))
+    assert 0 < len(finished) < 4  # the videos whose figures were written before the kill
+
+    resumed = _Calls(monkeypatch)
+    build(clips, tmp_path / "cut", cfg, resume=True)
+    # Only the unfinished videos are encoded again.
+    assert sum(resumed.images) < 4 * sum(_n_scenes(tmp_path / "whole"))
+    assert _parquet_bytes(tmp_path / "cut") == _parquet_bytes(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_filter_stage_alone_decodes_and_preprocesses_in_the_prefetch_thread(tmp_path, tiny_models, clips, monkeypatch):
+    import shutil
+
+    from scenetg.curate import stages
+    from scenetg.curate.pipeline import build, run_stage
+
+    cfg = _config(tiny_models, 12)
+    build(clips, tmp_path / "whole", cfg)
+    out = tmp_path / "staged"
+    run_stage(out, "shots", cfg, videos_dir=clips, resume=False)
+    run_stage(out, "captions", cfg)
+    for folder in (out / "work").glob("*/keyframes"):  # so the filter must decode
+        shutil.rmtree(folder)
+
+    threads: list[str] = []
+    real = stages._scene_frame_groups
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    def preprocessing(self, images):
+        threads.append(threading.current_thread().name)
+        return real_pixels(self, images)
+
+    real_pixels = ClipEncoder.pixels
+    monkeypatch.setattr(stages, "_scene_frame_groups", recording)
+    monkeypatch.setattr(ClipEncoder, "pixels", preprocessing)
+    calls = _Calls(monkeypatch)
+    run_stage(out, "filter", cfg).export()
+    # One decode and one preprocess per video, none on the main thread.
+    assert threads == ["scenetg-prefetch"] * 8
+    assert len(calls.images) < 4 and calls.images[0] == 12
+    assert _parquet_bytes(out) == _parquet_bytes(tmp_path / "whole")

@@ -1,0 +1,190 @@
+"""vLLM rollouts with video (``grpo.use_vllm``, colocate): checked against a stand-in for vLLM's
+`LLM` (tests/vllm_standin.py), not against real vLLM (it needs CUDA and is not installed here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenetg.errors import ConfigError, ScenetgError
+from tests import vllm_standin
+from tests.train_fixtures import make_cfg
+
+
+def _rows(pixels) -> list[float]:
+    """An order-free fingerprint of video patch rows."""
+    return sorted(round(float(x), 3) for x in pixels.double().sum(dim=1))
+
+
+@pytest.mark.slow
+def test_colocate_step_hands_vllm_our_video_and_trains_on_it(grounding_set, tiny_models, tmp_path, monkeypatch):
+    from scenetg.rl.samples import FrameSampling, sample_video
+    from scenetg.rl.train import build_trainer
+
+    llm_cls = vllm_standin.install(monkeypatch)
+    cfg = make_cfg(grounding_set, tiny_models, tmp_path / "run", use_vllm=True, vllm_mode="colocate",
+                   vllm_gpu_memory_utilization=0.25, vllm_importance_sampling_correction=True)
+    trainer, _, _ = build_trainer(cfg)
+    (llm,) = llm_cls.instances
+    assert llm.kwargs["gpu_memory_utilization"] == 0.25  # TRL's option reached the engine
+
+    seen: dict[str, list] = {"policy": [], "ref": []}
+    for name, model in (("policy", trainer.model), ("ref", trainer.ref_model)):
+        model.model.visual.register_forward_hook(
+            lambda m, a, k, o, name=name: seen[name].append(_rows(a[0])), with_kwargs=True
+        )
+    trainer.train()
+
+    # one vLLM call: 2 prompts x 2 rollouts, each row with exactly one video
+    assert len(llm.seen) == 4 and len(llm.sampling) == 1
+    sampling = FrameSampling(2.0, 4, 64)
+    by_duration = {row["duration_s"]: row["video_path"] for row in trainer.train_dataset}
+    for item in llm.seen:
+        meta = item["metadata"]
+        duration = min(by_duration, key=lambda d: abs(d - meta["duration"]))
+        ours = sample_video(by_duration[duration], duration, sampling)
+        # the sampler's uint8 frames, unchanged, with the real fps k / D and no re-sampling
+        assert item["frames"].dtype == np.uint8 and item["frames"].shape[0] == 4
+        assert np.array_equal(item["frames"], np.stack(ours.frames))
+        assert meta["fps"] == pytest.approx(4 / duration) and meta["do_sample_frames"] is False
+        assert item["kwargs"]["do_sample_frames"] is False
+        # vLLM's processor derives the same time step the trainer uses: 2 / fps, not 2 / 24
+        assert float(item["second_per_grid_ts"][0]) == pytest.approx(2 / (4 / duration))
+    # sampling: vision placeholders suppressed in vLLM's own terms (no suppress_tokens there)
+    vision_ids = {trainer._tokenizer.convert_tokens_to_ids(t) for t in ("<|video_pad|>", "<|image_pad|>")}
+    assert vision_ids <= set(llm.sampling[0].logit_bias)
+    # TRL synced the policy weights into the engine and accepted completions and log-probs
+    assert any("visual" in name for name in llm.loaded) and any("lm_head" in n or "embed" in n for n in llm.loaded)
+    metrics = trainer.state.log_history[0]
+    assert "sampling/sampling_logp_difference/mean" in metrics
+    assert 0 <= metrics["sampling/sampling_logp_difference/mean"] < 0.1  # same weights, same video
+    # the same video rows vLLM was given reach the vision tower in the old, reference and loss passes
+    vllm_rows = sorted(x for item in llm.seen for x in _rows(item["pixel_values_videos"]))
+    assert len(seen["policy"]) == 2 and len(seen["ref"]) == 1
+    for rows in seen["policy"] + seen["ref"]:
+        assert rows == vllm_rows
+
+
+def test_a_wrong_placeholder_run_is_rejected(tiny_models):
+    """The stand-in, like vLLM, refuses a prompt whose <|video_pad|> run differs from the grid."""
+    from scenetg.rl.samples import SampledVideo
+    from scenetg.rl.vllm_video import vllm_video_item
+
+    llm = vllm_standin.StandInLLM(str(tiny_models["qwen"]))
+    video = SampledVideo([np.zeros((36, 64, 3), np.uint8)] * 4, [0.0, 1.0, 2.0, 3.0], 4.0)
+    row = {"prompt_token_ids": [llm.video_pad] * 3, "multi_modal_data": {"video": vllm_video_item(video)}}
+    with pytest.raises(ValueError, match="features"):
+        llm.generate([row], vllm_standin.SamplingParams(max_tokens=2))
+
+
+def test_video_llm_needs_one_video_per_prompt():
+    from scenetg.rl.vllm_video import VideoLLM
+
+    calls = []
+    llm = VideoLLM(type("E", (), {"generate": lambda self, rows, **kw: calls.append(rows)})(), {"x": 1})
+    llm.videos = ["v1", "v2"]
+    llm.generate([{"prompt_token_ids": [1]}, {"prompt_token_ids": [2]}], sampling_params=None)
+    assert [r["multi_modal_data"]["video"] for r in calls[0]] == ["v1", "v2"]
+    assert calls[0][0]["mm_processor_kwargs"] == {"x": 1}
+    with pytest.raises(RuntimeError, match="2 prompts but none"):  # videos are used once
+        llm.generate([{"prompt_token_ids": [1]}, {"prompt_token_ids": [2]}])
+
+
+def test_config_takes_colocate_and_refuses_server(grounding_set, tiny_models, tmp_path):
+    cfg = make_cfg(grounding_set, tiny_models, tmp_path, use_vllm="true", vllm_mode="colocate",
+                   vllm_tensor_parallel_size=1, vllm_enable_sleep_mode=True)
+    assert cfg.grpo["use_vllm"] is True
+    with pytest.raises(ConfigError, match="trl vllm-serve.*image features only.*vllm_mode: colocate"):
+        make_cfg(grounding_set, tiny_models, tmp_path, use_vllm=True, vllm_mode="server")
+    assert make_cfg(grounding_set, tiny_models, tmp_path, vllm_mode="server").grpo["vllm_mode"] == "server"
+
+
+def test_grpo_options_reach_trl_config(grounding_set, tiny_models, tmp_path):
+    from scenetg.rl.train import grpo_args
+
+    cfg = make_cfg(grounding_set, tiny_models, tmp_path, use_vllm=True, vllm_gpu_memory_utilization=0.4,
+                   vllm_tensor_parallel_size=2, vllm_enable_sleep_mode=True,
+                   vllm_importance_sampling_mode="token_truncate")
+    args = grpo_args(cfg, "cpu")
+    assert args.use_vllm and args.vllm_mode == "colocate"
+    assert (args.vllm_gpu_memory_utilization, args.vllm_tensor_parallel_size) == (0.4, 2)
+    assert args.vllm_enable_sleep_mode and args.vllm_importance_sampling_mode == "token_truncate"
+
+
+def test_vllm_version_and_install_checks(monkeypatch):
+    import sys
+
+    from scenetg.rl.vllm_video import check_vllm_for_video
+
+    vllm_standin.install(monkeypatch, version="0.29.0")
+    with pytest.raises(ConfigError, match="vLLM 0.29.0 drops Qwen2.5-VL video metadata.*vllm>=0.30.0"):
+        check_vllm_for_video("colocate")
+    vllm_standin.install(monkeypatch, version="0.31.0")
+    check_vllm_for_video("colocate")
+    with pytest.raises(ConfigError, match="server"):
+        check_vllm_for_video("server")
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed: import fails
+    with pytest.raises(ScenetgError, match=r"\[vllm\] extra"):
+        check_vllm_for_video("colocate")
+
+
+def test_missing_vllm_stops_train_before_the_model_loads(grounding_set, tiny_models, tmp_path, monkeypatch):
+    import sys
+
+    from scenetg.rl import train
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
+    monkeypatch.setattr(train, "load_policy", lambda *a: pytest.fail("the model loaded first"))
+    cfg = make_cfg(grounding_set, tiny_models, tmp_path / "run", use_vllm=True)
+    with pytest.raises(ScenetgError, match=r"grpo.use_vllm needs the \[vllm\] extra"):
+        train.build_trainer(cfg)
+
+
+def test_trl_guard_covers_the_vllm_backend(monkeypatch):
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from scenetg.rl.trainer import check_trl_internals
+
+    def changed(self, prompts, images, num_generations, profiler=None):
+        return self.llm.chat(prompts)  # a TRL that no longer calls llm.generate on token-id rows
+
+    monkeypatch.setattr(VLLMGeneration, "generate", changed)
+    with pytest.raises(RuntimeError, match="VLLMGeneration.generate"):
+        check_trl_internals()
+
+
+def test_tensor_parallel_group_gets_videos_in_trl_prompt_order(monkeypatch):
+    """With vllm_tensor_parallel_size > 1 TRL gathers the group's prompts rank by rank; the videos
+    are gathered the same way, each rank's rows converted once per distinct video."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from scenetg.rl.samples import SampledVideo
+    from scenetg.rl.trainer import VideoGRPOTrainer
+
+    a = SampledVideo([np.full((28, 28, 3), 1, np.uint8)] * 2, [0.0, 1.0], 2.0)
+    b = SampledVideo([np.full((28, 28, 3), 2, np.uint8)] * 2, [0.0, 2.0], 4.0)
+    other_rank = ["rank1-video"]
+
+    def all_gather_object(out, obj, group=None):
+        assert group == "tp-group"
+        out[:] = [obj, other_rank]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", all_gather_object)
+    fake = SimpleNamespace(
+        _rows_videos=[a, a, b], vllm_generation=SimpleNamespace(tensor_parallel_size=2, tp_group="tp-group")
+    )
+    from scenetg.rl import trainer as trainer_module
+
+    converted = []
+    real_item = trainer_module.vllm_video_item
+    monkeypatch.setattr(trainer_module, "vllm_video_item", lambda v: converted.append(v) or real_item(v))
+    items = VideoGRPOTrainer._vllm_videos(fake, 3)
+    assert converted == [a, b]
+    assert len(items) == 4 and items[3] == "rank1-video"
+    assert items[0] is items[1] and items[0] is not items[2]  # one conversion per distinct video
+    assert items[0][1]["fps"] == pytest.approx(1.0) and items[2][1]["fps"] == pytest.approx(0.5)
+    with pytest.raises(RuntimeError, match="out of step"):
+        VideoGRPOTrainer._vllm_videos(fake, 2)

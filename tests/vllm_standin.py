@@ -1,0 +1,157 @@
+"""A stand-in for vLLM's `LLM` and `SamplingParams` (vLLM needs CUDA; not installed here).
+
+It takes what TRL's colocate backend builds and calls, and does with a video prompt what vLLM's
+Qwen2.5-VL path does (vllm-project/vllm#47736): the HF processor on the given frames with the
+given `video_metadata`, a placeholder-count check against the prompt's ``<|video_pad|>`` run, then
+sampling with the tiny HF model (weights as TRL syncs them) and the processed log-probs of the
+sampled tokens. Everything it was given is recorded for the tests.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    """vLLM's field names (an unknown one, e.g. ``suppress_tokens``, is a TypeError as in vLLM)."""
+
+    n: int = 1
+    repetition_penalty: float = 1.0
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    max_tokens: int = 16
+    logprobs: int | None = None
+    logit_bias: dict | None = None
+    seed: int | None = None
+
+
+class _Bias:
+    def __init__(self, bias: dict | None):
+        self.bias = {int(k): float(v) for k, v in (bias or {}).items()}
+
+    def __call__(self, input_ids, scores):
+        for token, value in self.bias.items():
+            scores[:, token] += value
+        return scores
+
+
+class StandInLLM:
+    instances: list[StandInLLM] = []
+
+    def __init__(self, model: str, **kwargs: Any):
+        from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+        self.kwargs = kwargs
+        self.hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(model, dtype=torch.float32).eval()
+        self.processor = AutoProcessor.from_pretrained(model)
+        self.video_pad = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        self.loaded: list[str] = []
+        self.seen: list[dict] = []
+        self.sampling: list[SamplingParams] = []
+        runner = SimpleNamespace(model=SimpleNamespace(load_weights=self._load_weights))
+        self.llm_engine = SimpleNamespace(
+            model_config=SimpleNamespace(max_model_len=4096),
+            model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner)),
+        )
+        StandInLLM.instances.append(self)
+
+    def _load_weights(self, weights):
+        params = dict(self.hf.named_parameters())
+        for name, tensor in weights:
+            params[name].data.copy_(tensor)
+            self.loaded.append(name)
+
+    def reset_prefix_cache(self):
+        pass
+
+    def sleep(self, level=1):
+        pass
+
+    def wake_up(self, tags=None):
+        pass
+
+    def _video_inputs(self, row: dict) -> dict:
+        from transformers.video_utils import VideoMetadata
+
+        frames, metadata = row["multi_modal_data"]["video"]
+        kwargs = dict(row.get("mm_processor_kwargs") or {})
+        kwargs.setdefault("do_sample_frames", metadata.get("do_sample_frames", False))
+        meta = VideoMetadata(**{k: v for k, v in metadata.items() if k != "do_sample_frames"})
+        out = self.processor(
+            text=["<|vision_start|><|video_pad|><|vision_end|>"],
+            videos=[list(frames)],
+            video_metadata=[meta],
+            return_tensors="pt",
+            **kwargs,
+        )
+        ids = list(row["prompt_token_ids"])
+        tokens = int(out["video_grid_thw"].prod()) // self.processor.video_processor.merge_size**2
+        if ids.count(self.video_pad) != tokens:  # vLLM rejects a placeholder/feature mismatch
+            raise ValueError(f"{ids.count(self.video_pad)} <|video_pad|> tokens but {tokens} features")
+        self.seen.append({"frames": frames, "metadata": metadata, "kwargs": kwargs, **out})
+        return out
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=False):
+        from transformers import LogitsProcessorList
+
+        sp = sampling_params
+        self.sampling.append(sp)
+        eos = self.hf.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos])
+        outputs = []
+        for row in prompts:
+            video = self._video_inputs(row)
+            ids = torch.tensor([row["prompt_token_ids"]])
+            with torch.no_grad():
+                gen = self.hf.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    mm_token_type_ids=(ids == self.video_pad).long() * 2,
+                    pixel_values_videos=video["pixel_values_videos"],
+                    video_grid_thw=video["video_grid_thw"],
+                    second_per_grid_ts=video["second_per_grid_ts"],
+                    do_sample=True,
+                    temperature=sp.temperature,
+                    top_p=sp.top_p,
+                    top_k=sp.top_k or None,
+                    max_new_tokens=sp.max_tokens,
+                    logits_processor=LogitsProcessorList([_Bias(sp.logit_bias)]),
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                )
+            tokens, logprobs = [], []
+            for step, score in enumerate(gen.scores):
+                token = int(gen.sequences[0, ids.shape[1] + step])
+                lp = float(torch.log_softmax(score[0].float(), -1)[token])
+                tokens.append(token)
+                logprobs.append({token: SimpleNamespace(logprob=lp, rank=1)})
+                if token in eos:
+                    break
+            completion = SimpleNamespace(token_ids=tokens, logprobs=logprobs)
+            outputs.append(SimpleNamespace(prompt_token_ids=list(row["prompt_token_ids"]), outputs=[completion]))
+        return outputs
+
+
+def install(monkeypatch, version: str = "0.30.0") -> type[StandInLLM]:
+    """Put the stand-in where TRL's colocate backend looks for vLLM; a fake `vllm` module gives
+    the version our own check reads."""
+    import trl.generation.vllm_generation as backend
+
+    fake = types.ModuleType("vllm")
+    fake.__version__ = version
+    fake.LLM, fake.SamplingParams = StandInLLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(backend, "is_vllm_available", lambda *a, **k: True)
+    monkeypatch.setattr(backend, "LLM", StandInLLM, raising=False)
+    monkeypatch.setattr(backend, "SamplingParams", SamplingParams, raising=False)
+    StandInLLM.instances = []
+    return StandInLLM
