@@ -76,6 +76,9 @@ def real_size_model(tiny_dir: Path, smoke: bool = False, device: str = "cuda"):
         for t in ("<|im_end|>", "<|endoftext|>"):
             model.lm_head.weight[tok.convert_tokens_to_ids(t)].zero_()
     model.config._name_or_path = str(tiny_dir)
+    from scenetg.models.vision_windows import install_window_batching
+
+    install_window_batching(model)  # what load_qwen does: one vision attention call per window length
     return model, processor
 
 

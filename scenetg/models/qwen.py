@@ -126,15 +126,20 @@ def load_qwen(
     trust_remote_code: bool = False,
     flag: str = CAPTION_MODEL_FLAG,
     share_video_encoding: bool = True,
+    batch_vision_windows: bool = True,
 ) -> tuple[Any, Any]:
     """Load an image/video-text-to-text model and its processor with the transformers Auto classes.
 
     Returns ``(model, processor)``, the model in eval mode on the resolved device. The tokenizer is
     set to left padding (batched generation). A Qwen2.5-VL model encodes each distinct video of a
     batch once (`scenetg.models.shared_video_encoding`; exact) unless `share_video_encoding` is
-    False.
+    False. With `batch_vision_windows` (and unless ``SCENETG_VISION_WINDOWS=0``), a Qwen-VL vision
+    tower on SDPA or eager attention makes one attention call per window length instead of one per
+    window (`scenetg.models.vision_windows`).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from scenetg.models.vision_windows import install_window_batching
 
     check_qwen_available(model_id_or_path, flag)
     name = str(model_id_or_path)
@@ -151,17 +156,30 @@ def load_qwen(
         raise ModelError(
             f"model {name!r} cannot be loaded: {first}; fix {flag}"
         ) from exc
+    # Both are speed-ups with the same results as transformers' own code, written against its
+    # 5.24 source: on another version a guard refuses them, and the model runs the stock way.
+    if batch_vision_windows:
+        speedup_or_stock(install_window_batching, model)
     model.to(dev).eval()
     from scenetg.models import shared_video_encoding as shared
 
-    try:
-        shared.share_video_encoding(model, enabled=share_video_encoding)
-    except RuntimeError as exc:  # transformers' code differs from what sharing relies on
-        raise ModelError(str(exc)) from exc
+    speedup_or_stock(shared.share_video_encoding, model, enabled=share_video_encoding)
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.padding_side = "left"
     return model, processor
+
+
+def speedup_or_stock(install: Any, model: Any, **kwargs: Any) -> None:
+    """Run `install`; when its guard finds other transformers code, warn once and go on stock."""
+    import warnings
+
+    try:
+        install(model, **kwargs)
+    except (ModelError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        warnings.warn(f"{first} (using transformers' own code instead: same results, slower)",
+                      RuntimeWarning, stacklevel=3)
 
 
 def sampled_fps(times_s: Sequence[float], duration_s: float | None = None) -> float:

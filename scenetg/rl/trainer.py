@@ -36,7 +36,12 @@ import torch
 from trl import GRPOTrainer
 
 from scenetg.errors import ConfigError
-from scenetg.models.qwen import processor_video_inputs, render_chat, video_processor_kwargs
+from scenetg.models.qwen import (
+    processor_video_inputs,
+    render_chat,
+    speedup_or_stock,
+    video_processor_kwargs,
+)
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
 from scenetg.rl.samples import FrameSampling, SampledVideo, sample_video
@@ -191,10 +196,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         # fine-tuning), which it loads itself.
         for model in (self.model, self.ref_model):
             if model is not None:
-                try:
-                    set_video_sharing(model, enabled=share_video_encoding)
-                except RuntimeError as exc:
-                    raise ConfigError(str(exc)) from exc
+                speedup_or_stock(set_video_sharing, model, enabled=share_video_encoding)
         if self.args.use_liger_kernel:
             raise ConfigError("use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
         if not 0.0 <= beta_timestamp <= self.beta:
