@@ -24,13 +24,16 @@ DEFAULT_BATCH_SIZE = "auto"
 """Items per generate call: 4 on a CPU, by free GPU memory on CUDA (`scenetg.models.batch_size`)."""
 
 DECODE_MODES = ("auto", "no-cudnn", "static", "plain")
-"""How decode steps run attention (`QwenRunner`, docs/CHOICES.md):
+"""How decode steps run attention (`QwenRunner`, docs/CHOICES.md; H200 figures for a 7B-size model
+after a 128-frame prompt, docs/BENCHMARKS.md):
 - ``no-cudnn``: SDPA limited to the flash / memory-efficient kernels (math as a last resort).
-  cuDNN attention builds a graph per new shape, and each decode step has a new KV length: on an
-  H200 unseen lengths cost ~50 ms a step, 73 ms/step vs 17 ms/step warm (DESIGN.md).
-- ``static``: the above plus transformers' static KV cache (fixed shapes; 9.7 ms/step measured
-  once compiled, but each new prompt length pays a compile).
-- ``plain``: whatever torch picks. ``auto``: ``no-cudnn`` on CUDA, ``plain`` elsewhere."""
+  cuDNN attention builds a graph per new shape and each decode step has a new KV length (60 ms
+  a step at batch 1 on unseen lengths, up to 0.5 s for one step); these kernels have no such
+  cost: 38 ms/step at batch 1, 19 ms/step at batch 8.
+- ``static``: the above plus transformers' static KV cache (fixed shapes; 18.5 ms/step once
+  compiled, but each new prompt length pays a ~25 s compile).
+- ``plain``: whatever torch picks (cuDNN on recent GPUs: 20 ms/step at batch 1 once every length
+  is warm). ``auto``: ``no-cudnn`` on CUDA (grounding runs in batches), ``plain`` elsewhere."""
 
 
 class QwenRunner:
