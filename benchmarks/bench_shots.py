@@ -199,10 +199,10 @@ WHERE_THE_TIME_GOES = (
     "libavcodec 3.69M (plain: 3.64M), swscale's shrink to 256x144 plus YUV->BGR 0.60M, OpenCV's "
     "HSV conversion and frame difference 0.31M, the interpreter (PySceneDetect's per-frame "
     "`FrameTimecode` and flash filter, our loop) 0.16M, the embedding's running sum 0.13M. "
-    "Decoding-bound work at 0.8x allows ~0.94M of extra work per frame there; the shrink and "
-    "colour path are kept bit-identical to the frames PySceneDetect's detectors were tuned and "
-    "tested on (same frame scores, same cuts as its CLI), so what is left is mostly that "
-    "fixed pixel work, and on 2 cores the ratio then depends on how many cores the other "
+    "Decoding-bound work at 0.8x allows ~0.94M of extra work per frame there. The shrink and "
+    "colour path stay as they are (swscale's cheapest filters already, and the pixels whose "
+    "frame scores match PySceneDetect's own pipeline, so the cuts equal its CLI's): what is left "
+    "is mostly that fixed pixel work, and on 2 cores the ratio then depends on how many cores the other "
     "load leaves the decoder's threads."
 )
 """Measured once by hand (2026-11-26): `valgrind --tool=callgrind python -c "detect_shots(...)"` on
