@@ -237,6 +237,9 @@ def _markdown(rows: list[dict], load_avg: list[float] | None = None) -> str:
         "and >= 1.5x the CLI, with the same cuts. "
         + (f"Under 0.8x: {', '.join(under)}. " if under else "Every row meets 0.8x. ")
         + (f"Under 1.5x the CLI: {', '.join(under_cli)}. " if under_cli else "")
+        + "With a load average above the core count, each process gets an uneven share of "
+        "the cores (more threads, more share), so a row's ratio moves by 15% or more between runs; the "
+        "instruction counts below do not. "
         + "Real footage (testvideo.mp4) and the textured, grainy synthetic decode 5-8x slower than "
         "the flat scenes, so our per-frame work is small beside decoding; on the flat video "
         "it weighs most. " + WHERE_THE_TIME_GOES + "\n"
