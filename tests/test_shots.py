@@ -248,3 +248,28 @@ def test_fast_frame_score_equals_pyscenedetects_own(assets, clip):
             tc = FrameTimecode(n, fps=30.0)
             for upstream, fast in pairs:
                 assert fast._calculate_frame_score(tc, img) == upstream._calculate_frame_score(tc, img)
+
+
+def test_embedding_is_the_mean_of_unrounded_frame_thumbnails(assets):
+    """Each shot's embedding is the mean 16x9 INTER_AREA thumbnail of its detection frames
+    (summed unrounded, so a frame-size running sum can stand in for per-frame thumbnails),
+    including shots longer than the running sum's fold length."""
+    import cv2
+
+    from scenetg.curate.shots import FRAME_SUM_FOLD, THUMB_SIZE, _detection_frames, _embedding
+    from scenetg.video.probe import open_video
+
+    path = _pysd(assets, "testvideo.mp4")
+    shots = detect_shots(path, ShotsConfig())
+    assert max(s.end_frame - s.start_frame for s in shots) > FRAME_SUM_FOLD
+    sums = [np.zeros(EMBEDDING_DIM) for _ in shots]
+    container, stream = open_video(path)
+    with container:
+        frames = _detection_frames(container, stream, path.name, 256, 144)
+        for index, (_, bgr) in enumerate(frames):
+            k = max(i for i, s in enumerate(shots) if s.start_frame <= index)
+            thumb = cv2.resize(bgr.astype(np.float32), THUMB_SIZE, interpolation=cv2.INTER_AREA)
+            sums[k] += thumb.reshape(-1)
+    for shot, total in zip(shots, sums, strict=True):
+        want = _embedding(total, shot.end_frame - shot.start_frame)
+        assert np.allclose(shot.embedding, want, rtol=0, atol=1e-6)

@@ -77,8 +77,11 @@ cuts inside fades to black (testvideo.mp4: 9 cuts instead of 3). With it the fra
 PySceneDetect's own pipeline (full-size decode + cv2.resize) and so do the cuts. Shrinking
 first and converting the small frame costs ~40% less than converting while shrinking."""
 
-DECODE_QUEUE_FRAMES = 8
+DECODE_QUEUE_FRAMES = 16
 """Decoded, shrunk frames buffered between the decode thread and the detector (bounded)."""
+
+DECODE_BATCH_FRAMES = 4
+"""Frames handed from the decode thread to the detector per queue transfer."""
 
 
 @dataclass
@@ -154,33 +157,67 @@ def process_size(width: int, height: int, process_width: int) -> tuple[int, int]
 class _Segment:
     start: Fraction  # seconds, exact
     start_frame: int
-    thumb_sum: np.ndarray
+    thumb_sum: np.ndarray  # sum over the segment's frames of their (unrounded) thumbnails
     n: int
 
 
+FRAME_SUM_FOLD = 257
+"""Frames a uint16 running sum holds before it could overflow (257 * 255 = 65535)."""
+
+
+class _FrameSum:
+    """The running sum of the open segment's detection frames, folded into thumbnail space.
+
+    Adding a whole frame to a uint16 sum is one vectorised add (~7 us at 256x144) where an
+    INTER_AREA thumbnail per frame cost ~25 us; area resizing is linear, so the thumbnail of
+    the sum is the sum of the (unrounded) thumbnails. The sum is folded into a 16x9 float64
+    thumbnail sum every FRAME_SUM_FOLD frames and when the segment closes.
+    """
+
+    def __init__(self) -> None:
+        self._sum: np.ndarray | None = None
+        self._n = 0
+
+    def add(self, frame: np.ndarray, into: _Segment) -> None:
+        if self._sum is None:
+            self._sum = np.zeros(frame.shape, np.uint16)
+        np.add(self._sum, frame, out=self._sum)
+        self._n += 1
+        into.n += 1
+        if self._n == FRAME_SUM_FOLD:
+            self.fold(into)
+
+    def fold(self, into: _Segment) -> None:
+        if self._sum is None or self._n == 0:
+            return
+        thumb = cv2.resize(self._sum.astype(np.float32), THUMB_SIZE, interpolation=cv2.INTER_AREA)
+        into.thumb_sum += thumb.reshape(-1)
+        self._sum.fill(0)
+        self._n = 0
+
+
 class _ShotBuilder:
-    """Turns the detector's cuts and per-frame thumbnails into shot segments, online.
+    """Turns the detector's cuts and per-frame images into shot segments, online.
 
     Detectors may report a cut some frames after they saw it (``event_buffer_length``), so the
     last `lag` frames stay in a small ring until no later cut can precede them; older frames
-    are summed into the open segment. Memory: the ring plus one small sum per shot.
+    are summed into the open segment. Memory: the ring (references to the detection-size
+    frames the detector already had) plus one frame-size sum and a small sum per shot.
     """
 
     def __init__(self, lag_frames: int):
         self._lag = max(lag_frames, 1) + 2
-        self._ring: deque[tuple[int, int, np.ndarray]] = deque()  # (index, pts, thumbnail)
+        self._ring: deque[tuple[int, int, np.ndarray]] = deque()  # (index, pts, frame)
+        self._sum = _FrameSum()
         self.segments: list[_Segment] = [_Segment(Fraction(0), 0, np.zeros(EMBEDDING_DIM), 0)]
 
-    def add_frame(self, index: int, pts: int, thumb: np.ndarray) -> None:
-        self._ring.append((index, pts, thumb))
+    def add_frame(self, index: int, pts: int, frame: np.ndarray) -> None:
+        self._ring.append((index, pts, frame))
         if len(self._ring) > self._lag:
             self._absorb_oldest()
 
     def _absorb_oldest(self) -> None:
-        _, _, thumb = self._ring.popleft()
-        seg = self.segments[-1]
-        seg.thumb_sum += thumb
-        seg.n += 1
+        self._sum.add(self._ring.popleft()[2], self.segments[-1])
 
     def add_cut(self, t: Fraction, time_base: Fraction, fallback_frame: int) -> None:
         """A cut at `t` seconds; frames before it close the open segment."""
@@ -193,11 +230,13 @@ class _ShotBuilder:
             start_frame = self._ring[0][0]
         else:
             start_frame = max(fallback_frame, self.segments[-1].start_frame + 1)
+        self._sum.fold(self.segments[-1])
         self.segments.append(_Segment(t, start_frame, np.zeros(EMBEDDING_DIM), 0))
 
     def finish(self) -> list[_Segment]:
         while self._ring:
             self._absorb_oldest()
+        self._sum.fold(self.segments[-1])
         return self.segments
 
 
@@ -236,14 +275,15 @@ class _Raised:
         self.exc = exc
 
 
-def _in_background(items: Iterator, depth: int) -> Iterator:
-    """Iterate `items` in a worker thread, `depth` items ahead of the consumer.
+def _in_background(items: Iterator, depth: int, batch: int = 1) -> Iterator:
+    """Iterate `items` in a worker thread, up to `depth` items ahead of the consumer.
 
     PyAV decodes and swscale converts without holding the GIL, so decoding the next frames
-    overlaps with the detector working on this one. Exceptions reach the consumer; when the
-    consumer stops early the worker stops too.
+    overlaps with the detector working on this one. Items cross the queue in lists of up to
+    `batch` (one lock round trip and thread wake-up per list, not per item). Exceptions reach
+    the consumer; when the consumer stops early the worker stops too.
     """
-    q: queue.Queue = queue.Queue(maxsize=depth)
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth // batch))
     stop = threading.Event()
 
     def put(item) -> bool:
@@ -256,24 +296,31 @@ def _in_background(items: Iterator, depth: int) -> Iterator:
         return False
 
     def work() -> None:
+        chunk: list = []
         try:
             for item in items:
-                if not put(item):
-                    return
+                chunk.append(item)
+                if len(chunk) == batch:
+                    if not put(chunk):
+                        return
+                    chunk = []
+            if chunk and not put(chunk):
+                return
             put(_END)
         except BaseException as exc:  # handed to the consumer, re-raised there
-            put(_Raised(exc))
+            if not chunk or put(chunk):
+                put(_Raised(exc))
 
     worker = threading.Thread(target=work, name="scenetg-decode", daemon=True)
     worker.start()
     try:
         while True:
-            item = q.get()
-            if item is _END:
+            chunk = q.get()
+            if chunk is _END:
                 return
-            if isinstance(item, _Raised):
-                raise item.exc
-            yield item
+            if isinstance(chunk, _Raised):
+                raise chunk.exc
+            yield from chunk
     finally:
         stop.set()
         worker.join()
@@ -308,14 +355,13 @@ def _detect_with(
         index = -1
         tc: FrameTimecode | None = None
         frames = _in_background(
-            _detection_frames(container, stream, name, out_w, out_h), DECODE_QUEUE_FRAMES
+            _detection_frames(container, stream, name, out_w, out_h), DECODE_QUEUE_FRAMES,
+            DECODE_BATCH_FRAMES,
         )
         try:
             for rel, bgr in frames:
                 index += 1
-                # The thumbnail is made here, not in the decode thread: that thread is the
-                # bottleneck, this one waits on it.
-                builder.add_frame(index, rel, cv2.resize(bgr, THUMB_SIZE, interpolation=cv2.INTER_AREA).reshape(-1))
+                builder.add_frame(index, rel, bgr)
                 tc = FrameTimecode(Timecode(pts=rel, time_base=tb), fps=rate)
                 for cut in detector.process_frame(tc, bgr):
                     builder.add_cut(_cut_time(cut), tb, cut.frame_num)
