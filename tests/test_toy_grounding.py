@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from toy_grounding.data import (  # noqa: E402
+from scenetg.toy_task import (  # noqa: E402
     CELLS,
     DURATIONS_S,
     MIN_LUMA_STEP,
