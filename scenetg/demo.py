@@ -3,7 +3,8 @@
 Makes a small corpus (synthetic multi-scene videos, plus the real sample clips when the shared
 assets folder is there), makes the tiny models, and runs the build with the demo config shipped in
 the package (`scenetg/demo_configs/`, linked from `pipelines/demo/` in a checkout), so it runs
-from any working directory and from a wheel install.
+from any working directory and from a wheel install. The toy-grounding leg (GRPO from a shipped
+SFT checkpoint, so the trained model grounds) is `scenetg.demo_toy`.
 """
 
 from __future__ import annotations
