@@ -120,3 +120,22 @@ def test_copy_of_the_checkpoint_is_checked_against_provenance_and_reused(tmp_pat
     with pytest.raises(ScenetgError, match="sha256"):
         copy_toy_sft(tmp_path / "again")
     assert not (tmp_path / "again").exists()
+
+
+def test_a_newly_trained_model_is_not_scored_with_an_earlier_models_predictions(tmp_path, monkeypatch):
+    """Predictions resume by query id: after a fresh GRPO run the old `trained` ones must go (the
+    other methods' stay), and after a reused run they stay."""
+    paths = demo_toy.toy_paths(tmp_path)
+    preds = paths.eval / "toy_heldout"
+    seen = []
+    monkeypatch.setattr(demo_toy, "write_toy_sets", lambda data_dir: (None, None))
+    monkeypatch.setattr(demo_toy, "run_toy_eval", lambda *a, **k: (
+        seen.append(sorted(p.name for p in preds.iterdir())) or ([], paths.eval / "report.md")))
+    for fresh in (False, True):
+        preds.mkdir(parents=True, exist_ok=True)
+        for name in ("trained.jsonl", "trained.metrics.json", "sft_start.jsonl", "clip.jsonl"):
+            (preds / name).write_text("{}\n")
+        monkeypatch.setattr(demo_toy, "run_toy_train", lambda *a, f=fresh, **k: (paths.train / "final", f))
+        demo_toy.run_toy_leg(tmp_path, tmp_path / "clip")
+    assert seen == [["clip.jsonl", "sft_start.jsonl", "trained.jsonl", "trained.metrics.json"],
+                    ["clip.jsonl", "sft_start.jsonl"]]
