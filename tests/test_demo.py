@@ -142,3 +142,26 @@ def test_eval_suite_config_errors_are_one_line(tmp_path, capsys):
     assert main(["eval-suite", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "magic" in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_runs_torch_on_one_thread_and_restores_it(tmp_path, monkeypatch):
+    """On a busy CPU threaded tiny-model ops stalled the toy GRPO 12× (docs/CHOICES.md)."""
+    import torch
+
+    from scenetg import demo
+    from scenetg.errors import ScenetgError
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise ScenetgError("stop here")
+
+    monkeypatch.setattr(demo, "run_demo", record)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["demo", "--out", str(tmp_path / "demo")]) != 0
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -61,11 +61,17 @@ def demo(
 ) -> None:
     """End-to-end offline run: sample videos + tiny models -> build -> train -> ground -> eval -> report,
     then GRPO from a shipped toy SFT checkpoint, evaluated beside it and the baselines."""
-    from scenetg.demo import default_assets_dir, run_demo, run_demo_eval, run_demo_train
+    from scenetg.demo import (
+        default_assets_dir,
+        one_torch_thread,
+        run_demo,
+        run_demo_eval,
+        run_demo_train,
+    )
     from scenetg.demo_toy import TOY_HELDOUT, run_toy_leg
     from scenetg.progress import rich_reporter
 
-    with rich_reporter(console) as reporter:
+    with one_torch_thread(), rich_reporter(console) as reporter:
         paths, summary = run_demo(out, config, assets or default_assets_dir(), reporter)
         trained = run_demo_train(paths, out, train_config, reporter)
         results, report = run_demo_eval(paths, out, eval_config, reporter, trained=trained)
