@@ -3,12 +3,14 @@
 Makes a small corpus (synthetic multi-scene videos, plus the real sample clips when the shared
 assets folder is there), makes the tiny models, and runs the build with the demo config shipped in
 the package (`scenetg/demo_configs/`, linked from `pipelines/demo/` in a checkout), so it runs
-from any working directory and from a wheel install.
+from any working directory and from a wheel install. The toy-grounding leg (GRPO from a shipped
+SFT checkpoint, so the trained model grounds) is `scenetg.demo_toy`.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,6 +40,22 @@ class DemoPaths:
 DEMO_BUILD_CONFIG = resources.files("scenetg") / "demo_configs" / "build.yaml"
 DEMO_EVAL_CONFIG = resources.files("scenetg") / "demo_configs" / "eval.yaml"
 DEMO_TRAIN_CONFIG = resources.files("scenetg") / "demo_configs" / "train.yaml"
+
+
+@contextmanager
+def one_torch_thread():
+    """Torch on one thread while the demo runs (restored after). The tiny models' ops are too
+    small to gain from threads, and on a busy CPU threaded ops stall: the toy leg's 12 GRPO steps
+    took 256 s with torch's default threads and 21 s with one, on this 2-core machine shared with
+    other jobs (same results)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_assets_dir() -> Path | None:

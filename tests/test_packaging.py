@@ -237,7 +237,9 @@ def test_wheel_installs_and_builds_a_dataset_outside_the_checkout(tmp_path, tiny
         names = set(zf.namelist())
         meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     for data in ("scenetg/py.typed", "scenetg/curate/templates/scenetg_dataset_card.md",
-                 "scenetg/demo_configs/build.yaml", "scenetg/demo_configs/eval.yaml"):
+                 "scenetg/demo_configs/build.yaml", "scenetg/demo_configs/eval.yaml",
+                 "scenetg/demo_configs/toy_train.yaml", "scenetg/demo_configs/toy_eval.yaml",
+                 "scenetg/demo_assets/toy_sft/model.safetensors", "scenetg/demo_assets/toy_sft/provenance.json"):
         assert data in names, data
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/"))]
     assert 'Requires-Dist: ray[data]>=2.40; extra == "ray"' in meta
@@ -270,12 +272,15 @@ def test_wheel_installs_and_builds_a_dataset_outside_the_checkout(tmp_path, tiny
     assert card.startswith("---\n") and "temporal grounding" in card
     assert list((work / "out" / "audit").glob("queries-*.parquet"))
     demo = subprocess.run([scenetg, "demo", "--out", "demo"], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=1800)  # a hang guard: ~1.5 min alone, far more on a busy machine
     assert demo.returncode == 0, demo.stderr[-3000:]
     import pyarrow.parquet as pq
 
     ids = {r["video_id"] for r in pq.read_table(work / "demo" / "dataset" / "videos.parquet").to_pylist()}
     assert ids == {"synthetic/kitchen_25fps", "synthetic/street_29.97fps", "synthetic/garden vfr ü"}
+    # the toy leg ran from the installed wheel: its shipped checkpoint, toy videos and report
+    assert (work / "demo" / "toy" / "sft_start" / "provenance.json").is_file()
+    assert "| toy_heldout | sft_start |" in (work / "demo" / "toy" / "eval" / "report.md").read_text()
 
 
 def test_package_data_is_declared_and_present():

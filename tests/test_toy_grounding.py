@@ -10,7 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from toy_grounding.data import (  # noqa: E402
+from toy_grounding.sft import SAMPLING, load_videos, sft_batch, train_sft  # noqa: E402
+
+from scenetg.toy_task import (  # noqa: E402
     CELLS,
     DURATIONS_S,
     MIN_LUMA_STEP,
@@ -21,7 +23,6 @@ from toy_grounding.data import (  # noqa: E402
     make_video_spec,
     split_specs,
 )
-from toy_grounding.sft import SAMPLING, load_videos, sft_batch, train_sft  # noqa: E402
 
 
 def test_video_specs_unique_colours_cell_boundaries_and_brightness_steps():

@@ -67,7 +67,7 @@ def slug(name: str) -> str:
 
 
 def prepare_data(sizes: Sizes):
-    from .data import make_split
+    from scenetg.toy_task import make_split
 
     root = CACHE / sizes.data_key
     train = make_split(root, "train", sizes.train_videos, sizes.per_video, sizes.data_seed)
@@ -81,7 +81,7 @@ def heldout_seed(sizes: Sizes) -> int:
 
 def heldout_scenes(sizes: Sizes) -> dict[str, list[tuple[int, int]]]:
     """Every scene span of each held-out video (replayed from the seed), for the diagnostics."""
-    from .data import split_specs
+    from scenetg.toy_task import split_specs
 
     specs = split_specs("heldout", sizes.heldout_videos, 1, heldout_seed(sizes))
     return {spec.vid: [spec.span(c) for c in spec.colours] for spec, _ in specs}

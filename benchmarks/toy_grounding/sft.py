@@ -67,7 +67,7 @@ def train_sft(model_dir: Path, out_dir: Path, rows: Sequence[dict], videos: dict
     and seconds are added to the saved log (``steps`` is then the total)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .data import answer_text
+    from scenetg.toy_task import answer_text
 
     if (out_dir / "sft_log.json").is_file():
         return out_dir

@@ -6,6 +6,9 @@ colours (no colour twice in a video, adjacent scenes differ in luma by ≥ 40 so
 tell them apart: DESIGN.md's pitfall about synthetic videos). A query names one scene's colour
 ("the green scene"); its answer is the scene's span in whole seconds (cells are D/8 = 3–6 s).
 Annotations are Moment-DETR JSONL, so `scenetg train` / `ground` / `eval` read them as they are.
+
+Used by the toy benchmark (benchmarks/toy_grounding: the SFT checkpoint the demo ships) and by
+`scenetg demo`'s toy leg, which writes its own train and held-out videos with other seeds.
 """
 
 from __future__ import annotations
