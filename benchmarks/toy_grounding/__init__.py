@@ -1,11 +1,12 @@
 """Toy grounding: GRPO variants from one SFT start, on a synthetic task the tiny model can learn.
 
-`run(quick=False)` (what benchmarks/run_all.py calls) builds the task (toy_grounding.data), SFTs the
-tiny Qwen2.5-VL once (toy_grounding.sft), runs GRPO from that checkpoint for each variant and seed
-(`scenetg.rl.train.train`), grounds the held-out split with each model and the baselines
-(`scenetg.eval.grounding.ground`) and scores it (`compute_metrics`). Every stage is cached under
-.cache/toy_grounding/, so a rerun only does what is missing. `python -m toy_grounding [--seeds N]`
-(from benchmarks/) runs it and saves the result JSON to docs/toy_grounding/results.json.
+`run(quick=False)` (what benchmarks/run_all.py calls) builds the task (toy_grounding.data: the SFT's
+training split, a held-out split and GRPO's own split of fresh videos, each from its own seed), SFTs
+the tiny Qwen2.5-VL once (toy_grounding.sft), runs GRPO from that checkpoint on GRPO's split for
+each variant and seed (`scenetg.rl.train.train`), grounds the held-out split with each model and the
+baselines (`scenetg.eval.grounding.ground`) and scores it (`compute_metrics`). Every stage is cached
+under .cache/toy_grounding/, so a rerun only does what is missing. `python -m toy_grounding
+[--seeds N]` (from benchmarks/) runs it and saves the result JSON to docs/toy_grounding/results.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .pipeline import (
     publish_sft,
     random_scene_expectation,
     sft_checkpoint,
+    split_overlap,
 )
 
 DOCS = ROOT / "docs" / "toy_grounding"
@@ -54,12 +56,12 @@ def run(quick: bool = False, seeds: int = 3) -> dict:
 
     from scenetg.rl.curves import read_metrics
 
-    from .report import plot_variant_curves
+    from .report import changed_answers, curve_summary, plot_variant_curves
 
     torch.set_num_threads(1)  # 2 cores shared with other agents: one thread stalls least
     sizes = QUICK if quick else Sizes()
     t0 = time.perf_counter()
-    train, held = prepare_data(sizes)
+    train, held, grpo_split = prepare_data(sizes)
     sft_dir = sft_checkpoint(sizes, train)
     if not quick:
         publish_sft(sft_dir)
@@ -74,17 +76,23 @@ def run(quick: bool = False, seeds: int = 3) -> dict:
         evals[f"SFT after the first cycle ({first.sft_steps} steps)"] = [
             evaluate(held, "model", str(CACHE / first.sft_key), f"{first.sft_key}_sft", scenes)]
     evals["SFT start"] = [evaluate(held, "model", str(sft_dir), f"{tag}_sft", scenes)]
-    grpo_seconds = []
+    grpo_seconds, changed = [], {}
     for seed in range(1 if quick else seeds):  # one seed of every variant first
         for v in VARIANTS:
-            out = grpo_run(sizes, train, sft_dir, v, seed)
+            out = grpo_run(sizes, grpo_split, sft_dir, v, seed)
             logged = read_metrics(out / "metrics.jsonl")
             grpo_seconds += [r["train_runtime"] for r in logged if "train_runtime" in r][-1:]
             curves.setdefault(v.name, []).append([r for r in logged if "reward" in r])
+            pred_tag = f"{out.parent.name}_{out.name}"
             evals.setdefault(f"GRPO {v.name}", []).append(
-                evaluate(held, "model", str(out / "final"), f"{out.parent.name}_{out.name}", scenes))
+                evaluate(held, "model", str(out / "final"), pred_tag, scenes))
+            changed.setdefault(v.name, []).append(
+                changed_answers(CACHE / "preds" / f"{tag}_sft.jsonl", CACHE / "preds" / f"{pred_tag}.jsonl"))
     pngs = plot_variant_curves(curves, DOCS if not quick else CACHE / "quick_docs")
-    return _result(sizes, sft_log, evals, curves, pngs, quick, time.perf_counter() - t0, grpo_seconds)
+    extra = {"grpo_split": split_overlap(sizes), "curve_summary": curve_summary(curves),
+             "heldout_answers_changed_vs_sft": changed}
+    return _result(sizes, sft_log, evals, curves, pngs, quick, time.perf_counter() - t0, grpo_seconds,
+                   extra)
 
 
 def _cycles(sft_log: dict) -> str:
@@ -95,30 +103,37 @@ def _cycles(sft_log: dict) -> str:
             + " steps, the later ones warm restarts from the previous checkpoint")
 
 
-def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds) -> dict:
+def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds, extra) -> dict:
     import statistics
     from dataclasses import asdict
 
     from .report import results_table
 
     last = {name: [r[-1]["step"] if r else 0 for r in runs] for name, runs in curves.items()}
+    fresh = extra["grpo_split"]
     md = [
         f"Synthetic task (benchmarks/toy_grounding): videos of 24–48 s (64×36 px, 4 fps), 8 equal "
         f"cells, 4–6 flat scenes in a fixed bright palette; the query names a colour (\"the green "
-        f"scene\"), the answer is the scene in whole seconds. {sizes.train_videos * sizes.per_video} "
-        f"training queries from {sizes.train_videos} videos, {sizes.heldout_videos} held-out "
-        f"queries from other videos; 16 frames per video at i·D/16. Tiny Qwen2.5-VL (~240k "
-        f"parameters), SFT {sft_log['steps']} steps (batch {sft_log['batch_size']}, AdamW lr "
-        f"{sft_log['lr']}, {_cycles(sft_log)}), then GRPO ({sizes.grpo_steps} steps, {sizes.grpo_prompts} prompts × 8 "
+        f"scene\"), the answer is the scene in whole seconds. Three splits, each from its own seed: "
+        f"SFT trains on {sizes.train_videos * sizes.per_video} queries from {sizes.train_videos} "
+        f"videos; GRPO samples its prompts from a split of its own, {fresh['grpo_queries']} queries "
+        f"from {fresh['grpo_videos']} fresh videos ({sizes.grpo_steps} steps × {sizes.grpo_prompts} "
+        f"prompts: each prompt once); {sizes.heldout_videos} held-out queries come from other "
+        f"videos again (by chance {fresh['same_layout_videos_train']} GRPO videos repeat the layout "
+        f"of an SFT video and {fresh['same_query_train']} GRPO queries the very same question; "
+        f"{fresh['same_layout_videos_heldout']} and {fresh['same_query_heldout']} against the "
+        f"held-out split). 16 frames per video at i·D/16. Tiny Qwen2.5-VL (~240k parameters), SFT "
+        f"{sft_log['steps']} steps (batch {sft_log['batch_size']}, AdamW lr {sft_log['lr']}, "
+        f"{_cycles(sft_log)}), then GRPO ({sizes.grpo_steps} steps, {sizes.grpo_prompts} prompts × 8 "
         f"generations, at most 24 new tokens at T = 1, full fine-tune, lr {GRPO_LR}, β = {BETA}; "
-        f"{statistics.median(grpo_seconds):.0f} s of training per run, median) from that one checkpoint per variant "
-        f"and seed. Held-out R1@m as fractions (± = sd over seeds; standard error of one R1@0.5 "
-        f"on 300 queries ≈ 0.03). Sized for a 2-core machine shared with other jobs (one torch "
-        f"thread): the SFT took {sft_log['log'][-1]['seconds'] / 60:.0f} min in all (DESIGN's probe "
-        f"used 4,800 steps); GRPO uses 4 prompts per step rather than 8. Each seed reseeds GRPO's "
-        f"prompt order and sampling; the SFT start is the same checkpoint for all. \"answer is "
-        f"exactly some scene\": the share of answers equal to one of the video's scenes, named "
-        f"or not (reads the cuts from the frames).",
+        f"{statistics.median(grpo_seconds):.0f} s of training per run, median) from that one "
+        f"checkpoint per variant and seed. Held-out R1@m as fractions (± = sd over seeds; standard "
+        f"error of one R1@0.5 on 300 queries ≈ 0.03). Sized for a 2-core machine shared with other "
+        f"jobs (one torch thread): the SFT took {sft_log['log'][-1]['seconds'] / 60:.0f} min in all "
+        f"(DESIGN's probe used 4,800 steps); GRPO uses 4 prompts per step rather than 8. Each seed "
+        f"reseeds GRPO's prompt order and sampling; the SFT start is the same checkpoint for all. "
+        f"\"answer is exactly some scene\": the share of answers equal to one of the video's "
+        f"scenes, named or not (reads the cuts from the frames).",
         "",
         *results_table(list(evals.items())),
         "",
@@ -132,7 +147,7 @@ def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds) -
     if READING.is_file() and not quick:
         md += ["**Reading** (written by hand for the recorded results.json):", "",
                READING.read_text().strip()]
-    return {"sizes": asdict(sizes), "quick": quick, "sft": sft_log, "evals": evals,
+    return {"sizes": asdict(sizes), "quick": quick, "sft": sft_log, "evals": evals, **extra,
             "grpo_steps_done": last, "grpo_run_seconds": [round(x, 1) for x in grpo_seconds],
             "wall_seconds_this_call": round(seconds, 1), "markdown": "\n".join(md)}
 

@@ -52,6 +52,40 @@ def plot_variant_curves(curves: dict[str, list[list[dict]]], out_dir: Path) -> l
     return written
 
 
+def _mean(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return round(sum(vals) / len(vals), 4) if vals else None
+
+
+def curve_summary(curves: dict[str, list[list[dict]]], window: int = 50) -> dict[str, list[dict]]:
+    """Per variant, per seed: the training IoU reward over the first and the last `window` steps,
+    and over the last `window` steps the share of groups whose rewards were all equal (no
+    learning signal) and the KL on timestamp vs other tokens."""
+    out: dict[str, list[dict]] = {}
+    for variant, runs in curves.items():
+        for rows in runs:
+            first, last = rows[:window], rows[-window:]
+            out.setdefault(variant, []).append({
+                "steps": len(rows),
+                "iou_first": _mean(first, "rewards/iou_reward/mean"),
+                "iou_last": _mean(last, "rewards/iou_reward/mean"),
+                "zero_std_groups_last": _mean(last, "frac_reward_zero_std"),
+                "kl_timestamp_last": _mean(last, "kl_timestamp"),
+                "kl_other_last": _mean(last, "kl_other"),
+            })
+    return out
+
+
+def changed_answers(before: Path, after: Path) -> int:
+    """How many held-out queries get a different greedy answer in `after` than in `before`
+    (prediction JSONL files of the same split)."""
+    from scenetg.eval.predictions import read_predictions
+
+    a, b = read_predictions(before), read_predictions(after)
+    a_of, b_of = dict(a.items()), dict(b.items())
+    return sum(a_of.get(q) != b_of.get(q) for q in set(a_of) | set(b_of))
+
+
 def spread(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
