@@ -191,9 +191,17 @@ def test_curve_summary_and_changed_answers(tmp_path):
     (s,) = curve_summary({"v": [rows]}, window=2)["v"]
     assert s["iou_first"] == pytest.approx(0.15) and s["iou_last"] == pytest.approx(0.95)
     assert s["steps"] == 10 and s["kl_timestamp_last"] == pytest.approx(0.2)
+    from scenetg.eval.loaders import load_annotations
+
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("".join(json.dumps({"qid": q, "vid": "v", "duration": 24.0, "query": "x",
+                                      "relevant_windows": [w]}) + "\n"
+                          for q, w in [("1", [0, 3]), ("2", [3, 6]), ("3", [0, 1])]))
+    records, _ = load_annotations(gt)
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text("".join(json.dumps({"qid": q, "pred": p}) + "\n" for q, p in
                          [("1", [0, 3]), ("2", [3, 6]), ("3", None)]))
     b.write_text("".join(json.dumps({"qid": q, "pred": p}) + "\n" for q, p in
-                         [("1", [0, 3]), ("2", [3, 9]), ("3", [0, 1])]))
-    assert changed_answers(a, b) == 2
+                         [("1", [0, 3]), ("2", [3, 12]), ("3", [0, 1])]))
+    # 1 unchanged hit; 2 was a hit, now IoU 1/3 (lost); 3 was invalid, now exact (gained)
+    assert changed_answers(records, a, b) == {"changed": 2, "gained": 1, "lost": 1}

@@ -54,6 +54,7 @@ def _baselines(held, quick: bool, scenes: dict) -> dict:
 def run(quick: bool = False, seeds: int = 3) -> dict:
     import torch
 
+    from scenetg.eval.loaders import load_annotations
     from scenetg.rl.curves import read_metrics
 
     from .report import changed_answers, curve_summary, plot_variant_curves
@@ -77,6 +78,7 @@ def run(quick: bool = False, seeds: int = 3) -> dict:
             evaluate(held, "model", str(CACHE / first.sft_key), f"{first.sft_key}_sft", scenes)]
     evals["SFT start"] = [evaluate(held, "model", str(sft_dir), f"{tag}_sft", scenes)]
     grpo_seconds, changed = [], {}
+    records, _ = load_annotations(held.jsonl, videos_dir=held.videos)
     for seed in range(1 if quick else seeds):  # one seed of every variant first
         for v in VARIANTS:
             out = grpo_run(sizes, grpo_split, sft_dir, v, seed)
@@ -86,11 +88,11 @@ def run(quick: bool = False, seeds: int = 3) -> dict:
             pred_tag = f"{out.parent.name}_{out.name}"
             evals.setdefault(f"GRPO {v.name}", []).append(
                 evaluate(held, "model", str(out / "final"), pred_tag, scenes))
-            changed.setdefault(v.name, []).append(
-                changed_answers(CACHE / "preds" / f"{tag}_sft.jsonl", CACHE / "preds" / f"{pred_tag}.jsonl"))
+            changed.setdefault(v.name, []).append(changed_answers(
+                records, CACHE / "preds" / f"{tag}_sft.jsonl", CACHE / "preds" / f"{pred_tag}.jsonl"))
     pngs = plot_variant_curves(curves, DOCS if not quick else CACHE / "quick_docs")
     extra = {"grpo_split": split_overlap(sizes), "curve_summary": curve_summary(curves),
-             "heldout_answers_changed_vs_sft": changed}
+             "heldout_vs_sft_start": changed}
     return _result(sizes, sft_log, evals, curves, pngs, quick, time.perf_counter() - t0, grpo_seconds,
                    extra)
 
@@ -119,18 +121,19 @@ def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds, e
         f"videos; GRPO samples its prompts from a split of its own, {fresh['grpo_queries']} queries "
         f"from {fresh['grpo_videos']} fresh videos ({sizes.grpo_steps} steps × {sizes.grpo_prompts} "
         f"prompts: each prompt once); {sizes.heldout_videos} held-out queries come from other "
-        f"videos again (by chance {fresh['same_layout_videos_train']} GRPO videos repeat the layout "
-        f"of an SFT video and {fresh['same_query_train']} GRPO queries the very same question; "
-        f"{fresh['same_layout_videos_heldout']} and {fresh['same_query_heldout']} against the "
-        f"held-out split). 16 frames per video at i·D/16. Tiny Qwen2.5-VL (~240k parameters), SFT "
+        f"videos again. Random layouts repeat rarely: {fresh['same_layout_videos_train']} GRPO "
+        f"videos have the layout of an SFT video ({fresh['same_query_train']} GRPO queries are "
+        f"the very same question), {fresh['same_layout_videos_heldout']} that of a held-out video "
+        f"({fresh['same_query_heldout']} queries). 16 frames per video at i·D/16. Tiny Qwen2.5-VL (~240k parameters), SFT "
         f"{sft_log['steps']} steps (batch {sft_log['batch_size']}, AdamW lr {sft_log['lr']}, "
         f"{_cycles(sft_log)}), then GRPO ({sizes.grpo_steps} steps, {sizes.grpo_prompts} prompts × 8 "
         f"generations, at most 24 new tokens at T = 1, full fine-tune, lr {GRPO_LR}, β = {BETA}; "
         f"{statistics.median(grpo_seconds):.0f} s of training per run, median) from that one "
         f"checkpoint per variant and seed. Held-out R1@m as fractions (± = sd over seeds; standard "
-        f"error of one R1@0.5 on 300 queries ≈ 0.03). Sized for a 2-core machine shared with other "
+        f"error of one R1@0.5 on {sizes.heldout_videos} queries ≈ 0.03). Sized for a 2-core machine shared with other "
         f"jobs (one torch thread): the SFT took {sft_log['log'][-1]['seconds'] / 60:.0f} min in all "
-        f"(DESIGN's probe used 4,800 steps); GRPO uses 4 prompts per step rather than 8. Each seed "
+        f"(DESIGN's probe used 4,800 steps); GRPO uses {sizes.grpo_prompts} prompts per step "
+        f"rather than 8. Each seed "
         f"reseeds GRPO's prompt order and sampling; the SFT start is the same checkpoint for all. "
         f"\"answer is exactly some scene\": the share of answers equal to one of the video's "
         f"scenes, named or not (reads the cuts from the frames).",

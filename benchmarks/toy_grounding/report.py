@@ -76,14 +76,19 @@ def curve_summary(curves: dict[str, list[list[dict]]], window: int = 50) -> dict
     return out
 
 
-def changed_answers(before: Path, after: Path) -> int:
-    """How many held-out queries get a different greedy answer in `after` than in `before`
-    (prediction JSONL files of the same split)."""
+def changed_answers(records, before: Path, after: Path) -> dict:
+    """Paired comparison of two prediction files of the same `records`: how many answers differ,
+    and how many queries `after` newly gets right at IoU ≥ 0.5 (gained) or no longer does (lost).
+    Both models answer the same queries, so gained − lost is the change in R1@0.5 hits without
+    the between-query noise of two unpaired scores."""
+    from scenetg.eval.metrics import per_query_iou
     from scenetg.eval.predictions import read_predictions
 
     a, b = read_predictions(before), read_predictions(after)
     a_of, b_of = dict(a.items()), dict(b.items())
-    return sum(a_of.get(q) != b_of.get(q) for q in set(a_of) | set(b_of))
+    hit_a, hit_b = per_query_iou(records, a) >= 0.5, per_query_iou(records, b) >= 0.5
+    return {"changed": sum(a_of.get(q) != b_of.get(q) for q in set(a_of) | set(b_of)),
+            "gained": int((hit_b & ~hit_a).sum()), "lost": int((hit_a & ~hit_b).sum())}
 
 
 def spread(values: list[float]) -> str:
