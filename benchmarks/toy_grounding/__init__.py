@@ -24,7 +24,9 @@ from .pipeline import (
     VARIANTS,
     Sizes,
     evaluate,
+    grpo_done,
     grpo_run,
+    grpo_run_dir,
     heldout_scenes,
     prepare_data,
     publish_sft,
@@ -51,7 +53,9 @@ def _baselines(held, quick: bool, scenes: dict) -> dict:
     }
 
 
-def run(quick: bool = False, seeds: int = 3) -> dict:
+def run(quick: bool = False, seeds: int = 3, finished_only: bool = False) -> dict:
+    """The whole benchmark; `finished_only`: report the GRPO runs already finished (cached) and
+    list the others as missing instead of training them (a report while a long run goes on)."""
     import torch
 
     from scenetg.eval.loaders import load_annotations
@@ -79,8 +83,12 @@ def run(quick: bool = False, seeds: int = 3) -> dict:
     evals["SFT start"] = [evaluate(held, "model", str(sft_dir), f"{tag}_sft", scenes)]
     grpo_seconds, changed = [], {}
     records, _ = load_annotations(held.jsonl, videos_dir=held.videos)
+    missing = []
     for seed in range(1 if quick else seeds):  # one seed of every variant first
         for v in VARIANTS:
+            if finished_only and not grpo_done(grpo_run_dir(sizes, v, seed)):
+                missing.append(f"{v.name}, seed {seed}")
+                continue
             out = grpo_run(sizes, grpo_split, sft_dir, v, seed)
             logged = read_metrics(out / "metrics.jsonl")
             grpo_seconds += [r["train_runtime"] for r in logged if "train_runtime" in r][-1:]
@@ -92,7 +100,7 @@ def run(quick: bool = False, seeds: int = 3) -> dict:
                 records, CACHE / "preds" / f"{tag}_sft.jsonl", CACHE / "preds" / f"{pred_tag}.jsonl"))
     pngs = plot_variant_curves(curves, DOCS if not quick else CACHE / "quick_docs")
     extra = {"grpo_split": split_overlap(sizes), "curve_summary": curve_summary(curves),
-             "heldout_vs_sft_start": changed}
+             "heldout_vs_sft_start": changed, "grpo_runs_missing": missing}
     return _result(sizes, sft_log, evals, curves, pngs, quick, time.perf_counter() - t0, grpo_seconds,
                    extra)
 
@@ -128,7 +136,7 @@ def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds, e
         f"{sft_log['steps']} steps (batch {sft_log['batch_size']}, AdamW lr {sft_log['lr']}, "
         f"{_cycles(sft_log)}), then GRPO ({sizes.grpo_steps} steps, {sizes.grpo_prompts} prompts × 8 "
         f"generations, at most 24 new tokens at T = 1, full fine-tune, lr {GRPO_LR}, β = {BETA}; "
-        f"{statistics.median(grpo_seconds):.0f} s of training per run, median) from that one "
+        f"{statistics.median(grpo_seconds or [0]):.0f} s of training per run, median) from that one "
         f"checkpoint per variant and seed. Held-out R1@m as fractions (± = sd over seeds; standard "
         f"error of one R1@0.5 on {sizes.heldout_videos} queries ≈ 0.03). Sized for a 2-core machine shared with other "
         f"jobs (one torch thread): the SFT took {sft_log['log'][-1]['seconds'] / 60:.0f} min in all "
@@ -140,6 +148,8 @@ def _result(sizes, sft_log, evals, curves, pngs, quick, seconds, grpo_seconds, e
         "",
         *results_table(list(evals.items())),
         "",
+        *([f"Not run yet (the table has the finished runs only): {'; '.join(extra['grpo_runs_missing'])}.", ""]
+          if extra["grpo_runs_missing"] else []),
         "Curves (one line per variant and seed; same seed, same prompts in the same order, so "
         "lines of one seed move together; the total reward is not comparable across reward sets, "
         "the IoU reward is):",
@@ -161,8 +171,10 @@ def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--finished-only", action="store_true",
+                    help="report the finished GRPO runs, list the rest as missing (trains nothing)")
     args = ap.parse_args(argv)
-    result = run(quick=args.quick, seeds=args.seeds)
+    result = run(quick=args.quick, seeds=args.seeds, finished_only=args.finished_only)
     if not args.quick:
         DOCS.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")

@@ -181,6 +181,14 @@ def publish_sft(sft_dir: Path) -> Path:
     return link
 
 
+def grpo_run_dir(sizes: Sizes, variant: Variant, seed: int) -> Path:
+    return CACHE / "grpo" / sizes.grpo_run_key / f"{slug(variant.name)}_s{seed}"
+
+
+def grpo_done(run_dir: Path) -> bool:
+    return (run_dir / "final" / "config.json").is_file()
+
+
 def grpo_run(sizes: Sizes, prompts, sft_dir: Path, variant: Variant, seed: int) -> Path:
     """One GRPO run from the SFT checkpoint on the split `prompts` (GRPO's own); its run folder
     (final/, metrics.jsonl), cached."""
@@ -189,8 +197,8 @@ def grpo_run(sizes: Sizes, prompts, sft_dir: Path, variant: Variant, seed: int) 
 
     from .sft import SAMPLING
 
-    out = CACHE / "grpo" / sizes.grpo_run_key / f"{slug(variant.name)}_s{seed}"
-    if (out / "final" / "config.json").is_file():
+    out = grpo_run_dir(sizes, variant, seed)
+    if grpo_done(out):
         return out
     cfg = train_config_from_dict({
         "model": str(sft_dir), "output_dir": str(out), "device": "cpu", "dtype": "float32",
