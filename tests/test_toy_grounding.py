@@ -205,3 +205,19 @@ def test_curve_summary_and_changed_answers(tmp_path):
                          [("1", [0, 3]), ("2", [3, 12]), ("3", [0, 1])]))
     # 1 unchanged hit; 2 was a hit, now IoU 1/3 (lost); 3 was invalid, now exact (gained)
     assert changed_answers(records, a, b) == {"changed": 2, "gained": 1, "lost": 1}
+
+
+def test_results_table_shows_seed_spread_and_paired_hits_against_the_sft_start():
+    from toy_grounding.report import results_table
+
+    def ev(r1, gained=None, lost=None):
+        e = {"R1@0.5": r1, "R1@0.7": 0.2, "mIoU": 0.4, "any_scene_exact": 0.3, "distinct_answers": 70}
+        if gained is not None:
+            e["vs_sft_start"] = {"changed": 100, "gained": gained, "lost": lost}
+        return e
+
+    lines = results_table([("SFT start", [ev(0.5)]), ("GRPO x", [ev(0.54, 44, 27), ev(0.52, 30, 20)])])
+    sft_row, grpo_row = lines[2], lines[3]
+    assert sft_row.endswith("| 70 |  |")
+    assert "0.530 ± 0.014 (0.540 / 0.520)" in grpo_row
+    assert grpo_row.endswith("| +44 −27, +30 −20 |")

@@ -81,7 +81,7 @@ def run(quick: bool = False, seeds: int = 3, finished_only: bool = False) -> dic
         evals[f"SFT after the first cycle ({first.sft_steps} steps)"] = [
             evaluate(held, "model", str(CACHE / first.sft_key), f"{first.sft_key}_sft", scenes)]
     evals["SFT start"] = [evaluate(held, "model", str(sft_dir), f"{tag}_sft", scenes)]
-    grpo_seconds, changed = [], {}
+    grpo_seconds = []
     records, _ = load_annotations(held.jsonl, videos_dir=held.videos)
     missing = []
     for seed in range(1 if quick else seeds):  # one seed of every variant first
@@ -94,13 +94,13 @@ def run(quick: bool = False, seeds: int = 3, finished_only: bool = False) -> dic
             grpo_seconds += [r["train_runtime"] for r in logged if "train_runtime" in r][-1:]
             curves.setdefault(v.name, []).append([r for r in logged if "reward" in r])
             pred_tag = f"{out.parent.name}_{out.name}"
-            evals.setdefault(f"GRPO {v.name}", []).append(
-                evaluate(held, "model", str(out / "final"), pred_tag, scenes))
-            changed.setdefault(v.name, []).append(changed_answers(
-                records, CACHE / "preds" / f"{tag}_sft.jsonl", CACHE / "preds" / f"{pred_tag}.jsonl"))
+            ev = evaluate(held, "model", str(out / "final"), pred_tag, scenes)
+            ev["vs_sft_start"] = changed_answers(
+                records, CACHE / "preds" / f"{tag}_sft.jsonl", CACHE / "preds" / f"{pred_tag}.jsonl")
+            evals.setdefault(f"GRPO {v.name}", []).append(ev)
     pngs = plot_variant_curves(curves, DOCS if not quick else CACHE / "quick_docs")
     extra = {"grpo_split": split_overlap(sizes), "curve_summary": curve_summary(curves),
-             "heldout_vs_sft_start": changed, "grpo_runs_missing": missing}
+             "grpo_runs_missing": missing}
     return _result(sizes, sft_log, evals, curves, pngs, quick, time.perf_counter() - t0, grpo_seconds,
                    extra)
 

@@ -99,9 +99,11 @@ def spread(values: list[float]) -> str:
 
 
 def results_table(rows: list[tuple[str, list[dict]]]) -> list[str]:
-    """Markdown rows: name, seeds, R1@0.5, R1@0.7, mIoU (mean ± sd over seeds), distinct answers."""
+    """Markdown rows: name, seeds, R1@0.5, R1@0.7, mIoU (mean ± sd over seeds), distinct answers,
+    and for a trained model the paired R1@0.5 hits gained and lost against the SFT start."""
     lines = ["| method | seeds | R1@0.5 | R1@0.7 | mIoU | answer is exactly some scene | "
-             "distinct answers |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "distinct answers | R1@0.5 hits vs the SFT start (gained / lost, per seed) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, evals in rows:
         cols = [spread([e[k] for e in evals]) for k in ("R1@0.5", "R1@0.7", "mIoU")]
         cols.append(spread([e.get("any_scene_exact", float("nan")) for e in evals]))
@@ -109,5 +111,7 @@ def results_table(rows: list[tuple[str, list[dict]]]) -> list[str]:
         if per_seed:
             cols[0] += f" ({per_seed})"
         distinct = "/".join(str(e["distinct_answers"] or "–") for e in evals)
-        lines.append(f"| {name} | {len(evals)} | {' | '.join(cols)} | {distinct} |")
+        paired = ", ".join(f"+{e['vs_sft_start']['gained']} −{e['vs_sft_start']['lost']}"
+                           for e in evals if "vs_sft_start" in e)
+        lines.append(f"| {name} | {len(evals)} | {' | '.join(cols)} | {distinct} | {paired} |")
     return lines
