@@ -142,3 +142,83 @@ def test_a_second_sft_cycle_starts_from_the_first_checkpoint_and_logs_the_total(
     base = load_file(Path(tiny_models["qwen"]) / "model.safetensors")
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert any(not torch.equal(w1[k], base[k]) for k in w1 if k in base)
+
+
+def test_grpo_trains_on_a_split_of_fresh_videos_not_the_sft_or_heldout_ones(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from toy_grounding import pipeline
+
+    monkeypatch.setattr(pipeline, "CACHE", tmp_path)
+    sizes = replace(pipeline.QUICK, train_videos=3, heldout_videos=2, grpo_videos=3, grpo_per_video=2)
+    train, held, grpo = pipeline.prepare_data(sizes)
+    assert len(grpo.rows) == 6 and grpo.videos.is_dir()
+    vids = [{r["vid"] for r in split.rows} for split in (train, held, grpo)]
+    assert vids[2].isdisjoint(vids[0]) and vids[2].isdisjoint(vids[1])
+    spans = [[r["relevant_windows"] for r in split.rows] for split in (train, grpo)]
+    assert spans[0] != spans[1]  # other videos, not the training ones under new names
+    seen = {}
+    monkeypatch.setattr("scenetg.rl.train.train", lambda cfg: seen.setdefault("cfg", cfg))
+    out = pipeline.grpo_run(sizes, grpo, tmp_path / "sft", pipeline.VARIANTS[0], seed=1)
+    assert seen["cfg"].data.dataset == str(grpo.jsonl)
+    assert seen["cfg"].data.video_root == str(grpo.videos)
+    assert sizes.grpo_key in str(out)
+    # another GRPO split size is another cache entry, never a stale split read back
+    assert replace(sizes, grpo_videos=4).grpo_key != sizes.grpo_key
+    overlap = pipeline.split_overlap(sizes)
+    assert overlap["grpo_queries"] == 6
+    assert overlap["shared_video_ids_train"] == overlap["shared_video_ids_heldout"] == 0
+
+
+def test_split_overlap_finds_a_grpo_split_that_replays_the_training_layouts(monkeypatch):
+    from dataclasses import replace
+
+    from toy_grounding import pipeline
+
+    sizes = replace(pipeline.QUICK, train_videos=5, per_video=2, grpo_videos=5, grpo_per_video=2)
+    assert pipeline.split_overlap(sizes)["same_layout_videos_train"] == 0
+    monkeypatch.setattr(pipeline, "grpo_seed", lambda s: s.data_seed)  # the SFT's own seed
+    replay = pipeline.split_overlap(sizes)
+    assert replay["same_layout_videos_train"] == 5 and replay["same_query_train"] == 10
+
+
+def test_curve_summary_and_changed_answers(tmp_path):
+    import json
+
+    from toy_grounding.report import changed_answers, curve_summary
+
+    rows = [{"step": i, "rewards/iou_reward/mean": i / 10, "frac_reward_zero_std": 0.5,
+             "kl_timestamp": 0.2, "kl_other": 0.0} for i in range(1, 11)]
+    (s,) = curve_summary({"v": [rows]}, window=2)["v"]
+    assert s["iou_first"] == pytest.approx(0.15) and s["iou_last"] == pytest.approx(0.95)
+    assert s["steps"] == 10 and s["kl_timestamp_last"] == pytest.approx(0.2)
+    from scenetg.eval.loaders import load_annotations
+
+    gt = tmp_path / "gt.jsonl"
+    gt.write_text("".join(json.dumps({"qid": q, "vid": "v", "duration": 24.0, "query": "x",
+                                      "relevant_windows": [w]}) + "\n"
+                          for q, w in [("1", [0, 3]), ("2", [3, 6]), ("3", [0, 1])]))
+    records, _ = load_annotations(gt)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps({"qid": q, "pred": p}) + "\n" for q, p in
+                         [("1", [0, 3]), ("2", [3, 6]), ("3", None)]))
+    b.write_text("".join(json.dumps({"qid": q, "pred": p}) + "\n" for q, p in
+                         [("1", [0, 3]), ("2", [3, 12]), ("3", [0, 1])]))
+    # 1 unchanged hit; 2 was a hit, now IoU 1/3 (lost); 3 was invalid, now exact (gained)
+    assert changed_answers(records, a, b) == {"changed": 2, "gained": 1, "lost": 1}
+
+
+def test_results_table_shows_seed_spread_and_paired_hits_against_the_sft_start():
+    from toy_grounding.report import results_table
+
+    def ev(r1, gained=None, lost=None):
+        e = {"R1@0.5": r1, "R1@0.7": 0.2, "mIoU": 0.4, "any_scene_exact": 0.3, "distinct_answers": 70}
+        if gained is not None:
+            e["vs_sft_start"] = {"changed": 100, "gained": gained, "lost": lost}
+        return e
+
+    lines = results_table([("SFT start", [ev(0.5)]), ("GRPO x", [ev(0.54, 44, 27), ev(0.52, 30, 20)])])
+    sft_row, grpo_row = lines[2], lines[3]
+    assert sft_row.endswith("| 70 |  |")
+    assert "0.530 ± 0.014 (0.540 / 0.520)" in grpo_row
+    assert grpo_row.endswith("| +44 −27, +30 −20 |")

@@ -1,5 +1,6 @@
 """The toy benchmark's stages, each cached under .cache/toy_grounding/ (keyed by seed and sizes):
-data -> SFT checkpoint -> GRPO variants from it -> held-out predictions and metrics.
+data (SFT training, held-out and GRPO splits) -> SFT checkpoint -> GRPO variants from it, on the
+GRPO split -> held-out predictions and metrics.
 
 `python -m toy_grounding.pipeline sft` (from benchmarks/) runs the first two stages alone, so the
 long SFT can run in the background before the rest.
@@ -25,7 +26,12 @@ class Sizes:
     sft_more_steps: int = 8500
     """A second cosine cycle (warm restart, same lr) of this many steps from the `sft_steps`
     checkpoint: the 4,000-step start was at chance, and video use appears late (DESIGN.md)."""
-    grpo_steps: int = 200
+    grpo_videos: int = 800
+    grpo_per_video: int = 2
+    """GRPO samples its prompts from a split of its own: fresh videos (another seed) that neither
+    the SFT trained on nor the held-out split holds. 800 × 2 = 1,600 prompts = one epoch of
+    `grpo_steps` × `grpo_prompts`: no prompt is seen twice."""
+    grpo_steps: int = 400
     grpo_prompts: int = 4
     """Prompts per GRPO step (each with 8 generations)."""
     data_seed: int = 0
@@ -40,8 +46,20 @@ class Sizes:
         more = f"_then{self.sft_more_steps}" if self.sft_more_steps else ""
         return f"sft_{self.data_key}_steps{self.sft_steps}_s{self.sft_seed}{more}"
 
+    @property
+    def grpo_key(self) -> str:
+        """The GRPO split's folder under the data folder (its sizes and seed: changing them
+        builds a new split rather than reading a stale one)."""
+        return f"grpo_s{grpo_seed(self)}_{self.grpo_videos}x{self.grpo_per_video}"
 
-QUICK = Sizes(train_videos=24, per_video=2, heldout_videos=12, sft_steps=4, grpo_steps=2)
+    @property
+    def grpo_run_key(self) -> str:
+        return f"{self.sft_key}_{self.grpo_key}_g{self.grpo_steps}x{self.grpo_prompts}"
+
+
+QUICK = Sizes(train_videos=24, per_video=2, heldout_videos=12, sft_steps=4, sft_more_steps=2,
+              grpo_videos=4, grpo_steps=2, grpo_prompts=2)
+"""A smoke run of every stage (both SFT cycles, GRPO on its own split) in a minute or two."""
 
 
 @dataclass(frozen=True)
@@ -67,16 +85,50 @@ def slug(name: str) -> str:
 
 
 def prepare_data(sizes: Sizes):
+    """The SFT's training split, the held-out split and GRPO's own split (three seeds)."""
     from scenetg.toy_task import make_split
 
     root = CACHE / sizes.data_key
     train = make_split(root, "train", sizes.train_videos, sizes.per_video, sizes.data_seed)
     held = make_split(root, "heldout", sizes.heldout_videos, 1, heldout_seed(sizes))
-    return train, held
+    grpo = make_split(root / sizes.grpo_key, "grpo", sizes.grpo_videos, sizes.grpo_per_video,
+                      grpo_seed(sizes))
+    return train, held, grpo
 
 
 def heldout_seed(sizes: Sizes) -> int:
     return sizes.data_seed + 10_000
+
+
+def grpo_seed(sizes: Sizes) -> int:
+    return sizes.data_seed + 20_000
+
+
+def split_overlap(sizes: Sizes) -> dict:
+    """How fresh GRPO's split is: its video ids against the other splits' (none shared: the
+    names differ), and how many of its videos happen to repeat a layout (duration, cuts,
+    colours) of an SFT training or held-out video, and of its queries the very same question."""
+    from scenetg.toy_task import split_specs
+
+    def layouts(name, n, per, seed):
+        return {(s.duration_s, s.bounds_s, s.colours): set(cs) for s, cs in split_specs(name, n, per, seed)}
+
+    def vids(name, n, per, seed):
+        return {s.vid for s, _ in split_specs(name, n, per, seed)}
+
+    args = {"train": ("train", sizes.train_videos, sizes.per_video, sizes.data_seed),
+            "heldout": ("heldout", sizes.heldout_videos, 1, heldout_seed(sizes))}
+    grpo_args = ("grpo", sizes.grpo_videos, sizes.grpo_per_video, grpo_seed(sizes))
+    grpo = list(split_specs(*grpo_args))
+    out = {"grpo_videos": len(grpo), "grpo_queries": sum(len(cs) for _, cs in grpo)}
+    for key, a in args.items():
+        other = layouts(*a)
+        same = [(s, cs) for s, cs in grpo if (s.duration_s, s.bounds_s, s.colours) in other]
+        out[f"shared_video_ids_{key}"] = len(vids(*grpo_args) & vids(*a))
+        out[f"same_layout_videos_{key}"] = len(same)
+        out[f"same_query_{key}"] = sum(len(set(cs) & other[(s.duration_s, s.bounds_s, s.colours)])
+                                       for s, cs in same)
+    return out
 
 
 def heldout_scenes(sizes: Sizes) -> dict[str, list[tuple[int, int]]]:
@@ -129,20 +181,29 @@ def publish_sft(sft_dir: Path) -> Path:
     return link
 
 
-def grpo_run(sizes: Sizes, train, sft_dir: Path, variant: Variant, seed: int) -> Path:
-    """One GRPO run from the SFT checkpoint; its run folder (final/, metrics.jsonl), cached."""
+def grpo_run_dir(sizes: Sizes, variant: Variant, seed: int) -> Path:
+    return CACHE / "grpo" / sizes.grpo_run_key / f"{slug(variant.name)}_s{seed}"
+
+
+def grpo_done(run_dir: Path) -> bool:
+    return (run_dir / "final" / "config.json").is_file()
+
+
+def grpo_run(sizes: Sizes, prompts, sft_dir: Path, variant: Variant, seed: int) -> Path:
+    """One GRPO run from the SFT checkpoint on the split `prompts` (GRPO's own); its run folder
+    (final/, metrics.jsonl), cached."""
     from scenetg.rl.config import train_config_from_dict
     from scenetg.rl.train import train as grpo_train
 
     from .sft import SAMPLING
 
-    out = CACHE / "grpo" / f"{sizes.sft_key}_g{sizes.grpo_steps}x{sizes.grpo_prompts}" / f"{slug(variant.name)}_s{seed}"
-    if (out / "final" / "config.json").is_file():
+    out = grpo_run_dir(sizes, variant, seed)
+    if grpo_done(out):
         return out
     cfg = train_config_from_dict({
         "model": str(sft_dir), "output_dir": str(out), "device": "cpu", "dtype": "float32",
         "freeze_vision": False, "frame_cache": str(CACHE / "frames"),
-        "data": {"dataset": str(train.jsonl), "video_root": str(train.videos), "split": None},
+        "data": {"dataset": str(prompts.jsonl), "video_root": str(prompts.videos), "split": None},
         "sampling": {"fps": SAMPLING.fps, "max_frames": SAMPLING.max_frames, "max_side": SAMPLING.max_side},
         "rewards": variant.rewards, "lora": {"enabled": False},
         "kl": {"beta": variant.beta, "beta_timestamp": variant.beta_timestamp},
@@ -188,6 +249,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)  # 2 cores shared with other agents: one thread stalls least
     sizes = Sizes()
     if sys.argv[1:] == ["sft"]:
-        tr, ho = prepare_data(sizes)
-        print(json.dumps({"sizes": asdict(sizes), "train": len(tr.rows), "heldout": len(ho.rows)}))
+        tr, ho, gr = prepare_data(sizes)
+        print(json.dumps({"sizes": asdict(sizes), "train": len(tr.rows), "heldout": len(ho.rows),
+                          "grpo": len(gr.rows)}))
         print(sft_checkpoint(sizes, tr))
