@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from scenetg.cli import main
 from scenetg.video.synthetic import write_synthetic_video
@@ -21,10 +22,12 @@ from scenetg.video.synthetic import write_synthetic_video
 pytestmark = pytest.mark.slow
 
 
-def _build_args(videos: Path, out: Path, models: dict[str, Path], *extra: str) -> list[str]:
+DEMO_BUILD = Path(__file__).parents[1] / "pipelines" / "demo" / "build.yaml"
+
+
+def _build_args(videos: Path, out: Path, models: dict[str, Path], *extra: str, config: Path = DEMO_BUILD) -> list[str]:
     return [
-        "build", "--videos", str(videos), "--out", str(out),
-        "--config", str(Path(__file__).parents[1] / "pipelines" / "demo" / "build.yaml"),
+        "build", "--videos", str(videos), "--out", str(out), "--config", str(config),
         "--caption-model", str(models["qwen"]), "--clip-model", str(models["clip"]), *extra,
     ]
 
@@ -200,8 +203,15 @@ def _wait_for_first_done(manifest: Path, proc: subprocess.Popen, timeout_s: floa
 def test_resume_after_sigkill_equals_an_unkilled_run(tmp_path, tiny_models):
     videos = tmp_path / "videos"
     _make_good_videos(videos)
+    # Batches of one scene: videos finish one after another, so the kill lands mid-build (with
+    # batches spanning videos, three short clips finish in the same call).
+    demo = yaml.safe_load(DEMO_BUILD.read_text())
+    demo["captions"]["batch_size"] = 1
+    demo.setdefault("filter", {})["batch_size"] = 1
+    config = tmp_path / "build.yaml"
+    config.write_text(yaml.safe_dump(demo))
     reference = tmp_path / "reference"
-    assert main(_build_args(videos, reference, tiny_models)) == 0
+    assert main(_build_args(videos, reference, tiny_models, config=config)) == 0
 
     killed = tmp_path / "killed"
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
@@ -209,7 +219,7 @@ def test_resume_after_sigkill_equals_an_unkilled_run(tmp_path, tiny_models):
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scenetg.cli", *_build_args(videos, killed, tiny_models)],
+            [sys.executable, "-m", "scenetg.cli", *_build_args(videos, killed, tiny_models, config=config)],
             env=env, stdout=subprocess.DEVNULL, stderr=err,
         )
     try:
@@ -222,7 +232,7 @@ def test_resume_after_sigkill_equals_an_unkilled_run(tmp_path, tiny_models):
     statuses = [v["status"] for v in json.loads((killed / "manifest.json").read_text())["videos"].values()]
     assert "ok" in statuses and statuses.count("ok") < len(statuses)
 
-    assert main(_build_args(videos, killed, tiny_models, "--resume")) == 0
+    assert main(_build_args(videos, killed, tiny_models, "--resume", config=config)) == 0
     ref_files = sorted(p.relative_to(reference) for p in reference.rglob("*.parquet"))
     assert ref_files == sorted(p.relative_to(killed) for p in killed.rglob("*.parquet"))
     for rel in ref_files:
