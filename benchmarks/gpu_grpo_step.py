@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--loss-reps", type=int, default=2, help="token-aware vs stock loss, each")
     ap.add_argument("--no-share-video", action="store_true",
                     help="encode every rollout's video (stock) instead of each distinct video once")
+    ap.add_argument("--decode", default="plain", choices=["auto", "no-cudnn", "plain"],
+                    help="how rollouts run attention (train key `decode`; plain: torch picks cuDNN)")
     args = ap.parse_args()
     smoke = not torch.cuda.is_available()  # CPU: the tiny model, to check the script itself
 
@@ -131,6 +133,7 @@ def main() -> None:
         "sampling": {"fps": fps, "max_frames": args.frames, "max_side": 448},
         "lora": {"enabled": True, "r": 64, "alpha": 128},
         "share_video_encoding": not args.no_share_video,
+        "decode": args.decode,
         "grpo": {"num_generations": 4, "per_device_train_batch_size": 8,
                  "max_completion_length": args.new_tokens, "max_steps": args.steps, "bf16": not smoke,
                  "gradient_checkpointing": not smoke, "logging_steps": 1, "report_to": "none",
@@ -187,6 +190,7 @@ def main() -> None:
         "model_build_s": round(build_s, 1),
         "frames": args.frames, "prompts": 2, "generations": 4, "new_tokens": args.new_tokens,
         "share_video_encoding": not args.no_share_video,
+        "rollout_decode": trainer.rollout_decode,
         "videos_encoded_per_step": round(videos_encoded[0] / max(len(timings["step"]), 1), 1),
         "visual_tokens_per_prompt": visual_tokens[0] if visual_tokens else None,
         "step_s_each": [round(x, 2) for x in timings["step"]],

@@ -235,3 +235,33 @@ def test_prompts_from_datasets_rows_render_with_the_real_template(grounding_set,
     assert "<|image_pad|>" in raw
     cleaned = render_chat(processor, mixed)
     assert "<|image_pad|>" not in cleaned and cleaned.count("<|video_pad|>") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decode, cudnn_during_rollouts", [("no-cudnn", False), ("plain", True)])
+def test_rollouts_decode_as_ground_does(grounding_set, tiny_models, tmp_path, decode, cudnn_during_rollouts):
+    """Config key `decode`: with ``no-cudnn`` transformers rollouts run with SDPA kept off cuDNN
+    attention (its per-KV-length graph builds cost every new decode step on a GPU), as
+    `scenetg ground --decode` does; other passes and ``plain`` keep torch's choice."""
+    from scenetg.rl.train import build_trainer
+    from tests.train_fixtures import make_cfg
+
+    cfg = make_cfg(grounding_set, tiny_models, tmp_path / "run")
+    cfg.decode = decode
+    trainer, _, _ = build_trainer(cfg)
+    seen = []
+    trainer.model.register_forward_pre_hook(
+        lambda m, a: seen.append((torch.is_grad_enabled(), torch.backends.cuda.cudnn_sdp_enabled())))
+    trainer.train()
+    rollouts = [cudnn for grad, cudnn in seen if not grad]
+    assert rollouts and all(c is cudnn_during_rollouts for c in rollouts)
+    assert any(grad and cudnn for grad, cudnn in seen)  # the loss pass keeps torch's choice
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # restored
+
+
+def test_rollout_decode_key_is_checked():
+    from scenetg.errors import ConfigError
+    from scenetg.rl.config import train_config_from_dict
+
+    with pytest.raises(ConfigError, match="decode: expected one of auto, no-cudnn, plain, got 'static'"):
+        train_config_from_dict({"decode": "static"})

@@ -36,6 +36,25 @@ after a 128-frame prompt, docs/BENCHMARKS.md):
   is warm). ``auto``: ``no-cudnn`` on CUDA (grounding runs in batches), ``plain`` elsewhere."""
 
 
+def resolve_decode(decode: str, on_cuda: bool) -> str:
+    """`decode` with ``auto`` made concrete: ``no-cudnn`` on CUDA, ``plain`` elsewhere."""
+    if decode not in DECODE_MODES:
+        raise ConfigError(f"decode mode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
+    return ("no-cudnn" if on_cuda else "plain") if decode == "auto" else decode
+
+
+def decode_attention(decode: str):
+    """A context for generating in mode `decode` (resolved): SDPA kept off cuDNN attention for
+    ``no-cudnn`` and ``static``, torch's own choice otherwise. GRPO rollouts use it too."""
+    import contextlib
+
+    if decode not in ("no-cudnn", "static"):
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 class QwenRunner:
     """A loaded MLLM + processor with a greedy generation config: batches of videos and prompts
     in, generated texts out."""
@@ -49,12 +68,10 @@ class QwenRunner:
     ):
         from scenetg.models.qwen import greedy_generation_config
 
-        if decode not in DECODE_MODES:
-            raise ConfigError(f"decode mode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
         self.model, self.processor = model, processor
         self.generation_config = greedy_generation_config(model, max_new_tokens)
         on_cuda = getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
-        self.decode = ("no-cudnn" if on_cuda else "plain") if decode == "auto" else decode
+        self.decode = resolve_decode(decode, on_cuda)
         if self.decode == "static":
             self.generation_config.cache_implementation = "static"
 
@@ -67,15 +84,7 @@ class QwenRunner:
 
     def _attention_kernels(self):
         """A context that keeps SDPA off cuDNN attention (no per-shape graph builds)."""
-        import contextlib
-
-        if self.decode not in ("no-cudnn", "static"):
-            return contextlib.nullcontext()
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel(
-            [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-        )
+        return decode_attention(self.decode)
 
     @classmethod
     def load(

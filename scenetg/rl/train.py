@@ -230,6 +230,7 @@ def build_trainer(
         beta_timestamp=cfg.kl.beta_timestamp,
         frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
         share_video_encoding=cfg.share_video_encoding,
+        decode=cfg.decode,
     )
     for printer in (ProgressCallback, PrinterCallback):  # per-step dicts go to metrics.jsonl
         trainer.remove_callback(printer)

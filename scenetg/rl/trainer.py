@@ -42,6 +42,7 @@ from scenetg.models.qwen import (
     speedup_or_stock,
     video_processor_kwargs,
 )
+from scenetg.models.runner import decode_attention, resolve_decode
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
 from scenetg.rl.samples import FrameSampling, SampledVideo, sample_video
@@ -181,6 +182,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         beta_timestamp: float,
         frame_cache: Any = None,
         share_video_encoding: bool = True,
+        decode: str = "plain",
         **kwargs: Any,
     ):
         check_trl_internals()
@@ -204,6 +206,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         if self._video_pad_token_id is None:
             raise ConfigError("the model's tokenizer has no <|video_pad|> token: not a video model")
         self.sampling, self.frame_cache = sampling, frame_cache
+        # transformers rollouts choose attention as `scenetg ground --decode` does (config `decode`)
+        on_cuda = self.accelerator.device.type == "cuda"
+        self.rollout_decode = resolve_decode(decode, on_cuda)
         self.beta_timestamp = float(beta_timestamp)
         self._rows_videos: list[SampledVideo] | None = None
         self._video: VideoBatch | None = None
@@ -263,9 +268,10 @@ class VideoGRPOTrainer(GRPOTrainer):
         """vLLM rollouts get each prompt's video (`VideoLLM`); transformers rollouts are TRL's."""
         if self.use_vllm:
             self.vllm_generation.llm.videos = self._vllm_videos(len(prompt_ids))
-        return super()._generate_single_turn(
-            prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs
-        )
+        with decode_attention(self.rollout_decode):
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, *args, **kwargs
+            )
 
     def _vllm_videos(self, n_prompts: int) -> list:
         """This batch's videos as vLLM inputs, in prompt order; with tensor parallelism, gathered
