@@ -36,24 +36,9 @@ def _setup(root: Path, n_clips: int):
     return videos, cfg
 
 
-class _Inline:
-    """Prefetch stand-in that runs the producer inline (prefetch off)."""
-
-    def __init__(self, iterable, capacity=1, name=""):
-        self.iterable, self.capacity = iterable, capacity
-
-    def __iter__(self):
-        return iter(self.iterable)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
 def _arm(shots_dir: Path, out: Path, cfg, captioner, mode: str) -> dict:
-    from scenetg.curate import caption_batches
+    from bench_common import run_build_stage
+
     from scenetg.curate.pipeline import Build
 
     shutil.copytree(shots_dir, out)
@@ -70,17 +55,7 @@ def _arm(shots_dir: Path, out: Path, cfg, captioner, mode: str) -> dict:
     jobs = b.jobs()
     t0 = time.perf_counter()
     try:
-        if mode == "per_video":
-            for job in jobs:
-                b.process_video(job, "captions", resume=True)
-        else:
-            saved = caption_batches.Prefetch
-            if mode == "no_prefetch":
-                caption_batches.Prefetch = _Inline
-            try:
-                caption_batches.run_local(b, jobs, "captions", True)
-            finally:
-                caption_batches.Prefetch = saved
+        run_build_stage(b, jobs, "captions", per_video=mode == "per_video", prefetch=mode != "no_prefetch")
     finally:
         captioner.caption_scenes = real
     wall = time.perf_counter() - t0

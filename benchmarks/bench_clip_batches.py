@@ -83,9 +83,8 @@ class _Counting:
 
 
 def _arm(captioned: Path, out: Path, cfg, clip, mode: str, decode: bool) -> dict:
-    from bench_caption_batches import _Inline
+    from bench_common import run_build_stage
 
-    from scenetg.curate import caption_batches
     from scenetg.curate.pipeline import Build
 
     shutil.copytree(captioned, out)
@@ -98,17 +97,7 @@ def _arm(captioned: Path, out: Path, cfg, clip, mode: str, decode: bool) -> dict
     jobs = b.jobs()
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        if mode in ("old", "per_video"):
-            for job in jobs:
-                b.process_video(job, "filter", resume=True)
-        else:
-            saved = caption_batches.Prefetch
-            if mode == "no_prefetch":
-                caption_batches.Prefetch = _Inline
-            try:
-                caption_batches.run_local(b, jobs, "filter", True)
-            finally:
-                caption_batches.Prefetch = saved
+        run_build_stage(b, jobs, "filter", per_video=mode in ("old", "per_video"), prefetch=mode != "no_prefetch")
     finally:
         counting.restore()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

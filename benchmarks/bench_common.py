@@ -60,6 +60,41 @@ def write_textured_video(
     return cuts
 
 
+class InlinePrefetch:
+    """Prefetch stand-in that runs the producer inline (prefetch off)."""
+
+    def __init__(self, iterable, capacity=1, name=""):
+        self.iterable, self.capacity = iterable, capacity
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def run_build_stage(b, jobs: list, stage: str, per_video: bool, prefetch: bool = True) -> None:
+    """Run build `b` up to `stage` on `jobs` as the local engine does (batches across videos,
+    decoding in the prefetch thread; `prefetch=False` decodes inline), or one video at a time
+    (`per_video`, the path Ray's workers and `Build.process_video` take)."""
+    from scenetg.curate import caption_batches
+
+    if per_video:
+        for job in jobs:
+            b.process_video(job, stage, resume=True)
+        return
+    saved = caption_batches.Prefetch
+    if not prefetch:
+        caption_batches.Prefetch = InlinePrefetch
+    try:
+        caption_batches.run_local(b, jobs, stage, True)
+    finally:
+        caption_batches.Prefetch = saved
+
+
 def scene_durations(total_s: float) -> list[float]:
     """Scene lengths of 2–12 s (a fixed pattern) filling `total_s` exactly."""
     durations, i = [], 0

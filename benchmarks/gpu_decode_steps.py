@@ -57,7 +57,7 @@ def main() -> None:
     from transformers import StoppingCriteriaList
 
     from scenetg.models.qwen import batch_video_inputs
-    from scenetg.models.runner import QwenRunner
+    from scenetg.models.runner import QwenRunner, decode_attention
     from scenetg.models.tiny import make_tiny_qwen
     from scenetg.rl.prompts import grounding_prompt, sample_video_times
 
@@ -96,7 +96,7 @@ def main() -> None:
         clock = StepClock(sync)
         sync()
         t0 = time.perf_counter()
-        with torch.inference_mode(), runner._attention_kernels():
+        with torch.inference_mode(), decode_attention(runner.decode):
             model.generate(**inputs, generation_config=gen, stopping_criteria=StoppingCriteriaList([clock]))
         steps = np.diff([t0, *clock.stamps])
         prompt_tokens = int(inputs["input_ids"].shape[1])

@@ -82,10 +82,6 @@ class QwenRunner:
 
         return resolve_batch_size(value, self.model, tokens_per_item)
 
-    def _attention_kernels(self):
-        """A context that keeps SDPA off cuDNN attention (no per-shape graph builds)."""
-        return decode_attention(self.decode)
-
     @classmethod
     def load(
         cls,
@@ -131,7 +127,7 @@ class QwenRunner:
             self.processor, videos, times_s, prompts, durations_s=list(durations_s),
             padding_side="left",
         ).to(self.model.device)
-        with torch.inference_mode(), self._attention_kernels():
+        with torch.inference_mode(), decode_attention(self.decode):
             out = self.model.generate(**inputs, generation_config=gen)
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         return [
