@@ -96,6 +96,28 @@ def make_corpus(videos_dir: Path, assets_dir: Path | None) -> list[Path]:
     return made
 
 
+def check_demo_configs(build: Path | None = None, train: Path | None = None, eval_: Path | None = None,
+                       toy_train: Path | None = None, toy_eval: Path | None = None) -> None:
+    """Read and check every config file the user named before any work, so a bad one is a
+    one-line error now rather than after the build and training. The model keys the demo fills
+    in itself get stand-ins here (their values are not checked when a config loads)."""
+    from scenetg.config import load_build_config
+    from scenetg.eval.suite import load_eval_config
+    from scenetg.rl.config import load_train_config
+
+    stand_in = "demo-model"
+    if build is not None:
+        load_build_config(build, {"captions.model": stand_in, "filter.clip_model": stand_in})
+    for path in (train, toy_train):
+        if path is not None:
+            load_train_config(path, {"model": stand_in})
+    if eval_ is not None:
+        load_eval_config(eval_, {"model": stand_in, "clip_model": stand_in})
+    if toy_eval is not None:
+        load_eval_config(toy_eval, {"clip_model": stand_in, "models.trained": stand_in,
+                                    "models.sft_start": stand_in})
+
+
 def run_demo(out: Path, config: Path | None, assets_dir: Path | None, reporter: Reporter | None = None):
     """Corpus -> tiny models -> build. Returns (paths, build summary)."""
     from scenetg.config import load_build_config

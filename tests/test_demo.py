@@ -165,3 +165,23 @@ def test_demo_runs_torch_on_one_thread_and_restores_it(tmp_path, monkeypatch):
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("flag, text, message", [
+    ("--toy-train-config", None, "config file not found"),
+    ("--eval-config", "methdos: [model]\n", "unknown config key methdos"),
+    ("--train-config", "kl: {beta: lots}\n", "kl.beta: expected a number"),
+    ("--config", "captions: {modle: x}\n", "unknown config key captions.modle"),
+    ("--toy-eval-config", "benchmarks: [{name: b}]\n", "benchmarks[0]: missing key(s)"),
+])
+def test_a_bad_demo_config_stops_it_before_any_work(tmp_path, capsys, flag, text, message):
+    """Every config the user names is read first: the error comes before the build, not after
+    minutes of build and training."""
+    path = tmp_path / "c.yaml"
+    if text is not None:
+        path.write_text(text)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), flag, str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()

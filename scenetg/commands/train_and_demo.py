@@ -62,6 +62,7 @@ def demo(
     """End-to-end offline run: sample videos + tiny models -> build -> train -> ground -> eval -> report,
     then GRPO from a shipped toy SFT checkpoint, evaluated beside it and the baselines."""
     from scenetg.demo import (
+        check_demo_configs,
         default_assets_dir,
         one_torch_thread,
         run_demo,
@@ -71,6 +72,7 @@ def demo(
     from scenetg.demo_toy import TOY_HELDOUT, run_toy_leg
     from scenetg.progress import rich_reporter
 
+    check_demo_configs(config, train_config, eval_config, toy_train_config, toy_eval_config)
     with one_torch_thread(), rich_reporter(console) as reporter:
         paths, summary = run_demo(out, config, assets or default_assets_dir(), reporter)
         trained = run_demo_train(paths, out, train_config, reporter)
