@@ -18,10 +18,10 @@ import time
 import types
 
 import torch
+from gpu_grpo_step import QWEN25_VL_7B
 
-SEVEN_B = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-               out_hidden_size=3584, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
-               patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+# the published 7B vision dimensions, as the GPU scripts build them (gpu_grpo_step.QWEN25_VL_7B)
+SEVEN_B = {**QWEN25_VL_7B["vision"], "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2}
 NARROW = {**SEVEN_B, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "out_hidden_size": 64}
 FRAME_HW = (252, 448)
 
