@@ -32,6 +32,8 @@ class SamplingParams:
     logprobs: int | None = None
     logit_bias: dict | None = None
     seed: int | None = None
+    stop_token_ids: list | None = None
+    skip_special_tokens: bool = True
 
 
 class _Bias:
@@ -100,10 +102,40 @@ class StandInLLM:
         self.seen.append({"frames": frames, "metadata": metadata, "kwargs": kwargs, **out})
         return out
 
+    def _generate_from_text(self, row: dict, sp: SamplingParams) -> SimpleNamespace:
+        """An offline-inference row (``prompt`` text with one ``<|video_pad|>``): vLLM's processor
+        expands the placeholder from the video's grid, then decodes (greedy at temperature 0)."""
+        from transformers.video_utils import VideoMetadata
+
+        frames, metadata = row["multi_modal_data"]["video"]
+        kwargs = dict(row.get("mm_processor_kwargs") or {})
+        kwargs.setdefault("do_sample_frames", metadata.get("do_sample_frames", False))
+        meta = VideoMetadata(**{k: v for k, v in metadata.items() if k != "do_sample_frames"})
+        if row["prompt"].count("<|video_pad|>") != 1:
+            raise ValueError("a video prompt needs exactly one <|video_pad|> placeholder")
+        out = self.processor(text=[row["prompt"]], videos=[list(frames)], video_metadata=[meta],
+                             return_tensors="pt", **kwargs)
+        self.seen.append({"frames": frames, "metadata": metadata, "kwargs": kwargs,
+                          "prompt": row["prompt"], **out})
+        greedy = sp.temperature == 0
+        with torch.no_grad():
+            gen = self.hf.generate(
+                **out, do_sample=not greedy, temperature=None if greedy else sp.temperature,
+                top_p=None, top_k=None, repetition_penalty=sp.repetition_penalty,
+                eos_token_id=sp.stop_token_ids or None, max_new_tokens=sp.max_tokens,
+            )
+        new = gen[0, out["input_ids"].shape[1]:]
+        text = self.processor.tokenizer.decode(new, skip_special_tokens=sp.skip_special_tokens)
+        completion = SimpleNamespace(token_ids=new.tolist(), text=text)
+        return SimpleNamespace(prompt=row["prompt"], outputs=[completion])
+
     def generate(self, prompts, sampling_params=None, use_tqdm=False):
         from transformers import LogitsProcessorList
 
         sp = sampling_params
+        if all("prompt" in row for row in prompts):
+            self.sampling.append(sp)
+            return [self._generate_from_text(row, sp) for row in prompts]
         self.sampling.append(sp)
         eos = self.hf.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos])

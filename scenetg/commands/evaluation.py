@@ -87,6 +87,7 @@ def ground(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = DEFAULT_MAX_NEW_TOKENS,
     center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
     decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine for large evals; pip install 'scenetg[vllm]').")] = "transformers",
 ) -> None:
     """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
     from scenetg.eval.grounding import ground as run_ground
@@ -105,7 +106,8 @@ def ground(
         stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
                            max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
-                           max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode)
+                           max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode,
+                           backend=backend)
     out_console.print(stats.summary(), highlight=False)
 
 
@@ -126,6 +128,7 @@ def answer(
     device: Annotated[str, typer.Option("--device")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",
     summary: Annotated[Path | None, typer.Option("--summary", help="Summary JSON path (default: next to --out).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine; pip install 'scenetg[vllm]').")] = "transformers",
 ) -> None:
     """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
     from scenetg.eval.answering import answer as run_answer
@@ -143,7 +146,8 @@ def answer(
                             context_fraction=context_fraction, context_s=context_s,
                             batch_size=batch, limit=limit, reporter=reporter,
                             dtype=dtype, device=device,
-                            summary_path=summary or out.with_suffix(".summary.json"))
+                            summary_path=summary or out.with_suffix(".summary.json"),
+                            backend=backend)
     out_console.print(format_answer_summary(result), highlight=False)
 
 

@@ -40,7 +40,14 @@ from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` call
     load_qa,
 )
 from scenetg.models.batch_size import runner_batch_size
-from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS, as_clip, as_runner
+from scenetg.models.runner import (
+    BACKENDS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_NEW_TOKENS,
+    as_clip,
+    as_runner,
+    vllm_memory_share,
+)
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
 from scenetg.rl.parsing import parse_answer, parse_choice
@@ -122,6 +129,7 @@ def answer(
     clip_scales: Sequence[float] = CLIP_SCALES,
     clip_stride: float = CLIP_STRIDE,
     summary_path: str | Path | None = None,
+    backend: str = "transformers",
 ) -> dict:
     """Run Ground-then-Answer and the uniform baseline on `records` (the first `limit`).
 
@@ -130,10 +138,13 @@ def answer(
     `max_frames`) or ``clip`` (`grounder_model` an OpenCLIP name/path, frames at `fps`). Both
     arms see `n_frames` frames. Appends one row per question to `out_path` (resumable like
     `ground`: done qids skipped, error rows retried) and writes the summary JSON to
-    `summary_path` (default ``<out_path stem>.summary.json``); returns the summary.
+    `summary_path` (default ``<out_path stem>.summary.json``); returns the summary. `backend`
+    runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`).
     """
     if grounder not in GROUNDERS:
         raise ConfigError(f"unknown grounder {grounder!r}; use one of {', '.join(GROUNDERS)}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     batch_size = coerce_batch_size("batch_size", batch_size)
     if n_frames < 1 or fps <= 0 or max_frames < 1:
         raise ConfigError("n_frames and max_frames must be >= 1, fps > 0")
@@ -158,13 +169,18 @@ def answer(
         "max_frames": int(max_frames),
     }
     if pending:
-        runner = as_runner(answerer, dtype, device, max_new_tokens_ground, "--answerer")
+        two_mllms = grounder == "model" and grounder_model not in (None, answerer)
+        share = vllm_memory_share(2 if two_mllms else 1)
+        runner = as_runner(answerer, dtype, device, max_new_tokens_ground, "--answerer",
+                           backend=backend, gpu_memory_utilization=share)
         if grounder == "clip":
             ground_engine = as_clip(grounder_model, device, "--grounder-model")
-        elif grounder_model is None or grounder_model == answerer:
+        elif not two_mllms:
             ground_engine = runner
         else:
-            ground_engine = as_runner(grounder_model, dtype, device, max_new_tokens_ground, "--grounder-model")
+            ground_engine = as_runner(grounder_model, dtype, device, max_new_tokens_ground,
+                                      "--grounder-model", backend=backend,
+                                      gpu_memory_utilization=share)
         job = _Job(
             runner=runner,
             ground_engine=ground_engine,

@@ -38,6 +38,7 @@ from scenetg.eval.predictions import append_prediction
 from scenetg.eval.records import GroundingRecord
 from scenetg.models.batch_size import expected_frames, runner_batch_size
 from scenetg.models.runner import (
+    BACKENDS,
     DECODE_MODES,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_NEW_TOKENS,
@@ -173,6 +174,7 @@ def ground(
     clip_scales: Sequence[float] = CLIP_SCALES,
     clip_stride: float = CLIP_STRIDE,
     decode: str = "auto",
+    backend: str = "transformers",
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -181,7 +183,8 @@ def ground(
     `max_frames` set the frames sampled per video for both ``model`` and ``clip``. A query
     whose video is missing or unreadable gets ``pred: null`` and ``raw: "error: ..."``, is
     counted, and the run goes on. `decode`: how decode steps run attention
-    (`scenetg.models.runner.DECODE_MODES`).
+    (`scenetg.models.runner.DECODE_MODES`). `backend`: ``transformers`` or ``vllm`` (an
+    in-process vLLM engine, `scenetg.models.vllm_runner`) for method ``model``.
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -189,6 +192,8 @@ def ground(
     batch_size = coerce_batch_size("batch_size", batch_size)
     if decode not in DECODE_MODES:
         raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if fps <= 0 or max_frames < 1:
         raise ConfigError("fps must be > 0, max_frames >= 1")
     if limit is not None and limit < 0:
@@ -207,7 +212,7 @@ def ground(
 
     engine: Any = None
     if method == "model":
-        engine = as_runner(model, dtype, device, max_new_tokens, decode=decode)
+        engine = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
     elif method == "clip":
         engine = as_clip(model, device)
 

@@ -50,6 +50,9 @@ class EvalConfig:
     batch_size: int | str = "auto"
     """Queries per generate call: ``auto`` (4 on a CPU, by free memory on CUDA) or a number."""
     max_new_tokens: int = 256
+    backend: str = "transformers"
+    """Generation engine of the MLLMs: ``transformers`` or ``vllm`` (in-process engine; with
+    several MLLMs they split the GPU memory, `scenetg.models.runner.vllm_memory_share`)."""
     device: str = "auto"
     dtype: str = "auto"
     strict: bool = False
@@ -76,6 +79,10 @@ class EvalConfig:
             raise ConfigError("method 'model' needs `model:` (HF id or folder)")
         if "clip" in self.methods and not self.clip_model:
             raise ConfigError("method 'clip' needs `clip_model:`")
+        from scenetg.models.runner import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend: use one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if not self.benchmarks:
             raise ConfigError("benchmarks: empty; list at least one {name, annotations, videos}")
         names = [b.name for b in self.benchmarks]
@@ -167,7 +174,7 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     from scenetg.eval.protocols import get_protocol
     from scenetg.eval.report import EvalResult, write_eval_report
     from scenetg.models.clip import load_clip
-    from scenetg.models.runner import QwenRunner
+    from scenetg.models.runner import load_runner, vllm_memory_share
 
     out = Path(cfg.out)
     problems = missing_inputs(cfg)
@@ -183,15 +190,16 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
         benchmarks.append((spec, records if spec.limit is None else records[: spec.limit]))
     # Each model is loaded once for all benchmarks (a 7B MLLM takes a while to load).
     models: dict[str, Any] = {"center": None}
-    if "model" in cfg.methods:
-        models["model"] = QwenRunner.load(cfg.model, dtype=cfg.dtype, device=cfg.device,
-                                          max_new_tokens=cfg.max_new_tokens)
+    mllms = {**({"model": (cfg.model, "`model:` (or --model)")} if "model" in cfg.methods else {}),
+             **{name: (path, f"models.{name}") for name, path in cfg.models.items()
+                if name in cfg.methods}}
+    share = vllm_memory_share(len(mllms))
+    for name, (path, flag) in mllms.items():
+        models[name] = load_runner(path, cfg.backend, dtype=cfg.dtype, device=cfg.device,
+                                   max_new_tokens=cfg.max_new_tokens, what=flag,
+                                   gpu_memory_utilization=share)
     if "clip" in cfg.methods:
         models["clip"] = load_clip(cfg.clip_model, device=cfg.device)
-    for name, path in cfg.models.items():
-        if name in cfg.methods:
-            models[name] = QwenRunner.load(path, dtype=cfg.dtype, device=cfg.device,
-                                           max_new_tokens=cfg.max_new_tokens, flag=f"models.{name}")
     results = []
     for spec, records in benchmarks:
         for method in cfg.methods:

@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 
 from scenetg.errors import ConfigError
+from scenetg.models.vllm_runner import BACKENDS
+
+__all__ = [
+    "BACKENDS", "DECODE_MODES", "QwenRunner", "as_clip", "as_runner", "load_runner",
+    "vllm_memory_share",
+]
 
 DEFAULT_MAX_NEW_TOKENS = 256
 """Room for a short ``<think>`` plus the answer."""
@@ -135,19 +141,48 @@ class QwenRunner:
         ]
 
 
+VLLM_GPU_MEMORY = 0.9
+"""Share of the GPU's memory vLLM engines of one process take together (vLLM's default)."""
+
+
+def vllm_memory_share(n_engines: int) -> float:
+    """Each engine's ``gpu_memory_utilization`` when `n_engines` vLLM engines share the GPU of one
+    process (an eval comparing several MLLMs): each pre-allocates its share, so they split it."""
+    return VLLM_GPU_MEMORY / max(1, n_engines)
+
+
+def load_runner(
+    model: str | Path, backend: str = "transformers", dtype: str = "auto", device: str = "auto",
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, what: str = "--model", decode: str = "auto",
+    gpu_memory_utilization: float = VLLM_GPU_MEMORY,
+) -> Any:
+    """A runner for `model` on `backend`: `QwenRunner` (transformers; `device`, `decode`) or
+    `VLLMRunner` (an in-process vLLM engine on the current GPU, using `gpu_memory_utilization`
+    of it). Both take the same `generate` call."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "vllm":
+        from scenetg.models.vllm_runner import VLLMRunner
+
+        return VLLMRunner.load(model, dtype=dtype, max_new_tokens=max_new_tokens, flag=what,
+                               gpu_memory_utilization=gpu_memory_utilization)
+    return QwenRunner.load(
+        model, dtype=dtype, device=device, max_new_tokens=max_new_tokens, flag=what, decode=decode
+    )
+
+
 def as_runner(
     model: Any, dtype: str, device: str, max_new_tokens: int, what: str = "--model",
-    decode: str = "auto",
+    decode: str = "auto", backend: str = "transformers", gpu_memory_utilization: float = VLLM_GPU_MEMORY,
 ) -> Any:
-    """A `QwenRunner` from a model id/path, or `model` itself when it already has ``generate``
-    (a loaded runner, or a stand-in in tests). `what` names the flag in errors."""
+    """A runner (`load_runner`) from a model id/path, or `model` itself when it already has
+    ``generate`` (a loaded runner, or a stand-in in tests). `what` names the flag in errors."""
     if model is None:
         raise ConfigError(f"an MLLM is needed: set {what}")
     if hasattr(model, "generate") and not isinstance(model, (str, Path)):
         return model
-    return QwenRunner.load(
-        model, dtype=dtype, device=device, max_new_tokens=max_new_tokens, flag=what, decode=decode
-    )
+    return load_runner(model, backend, dtype, device, max_new_tokens, what, decode,
+                       gpu_memory_utilization)
 
 
 def as_clip(model: Any, device: str, what: str = "--model") -> Any:

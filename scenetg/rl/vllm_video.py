@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from scenetg.errors import ConfigError
+from scenetg.models.vllm_runner import VLLM_MIN_VERSION, check_vllm_version, vllm_video
 
-VLLM_MIN_VERSION = "0.30.0"
-"""First vLLM minor release after vllm-project/vllm#47736 (Qwen2.5-VL keeps video metadata)."""
+__all__ = ["VLLM_MIN_VERSION", "VideoLLM", "check_vllm_for_video", "vllm_video_item"]
 
 SERVER_MODE_ERROR = (
     "grpo.vllm_mode: server is not supported for video: TRL's `trl vllm-serve` API takes token "
@@ -42,42 +42,12 @@ def check_vllm_for_video(mode: str) -> None:
     installed at `VLLM_MIN_VERSION` or later."""
     if mode == "server":
         raise ConfigError(SERVER_MODE_ERROR)
-    from scenetg.extras import require_extra
-
-    require_extra("vllm", "vllm", "grpo.use_vllm")
-    import vllm
-
-    version = str(getattr(vllm, "__version__", "0"))
-    if _release(version) < _release(VLLM_MIN_VERSION):
-        raise ConfigError(
-            f"grpo.use_vllm: vLLM {version} drops Qwen2.5-VL video metadata (rollouts would see "
-            f"24 fps time positions); install vllm>={VLLM_MIN_VERSION} or set use_vllm: false"
-        )
-
-
-def _release(version: str) -> tuple[int, ...]:
-    """(major, minor, patch) of a version string such as ``0.30.1+cu129`` or ``0.31.0rc1``."""
-    import re
-
-    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
+    check_vllm_version("grpo.use_vllm", "set use_vllm: false")
 
 
 def vllm_video_item(video: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """One `SampledVideo` as vLLM's video input: uint8 frames (T, H, W, 3) and the metadata dict
-    vLLM turns into the `VideoMetadata` our own processor call gets (same fps, duration, frame
-    indices), with ``do_sample_frames: False`` so the frames are used as given."""
-    from scenetg.models.qwen import video_metadata
-
-    frames = np.stack([np.ascontiguousarray(f, dtype=np.uint8) for f in video.frames])
-    meta = video_metadata(video.times_s, duration_s=video.duration_s)
-    metadata = {
-        "total_num_frames": meta.total_num_frames,
-        "fps": meta.fps,
-        "duration": meta.duration,
-        "frames_indices": list(meta.frames_indices),
-        "do_sample_frames": False,
-    }
-    return frames, metadata
+    """One `SampledVideo` as vLLM's video input (`models.vllm_runner.vllm_video`)."""
+    return vllm_video(video.frames, video.times_s, video.duration_s)
 
 
 class VideoLLM:

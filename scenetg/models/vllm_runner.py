@@ -1,0 +1,193 @@
+"""Greedy generation through an in-process vLLM engine (``--backend vllm``), for large evals.
+
+`VLLMRunner.generate` takes what `QwenRunner.generate` takes (videos as decoded frames at
+absolute times, prompts, durations) and returns the same kind of texts, so `scenetg ground`,
+`scenetg answer` and the eval suite run on either. vLLM brings continuous batching, paged
+attention and CUDA graphs for every decode length, which transformers' eager decode loop lacks
+(docs/BENCHMARKS.md: decode 5x its bandwidth bound there).
+
+The time encoding is kept because the engine is in-process: each prompt carries our own frames
+and their sampled fps as ``multi_modal_data={"video": (frames, metadata)}`` with
+``do_sample_frames: False`` and our processor kwargs, so vLLM's Qwen2.5-VL processor computes the
+same grid and ``second_per_grid_ts`` as ours (the path vLLM documents for pre-decoded video;
+metadata honoured for Qwen2.5-VL since vllm-project/vllm#47736, hence `VLLM_MIN_VERSION`). An
+OpenAI-compatible server gives the client no such guarantee (docs/CHOICES.md), so ``ground`` has
+no server backend. Greedy decoding with the checkpoint's own repetition penalty and stop tokens,
+as `scenetg.models.qwen.greedy_generation_config` sets for transformers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scenetg.errors import ConfigError, ModelError
+
+VLLM_MIN_VERSION = "0.30.0"
+"""First vLLM minor release after vllm-project/vllm#47736 (Qwen2.5-VL keeps video metadata)."""
+
+BACKENDS = ("transformers", "vllm")
+"""Generation engines of ``ground`` / ``answer`` / the eval suite (``--backend``)."""
+
+VLLM_AUTO_BATCH = 64
+"""Queries handed to vLLM per call with ``batch_size: auto``. vLLM schedules the sequences itself
+(continuous batching over a paged KV cache sized by ``gpu_memory_utilization``), so this only
+bounds how many decoded videos wait in host memory at once."""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string such as ``0.30.1+cu129`` or ``0.31.0rc1``."""
+    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
+
+
+def check_vllm_version(feature: str, fix: str) -> Any:
+    """The imported ``vllm`` module; ScenetgError (one line) when the extra is missing, and
+    ConfigError when it is older than `VLLM_MIN_VERSION` (it would drop the video metadata and
+    time every frame at 24 fps without a word)."""
+    from scenetg.extras import require_extra
+
+    require_extra("vllm", "vllm", feature)
+    import vllm
+
+    version = str(getattr(vllm, "__version__", "0"))
+    if _release(version) < _release(VLLM_MIN_VERSION):
+        raise ConfigError(
+            f"{feature}: vLLM {version} drops Qwen2.5-VL video metadata (the model would see "
+            f"24 fps time positions); install vllm>={VLLM_MIN_VERSION} or {fix}"
+        )
+    return vllm
+
+
+def vllm_video(
+    frames: Sequence[np.ndarray], times_s: Sequence[float], duration_s: float | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Frames sampled at absolute `times_s` as vLLM's video input: uint8 (T, H, W, 3) and the
+    metadata dict vLLM turns into the `VideoMetadata` our own processor call gets (same fps,
+    duration, frame indices), with ``do_sample_frames: False`` so they are used as given."""
+    from scenetg.models.qwen import video_metadata
+
+    stacked = np.stack([np.ascontiguousarray(f, dtype=np.uint8) for f in frames])
+    meta = video_metadata(times_s, duration_s=duration_s)
+    metadata = {
+        "total_num_frames": meta.total_num_frames,
+        "fps": meta.fps,
+        "duration": meta.duration,
+        "frames_indices": list(meta.frames_indices),
+        "do_sample_frames": False,
+    }
+    return stacked, metadata
+
+
+def _eos_ids(generation_config: Any) -> list[int]:
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+class VLLMRunner:
+    """An in-process vLLM engine + the model's HF processor (for the chat template), with the
+    greedy settings of `QwenRunner`: batches of videos and prompts in, generated texts out."""
+
+    def __init__(self, llm: Any, processor: Any, generation_config: Any, sampling_params: Any,
+                 max_new_tokens: int):
+        from scenetg.models.qwen import video_processor_kwargs
+
+        self.llm, self.processor = llm, processor
+        self.max_new_tokens = int(max_new_tokens)
+        self.processor_kwargs = video_processor_kwargs(processor)
+        self._sampling_params = sampling_params
+        self.repetition_penalty = float(getattr(generation_config, "repetition_penalty", None) or 1.0)
+        self.stop_token_ids = _eos_ids(generation_config)
+
+    @classmethod
+    def load(
+        cls,
+        model_id_or_path: str | Path,
+        dtype: str = "auto",
+        max_new_tokens: int = 256,
+        trust_remote_code: bool = False,
+        flag: str = "--model",
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        seed: int = 0,
+    ) -> VLLMRunner:
+        """Build the engine for `model_id_or_path` (a folder or a Hub id, checked first as for
+        transformers), one video per prompt. `dtype` as vLLM reads it (``auto``: the
+        checkpoint's)."""
+        from transformers import AutoProcessor, GenerationConfig
+
+        from scenetg.models.qwen import check_qwen_available
+
+        vllm = check_vllm_version("--backend vllm", "use --backend transformers")
+        check_qwen_available(model_id_or_path, flag)
+        name = str(model_id_or_path)
+        src = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+        try:
+            processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code)
+            try:
+                generation_config = GenerationConfig.from_pretrained(src)
+            except OSError:  # a checkpoint without generation_config.json: vLLM's defaults
+                generation_config = None
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"model {name!r} cannot be loaded: {first}; fix {flag}") from exc
+        engine_args: dict[str, Any] = {
+            "model": src,
+            "dtype": dtype,
+            "seed": seed,
+            "trust_remote_code": trust_remote_code,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "limit_mm_per_prompt": {"video": 1, "image": 0},
+        }
+        if max_model_len is not None:
+            engine_args["max_model_len"] = int(max_model_len)
+        llm = vllm.LLM(**engine_args)
+        return cls(llm, processor, generation_config, vllm.SamplingParams, max_new_tokens)
+
+    def batch_size(self, value: int | str, tokens_per_item: int) -> int:
+        """Queries per `generate` call: `value`, or `VLLM_AUTO_BATCH` for ``auto`` (vLLM sizes its
+        own running batch from its KV cache)."""
+        return VLLM_AUTO_BATCH if value == "auto" else int(value)
+
+    def generate(
+        self,
+        videos: Sequence[Sequence[np.ndarray]],
+        times_s: Sequence[Sequence[float]],
+        prompts: str | Sequence[str],
+        durations_s: Sequence[float | None],
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """One greedy completion per (video, prompt), special tokens dropped, text stripped."""
+        from scenetg.models.qwen import render_chat, video_messages
+
+        if not videos:
+            return []
+        n = len(videos)
+        prompt_list = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        if not len(prompt_list) == len(times_s) == len(durations_s) == n:
+            raise ValueError(f"{n} videos but {len(prompt_list)} prompts, {len(times_s)} lists "
+                             f"of frame times and {len(durations_s)} durations")
+        rows = []
+        for frames, times, duration, prompt in zip(videos, times_s, durations_s, prompt_list,
+                                                   strict=True):
+            if len(frames) == 0 or len(frames) != len(times):
+                raise ValueError(f"a video has {len(frames)} frames but {len(times)} times")
+            rows.append({
+                "prompt": render_chat(self.processor, video_messages(prompt), True),
+                "multi_modal_data": {"video": vllm_video(frames, times, duration)},
+                "mm_processor_kwargs": dict(self.processor_kwargs),
+            })
+        params = self._sampling_params(
+            temperature=0.0,
+            max_tokens=int(max_new_tokens or self.max_new_tokens),
+            repetition_penalty=self.repetition_penalty,
+            stop_token_ids=list(self.stop_token_ids),
+            skip_special_tokens=True,
+        )
+        outputs = self.llm.generate(rows, params, use_tqdm=False)
+        return [out.outputs[0].text.strip() for out in outputs]

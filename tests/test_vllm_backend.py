@@ -1,0 +1,158 @@
+"""``--backend vllm`` for ground / answer / eval-suite: checked against a stand-in for vLLM's `LLM`
+(tests/vllm_standin.py: the HF processor run as vLLM's Qwen2.5-VL path runs it, then the tiny
+model), not against real vLLM (it needs CUDA and is not installed here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scenetg.errors import ConfigError, ScenetgError
+from scenetg.eval import grounding as G
+from scenetg.eval.records import GroundingRecord
+from scenetg.models.runner import QwenRunner, vllm_memory_share
+from scenetg.video.synthetic import write_synthetic_video
+from tests import vllm_standin
+
+REPETITION_PENALTY = 1.3
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    write_synthetic_video(root / "a.mp4", [2.0, 2.0], fps=10, size=(64, 48))
+    write_synthetic_video(root / "b.mp4", [1.5, 1.5], fps=10, size=(64, 48), seed=1)
+    return root
+
+
+@pytest.fixture()
+def qwen_with_penalty(tiny_models, tmp_path) -> Path:
+    """The tiny Qwen with a repetition penalty in its generation config (as the real 7B has)."""
+    folder = tmp_path / "qwen"
+    shutil.copytree(tiny_models["qwen"], folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    config["repetition_penalty"] = REPETITION_PENALTY
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    return folder
+
+
+RECORDS = [
+    GroundingRecord("q1", "a", 4.0, "a dark scene", [(0.0, 2.0)]),
+    GroundingRecord("q2", "b", 3.0, "a bright scene", [(1.5, 3.0)]),
+    GroundingRecord("q3", "a", 4.0, "the box moves", [(2.0, 4.0)]),
+]
+
+
+def _raw(path: Path) -> dict[str, str]:
+    return {r["qid"]: r["raw"] for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_ground_on_vllm_answers_as_transformers_with_our_frames_and_fps(
+    videos, qwen_with_penalty, tmp_path, monkeypatch
+):
+    llm_cls = vllm_standin.install(monkeypatch)
+    stats = G.ground(RECORDS, videos, tmp_path / "vllm.jsonl", model=str(qwen_with_penalty),
+                     backend="vllm", fps=2, max_frames=4, max_new_tokens=12)
+    assert stats.written == 3 and stats.parsed + stats.invalid == 3
+    (llm,) = llm_cls.instances
+    assert llm.kwargs["limit_mm_per_prompt"] == {"video": 1, "image": 0}
+    # one vLLM call for the three queries (auto batch), greedy with the checkpoint's penalty
+    (params,) = llm.sampling
+    assert params.temperature == 0 and params.max_tokens == 12
+    assert params.repetition_penalty == REPETITION_PENALTY
+    assert params.stop_token_ids and params.skip_special_tokens
+    for item in llm.seen:
+        meta = item["metadata"]
+        k = item["frames"].shape[0]
+        duration = 4.0 if meta["duration"] == pytest.approx(4.0) else 3.0
+        # our uint8 frames with the real fps k / D, used as given: the time step is ours
+        assert item["frames"].dtype == np.uint8 and k == 4
+        assert meta["fps"] == pytest.approx(k / duration) and meta["do_sample_frames"] is False
+        assert float(item["second_per_grid_ts"][0]) == pytest.approx(2 / (k / duration))
+        assert item["prompt"].count("<|video_pad|>") == 1 and "<|im_start|>assistant" in item["prompt"]
+    # the same texts as the transformers path on the same checkpoint
+    runner = QwenRunner.load(qwen_with_penalty, device="cpu", max_new_tokens=12)
+    assert runner.generation_config.repetition_penalty == REPETITION_PENALTY
+    G.ground(RECORDS, videos, tmp_path / "hf.jsonl", model=runner, fps=2, max_frames=4,
+             batch_size=1)
+    texts = _raw(tmp_path / "vllm.jsonl")
+    assert all(texts.values()) and texts == _raw(tmp_path / "hf.jsonl")
+
+
+def test_vllm_backend_refuses_old_or_missing_vllm(videos, tiny_models, tmp_path, monkeypatch):
+    vllm_standin.install(monkeypatch, version="0.29.0")
+    with pytest.raises(ConfigError, match="24 fps"):
+        G.ground(RECORDS, videos, tmp_path / "p.jsonl", model=str(tiny_models["qwen"]),
+                 backend="vllm")
+    monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
+    with pytest.raises(ScenetgError, match=r"\[vllm\] extra"):
+        G.ground(RECORDS, videos, tmp_path / "p.jsonl", model=str(tiny_models["qwen"]),
+                 backend="vllm")
+    with pytest.raises(ConfigError, match="backend must be one of transformers, vllm"):
+        G.ground(RECORDS, videos, tmp_path / "p.jsonl", model=str(tiny_models["qwen"]),
+                 backend="sglang")
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_answer_on_vllm_splits_the_gpu_between_two_mllms(videos, tiny_models, tmp_path, monkeypatch):
+    from scenetg.eval.answering import answer
+    from scenetg.eval.qa_loaders import QARecord
+
+    llm_cls = vllm_standin.install(monkeypatch)
+    grounder = tmp_path / "grounder"
+    shutil.copytree(tiny_models["qwen"], grounder)
+    records = [QARecord("m1", "a", "what colour?", ["red", "blue"], 0, "short", 4.0)]
+    answer(records, videos, tmp_path / "qa.jsonl", str(tiny_models["qwen"]),
+           grounder_model=str(grounder), n_frames=2, max_frames=4, backend="vllm")
+    shares = [llm.kwargs["gpu_memory_utilization"] for llm in llm_cls.instances]
+    assert shares == [vllm_memory_share(2)] * 2 == [0.45, 0.45]
+    assert all(llm.seen for llm in llm_cls.instances)  # both engines answered from video
+
+
+def test_cli_backend_errors_are_one_line(videos, tiny_models, tmp_path):
+    import subprocess
+
+    ann = tmp_path / "ann.jsonl"
+    ann.write_text(json.dumps({"qid": "q1", "vid": "a", "duration": 4.0, "query": "x",
+                               "relevant_windows": [[0, 1]]}) + "\n")
+    base = [sys.executable, "-m", "scenetg.cli", "ground", "-a", str(ann), "--videos", str(videos),
+            "--out", str(tmp_path / "p.jsonl"), "--model", str(tiny_models["qwen"])]
+    for backend, message in (("sglang", "backend must be one of transformers, vllm"),
+                             ("vllm", "pip install 'scenetg[vllm]'")):
+        run = subprocess.run([*base, "--backend", backend], capture_output=True, text=True)
+        assert run.returncode == 2, run.stderr
+        lines = [line for line in run.stderr.strip().splitlines() if line.startswith("error")]
+        assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_eval_suite_backend_key(videos, tiny_models, tmp_path, monkeypatch, capsys):
+    """`backend: vllm` runs every MLLM of the suite on vLLM, each with its share of the GPU; an
+    unknown backend is a one-line error before anything runs."""
+    from scenetg.cli import main
+
+    llm_cls = vllm_standin.install(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "anno.jsonl").write_text(json.dumps(
+        {"qid": "q1", "vid": "a", "duration": 4.0, "query": "a dark scene",
+         "relevant_windows": [[0, 2]]}) + "\n")
+    config = (f"out: out\nmethods: [model, trained]\nmodel: {tiny_models['qwen']}\n"
+              f"models: {{trained: {tiny_models['qwen']}}}\nmax_frames: 4\nmax_new_tokens: 8\n"
+              f"benchmarks:\n  - {{name: a, annotations: anno.jsonl, videos: {videos}}}\n")
+    (tmp_path / "eval.yaml").write_text(config + "backend: tgi\n")
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "backend: use one of transformers, vllm" in err[0]
+    assert not llm_cls.instances and not (tmp_path / "out").exists()
+
+    (tmp_path / "eval.yaml").write_text(config + "backend: vllm\n")
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 0
+    assert [llm.kwargs["gpu_memory_utilization"] for llm in llm_cls.instances] == [0.45, 0.45]
+    assert all(len(llm.seen) == 1 for llm in llm_cls.instances)
+    for method in ("model", "trained"):
+        (row,) = map(json.loads, (tmp_path / "out" / "a" / f"{method}.jsonl").read_text().splitlines())
+        assert row["qid"] == "q1" and not row["raw"].startswith("error")
