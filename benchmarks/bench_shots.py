@@ -204,6 +204,17 @@ WHERE_THE_TIME_GOES = (
     "frame scores match PySceneDetect's own pipeline, so the cuts equal its CLI's): what is left "
     "is mostly that fixed pixel work, and on 2 cores the ratio then depends on how many cores the other "
     "load leaves the decoder's threads."
+    ' Tried and dropped (2026-11-26, same video, side by side in one process): resizing the '
+    "decoder's Y/U/V planes with cv2.resize INTER_LINEAR and converting with one cv2.transform "
+    '(0.61-0.67x plain against 0.71-0.74x for the swscale path in the same runs: cv2.resize reads'
+    ' the freshly decoded frame no faster than swscale does, and chroma rounded to 8 bits before '
+    'conversion adds hue noise in fades, so testvideo.mp4 gained false cuts at frames 212 and '
+    '358); swscale POINT instead of FAST_BILINEAR (no change); decoding in one thread and '
+    'shrinking in another (slower: one more hand-off per frame). CPU per frame in the pipeline '
+    '(getrusage, 18,000 frames): plain decoding 215 us, the shrink and BGR conversion 87 us, the '
+    'detector thread 60 us (HSV 30, difference 11, running sum 7-14; timed on frames held in memory); the decoder keeps ~1.5 of '
+    "the 2 cores busy, so 0.8x would need ~75 us less work per frame than PySceneDetect's own "
+    'pixel pipeline does.'
 )
 """Measured once by hand (2026-11-26): `valgrind --tool=callgrind python -c "detect_shots(...)"` on
 the flat synthetic video's first 20 s, minus an import-only run; see the section's text."""
