@@ -28,6 +28,7 @@ BENCHES = [
     ("CLIP filter batched across videos (CPU, tiny CLIP)", "bench_clip_batches"),
     ("Grounding batches: longest video first vs annotation order (CPU, tiny model)", "bench_ground_batches"),
     ("One grounding generate call: decode steps and our per-step work (CPU, tiny model)", "bench_decode_steps"),
+    ("A GRPO rollout decode step vs a grounding decode step (CPU, tiny model)", "bench_rollout_steps"),
     ("Vision windows: one attention call per window length (CPU, 7B vision geometry)", "bench_vision_windows"),
     ("Toy grounding: GRPO variants from one SFT start", "toy_grounding"),
 ]
