@@ -90,10 +90,12 @@ class OpenAIConfig:
 class CaptionsConfig:
     """One distinctive caption per scene from an MLLM; the caption becomes the grounding query."""
 
-    backend: str = field(default="transformers", metadata={"choices": ("transformers", "openai")})
-    """`transformers` (local model, batched) or `openai` (OpenAI-compatible server)."""
+    backend: str = field(default="transformers",
+                         metadata={"choices": ("transformers", "vllm", "openai")})
+    """`transformers` (local model, batched), `vllm` (in-process vLLM engine, one GPU; the
+    [vllm] extra) or `openai` (OpenAI-compatible server)."""
     model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
-    """Hugging Face id or local folder (transformers); served model name (openai)."""
+    """Hugging Face id or local folder (transformers, vllm); served model name (openai)."""
     frames_per_scene: int = field(default=8, metadata={"min": 1})
     max_frame_side: int = field(default=448, metadata={"min": 16})
     """Frames are decoded with their longer side scaled down to this many pixels."""

@@ -156,3 +156,29 @@ def test_eval_suite_backend_key(videos, tiny_models, tmp_path, monkeypatch, caps
     for method in ("model", "trained"):
         (row,) = map(json.loads, (tmp_path / "out" / "a" / f"{method}.jsonl").read_text().splitlines())
         assert row["qid"] == "q1" and not row["raw"].startswith("error")
+
+
+def test_captions_backend_vllm_captions_as_transformers(videos, qwen_with_penalty, monkeypatch):
+    """`captions.backend: vllm`: the same captions as the transformers backend, each scene sent
+    with its frames and its own fps (K / scene length)."""
+    from scenetg.config import CaptionsConfig
+    from scenetg.curate.captions import SceneFrames, TransformersCaptioner, make_caption_backend
+    from scenetg.video.frames import read_frames_at
+
+    llm_cls = vllm_standin.install(monkeypatch)
+    spans = [(0.0, 2.0), (2.0, 4.0), (0.5, 3.5)]
+    scenes = []
+    for start, end in spans:
+        times = [start + (end - start) * (i + 0.5) / 3 for i in range(3)]
+        scenes.append(SceneFrames(read_frames_at(videos / "a.mp4", times, max_side=64), times, end - start))
+    cfg = CaptionsConfig(backend="vllm", model=str(qwen_with_penalty), max_new_tokens=10,
+                         device="cpu", dtype="bf16")
+    captions = make_caption_backend(cfg).caption_scenes(scenes)
+    (llm,) = llm_cls.instances
+    assert llm.kwargs["dtype"] == "bfloat16"  # our dtype names in vLLM's spelling
+    fps = [item["metadata"]["fps"] for item in llm.seen]
+    assert fps == pytest.approx([3 / (end - start) for start, end in spans])
+    cfg_hf = CaptionsConfig(backend="transformers", model=str(qwen_with_penalty), max_new_tokens=10,
+                            device="cpu", dtype="float32", batch_size=1)
+    assert captions == TransformersCaptioner(cfg_hf).caption_scenes(scenes)
+    assert all(captions)

@@ -1,7 +1,8 @@
 """Scene captions from an MLLM: the caption becomes the grounding query (DESIGN.md, Captions).
 
-Two backends behind one interface, ``caption_scenes(scenes) -> captions`` (same order):
-``transformers`` runs a local Qwen2.5-VL-class model, batched, greedy; ``openai`` talks to any
+Three backends behind one interface, ``caption_scenes(scenes) -> captions`` (same order):
+``transformers`` runs a local Qwen2.5-VL-class model, batched, greedy; ``vllm`` runs the same
+calls on an in-process vLLM engine (`scenetg.models.vllm_runner`); ``openai`` talks to any
 OpenAI-compatible server (e.g. vLLM) with bounded concurrency and retries. Each scene's frames go
 in with their absolute times, so the model is told the real sampled fps (K / scene duration).
 """
@@ -92,15 +93,18 @@ def _local_model_name(model: str) -> str:
 
 class TransformersCaptioner:
     """Local Qwen2.5-VL-class captioner: `batch_size` scenes per greedy, left-padded generate call
-    (the one generation path, `QwenRunner`)."""
+    (the one generation path, `QwenRunner`; or a `VLLMRunner` for ``backend: vllm``)."""
 
-    def __init__(self, cfg: CaptionsConfig, model: Any = None, processor: Any = None):
+    def __init__(self, cfg: CaptionsConfig, model: Any = None, processor: Any = None,
+                 runner: Any = None):
         from scenetg.models.runner import QwenRunner
 
         self.cfg = cfg
-        if model is None or processor is None:
-            model, processor = load_qwen(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
-        self.runner = QwenRunner(model, processor, cfg.max_new_tokens)
+        if runner is None:  # `runner`: another engine with QwenRunner's calls (`vllm`)
+            if model is None or processor is None:
+                model, processor = load_qwen(cfg.model, cfg.dtype, cfg.device, cfg.trust_remote_code)
+            runner = QwenRunner(model, processor, cfg.max_new_tokens)
+        self.runner = runner
         self.model, self.processor = model, processor
         self.model_name = _local_model_name(cfg.model)
 
@@ -237,13 +241,13 @@ def check_openai_available(cfg: CaptionsConfig, timeout_s: float = MODELS_CHECK_
 
 def check_caption_model(cfg: CaptionsConfig) -> None:
     """The fail-fast check run before any video work: local/cached model, or a live server."""
-    if cfg.backend == "transformers":
+    if cfg.backend in ("transformers", "vllm"):
         check_qwen_available(cfg.model)
     elif cfg.backend == "openai":
         check_openai_available(cfg)
     else:
         raise ConfigError(
-            f"captions.backend must be 'transformers' or 'openai', not {cfg.backend!r}"
+            f"captions.backend must be 'transformers', 'vllm' or 'openai', not {cfg.backend!r}"
         )
 
 
@@ -255,4 +259,10 @@ def make_caption_backend(cfg: CaptionsConfig) -> CaptionBackend:
     check_caption_model(cfg)
     if cfg.backend == "transformers":
         return TransformersCaptioner(cfg)
+    if cfg.backend == "vllm":
+        from scenetg.models.vllm_runner import VLLMRunner
+
+        runner = VLLMRunner.load(cfg.model, dtype=cfg.dtype, max_new_tokens=cfg.max_new_tokens,
+                                 trust_remote_code=cfg.trust_remote_code, flag=CAPTION_MODEL_FLAG)
+        return TransformersCaptioner(cfg, runner=runner)
     return OpenAICaptioner(cfg)

@@ -89,6 +89,15 @@ def _eos_ids(generation_config: Any) -> list[int]:
     return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
+def _vllm_dtype(dtype: str) -> str:
+    """Our dtype names (``bf16``, ``torch.float16``, ...) in vLLM's spelling; ``auto`` stays."""
+    from scenetg.models.qwen import resolve_dtype
+
+    if str(dtype).lower() == "auto":
+        return "auto"
+    return str(resolve_dtype(dtype, "cuda")).removeprefix("torch.")
+
+
 class VLLMRunner:
     """An in-process vLLM engine + the model's HF processor (for the chat template), with the
     greedy settings of `QwenRunner`: batches of videos and prompts in, generated texts out."""
@@ -138,7 +147,7 @@ class VLLMRunner:
             raise ModelError(f"model {name!r} cannot be loaded: {first}; fix {flag}") from exc
         engine_args: dict[str, Any] = {
             "model": src,
-            "dtype": dtype,
+            "dtype": _vllm_dtype(dtype),
             "seed": seed,
             "trust_remote_code": trust_remote_code,
             "gpu_memory_utilization": gpu_memory_utilization,
