@@ -2,6 +2,11 @@
 
 Each build runs in its own subprocess (tiny models, CPU); peak RSS is read from
 `getrusage(RUSAGE_CHILDREN)`. Frames are streamed, so the ratio should stay near 1.
+
+The tiny CLIP's 32-px input makes the filter's preprocessed frames small, so a second table
+measures what the filter prefetch holds per video with a real 224-px CLIP preprocess
+(ViT-L-14's, open_clip; no weights needed): each video's filter frames as decoded, as
+`ClipEncoder.pixels` keeps them (uint8) and as the whole float32 preprocess (before uint8).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench"
+DEMO = ROOT / "pipelines" / "demo" / "build.yaml"
 
 
 def _video(minutes: int, size: tuple[int, int]) -> Path:
@@ -47,14 +53,36 @@ def _peak_rss_mb(video: Path, models: dict[str, Path], work: Path) -> float:
     )
     args = [
         sys.executable, "-c", code, "build", "--videos", str(videos), "--out", str(work / "out"),
-        "--config", str(ROOT / "pipelines" / "demo" / "build.yaml"),
+        "--config", str(DEMO),
         "--caption-model", str(models["qwen"]), "--clip-model", str(models["clip"]),
     ]
     proc = subprocess.run(args, capture_output=True, text=True, check=True)
     return int(proc.stdout.strip().splitlines()[-1]) / 1024
 
 
+def _filter_hold_mb(video: Path, work: Path, k: int) -> dict[str, float]:
+    """MB of one video's filter frames as the prefetch would hold them with a 224-px CLIP."""
+    import open_clip
+
+    from scenetg.curate import keyframes, stages
+    from scenetg.models.clip import ClipEncoder
+
+    (shots,) = (work / "out" / "work").glob("*/shots.json")
+    scenes = json.loads(shots.read_text())["result"]["scenes"]
+    preprocess = open_clip.image_transform(224, is_train=False)  # ViT-L-14's inference preprocess
+    split = ClipEncoder(None, preprocess, None, "ViT-L-14 preprocess", "cpu")
+    whole = ClipEncoder(None, lambda im: preprocess(im), None, "whole preprocess", "cpu")  # not split
+    frames, _ = stages.filter_frames(video, scenes, k, keyframes.filter_frame_side(split.image_size))
+    byte, full = split.pixels(frames), whole.pixels(frames)
+    assert byte.dtype.itemsize == 1 and full.dtype.itemsize == 4
+    mb = 1024 * 1024
+    h, w = frames[0].shape[:2]
+    return {"frames": len(frames), "decoded_size": f"{w}x{h}", "decoded_mb": sum(f.nbytes for f in frames) / mb,
+            "uint8_mb": byte.nbytes / mb, "float32_mb": full.nbytes / mb}
+
+
 def run(quick: bool = False) -> dict:
+    from scenetg.config import load_build_config
     from scenetg.models.tiny import make_tiny_models
 
     short_min, long_min = (2, 12) if quick else (10, 60)
@@ -64,18 +92,35 @@ def run(quick: bool = False) -> dict:
         models = make_tiny_models(tmp / "models")
         short = _peak_rss_mb(_video(short_min, size), models, tmp / "short")
         long = _peak_rss_mb(_video(long_min, size), models, tmp / "long")
+        k = load_build_config(DEMO).filter.frames_per_scene
+        hold = {m: _filter_hold_mb(_video(m, size), tmp / name, k)
+                for m, name in ((short_min, "short"), (long_min, "long"))}
     result = {
         "short_minutes": short_min, "long_minutes": long_min,
         "short_peak_mb": round(short, 1), "long_peak_mb": round(long, 1),
         "ratio": round(long / short, 3), "target": "<= 1.2",
+        "filter_hold_224px": {m: {key: v if isinstance(v, str) else round(v, 1) for key, v in h.items()}
+                              for m, h in hold.items()},
     }
+    rows = "".join(
+        f"| {m} min | {h['frames']} ({h['decoded_size']}) | {h['decoded_mb']:.1f} | {h['float32_mb']:.1f} | {h['uint8_mb']:.1f} "
+        f"| {h['uint8_mb'] / h['float32_mb']:.2f} |\n" for m, h in hold.items()
+    )
     result["markdown"] = (
         "| video | peak RSS (MB) |\n| --- | ---: |\n"
         f"| {short_min} min, {size[0]}x{size[1]} | {short:.0f} |\n"
         f"| {long_min} min, {size[0]}x{size[1]} | {long:.0f} |\n\n"
         f"Ratio {long / short:.3f} (target <= 1.2). A whole `scenetg build` (tiny models, CPU,\n"
         "pipelines/demo/build.yaml) of one synthetic video, a fresh process each; peak RSS from\n"
-        "`getrusage`. Frames are streamed (shots, captions and CLIP each decode the video once).\n"
+        "`getrusage`. Frames are streamed (shots, captions and CLIP each decode the video once).\n\n"
+        "What the filter prefetch holds per video (`FilterFrames`) with a 224-px CLIP preprocess\n"
+        "(ViT-L-14's; the tiny CLIP's is 32 px): the video's filter frames as decoded (longer\n"
+        "side at most `keyframes.filter_frame_side`), and after the preprocess (short side\n"
+        "resized to 224, centre crop) as float32 (the whole preprocess, before) or as\n"
+        "`ClipEncoder.pixels` keeps them now (uint8; scaled and normalised at encode time, same\n"
+        "embeddings).\n\n"
+        "| video | filter frames (decoded size) | decoded (MB) | float32 preprocess (MB) | uint8 `pixels` (MB) "
+        "| uint8 / float32 |\n| --- | ---: | ---: | ---: | ---: | ---: |\n" + rows
     )
     return result
 

@@ -6,7 +6,8 @@ them; no video decode). Two checks:
 
 - bits: does a row's embedding depend on its batch-mates? (a) calls shaped to their items (the
   old code: a 2-scene video's texts as a batch of 2), (b) every call padded to `batch_size`
-  (today's `ClipEncoder`).
+  (today's `ClipEncoder`). And do the uint8 `pixels` (scaled and normalised on the model's
+  device) give the embeddings of open_clip's whole float32 preprocess run on the CPU?
 - speed: images/s and CLIP calls per video, old (per video, its own shape, preprocess on the
   main thread) vs today (calls of `batch_size` across videos, preprocess in a prefetch thread).
 
@@ -79,6 +80,15 @@ def _bits(clip) -> dict:
         out[label] = {"texts_equal": bool(np.array_equal(t_alone, t_mixed)),
                       "images_equal": bool(np.array_equal(i_alone, i_mixed)),
                       "max_abs_diff": float(max(np.abs(t_alone - t_mixed).max(), np.abs(i_alone - i_mixed).max()))}
+    from scenetg.models.clip import ClipEncoder
+
+    whole = ClipEncoder(clip.model, lambda im: clip.preprocess(im), clip.tokenizer, clip.name, clip.device,
+                        clip.batch_size)  # not a Compose: the whole preprocess, float32, on the CPU
+    byte, full = clip.pixels(frames), whole.pixels(frames)
+    split, ref = clip.encode_pixels(byte), whole.encode_pixels(full)
+    out["uint8_pixels"] = {"dtype": str(byte.dtype), "bytes_vs_float32": round(byte.nbytes / full.nbytes, 3),
+                           "images_equal": bool(np.array_equal(split, ref)),
+                           "max_abs_diff": float(np.abs(split - ref).max())}
     return out
 
 

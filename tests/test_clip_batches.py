@@ -1,5 +1,6 @@
 """The CLIP filter batched across videos (scenetg.curate.clip_batches): full calls over short
-clips, figures equal to the per-video path's, per-video resume, decode in the prefetch thread."""
+clips, figures equal to the per-video path's, per-video resume, decode in the prefetch thread;
+preprocessed frames held as uint8 with open_clip's own embeddings."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from scenetg.config import load_build_config
+from scenetg.models import clip as clip_module
 from scenetg.models.clip import ClipEncoder, load_clip
 from scenetg.video.synthetic import write_synthetic_video
 
@@ -29,6 +33,79 @@ def test_a_clip_embedding_does_not_depend_on_its_batch_mates(tiny_models):
     frames = [rng.integers(0, 255, (40, 64, 3), dtype=np.uint8) for _ in range(6)]
     single = np.concatenate([clip.encode_images([f]) for f in frames])
     assert np.array_equal(clip.encode_images(frames), single)
+
+
+def _varied_frames(n: int) -> list[np.ndarray]:
+    """Frames of several shapes, so the preprocess resizes, crops and pads nothing the same way."""
+    rng = np.random.default_rng(3)
+    shapes = [(90, 160, 3), (120, 90, 3), (40, 64, 3), (33, 33, 3)]
+    return [rng.integers(0, 256, shapes[i % len(shapes)], dtype=np.uint8) for i in range(n)]
+
+
+def _open_clip_preprocess(preprocess, frames) -> torch.Tensor:
+    return torch.stack([preprocess(Image.fromarray(f)) for f in frames])
+
+
+def _open_clip_embeddings(model, pixels: torch.Tensor) -> np.ndarray:
+    """open_clip's encode_image of a whole batch, L2-normalised as ClipEncoder does."""
+    with torch.inference_mode():
+        emb = model.encode_image(pixels).float()
+        return (emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)).numpy()
+
+
+def test_pixels_hold_uint8_a_quarter_of_open_clips_float32_preprocess(tiny_models):
+    clip = load_clip(tiny_models["clip"], device="cpu")
+    frames = _varied_frames(6)
+    pixels = clip.pixels(frames)
+    full = _open_clip_preprocess(clip.preprocess, frames)
+    side = clip.image_size
+    assert pixels.dtype == torch.uint8 and full.dtype == torch.float32
+    assert pixels.shape == full.shape == (6, 3, side, side)
+    assert pixels.nbytes * 4 == full.nbytes  # what a prefetched video holds
+    empty = clip.pixels([])
+    assert empty.dtype == torch.uint8 and empty.shape == (0, 3, side, side)
+
+
+def test_uint8_pixels_give_open_clips_own_embeddings_bit_for_bit(tiny_models):
+    frames = _varied_frames(7)
+    clip = load_clip(tiny_models["clip"], device="cpu", batch_size=len(frames))
+    expected = _open_clip_embeddings(clip.model, _open_clip_preprocess(clip.preprocess, frames))
+    assert np.array_equal(clip.encode_pixels(clip.pixels(frames)), expected)
+    assert np.array_equal(clip.encode_images(frames), expected)
+    # In padded chunks too, the same bits as the float32 path (the whole preprocess per frame).
+    clip.batch_size = 3
+    whole = ClipEncoder(clip.model, lambda im: clip.preprocess(im), clip.tokenizer, clip.name, "cpu", 3)
+    assert whole.pixels(frames).dtype == torch.float32
+    assert np.array_equal(clip.encode_images(frames), whole.encode_images(frames))
+    assert np.array_equal(clip.encode_pixels(clip.pixels(frames)), whole.encode_pixels(whole.pixels(frames)))
+
+
+def _flipped_after_normalize(preprocess):
+    from torchvision.transforms import Compose, Lambda
+
+    return Compose([*preprocess.transforms, Lambda(lambda t: t.flip(-1))])
+
+
+def _no_to_tensor(preprocess):
+    from torchvision.transforms import Compose, ConvertImageDtype, PILToTensor
+
+    *geometry, _, normalize = preprocess.transforms
+    return Compose([*geometry, PILToTensor(), ConvertImageDtype(torch.float32), normalize])
+
+
+@pytest.mark.parametrize("unrecognised", [_flipped_after_normalize, _no_to_tensor])
+def test_an_unrecognised_preprocess_runs_whole_as_float32(tiny_models, unrecognised):
+    clip = load_clip(tiny_models["clip"], device="cpu", batch_size=4)
+    custom = unrecognised(clip.preprocess)
+    other = ClipEncoder(clip.model, custom, clip.tokenizer, clip.name, "cpu", 4)
+    frames = _varied_frames(4)
+    pixels = other.pixels(frames)
+    assert pixels.dtype == torch.float32
+    assert torch.equal(pixels, _open_clip_preprocess(custom, frames))
+    expected = _open_clip_embeddings(clip.model, _open_clip_preprocess(custom, frames))
+    assert np.array_equal(other.encode_images(frames), expected)
+    assert np.array_equal(other.encode_pixels(pixels), expected)
+    assert other.pixels([]).shape == (0, 3, clip.image_size, clip.image_size)
 
 
 class _Captioner:
@@ -175,3 +252,26 @@ def test_filter_stage_alone_decodes_and_preprocesses_in_the_prefetch_thread(tmp_
     assert threads == ["scenetg-prefetch"] * 8
     assert len(calls.images) < 4 and calls.images[0] == 12
     assert _parquet_bytes(out) == _parquet_bytes(tmp_path / "whole")
+
+
+@pytest.mark.slow
+def test_uint8_prefetch_writes_the_bytes_of_the_float32_path(tmp_path, tiny_models, clips, monkeypatch):
+    from scenetg.curate.pipeline import build
+
+    cfg = _config(tiny_models, 12)
+    held: list[torch.dtype] = []
+    real_pixels = ClipEncoder.pixels
+
+    def recording(self, images):
+        out = real_pixels(self, images)
+        held.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(ClipEncoder, "pixels", recording)
+    build(clips, tmp_path / "uint8", cfg)
+    assert held and set(held) == {torch.uint8}  # what each prefetched video holds
+    held.clear()
+    monkeypatch.setattr(clip_module, "_split_preprocess", lambda preprocess: None)  # the float32 path
+    build(clips, tmp_path / "float32", cfg)
+    assert held and set(held) == {torch.float32}
+    assert _parquet_bytes(tmp_path / "uint8") == _parquet_bytes(tmp_path / "float32")

@@ -35,7 +35,8 @@ class FilterFrames:
     """The side they were decoded at (`keyframes.filter_frame_side`)."""
     frames: list[np.ndarray] | None
     pixels: Any = None
-    """`ClipEncoder.pixels` of the frames (then `frames` is dropped), when CLIP was loaded."""
+    """`ClipEncoder.pixels` of the frames (then `frames` is dropped), when CLIP was loaded: uint8,
+    so a buffered video holds a quarter of the float32 preprocess (scaled at encode time)."""
 
     @classmethod
     def of(cls, frames: list[np.ndarray], side: int, clip: Any) -> FilterFrames:
@@ -66,7 +67,7 @@ class _Item:
     video: _Pending
     index: int
     payload: Any
-    """A preprocessed image (3, S, S) or a text."""
+    """A preprocessed image (3, S, S; `ClipEncoder.pixels`, uint8) or a text."""
 
 
 class CrossVideoFilter:

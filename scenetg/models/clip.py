@@ -110,6 +110,82 @@ def _resolve(name_or_path: str | Path, flag: str = CLIP_MODEL_FLAG) -> _ClipSour
     return _ClipSource(arch, tag, f"{arch}:{tag}")
 
 
+# PIL modes whose ToTensor output is not uint8 scaled by 1/255 ("1" is scaled by 255 first).
+_NON_BYTE_MODES = frozenset({"1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+@dataclass(frozen=True)
+class _SplitPreprocess:
+    """open_clip's inference preprocess cut where the PIL image becomes a tensor.
+
+    `geometry` (resize, crop, RGB convert: PIL work) runs in `ClipEncoder.pixels`, which keeps
+    the result uint8, a quarter of the float32 tensor a prefetched video would hold otherwise;
+    ToTensor's scaling and `normalize` run at encode time, as the same ops in the same order.
+    """
+
+    geometry: tuple[Any, ...]
+    normalize: Any | None
+    """The Compose's torchvision ``Normalize``, or None when it has none."""
+
+    def byte_image(self, image: Any) -> Any:
+        """(C, S, S) uint8 tensor: torchvision's ``to_tensor`` of the geometry's output before
+        its ``.div(255)`` (HWC bytes, permuted to CHW)."""
+        import torch
+        from PIL import Image
+
+        for step in self.geometry:
+            image = step(image)
+        if not isinstance(image, Image.Image) or image.mode in _NON_BYTE_MODES:
+            got = image.mode if isinstance(image, Image.Image) else type(image).__name__
+            raise ModelError(f"CLIP preprocess gave a {got} image where 8-bit PIL was expected")
+        arr = np.array(image, np.uint8, copy=True).reshape(image.size[1], image.size[0], -1)
+        return torch.from_numpy(arr).permute(2, 0, 1)
+
+    def to_float(self, pixels: Any) -> Any:
+        """What the rest of the Compose makes of a batch of `byte_image`s, on their device.
+
+        ToTensor's ``img.to(default float).div(255)``, then Normalize's ``sub_(mean).div_(std)``
+        (its own object called on the batch, so the same ops). The 255 is a tensor on the
+        device, because CUDA turns a division by a CPU scalar into a product with its reciprocal,
+        which can be one bit off the CPU's division.
+        """
+        import torch
+
+        x = pixels.to(dtype=torch.get_default_dtype())
+        x = x.div(torch.tensor(255, dtype=x.dtype, device=x.device))
+        return self.normalize(x) if self.normalize is not None else x
+
+
+def _split_preprocess(preprocess: Any) -> _SplitPreprocess | None:
+    """Split a Compose of PIL steps, one ToTensor and an optional Normalize (open_clip's
+    inference preprocess); None for any other shape, which then runs whole, as float32."""
+    from PIL import Image
+    from torchvision.transforms import Compose, Normalize, ToTensor
+
+    tensor_types: tuple[type, ...] = (ToTensor,)
+    try:
+        from open_clip.transform import MaybeToTensor
+
+        tensor_types += (MaybeToTensor,)
+    except ImportError:  # older open_clip: plain ToTensor
+        pass
+    if type(preprocess) is not Compose:
+        return None
+    steps = list(preprocess.transforms)
+    at = [i for i, step in enumerate(steps) if isinstance(step, ToTensor)]
+    if len(at) != 1 or type(steps[at[0]]) not in tensor_types:
+        return None
+    rest = steps[at[0] + 1 :]
+    if len(rest) > 1 or (rest and type(rest[0]) is not Normalize):
+        return None
+    split = _SplitPreprocess(tuple(steps[: at[0]]), rest[0] if rest else None)
+    try:  # the geometry must yield an 8-bit PIL image from an RGB frame
+        split.byte_image(Image.new("RGB", (8, 8)))
+    except Exception:
+        return None
+    return split
+
+
 def check_clip_available(name_or_path: str | Path, flag: str = CLIP_MODEL_FLAG) -> str:
     """Raise ModelError (one line, naming `flag`) unless the model can be loaded.
 
@@ -142,6 +218,8 @@ class ClipEncoder:
         size = getattr(getattr(model, "visual", None), "image_size", 224)
         self.image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
         """Side of the model's square input, so callers can decode frames no larger than needed."""
+        self._split = _split_preprocess(preprocess)
+        """`pixels` stays uint8 when set; None: an unrecognised preprocess, run whole (float32)."""
 
     @property
     def dim(self) -> int:
@@ -183,16 +261,26 @@ class ClipEncoder:
         return self._run(list(texts), batch_size, encode)
 
     def pixels(self, images: Sequence[np.ndarray]) -> Any:
-        """open_clip's inference preprocess of RGB uint8 HxWx3 frames: an (N, 3, S, S) float32
-        CPU tensor. The CPU half of an image encode, so another thread can run it ahead."""
+        """The CPU half of an image encode of RGB uint8 HxWx3 frames, so another thread can run
+        it ahead: an (N, 3, S, S) CPU tensor of open_clip's preprocess up to its ToTensor, uint8
+        (the scaling and Normalize run in `encode_pixels`). float32, the whole preprocess, when
+        the preprocess is not one this can split."""
         import torch
         from PIL import Image
 
+        split = self._split
         if len(images) == 0:
-            return torch.zeros((0, 3, self.image_size, self.image_size))
-        return torch.stack(
-            [self.preprocess(Image.fromarray(np.asarray(im, dtype=np.uint8))) for im in images]
-        )
+            dtype = torch.uint8 if split is not None else torch.get_default_dtype()
+            return torch.zeros((0, 3, self.image_size, self.image_size), dtype=dtype)
+        pils = (Image.fromarray(np.asarray(im, dtype=np.uint8)) for im in images)
+        if split is None:
+            return torch.stack([self.preprocess(im) for im in pils])
+        first = split.byte_image(next(pils))
+        out = torch.empty((len(images), *first.shape), dtype=torch.uint8)
+        out[0] = first
+        for i, im in enumerate(pils, 1):  # filled in place: no second copy of the batch
+            out[i] = split.byte_image(im)
+        return out
 
     def encode_pixels(self, pixels: Any, batch_size: int | None = None) -> np.ndarray:
         """(N, d) embeddings of preprocessed images (`pixels`)."""
@@ -207,13 +295,22 @@ class ClipEncoder:
             list(images), batch_size, lambda chunk, size: self._encode_pixel_chunk(self.pixels(chunk), size)
         )
 
+    def _model_input(self, pixels: Any) -> Any:
+        """`pixels` on the model's device as open_clip's whole preprocess would give them."""
+        import torch
+
+        pixels = pixels.to(self.device)
+        if pixels.dtype == torch.uint8 and self._split is not None:
+            return self._split.to_float(pixels)
+        return pixels
+
     def _encode_pixel_chunk(self, pixels: Any, size: int) -> Any:
         import torch
 
-        if len(pixels) < size:  # padding rows: zeros
-            pad = pixels.new_zeros((size - len(pixels), *pixels.shape[1:]))
-            pixels = torch.cat([pixels, pad])
-        return self.model.encode_image(pixels.to(self.device))
+        x = self._model_input(pixels)
+        if len(x) < size:  # padding rows: zeros of the model's input
+            x = torch.cat([x, x.new_zeros((size - len(x), *x.shape[1:]))])
+        return self.model.encode_image(x)
 
 
 def load_clip(
