@@ -68,11 +68,12 @@ def _filter_hold_mb(video: Path, work: Path, k: int) -> dict[str, float]:
     from scenetg.models.clip import ClipEncoder
 
     (shots,) = (work / "out" / "work").glob("*/shots.json")
-    scenes = json.loads(shots.read_text())["result"]["scenes"]
+    result = json.loads(shots.read_text())["result"]
+    scenes = result["scenes"]
     preprocess = open_clip.image_transform(224, is_train=False)  # ViT-L-14's inference preprocess
     split = ClipEncoder(None, preprocess, None, "ViT-L-14 preprocess", "cpu")
     whole = ClipEncoder(None, lambda im: preprocess(im), None, "whole preprocess", "cpu")  # not split
-    frames, _ = stages.filter_frames(video, scenes, k, keyframes.filter_frame_side(split.image_size))
+    frames, _ = stages.filter_frames(video, scenes, k, keyframes.filter_frame_side(split.image_size, result["video"]))
     byte, full = split.pixels(frames), whole.pixels(frames)
     assert byte.dtype.itemsize == 1 and full.dtype.itemsize == 4
     mb = 1024 * 1024
@@ -114,11 +115,12 @@ def run(quick: bool = False) -> dict:
         "pipelines/demo/build.yaml) of one synthetic video, a fresh process each; peak RSS from\n"
         "`getrusage`. Frames are streamed (shots, captions and CLIP each decode the video once).\n\n"
         "What the filter prefetch holds per video (`FilterFrames`) with a 224-px CLIP preprocess\n"
-        "(ViT-L-14's; the tiny CLIP's is 32 px): the video's filter frames as decoded (longer\n"
-        "side at most `keyframes.filter_frame_side`), and after the preprocess (short side\n"
-        "resized to 224, centre crop) as float32 (the whole preprocess, before) or as\n"
-        "`ClipEncoder.pixels` keeps them now (uint8; scaled and normalised at encode time, same\n"
-        "embeddings).\n\n"
+        "(ViT-L-14's; the tiny CLIP's is 32 px): the video's filter frames as decoded (shorter\n"
+        "side at CLIP's 224, `keyframes.filter_frame_side`; before 2026-11-26 the longer side was\n"
+        "224, so CLIP enlarged 224x126 frames 1.78x and saw less detail), and after the\n"
+        "preprocess (short side resized to 224, centre crop) as float32 (the whole preprocess,\n"
+        "before) or as `ClipEncoder.pixels` keeps them (uint8; scaled and normalised at encode\n"
+        "time, same embeddings). Peak RSS above uses the tiny CLIP, whose frames stay at 224 px.\n\n"
         "| video | filter frames (decoded size) | decoded (MB) | float32 preprocess (MB) | uint8 `pixels` (MB) "
         "| uint8 / float32 |\n| --- | ---: | ---: | ---: | ---: | ---: |\n" + rows
     )

@@ -98,6 +98,40 @@ def test_build_filter_figures_equal_a_filter_that_decodes_itself(tmp_path, tiny_
     shots, captions, figures = build.stored_results(job)
     clip = load_clip(str(tiny_models["clip"]), device="cpu")
     DECODE_STATS.reset()
-    fresh = stages.run_filter(job.path, shots["scenes"], captions["captions"], clip, build.cfg)
+    fresh = stages.run_filter(job.path, shots["scenes"], captions["captions"], clip, build.cfg,
+                              video=shots["video"])
     assert DECODE_STATS.passes == 1  # this one did decode
     assert json.dumps(fresh, sort_keys=True) == json.dumps(figures["figures"], sort_keys=True)
+
+
+@pytest.mark.parametrize(("width", "height", "image_size", "side"), [
+    (1280, 720, 224, 399),   # 16:9: 399 x 224, CLIP's short side reached, no enlargement
+    (640, 480, 224, 299),    # 4:3
+    (1080, 1920, 336, 598),  # portrait, a 336-px CLIP
+    (1280, 720, 32, 224),    # a tiny CLIP: never below FILTER_MIN_SIDE
+    (0, 0, 224, 448),        # dimensions unknown: enough up to 2:1
+])
+def test_filter_frames_reach_clips_short_side(width, height, image_size, side):
+    from scenetg.curate.keyframes import filter_frame_side
+
+    assert filter_frame_side(image_size, {"width": width, "height": height}) == side
+
+
+def test_filter_decodes_16_9_frames_that_clip_does_not_enlarge(tmp_path):
+    """open_clip's preprocess resizes the shorter side to its input size: the filter's frames of
+    a 16:9 video have that shorter side (224 x 126 frames were enlarged 1.78x before)."""
+    import open_clip
+
+    from scenetg.curate import stages
+    from scenetg.curate.keyframes import filter_frame_side
+
+    path = tmp_path / "wide.mp4"
+    write_synthetic_video(path, [1.0, 1.0], 10, size=(640, 360))
+    scenes = [{"start_s": 0.0, "end_s": 1.0}, {"start_s": 1.0, "end_s": 2.0}]
+    side = filter_frame_side(224, {"width": 640, "height": 360})
+    frames, counts = stages.filter_frames(path, scenes, 2, side)
+    assert counts == [2, 2] and {f.shape for f in frames} == {(224, 399, 3)}
+    resize = open_clip.image_transform(224, is_train=False).transforms[0]
+    from PIL import Image
+
+    assert Image.fromarray(frames[0]).size == resize(Image.fromarray(frames[0])).size  # no rescale

@@ -66,7 +66,7 @@ class _VideoFailed:
 
 
 def _filter_frames(
-    b: Any, job: VideoJob, scenes: list, request: tuple | None, kept: list
+    b: Any, job: VideoJob, shots: dict[str, Any], request: tuple | None, kept: list
 ) -> FilterFrames | None:
     """The filter's frames of one video, got in the prefetch thread: those the captions pass
     kept, else the keyframe store's, else decoded here; preprocessed for CLIP here too once it
@@ -74,13 +74,14 @@ def _filter_frames(
     decodes for itself)."""
     if request is None:
         return None
+    scenes, video = shots["scenes"], shots.get("video")
     times, side = request
     frames = kept if len(kept) == len(times) else None
     if frames is None:
         frames = keyframes.KeyframeStore(b._keyframes_dir(job)).load(job.path, times, side)
     if frames is None:
         frames, _ = stages.filter_frames(job.path, scenes, b.cfg.filter.frames_per_scene, side)
-    return FilterFrames.of(frames, side, b.models._clip)
+    return FilterFrames.of(frames, side, b.models._clip, video)
 
 
 def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[Any]:
@@ -97,14 +98,14 @@ def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[
             fp = b.stage_fp(job, "captions", scenes)
             cached = b.work.read_stage(job.key, "captions", fp) if resume else None
             request = keyframes.filter_request(
-                scenes, b.cfg.filter.frames_per_scene, b.cfg.filter.clip_model, b.models._clip
+                shots, b.cfg.filter.frames_per_scene, b.cfg.filter.clip_model, b.models._clip
             )
             if cached is not None:
                 b.reporter.advance("captions", len(cached["captions"]))
                 done = _VideoDecoded(job, shots, captions=cached)
                 filter_fp = b.stage_fp(job, "filter", scenes, cached["captions"])
                 if upto == "filter" and b.work.read_stage(job.key, "filter", filter_fp) is None:
-                    done.filter_frames = _filter_frames(b, job, scenes, request, [])
+                    done.filter_frames = _filter_frames(b, job, shots, request, [])
                 yield done
                 continue
             cache = stages.CaptionCache(
@@ -118,7 +119,7 @@ def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[
             for scene, frames in stages.caption_items(job.path, scenes, b.cfg, cache, keep):
                 yield _Scene(job, cache, scene, frames)
             if upto == "filter":
-                done.filter_frames = _filter_frames(b, job, scenes, request, done.kept)
+                done.filter_frames = _filter_frames(b, job, shots, request, done.kept)
             yield done
         except (ScenetgError, KeyboardInterrupt) as exc:
             if isinstance(exc, VideoError):

@@ -39,8 +39,9 @@ class FilterFrames:
     so a buffered video holds a quarter of the float32 preprocess (scaled at encode time)."""
 
     @classmethod
-    def of(cls, frames: list[np.ndarray], side: int, clip: Any) -> FilterFrames:
-        if clip is not None and keyframes.filter_frame_side(getattr(clip, "image_size", 224)) == side:
+    def of(cls, frames: list[np.ndarray], side: int, clip: Any, video: dict | None) -> FilterFrames:
+        """Preprocessed for `clip` at once when they were decoded at its side for `video`."""
+        if clip is not None and keyframes.filter_frame_side(getattr(clip, "image_size", 224), video) == side:
             return cls(len(frames), side, None, clip.pixels(frames))
         return cls(len(frames), side, frames)
 
@@ -106,7 +107,7 @@ class CrossVideoFilter:
         clip = b.models.clip
         self.images.size = self.texts.size = max(1, int(clip.batch_size))
         k = b.cfg.filter.frames_per_scene
-        side = keyframes.filter_frame_side(getattr(clip, "image_size", 224))
+        side = keyframes.filter_frame_side(getattr(clip, "image_size", 224), shots.get("video"))
         if frames is not None and (frames.side != side or frames.count != k * len(scenes)):
             frames = None
         if frames is None or frames.pixels is None:

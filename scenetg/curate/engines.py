@@ -93,7 +93,7 @@ class _FilterWorker(_Worker):
                 shots = b.shots(job, resume=True)
                 captions = b.captions(job, shots, resume=True)
                 request = keyframes.filter_request(
-                    shots["scenes"], b.cfg.filter.frames_per_scene, "", b.models.clip
+                    shots, b.cfg.filter.frames_per_scene, "", b.models.clip
                 )
                 stored = keyframes.KeyframeStore(b._keyframes_dir(job)).load(job.path, *request)
                 frames = FilterFrames(len(stored), request[1], stored) if stored else None

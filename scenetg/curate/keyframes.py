@@ -26,10 +26,24 @@ KEYFRAMES_FORMAT = 1
 """Bump when the stored frames would change (decoder output, layout)."""
 
 
-def filter_frame_side(image_size: int) -> int:
-    """The side the filter decodes frames at for a CLIP with `image_size` input (its preprocess
-    resizes to that size; decoding no larger is enough)."""
-    return max(224, int(image_size))
+FILTER_MIN_SIDE = 224
+"""The filter's frames are never decoded with a longer side below this (a tiny test CLIP's 32 px
+input included), so their pixels do not depend on how small the model is."""
+
+
+def filter_frame_side(image_size: int, video: dict[str, Any] | None) -> int:
+    """The longer side the filter decodes a video's frames at, for a CLIP with `image_size` input.
+
+    open_clip's preprocess resizes the *shorter* side to `image_size` and centre-crops, so the
+    frames' shorter side must reach it, else CLIP sees upscaled frames (a 16:9 video decoded at
+    224 x 126 was enlarged 1.78x): `image_size` x the aspect ratio of `video` (the shots stage's
+    ``video`` record: ``width``, ``height``), at least `FILTER_MIN_SIDE`. No larger is needed.
+    Without usable dimensions, 2 x `image_size` (enough up to 2:1).
+    """
+    size = int(image_size)
+    w, h = (int((video or {}).get("width") or 0), int((video or {}).get("height") or 0))
+    side = -(-size * max(w, h) // min(w, h)) if min(w, h) > 0 else 2 * size
+    return max(FILTER_MIN_SIDE, side)
 
 
 def filter_times(scenes: list[dict[str, Any]], k: int) -> list[list[float]]:
@@ -124,11 +138,13 @@ def caption_groups_keeping_filter_frames(
 
 
 def filter_request(
-    scenes: list[dict[str, Any]], k: int, clip_model: str, loaded_clip: Any = None
+    shots: dict[str, Any], k: int, clip_model: str, loaded_clip: Any = None
 ) -> tuple[list[float], int] | None:
-    """(flat times, side) of the filter's frames for the captions pass to keep, or None when the
-    CLIP input size cannot be told without loading the model."""
+    """(flat times, side) of the filter's frames of the video of `shots` (the shots stage's
+    result) for the captions pass to keep, or None when the CLIP input size cannot be told
+    without loading the model."""
     size = getattr(loaded_clip, "image_size", None) or clip_image_size_hint(clip_model)
     if size is None:
         return None
-    return [t for times in filter_times(scenes, k) for t in times], filter_frame_side(size)
+    times = [t for group in filter_times(shots["scenes"], k) for t in group]
+    return times, filter_frame_side(size, shots.get("video"))

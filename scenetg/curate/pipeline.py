@@ -194,7 +194,7 @@ class Build:
             captioner = self.models.captioner
             # The same decode pass keeps the filter's frames (one keyframe pass per video).
             request = keyframes.filter_request(
-                shots["scenes"], self.cfg.filter.frames_per_scene, self.cfg.filter.clip_model,
+                shots, self.cfg.filter.frames_per_scene, self.cfg.filter.clip_model,
                 self.models._clip,
             )
             kept: list = []
@@ -221,10 +221,11 @@ class Build:
 
         def run() -> dict[str, Any]:
             clip = self.models.clip
-            request = keyframes.filter_request(shots["scenes"], self.cfg.filter.frames_per_scene, "", clip)
+            request = keyframes.filter_request(shots, self.cfg.filter.frames_per_scene, "", clip)
             stored = store.load(job.path, *request) if request else None
             figures = stages.run_filter(
-                job.path, shots["scenes"], captions["captions"], clip, self.cfg, stored_frames=stored
+                job.path, shots["scenes"], captions["captions"], clip, self.cfg, stored_frames=stored,
+                video=shots.get("video"),
             )
             return {"clip_model": clip.name, "figures": figures}
 

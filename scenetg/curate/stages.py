@@ -37,11 +37,16 @@ def captions_fingerprint(cfg: BuildConfig) -> str:
     )
 
 
+FILTER_FRAMES_VERSION = 2
+"""Bump when the filter's frames change for the same config, so `--resume` recomputes figures made
+from the old ones (2: decoded with the shorter side at CLIP's input size, not the longer)."""
+
+
 def filter_fingerprint(cfg: BuildConfig) -> str:
     f = cfg.filter
     return fingerprint(
         {"captions": captions_fingerprint(cfg), "clip": f.clip_model, "margin": f.min_margin,
-         "k": f.frames_per_scene}
+         "k": f.frames_per_scene, "frames": FILTER_FRAMES_VERSION}
     )
 
 
@@ -212,7 +217,7 @@ def filter_frames(
     """The filter's frames of one video in time order, and how many belong to each scene.
 
     `stored_frames`: those the captions pass kept (`keyframes.py`); without them the video is
-    decoded here, at `side` (CLIP's preprocess resizes to its own input; no larger is needed).
+    decoded here, with its longer side at `side` (`keyframes.filter_frame_side`).
     """
     from scenetg.curate.keyframes import filter_times
 
@@ -255,15 +260,17 @@ def run_filter(
     clip: Any,
     cfg: BuildConfig,
     stored_frames: list[np.ndarray] | None = None,
+    video: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """CLIP ambiguity filter for one video's queries: one figure set per scene's query.
 
     The per-video path (Ray workers, `process_video`); the local engine batches CLIP calls across
-    videos (`clip_batches.py`). `stored_frames` as in `filter_frames`.
+    videos (`clip_batches.py`). `stored_frames` as in `filter_frames`; `video`: the shots
+    stage's video record (its dimensions set the decode size, `keyframes.filter_frame_side`).
     """
     from scenetg.curate.keyframes import filter_frame_side
 
-    side = filter_frame_side(getattr(clip, "image_size", 224))
+    side = filter_frame_side(getattr(clip, "image_size", 224), video)
     frames, counts = filter_frames(path, scenes, cfg.filter.frames_per_scene, side, stored_frames)
     # One encode over all of the video's frames, in `clip.batch_size` chunks.
     image_emb = clip.encode_images(frames)
