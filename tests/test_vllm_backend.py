@@ -5,6 +5,7 @@ model), not against real vLLM (it needs CUDA and is not installed here)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -128,6 +129,10 @@ def test_cli_backend_errors_are_one_line(videos, tiny_models, tmp_path):
         assert run.returncode == 2, run.stderr
         lines = [line for line in run.stderr.strip().splitlines() if line.startswith("error")]
         assert len(lines) == 1 and message in lines[0], run.stderr
+    for command in ("ground", "answer"):  # rich markup must not eat the extra's brackets
+        help_text = subprocess.run([sys.executable, "-m", "scenetg.cli", command, "--help"],
+                                   capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+        assert "pip install 'scenetg[vllm]'" in help_text.stdout
 
 
 def test_eval_suite_backend_key(videos, tiny_models, tmp_path, monkeypatch, capsys):
