@@ -94,6 +94,9 @@ def test_vllm_backend_refuses_old_or_missing_vllm(videos, tiny_models, tmp_path,
     with pytest.raises(ScenetgError, match=r"\[vllm\] extra"):
         G.ground(RECORDS, videos, tmp_path / "p.jsonl", model=str(tiny_models["qwen"]),
                  backend="vllm")
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES"):
+        G.ground(RECORDS, videos, tmp_path / "p.jsonl", model=str(tiny_models["qwen"]),
+                 backend="vllm", device="cuda:1")
     with pytest.raises(ConfigError, match="backend must be one of transformers, vllm"):
         G.ground(RECORDS, videos, tmp_path / "p.jsonl", model=str(tiny_models["qwen"]),
                  backend="sglang")
@@ -178,6 +181,9 @@ def test_captions_backend_vllm_captions_as_transformers(videos, qwen_with_penalt
         scenes.append(SceneFrames(read_frames_at(videos / "a.mp4", times, max_side=64), times, end - start))
     cfg = CaptionsConfig(backend="vllm", model=str(qwen_with_penalty), max_new_tokens=10,
                          device="cpu", dtype="bf16")
+    with pytest.raises(ConfigError, match="captions.device: cpu"):  # vLLM picks its own GPU
+        make_caption_backend(cfg)
+    cfg.device = "auto"
     captions = make_caption_backend(cfg).caption_scenes(scenes)
     (llm,) = llm_cls.instances
     assert llm.kwargs["dtype"] == "bfloat16"  # our dtype names in vLLM's spelling

@@ -260,8 +260,9 @@ def make_caption_backend(cfg: CaptionsConfig) -> CaptionBackend:
     if cfg.backend == "transformers":
         return TransformersCaptioner(cfg)
     if cfg.backend == "vllm":
-        from scenetg.models.vllm_runner import VLLMRunner
+        from scenetg.models.vllm_runner import VLLMRunner, check_vllm_device
 
+        check_vllm_device(cfg.device, "captions.device:", "captions.backend:")
         runner = VLLMRunner.load(cfg.model, dtype=cfg.dtype, max_new_tokens=cfg.max_new_tokens,
                                  trust_remote_code=cfg.trust_remote_code, flag=CAPTION_MODEL_FLAG)
         return TransformersCaptioner(cfg, runner=runner)

@@ -162,7 +162,9 @@ def load_runner(
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend == "vllm":
-        from scenetg.models.vllm_runner import VLLMRunner
+        from scenetg.models.vllm_runner import VLLMRunner, check_vllm_device
+
+        check_vllm_device(device, "--device", "--backend")
 
         return VLLMRunner.load(model, dtype=dtype, max_new_tokens=max_new_tokens, flag=what,
                                gpu_memory_utilization=gpu_memory_utilization)

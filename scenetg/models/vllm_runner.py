@@ -62,6 +62,16 @@ def check_vllm_version(feature: str, fix: str) -> Any:
     return vllm
 
 
+def check_vllm_device(device: str, device_key: str, backend_key: str) -> None:
+    """ConfigError unless `device` leaves the GPU to vLLM (``auto`` or ``cuda``): vLLM runs on the
+    GPU(s) it sees and cannot be pointed at one, so ``cpu`` or ``cuda:1`` would be ignored."""
+    if str(device) not in ("auto", "cuda"):
+        raise ConfigError(
+            f"{backend_key} vllm runs on the GPU vLLM sees, not on {device_key} {device}; set "
+            f"{device_key} auto (CUDA_VISIBLE_DEVICES=N picks GPU N) or {backend_key} transformers"
+        )
+
+
 def vllm_video(
     frames: Sequence[np.ndarray], times_s: Sequence[float], duration_s: float | None
 ) -> tuple[np.ndarray, dict[str, Any]]:
