@@ -157,6 +157,11 @@ def test_eval_suite_backend_key(videos, tiny_models, tmp_path, monkeypatch, caps
     assert len(err) == 1 and "backend: use one of transformers, vllm" in err[0]
     assert not llm_cls.instances and not (tmp_path / "out").exists()
 
+    (tmp_path / "eval.yaml").write_text(config + "backend: vllm\ndevice: cpu\n")
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "backend: vllm runs on the GPU vLLM sees, not on device: cpu" in err[0]
+
     (tmp_path / "eval.yaml").write_text(config + "backend: vllm\n")
     assert main(["eval-suite", "-c", "eval.yaml"]) == 0
     assert [llm.kwargs["gpu_memory_utilization"] for llm in llm_cls.instances] == [0.45, 0.45]

@@ -83,6 +83,10 @@ class EvalConfig:
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: use one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.backend == "vllm":
+            from scenetg.models.vllm_runner import check_vllm_device
+
+            check_vllm_device(self.device, "device:", "backend:")
         if not self.benchmarks:
             raise ConfigError("benchmarks: empty; list at least one {name, annotations, videos}")
         names = [b.name for b in self.benchmarks]
