@@ -24,18 +24,15 @@ STEPS = 32
 
 
 def _setup(root: Path):
-    from scenetg.models.qwen import batch_video_inputs, load_qwen
-    from scenetg.models.tiny import make_tiny_models
-    from scenetg.rl.samples import FrameSampling, sample_video
-    from scenetg.video.synthetic import write_synthetic_video
+    """`BATCH` copies of bench_decode_steps' grounding query (8 frames), model end token off."""
+    from bench_decode_steps import _setup as grounding_setup
 
-    models = make_tiny_models(root / "models")
-    write_synthetic_video(root / "a.mp4", [4.0, 4.0], 8.0, size=(160, 90))
-    video = sample_video(root / "a.mp4", 8.0, FrameSampling(fps=1, max_frames=8, max_side=112))
-    model, processor = load_qwen(models["qwen"], device="cpu")
-    model.generation_config.eos_token_id = None  # every call runs to its length
-    inputs = batch_video_inputs(processor, [video.frames] * BATCH, [video.times_s] * BATCH,
-                                ["the second scene"] * BATCH, durations_s=[video.duration_s] * BATCH)
+    from scenetg.models.qwen import batch_video_inputs
+
+    model, processor, (item,) = grounding_setup(root, 8)
+    v = item.video
+    inputs = batch_video_inputs(processor, [v.frames] * BATCH, [v.times_s] * BATCH,
+                                [item.prompt] * BATCH, durations_s=[v.duration_s] * BATCH)
     return model, inputs
 
 
@@ -83,7 +80,7 @@ def run(quick: bool = False) -> dict:
     table = [f"| {name} | {ms:.2f} ms | {ms / base:.2f}x |" for name, ms in rows.items()]
     md = [
         f"Tiny Qwen2.5-VL ({layers} layers), CPU, 1 torch thread; {BATCH} prompts of "
-        f"{inputs['input_ids'].shape[1]} tokens (8 frames at 112 px); decode step = (time for "
+        f"{inputs['input_ids'].shape[1]} tokens (8 frames at 224 px, bench_decode_steps' query); decode step = (time for "
         f"1 + {STEPS} new tokens − time for 1) / {STEPS}, best of {reps}; LoRA r = {lora.r}, "
         f"dropout {lora.dropout} on {n_lora} projections (7 per layer).",
         "",

@@ -67,6 +67,8 @@ def test_ground_on_vllm_answers_as_transformers_with_our_frames_and_fps(
     assert params.temperature == 0 and params.max_tokens == 12
     assert params.repetition_penalty == REPETITION_PENALTY
     assert params.stop_token_ids and params.skip_special_tokens
+    # the two queries of video a share one stacked array: 2 distinct videos, 3 prompts
+    assert len(llm.seen) == 3 and len({id(item["frames"]) for item in llm.seen}) == 2
     for item in llm.seen:
         meta = item["metadata"]
         k = item["frames"].shape[0]

@@ -81,42 +81,34 @@ class StandInLLM:
     def wake_up(self, tags=None):
         pass
 
-    def _video_inputs(self, row: dict) -> dict:
+    def _process(self, row: dict, text: str) -> dict:
+        """The HF processor on `text` and the row's video, as vLLM runs it: the row's metadata as
+        ``video_metadata`` and its processor kwargs (recorded in `seen`)."""
         from transformers.video_utils import VideoMetadata
 
         frames, metadata = row["multi_modal_data"]["video"]
         kwargs = dict(row.get("mm_processor_kwargs") or {})
         kwargs.setdefault("do_sample_frames", metadata.get("do_sample_frames", False))
         meta = VideoMetadata(**{k: v for k, v in metadata.items() if k != "do_sample_frames"})
-        out = self.processor(
-            text=["<|vision_start|><|video_pad|><|vision_end|>"],
-            videos=[list(frames)],
-            video_metadata=[meta],
-            return_tensors="pt",
-            **kwargs,
-        )
+        out = self.processor(text=[text], videos=[list(frames)], video_metadata=[meta],
+                             return_tensors="pt", **kwargs)
+        self.seen.append({"frames": frames, "metadata": metadata, "kwargs": kwargs, "prompt": text, **out})
+        return out
+
+    def _video_inputs(self, row: dict) -> dict:
+        out = self._process(row, "<|vision_start|><|video_pad|><|vision_end|>")
         ids = list(row["prompt_token_ids"])
         tokens = int(out["video_grid_thw"].prod()) // self.processor.video_processor.merge_size**2
         if ids.count(self.video_pad) != tokens:  # vLLM rejects a placeholder/feature mismatch
             raise ValueError(f"{ids.count(self.video_pad)} <|video_pad|> tokens but {tokens} features")
-        self.seen.append({"frames": frames, "metadata": metadata, "kwargs": kwargs, **out})
         return out
 
     def _generate_from_text(self, row: dict, sp: SamplingParams) -> SimpleNamespace:
         """An offline-inference row (``prompt`` text with one ``<|video_pad|>``): vLLM's processor
         expands the placeholder from the video's grid, then decodes (greedy at temperature 0)."""
-        from transformers.video_utils import VideoMetadata
-
-        frames, metadata = row["multi_modal_data"]["video"]
-        kwargs = dict(row.get("mm_processor_kwargs") or {})
-        kwargs.setdefault("do_sample_frames", metadata.get("do_sample_frames", False))
-        meta = VideoMetadata(**{k: v for k, v in metadata.items() if k != "do_sample_frames"})
         if row["prompt"].count("<|video_pad|>") != 1:
             raise ValueError("a video prompt needs exactly one <|video_pad|> placeholder")
-        out = self.processor(text=[row["prompt"]], videos=[list(frames)], video_metadata=[meta],
-                             return_tensors="pt", **kwargs)
-        self.seen.append({"frames": frames, "metadata": metadata, "kwargs": kwargs,
-                          "prompt": row["prompt"], **out})
+        out = self._process(row, row["prompt"])
         greedy = sp.temperature == 0
         with torch.no_grad():
             gen = self.hf.generate(
@@ -133,10 +125,9 @@ class StandInLLM:
         from transformers import LogitsProcessorList
 
         sp = sampling_params
-        if all("prompt" in row for row in prompts):
-            self.sampling.append(sp)
-            return [self._generate_from_text(row, sp) for row in prompts]
         self.sampling.append(sp)
+        if all("prompt" in row for row in prompts):
+            return [self._generate_from_text(row, sp) for row in prompts]
         eos = self.hf.generation_config.eos_token_id
         eos = set(eos if isinstance(eos, list) else [eos])
         outputs = []

@@ -7,6 +7,7 @@ Frames are always decoded by us (PyAV, RGB uint8 HxWx3) and handed to the proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -142,20 +143,14 @@ def load_qwen(
     from scenetg.models.vision_windows import install_window_batching
 
     check_qwen_available(model_id_or_path, flag)
-    name = str(model_id_or_path)
-    src = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+    src = model_source(model_id_or_path)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    try:
+    with model_load_errors(model_id_or_path, flag):
         processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code)
         model = AutoModelForImageTextToText.from_pretrained(
             src, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(
-            f"model {name!r} cannot be loaded: {first}; fix {flag}"
-        ) from exc
     # Both are speed-ups with the same results as transformers' own code, written against its
     # 5.24 source: on another version a guard refuses them, and the model runs the stock way.
     if batch_vision_windows:
@@ -168,6 +163,26 @@ def load_qwen(
     if tokenizer is not None:
         tokenizer.padding_side = "left"
     return model, processor
+
+
+def model_source(model_id_or_path: str | Path) -> str:
+    """What `from_pretrained` (or vLLM) is given: a local folder with ``~`` expanded, else the id."""
+    name = str(model_id_or_path)
+    folder = Path(name).expanduser()
+    return str(folder) if folder.is_dir() else name
+
+
+@contextlib.contextmanager
+def model_load_errors(model_id_or_path: str | Path, flag: str):
+    """Loading errors of a checked model (a broken folder, an unknown architecture) as one-line
+    ModelErrors naming the flag to fix."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"model {str(model_id_or_path)!r} cannot be loaded: {first}; fix {flag}"
+        ) from exc
 
 
 def speedup_or_stock(install: Any, model: Any, **kwargs: Any) -> None:
@@ -315,6 +330,19 @@ def video_processor_kwargs(processor: Any) -> dict[str, Any]:
     return kwargs
 
 
+def video_prompt_texts(
+    processor: Any, prompts: str | Sequence[str], n: int, system: str | None = None,
+    add_generation_prompt: bool = True,
+) -> list[str]:
+    """`n` chat-rendered texts, one video placeholder each (`video_messages`); a single prompt
+    string is shared by all."""
+    prompt_list = [prompts] * n if isinstance(prompts, str) else list(prompts)
+    if len(prompt_list) != n:
+        raise ValueError(f"{n} videos but {len(prompt_list)} prompts")
+    return [render_chat(processor, video_messages(p, system), add_generation_prompt)
+            for p in prompt_list]
+
+
 def batch_video_inputs(
     processor: Any,
     videos: Sequence[Sequence[np.ndarray]],
@@ -335,13 +363,7 @@ def batch_video_inputs(
     ``video_grid_thw``, ``second_per_grid_ts``).
     """
     _require_video_processor(processor)
-    n = len(videos)
-    prompt_list = [prompts] * n if isinstance(prompts, str) else list(prompts)
-    if len(prompt_list) != n:
-        raise ValueError(f"{n} videos but {len(prompt_list)} prompts")
-    texts = [
-        render_chat(processor, video_messages(p, system), add_generation_prompt) for p in prompt_list
-    ]
+    texts = video_prompt_texts(processor, prompts, len(videos), system, add_generation_prompt)
     return processor_video_inputs(
         processor, texts, videos, times_s, fps=fps, durations_s=durations_s,
         padding_side=padding_side, return_tensors=return_tensors,

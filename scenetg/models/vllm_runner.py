@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from scenetg.errors import ConfigError, ModelError
+from scenetg.errors import ConfigError
 
 VLLM_MIN_VERSION = "0.30.0"
 """First vLLM minor release after vllm-project/vllm#47736 (Qwen2.5-VL keeps video metadata)."""
@@ -80,6 +80,8 @@ def vllm_video(
     duration, frame indices), with ``do_sample_frames: False`` so they are used as given."""
     from scenetg.models.qwen import video_metadata
 
+    if len(frames) == 0 or len(frames) != len(times_s):
+        raise ValueError(f"a video has {len(frames)} frames but {len(times_s)} times")
     stacked = np.stack([np.ascontiguousarray(f, dtype=np.uint8) for f in frames])
     meta = video_metadata(times_s, duration_s=duration_s)
     metadata = {
@@ -140,21 +142,17 @@ class VLLMRunner:
         checkpoint's)."""
         from transformers import AutoProcessor, GenerationConfig
 
-        from scenetg.models.qwen import check_qwen_available
+        from scenetg.models.qwen import check_qwen_available, model_load_errors, model_source
 
         vllm = check_vllm_version("--backend vllm", "use --backend transformers")
         check_qwen_available(model_id_or_path, flag)
-        name = str(model_id_or_path)
-        src = str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
-        try:
+        src = model_source(model_id_or_path)
+        with model_load_errors(model_id_or_path, flag):
             processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code)
             try:
                 generation_config = GenerationConfig.from_pretrained(src)
             except OSError:  # a checkpoint without generation_config.json: vLLM's defaults
                 generation_config = None
-        except (OSError, ValueError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"model {name!r} cannot be loaded: {first}; fix {flag}") from exc
         engine_args: dict[str, Any] = {
             "model": src,
             "dtype": _vllm_dtype(dtype),
@@ -181,24 +179,22 @@ class VLLMRunner:
         durations_s: Sequence[float | None],
         max_new_tokens: int | None = None,
     ) -> list[str]:
-        """One greedy completion per (video, prompt), special tokens dropped, text stripped."""
-        from scenetg.models.qwen import render_chat, video_messages
+        """One greedy completion per (video, prompt), special tokens dropped, text stripped.
+        Queries of one video (the same frames list) share one stacked array."""
+        from scenetg.models.qwen import video_prompt_texts
 
         if not videos:
             return []
-        n = len(videos)
-        prompt_list = [prompts] * n if isinstance(prompts, str) else list(prompts)
-        if not len(prompt_list) == len(times_s) == len(durations_s) == n:
-            raise ValueError(f"{n} videos but {len(prompt_list)} prompts, {len(times_s)} lists "
-                             f"of frame times and {len(durations_s)} durations")
+        texts = video_prompt_texts(self.processor, prompts, len(videos))
+        items: dict[tuple, tuple[np.ndarray, dict[str, Any]]] = {}
         rows = []
-        for frames, times, duration, prompt in zip(videos, times_s, durations_s, prompt_list,
-                                                   strict=True):
-            if len(frames) == 0 or len(frames) != len(times):
-                raise ValueError(f"a video has {len(frames)} frames but {len(times)} times")
+        for frames, times, duration, text in zip(videos, times_s, durations_s, texts, strict=True):
+            key = (id(frames), id(times), duration)  # all alive in `videos`: ids are unique
+            if key not in items:
+                items[key] = vllm_video(frames, times, duration)
             rows.append({
-                "prompt": render_chat(self.processor, video_messages(prompt), True),
-                "multi_modal_data": {"video": vllm_video(frames, times, duration)},
+                "prompt": text,
+                "multi_modal_data": {"video": items[key]},
                 "mm_processor_kwargs": dict(self.processor_kwargs),
             })
         params = self._sampling_params(
