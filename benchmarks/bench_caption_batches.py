@@ -39,7 +39,7 @@ def _setup(root: Path, n_clips: int):
 def _arm(shots_dir: Path, out: Path, cfg, captioner, mode: str) -> dict:
     from bench_common import run_build_stage
 
-    from scenetg.curate.pipeline import Build
+    from scenetg.curate.run.pipeline import Build
 
     shutil.copytree(shots_dir, out)
     b = Build.open(out, cfg)
@@ -65,8 +65,8 @@ def _arm(shots_dir: Path, out: Path, cfg, captioner, mode: str) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    from scenetg.curate.captions import TransformersCaptioner
-    from scenetg.curate.pipeline import run_stage
+    from scenetg.curate.run.pipeline import run_stage
+    from scenetg.curate.stages.captions import TransformersCaptioner
 
     torch.set_num_threads(1)  # comparable on a shared 2-core machine; decode gets the other core
     root = Path(tempfile.mkdtemp(prefix="bench_captions_"))

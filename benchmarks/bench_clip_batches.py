@@ -85,7 +85,7 @@ class _Counting:
 def _arm(captioned: Path, out: Path, cfg, clip, mode: str, decode: bool) -> dict:
     from bench_common import run_build_stage
 
-    from scenetg.curate.pipeline import Build
+    from scenetg.curate.run.pipeline import Build
 
     shutil.copytree(captioned, out)
     if decode:  # as after a CLIP model change: the filter decodes its frames
@@ -107,8 +107,8 @@ def _arm(captioned: Path, out: Path, cfg, clip, mode: str, decode: bool) -> dict
 
 
 def run(quick: bool = False) -> dict:
-    from scenetg.curate import captions
-    from scenetg.curate.pipeline import run_stage
+    from scenetg.curate.run.pipeline import run_stage
+    from scenetg.curate.stages import captions
     from scenetg.models.batch_size import resolve_clip_batch_size
     from scenetg.models.clip import load_clip
 

@@ -80,7 +80,7 @@ def run_build_stage(b, jobs: list, stage: str, per_video: bool, prefetch: bool =
     """Run build `b` up to `stage` on `jobs` as the local engine does (batches across videos,
     decoding in the prefetch thread; `prefetch=False` decodes inline), or one video at a time
     (`per_video`, the path Ray's workers and `Build.process_video` take)."""
-    from scenetg.curate import caption_batches
+    from scenetg.curate.run import caption_batches
 
     if per_video:
         for job in jobs:

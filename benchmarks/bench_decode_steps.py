@@ -20,9 +20,9 @@ import torch
 
 
 def _setup(root: Path, n_frames: int):
+    from scenetg.grounding.samples import FrameSampling, GroundingInput, sample_video
     from scenetg.models.qwen import load_qwen
     from scenetg.models.tiny import make_tiny_models
-    from scenetg.rl.samples import FrameSampling, GroundingInput, sample_video
     from scenetg.video.synthetic import write_synthetic_video
 
     models = make_tiny_models(root / "models")
@@ -35,7 +35,7 @@ def _setup(root: Path, n_frames: int):
 
 
 def _time(runner, items, new_tokens: int, reps: int) -> float:
-    from scenetg.rl.samples import generate_grounding
+    from scenetg.grounding.samples import generate_grounding
 
     times = []
     for _ in range(reps):
@@ -46,9 +46,9 @@ def _time(runner, items, new_tokens: int, reps: int) -> float:
 
 
 def run(quick: bool = False) -> dict:
+    from scenetg.grounding.samples import generate_grounding
     from scenetg.models.qwen import batch_video_inputs
     from scenetg.models.runner import QwenRunner
-    from scenetg.rl.samples import generate_grounding
 
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="bench_decode_"))

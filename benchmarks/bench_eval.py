@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-from scenetg.eval.loaders import load_annotations
 from scenetg.eval.metrics import (
     GroundTruth,
     align_predictions,
@@ -40,7 +39,8 @@ from scenetg.eval.metrics import (
 )
 from scenetg.eval.metrics_loop import reference_metrics_loop
 from scenetg.eval.predictions import PredictionSet
-from scenetg.eval.records import GroundingRecord
+from scenetg.grounding.loaders import load_annotations
+from scenetg.grounding.records import GroundingRecord
 
 TARGET_RATIO = 20.0
 

@@ -17,7 +17,7 @@ import torch
 
 
 def _setup(root: Path, n_videos: int):
-    from scenetg.eval.records import GroundingRecord
+    from scenetg.grounding.records import GroundingRecord
     from scenetg.models.tiny import make_tiny_models
     from scenetg.video.synthetic import write_synthetic_video
 

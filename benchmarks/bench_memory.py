@@ -64,7 +64,8 @@ def _filter_hold_mb(video: Path, work: Path, k: int) -> dict[str, float]:
     """MB of one video's filter frames as the prefetch would hold them with a 224-px CLIP."""
     import open_clip
 
-    from scenetg.curate import keyframes, stages
+    from scenetg.curate.run import keyframes
+    from scenetg.curate.run import video_stages as stages
     from scenetg.models.clip import ClipEncoder
 
     (shots,) = (work / "out" / "work").glob("*/shots.json")

@@ -103,7 +103,7 @@ def _pyav_default_threading() -> str:
 
 def _ours(path: Path) -> tuple[float, list[float]]:
     from scenetg.config import ShotsConfig
-    from scenetg.curate.shots import detect_shots
+    from scenetg.curate.stages.shots import detect_shots
 
     started = time.perf_counter()
     shots = detect_shots(path, ShotsConfig())

@@ -31,7 +31,7 @@ def main() -> None:
     from gpu_grpo_step import real_size_model
 
     from scenetg.config import CaptionsConfig
-    from scenetg.curate.captions import SceneFrames, TransformersCaptioner
+    from scenetg.curate.stages.captions import SceneFrames, TransformersCaptioner
     from scenetg.models.tiny import make_tiny_qwen
 
     work = Path(tempfile.mkdtemp())

@@ -56,10 +56,10 @@ def main() -> None:
     from gpu_grpo_step import real_size_model
     from transformers import StoppingCriteriaList
 
+    from scenetg.grounding.prompts import grounding_prompt, sample_video_times
     from scenetg.models.qwen import batch_video_inputs
     from scenetg.models.runner import QwenRunner, decode_attention
     from scenetg.models.tiny import make_tiny_qwen
-    from scenetg.rl.prompts import grounding_prompt, sample_video_times
 
     def sync():
         if not smoke:

@@ -96,9 +96,9 @@ def main() -> None:
     args = ap.parse_args()
     smoke = not torch.cuda.is_available()  # CPU: the tiny model, to check the script itself
 
+    from scenetg.grounding.prompts import sample_video_times
     from scenetg.models.tiny import make_tiny_qwen
     from scenetg.rl.config import train_config_from_dict
-    from scenetg.rl.prompts import sample_video_times
     from scenetg.rl.train import build_trainer
     from scenetg.video.frame_cache import FrameCache
 

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from scenetg.config import load_build_config
+from scenetg.eval.suite import load_eval_config, run_eval_suite
 from scenetg.progress import Reporter
+from scenetg.rl.config import load_train_config
+from scenetg.rl.train import train
 
 # (name, scene durations in seconds, fps, variable frame rate)
 SYNTHETIC_VIDEOS = [
@@ -73,7 +77,7 @@ def default_assets_dir() -> Path | None:
 
 def make_corpus(videos_dir: Path, assets_dir: Path | None) -> list[Path]:
     """Write the synthetic videos (skipping existing ones) and link the real clips."""
-    from scenetg.video.synthetic import write_synthetic_video
+    from scenetg.video.synthetic import write_synthetic_video  # deferred: pulls av
 
     made = []
     for i, (name, durations, fps, vfr) in enumerate(SYNTHETIC_VIDEOS):
@@ -101,9 +105,6 @@ def check_demo_configs(build: Path | None = None, train: Path | None = None, eva
     """Read and check every config file the user named before any work, so a bad one is a
     one-line error now rather than after the build and training. The model keys the demo fills
     in itself get stand-ins here (their values are not checked when a config loads)."""
-    from scenetg.config import load_build_config
-    from scenetg.eval.suite import load_eval_config
-    from scenetg.rl.config import load_train_config
 
     stand_in = "demo-model"
     if build is not None:
@@ -120,9 +121,8 @@ def check_demo_configs(build: Path | None = None, train: Path | None = None, eva
 
 def run_demo(out: Path, config: Path | None, assets_dir: Path | None, reporter: Reporter | None = None):
     """Corpus -> tiny models -> build. Returns (paths, build summary)."""
-    from scenetg.config import load_build_config
-    from scenetg.curate.pipeline import build
-    from scenetg.models.tiny import make_tiny_models
+    from scenetg.curate.run.pipeline import build  # deferred: pulls pyarrow
+    from scenetg.models.tiny import make_tiny_models  # deferred: pulls torch
 
     out = Path(out)
     paths = DemoPaths(out / "videos", out / "models", out / "dataset")
@@ -136,8 +136,6 @@ def run_demo(out: Path, config: Path | None, assets_dir: Path | None, reporter: 
 def run_demo_train(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None):
     """A few GRPO steps of the tiny MLLM on the demo dataset's train split (every split when the
     tiny corpus gave it none). Returns the trained model folder; a finished one is re-used."""
-    from scenetg.rl.config import load_train_config
-    from scenetg.rl.train import train
 
     run = Path(out) / "train"
     if (run / "final" / "config.json").is_file():
@@ -155,7 +153,6 @@ def run_demo_eval(paths: DemoPaths, out: Path, config: Path | None, reporter: Re
                   trained: Path | None = None):
     """Ground the demo dataset's test split (tiny MLLM, the trained one, the two baselines),
     score, report."""
-    from scenetg.eval.suite import load_eval_config, run_eval_suite
 
     models = {"model": str(paths.models / "qwen"), "clip_model": str(paths.models / "clip")}
     cfg = load_eval_config(config or DEMO_EVAL_CONFIG, {"out": str(Path(out) / "eval"), **models})

@@ -23,7 +23,11 @@ from importlib import resources
 from pathlib import Path
 
 from scenetg.errors import ScenetgError
+from scenetg.eval.suite import load_eval_config, run_eval_suite
 from scenetg.progress import Reporter
+from scenetg.rl.config import load_train_config
+from scenetg.rl.train import train
+from scenetg.toy_task import make_split
 
 TOY_SFT = resources.files("scenetg") / "demo_assets" / "toy_sft"
 """The shipped SFT checkpoint (package data)."""
@@ -94,7 +98,6 @@ def copy_toy_sft(dst: Path) -> Path:
 
 def write_toy_sets(data_dir: Path):
     """The demo's toy train and held-out splits (`ToySplit`s); existing ones are read back."""
-    from scenetg.toy_task import make_split
 
     return tuple(make_split(data_dir, s.name, s.videos, s.per_video, s.seed)
                  for s in (TOY_TRAIN, TOY_HELDOUT))
@@ -104,8 +107,6 @@ def run_toy_train(paths: ToyPaths, train_split, config: Path | None = None,
                   reporter: Reporter | None = None) -> tuple[Path, bool]:
     """A few GRPO steps from the SFT start on the toy train split: ``(final dir, trained now)``;
     a finished run is reused (``trained now`` False)."""
-    from scenetg.rl.config import load_train_config
-    from scenetg.rl.train import train
 
     final = paths.train / "final"
     if (final / "config.json").is_file():
@@ -121,7 +122,6 @@ def run_toy_eval(paths: ToyPaths, heldout_split, clip_model: Path, trained: Path
                  config: Path | None = None, reporter: Reporter | None = None):
     """Ground and score the held-out split with the trained model, the SFT start, center and
     clip; returns ``(results, report path)`` of `run_eval_suite`."""
-    from scenetg.eval.suite import load_eval_config, run_eval_suite
 
     cfg = load_eval_config(config or DEMO_TOY_EVAL_CONFIG, {
         "out": str(paths.eval), "clip_model": str(clip_model),

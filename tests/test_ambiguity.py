@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from scenetg.curate.ambiguity import filter_queries, scene_embedding
+from scenetg.curate.stages.ambiguity import filter_queries, scene_embedding
 
 SCENES = np.eye(3, dtype=np.float32)  # v_j = e_j, so s_ij = t_i[j]
 TEXTS = np.array(

@@ -9,7 +9,7 @@ import pytest
 
 from scenetg.errors import ConfigError, ScenetgError
 from scenetg.eval import answering as A
-from scenetg.rl.prompts import mcq_prompt, span_times
+from scenetg.grounding.prompts import mcq_prompt, span_times
 from scenetg.video.synthetic import write_synthetic_video
 
 SPAN_ANSWER = "<think>there</think><answer>1.0 - 2.5</answer>"

@@ -14,7 +14,7 @@ from scenetg.config import load_build_config
 from scenetg.errors import ConfigError
 from scenetg.eval import answering as A
 from scenetg.eval import grounding as G
-from scenetg.eval.records import GroundingRecord
+from scenetg.grounding.records import GroundingRecord
 from scenetg.models.batch_size import (
     AUTO_MAX,
     CPU_BATCH_SIZE,
@@ -233,9 +233,9 @@ def _demo_config(models: dict[str, Path], batch_size):
 def test_build_captions_batches_span_videos_and_equal_the_per_video_path(
     tmp_path, tiny_models, monkeypatch
 ):
-    from scenetg.curate.captions import TransformersCaptioner
-    from scenetg.curate.pipeline import Build, build
-    from scenetg.curate.workdir import discover_videos
+    from scenetg.curate.run.pipeline import Build, build
+    from scenetg.curate.run.workdir import discover_videos
+    from scenetg.curate.stages.captions import TransformersCaptioner
 
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -274,9 +274,14 @@ def test_build_captions_batches_span_videos_and_equal_the_per_video_path(
 
 @pytest.mark.slow
 def test_decode_modes_give_the_same_greedy_text(tiny_models, tmp_path):
+    from scenetg.grounding.samples import (
+        FrameSampling,
+        GroundingInput,
+        generate_grounding,
+        sample_video,
+    )
     from scenetg.models.qwen import load_qwen
     from scenetg.models.runner import QwenRunner
-    from scenetg.rl.samples import FrameSampling, GroundingInput, generate_grounding, sample_video
 
     write_synthetic_video(tmp_path / "a.mp4", [2.0, 2.0], fps=8, size=(64, 48))
     video = sample_video(tmp_path / "a.mp4", 4.0, FrameSampling(2, 8, 64))
@@ -336,8 +341,8 @@ def _queries(out: Path) -> list[tuple]:
 
 @pytest.mark.slow
 def test_a_batch_that_fails_fails_only_the_video_that_broke_it(tmp_path, tiny_models, monkeypatch):
-    from scenetg.curate import captions
-    from scenetg.curate.pipeline import build
+    from scenetg.curate.run.pipeline import build
+    from scenetg.curate.stages import captions
 
     videos = _short_clips(tmp_path / "videos")
     monkeypatch.setattr(captions, "make_caption_backend", lambda cfg: _FakeCaptioner(bad_duration=3.0))
@@ -351,8 +356,8 @@ def test_a_batch_that_fails_fails_only_the_video_that_broke_it(tmp_path, tiny_mo
 def test_ctrl_c_mid_build_stops_the_prefetch_thread_and_resume_finishes_the_same(
     tmp_path, tiny_models, monkeypatch
 ):
-    from scenetg.curate import captions
-    from scenetg.curate.pipeline import build
+    from scenetg.curate.run.pipeline import build
+    from scenetg.curate.stages import captions
 
     videos = _short_clips(tmp_path / "videos")
     cfg = _demo_config(tiny_models, "auto")

@@ -289,7 +289,7 @@ def test_resume_redoes_a_replaced_video_and_only_that_one(tmp_path, tiny_models,
     assert before["alpha"]["end_s"] == pytest.approx(2.0)
 
     write_synthetic_video(videos / "alpha.mp4", [3.0, 3.0], 25.0, size=(160, 96), seed=7)
-    from scenetg.curate import stages
+    from scenetg.curate.run import video_stages as stages
 
     shot_runs: list[str] = []
     real = stages.run_shots

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scenetg.config import CaptionsConfig, OpenAIConfig
-from scenetg.curate.captions import (
+from scenetg.curate.stages.captions import (
     CaptionBackend,
     OpenAICaptioner,
     SceneFrames,

@@ -52,7 +52,7 @@ def test_make_tiny_writes_loadable_checkpoints(tmp_path, capsys):
 
 
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, monkeypatch, capsys):
-    from scenetg.curate import pipeline
+    from scenetg.curate.run import pipeline
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

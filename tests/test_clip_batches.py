@@ -1,4 +1,4 @@
-"""The CLIP filter batched across videos (scenetg.curate.clip_batches): full calls over short
+"""The CLIP filter batched across videos (scenetg.curate.run.clip_batches): full calls over short
 clips, figures equal to the per-video path's, per-video resume, decode in the prefetch thread;
 preprocessed frames held as uint8 with open_clip's own embeddings."""
 
@@ -142,7 +142,7 @@ class _Calls:
 
 @pytest.fixture()
 def clips(tmp_path, tiny_models, monkeypatch):
-    from scenetg.curate import captions
+    from scenetg.curate.stages import captions
 
     monkeypatch.setattr(captions, "make_caption_backend", lambda cfg: _Captioner())
     videos = tmp_path / "videos"
@@ -174,8 +174,8 @@ def _n_scenes(out: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_clip_batches_span_videos_and_equal_the_per_video_path(tmp_path, tiny_models, clips, monkeypatch):
-    from scenetg.curate.pipeline import Build, build
-    from scenetg.curate.workdir import discover_videos
+    from scenetg.curate.run.pipeline import Build, build
+    from scenetg.curate.run.workdir import discover_videos
 
     cfg = _config(tiny_models, 12)
     calls = _Calls(monkeypatch)
@@ -198,7 +198,7 @@ def test_clip_batches_span_videos_and_equal_the_per_video_path(tmp_path, tiny_mo
 
 @pytest.mark.slow
 def test_ctrl_c_mid_filter_resumes_per_video_and_finishes_the_same(tmp_path, tiny_models, clips, monkeypatch):
-    from scenetg.curate.pipeline import build
+    from scenetg.curate.run.pipeline import build
 
     cfg = _config(tiny_models, 4)
     _Calls(monkeypatch)
@@ -221,8 +221,8 @@ def test_ctrl_c_mid_filter_resumes_per_video_and_finishes_the_same(tmp_path, tin
 def test_filter_stage_alone_decodes_and_preprocesses_in_the_prefetch_thread(tmp_path, tiny_models, clips, monkeypatch):
     import shutil
 
-    from scenetg.curate import stages
-    from scenetg.curate.pipeline import build, run_stage
+    from scenetg.curate.run import video_stages as stages
+    from scenetg.curate.run.pipeline import build, run_stage
 
     cfg = _config(tiny_models, 12)
     build(clips, tmp_path / "whole", cfg)
@@ -256,7 +256,7 @@ def test_filter_stage_alone_decodes_and_preprocesses_in_the_prefetch_thread(tmp_
 
 @pytest.mark.slow
 def test_uint8_prefetch_writes_the_bytes_of_the_float32_path(tmp_path, tiny_models, clips, monkeypatch):
-    from scenetg.curate.pipeline import build
+    from scenetg.curate.run.pipeline import build
 
     cfg = _config(tiny_models, 12)
     held: list[torch.dtype] = []

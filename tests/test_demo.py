@@ -148,7 +148,6 @@ def test_demo_runs_torch_on_one_thread_and_restores_it(tmp_path, monkeypatch):
     """On a busy CPU threaded tiny-model ops stalled the toy GRPO 12× (docs/CHOICES.md)."""
     import torch
 
-    from scenetg import demo
     from scenetg.errors import ScenetgError
 
     seen = []
@@ -157,7 +156,7 @@ def test_demo_runs_torch_on_one_thread_and_restores_it(tmp_path, monkeypatch):
         seen.append(torch.get_num_threads())
         raise ScenetgError("stop here")
 
-    monkeypatch.setattr(demo, "run_demo", record)
+    monkeypatch.setattr("scenetg.commands.train_and_demo.run_demo", record)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

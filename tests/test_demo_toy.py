@@ -42,10 +42,15 @@ def test_shipped_checkpoint_resolves_through_importlib_resources_and_matches_its
 def test_shipped_checkpoint_loads_with_load_qwen_and_answers_in_the_grounding_format(tmp_path):
     """The user's path: `load_qwen` on the packaged folder; the weights are the SFT's (a random
     tiny model does not write `<answer>S - E</answer>`)."""
+    from scenetg.grounding.parsing import parse_answer
+    from scenetg.grounding.samples import (
+        FrameSampling,
+        GroundingInput,
+        generate_grounding,
+        sample_video,
+    )
     from scenetg.models.qwen import load_qwen
     from scenetg.models.runner import QwenRunner
-    from scenetg.rl.parsing import parse_answer
-    from scenetg.rl.samples import FrameSampling, GroundingInput, generate_grounding, sample_video
     from scenetg.toy_task import make_split
 
     with resources.as_file(TOY_SFT / "config.json") as config:

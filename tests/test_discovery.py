@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from scenetg.cli import main
-from scenetg.curate.workdir import discover_videos
+from scenetg.curate.run.workdir import discover_videos
 from scenetg.video.synthetic import write_synthetic_video
 
 CONFIG = str(Path(__file__).parents[1] / "pipelines" / "demo" / "build.yaml")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scenetg.config import EngineConfig
-from scenetg.curate.engines import plan_resources
+from scenetg.curate.run.engines import plan_resources
 from scenetg.errors import ConfigError
 
 

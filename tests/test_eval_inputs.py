@@ -10,7 +10,7 @@ import pytest
 
 from scenetg.cli import main
 from scenetg.errors import ScenetgError
-from scenetg.eval.loaders import detect_format, load_annotations
+from scenetg.grounding.loaders import detect_format, load_annotations
 from scenetg.video.synthetic import write_synthetic_video
 
 

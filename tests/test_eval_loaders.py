@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scenetg.errors import ScenetgError
-from scenetg.eval.loaders import detect_format, load_annotations, read_metadata_durations
+from scenetg.grounding.loaders import detect_format, load_annotations, read_metadata_durations
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from scenetg.eval.metrics import (
 )
 from scenetg.eval.metrics_loop import reference_metrics_loop
 from scenetg.eval.predictions import append_prediction, read_predictions
-from scenetg.eval.records import GroundingRecord
 from scenetg.eval.report import format_markdown
+from scenetg.grounding.records import GroundingRecord
 
 
 def rec(qid, windows, duration=100.0):
@@ -252,7 +252,7 @@ def test_prediction_set_from_file_aligns_like_a_dict(tmp_path):
     from scenetg.eval.metrics import compute_metrics
     from scenetg.eval.metrics_loop import reference_metrics_loop
     from scenetg.eval.predictions import read_predictions
-    from scenetg.eval.records import GroundingRecord
+    from scenetg.grounding.records import GroundingRecord
 
     records = [GroundingRecord(f"q{i}", "v", 100.0, "x", [(10.0 * i, 10.0 * i + 8)]) for i in range(6)]
     lines = [{"qid": "q0", "pred": [0, 8]}, {"qid": "q1", "pred": None}, {"qid": "q2", "pred": [20, 30]},

@@ -11,7 +11,7 @@ from scenetg.errors import ScenetgError
 from scenetg.eval.metrics import GroundTruth, compute_metrics, per_query_iou, temporal_iou_matrix
 from scenetg.eval.metrics_loop import reference_metrics_loop
 from scenetg.eval.protocols import PROTOCOLS, get_protocol
-from scenetg.eval.records import GroundingRecord
+from scenetg.grounding.records import GroundingRecord
 
 
 def both(records, preds, **kw):

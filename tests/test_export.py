@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from scenetg.config import ExportConfig
-from scenetg.curate import export
-from scenetg.curate.dataset_checks import dataset_problems
-from scenetg.curate.export import (
+from scenetg.curate.dataset.checks import dataset_problems
+from scenetg.curate.stages import export
+from scenetg.curate.stages.export import (
     AUDIT_SCHEMA,
     QUERY_SCHEMA,
     SCENE_SCHEMA,
@@ -339,7 +339,7 @@ def test_reexport_failing_midway_leaves_the_old_dataset_whole(tmp_path: Path, mo
 
 
 def test_a_kill_during_the_swap_is_reported_and_resume_repairs_it(tmp_path: Path, monkeypatch) -> None:
-    from scenetg.curate import workdir
+    from scenetg.curate.run import workdir
 
     rows = make_rows(30)
     write(tmp_path, rows, rows_per_shard=1000)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scenetg.curate.workdir import write_json_atomic
+from scenetg.atomic_files import write_json_atomic
 from tests.test_export import make_rows, write
 
 

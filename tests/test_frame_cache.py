@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from scenetg.rl.samples import FrameSampling, sample_video
+from scenetg.grounding.samples import FrameSampling, sample_video
 from scenetg.video.frame_cache import FrameCache
 from scenetg.video.frames import read_frames_at
 from scenetg.video.synthetic import write_synthetic_video

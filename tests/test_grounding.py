@@ -12,14 +12,14 @@ from scenetg.errors import ConfigError, ScenetgError
 from scenetg.eval import baselines as B
 from scenetg.eval import grounding as G
 from scenetg.eval.predictions import read_predictions
-from scenetg.eval.records import GroundingRecord
-from scenetg.models.runner import QwenRunner
-from scenetg.rl.parsing import parse_answer
-from scenetg.rl.prompts import (
+from scenetg.grounding.parsing import parse_answer
+from scenetg.grounding.prompts import (
     grounding_prompt,
     mcq_prompt,
     sample_video_times,
 )
+from scenetg.grounding.records import GroundingRecord
+from scenetg.models.runner import QwenRunner
 from scenetg.video.lookup import find_video
 from scenetg.video.synthetic import write_synthetic_video
 
@@ -285,7 +285,7 @@ def test_model_method_with_tiny_qwen_and_time_encoding(videos, tiny_models, tmp_
         seen.append((list(map(len, times_s)), kw.get("durations_s"), inputs))
         return inputs
 
-    monkeypatch.setattr(qwen_mod, "batch_video_inputs", spy)
+    monkeypatch.setattr("scenetg.models.runner.batch_video_inputs", spy)  # the runner's name for it
     runner = QwenRunner.load(tiny_models["qwen"], device="cpu", max_new_tokens=8)
     out = tmp_path / "p.jsonl"
     stats = G.ground(_records(), videos, out, model=runner, fps=2, max_frames=4, batch_size=3)
@@ -296,6 +296,7 @@ def test_model_method_with_tiny_qwen_and_time_encoding(videos, tiny_models, tmp_
         expected = parse_answer(rows[qid]["raw"])
         assert rows[qid]["pred"] == (None if expected is None else list(expected))
     # the processor got the real sampled fps: second_per_grid_ts = temporal_patch / (k / D)
+    assert seen, "the spy saw no batch: the runner no longer builds inputs through it"
     for lengths, durations, inputs in seen:
         grid = inputs["second_per_grid_ts"].tolist()
         for k, d, spg in zip(lengths, durations, grid, strict=True):

@@ -1,4 +1,4 @@
-"""One keyframe pass per video (scenetg.curate.keyframes): the frames the captions pass keeps for
+"""One keyframe pass per video (scenetg.curate.run.keyframes): the frames the captions pass keeps for
 the filter are byte-identical to those the filter decodes itself."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scenetg.curate.keyframes import (
+from scenetg.curate.run.keyframes import (
     KeyframeStore,
     caption_groups_keeping_filter_frames,
     clip_image_size_hint,
     filter_times,
 )
-from scenetg.curate.stages import _scene_frame_groups
+from scenetg.curate.run.video_stages import _scene_frame_groups
 from scenetg.video.seek import DECODE_STATS
 from scenetg.video.synthetic import write_synthetic_video
 
@@ -81,8 +81,8 @@ def test_build_filter_figures_equal_a_filter_that_decodes_itself(tmp_path, tiny_
     """Byte-identity with the two-pass build: the stored filter figures equal those computed
     from a fresh decode of the video."""
     from scenetg.cli import main
-    from scenetg.curate import stages
-    from scenetg.curate.pipeline import Build
+    from scenetg.curate.run import video_stages as stages
+    from scenetg.curate.run.pipeline import Build
     from scenetg.models.clip import load_clip
 
     videos = tmp_path / "videos"
@@ -112,7 +112,7 @@ def test_build_filter_figures_equal_a_filter_that_decodes_itself(tmp_path, tiny_
     (0, 0, 224, 448),        # dimensions unknown: enough up to 2:1
 ])
 def test_filter_frames_reach_clips_short_side(width, height, image_size, side):
-    from scenetg.curate.keyframes import filter_frame_side
+    from scenetg.curate.run.keyframes import filter_frame_side
 
     assert filter_frame_side(image_size, {"width": width, "height": height}) == side
 
@@ -122,8 +122,8 @@ def test_filter_decodes_16_9_frames_that_clip_does_not_enlarge(tmp_path):
     a 16:9 video have that shorter side (224 x 126 frames were enlarged 1.78x before)."""
     import open_clip
 
-    from scenetg.curate import stages
-    from scenetg.curate.keyframes import filter_frame_side
+    from scenetg.curate.run import video_stages as stages
+    from scenetg.curate.run.keyframes import filter_frame_side
 
     path = tmp_path / "wide.mp4"
     write_synthetic_video(path, [1.0, 1.0], 10, size=(640, 360))

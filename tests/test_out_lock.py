@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from scenetg.cli import main
-from scenetg.curate.workdir import LOCK, lock_out
+from scenetg.curate.run.workdir import LOCK, lock_out
 from scenetg.errors import ScenetgError
 
 HOLD = """
 import sys, time
-from scenetg.curate.workdir import lock_out
+from scenetg.curate.run.workdir import lock_out
 with lock_out(sys.argv[1]):
     print("held", flush=True)
     time.sleep(120)

@@ -163,7 +163,7 @@ def test_missing_ray_extra_is_one_line_naming_it(tmp_path, tiny_models, monkeypa
 
 def test_missing_openai_extra_names_it(monkeypatch):
     from scenetg.config import CaptionsConfig
-    from scenetg.curate.captions import check_caption_model
+    from scenetg.curate.stages.captions import check_caption_model
 
     monkeypatch.setitem(sys.modules, "openai", None)
     with pytest.raises(ScenetgError, match=re.escape("needs the [openai] extra: pip install 'scenetg[openai]'")):
@@ -183,7 +183,7 @@ def test_broken_extra_is_not_reported_as_missing(tmp_path, monkeypatch):
 
 
 def test_headless_opencv_beside_opencv_is_refused(monkeypatch):
-    from scenetg.curate import shots
+    from scenetg.curate.stages import shots
 
     real = metadata.version
 
@@ -236,7 +236,7 @@ def test_wheel_installs_and_builds_a_dataset_outside_the_checkout(tmp_path, tiny
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    for data in ("scenetg/py.typed", "scenetg/curate/templates/scenetg_dataset_card.md",
+    for data in ("scenetg/py.typed", "scenetg/curate/dataset/templates/scenetg_dataset_card.md",
                  "scenetg/demo_configs/build.yaml", "scenetg/demo_configs/eval.yaml",
                  "scenetg/demo_configs/toy_train.yaml", "scenetg/demo_configs/toy_eval.yaml",
                  "scenetg/demo_assets/toy_sft/model.safetensors", "scenetg/demo_assets/toy_sft/provenance.json"):
@@ -290,4 +290,4 @@ def test_package_data_is_declared_and_present():
     assert (PACKAGE / "py.typed").is_file()
     # data_cards/ is where people look for the template: it is the packaged file itself.
     assert (ROOT / "data_cards" / "scenetg_dataset_card.md").resolve() == (
-        PACKAGE / "curate" / "templates" / "scenetg_dataset_card.md")
+        PACKAGE / "curate" / "dataset" / "templates" / "scenetg_dataset_card.md")

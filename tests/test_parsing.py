@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scenetg.rl.parsing import answer_text, format_ok, parse_answer, parse_choice, parse_time
+from scenetg.grounding.parsing import answer_text, format_ok, parse_answer, parse_choice, parse_time
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,8 @@ import pytest
 
 from scenetg.cli import main
 from scenetg.config import ExportConfig
-from scenetg.curate.export import write_dataset, write_scenes_table, write_videos_table
-from scenetg.curate.publish import dataset_problems
+from scenetg.curate.dataset.publish import dataset_problems
+from scenetg.curate.stages.export import write_dataset, write_scenes_table, write_videos_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_SECRETtokenTHATmustNEVERbePRINTED"

@@ -128,7 +128,7 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
 @pytest.mark.parametrize("kept_every", [0, 2])
 def test_report_of_a_folder_without_videos_or_kept_queries(tmp_path, kept_every):
     """Videos moved away (or 0 kept): the report is still written, strips say why they are empty."""
-    from scenetg.curate.report import write_report
+    from scenetg.curate.dataset.report import write_report
     from tests.test_publish import audit_rows, make_dataset
 
     out = make_dataset(tmp_path / "out", audit_rows(n_videos=2, kept_every=kept_every))

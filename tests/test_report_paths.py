@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scenetg.curate import report
-from scenetg.curate.export import write_videos_table
+from scenetg.curate.dataset import report
+from scenetg.curate.stages.export import write_videos_table
 from scenetg.video import frames as frames_mod
 from scenetg.video.synthetic import write_synthetic_video
 from tests.test_export import make_rows, write

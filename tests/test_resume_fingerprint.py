@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from scenetg.cli import main
-from scenetg.curate import stages
-from scenetg.curate.workdir import file_signature
+from scenetg.curate.run import video_stages as stages
+from scenetg.curate.run.workdir import file_signature
 from scenetg.video.synthetic import write_synthetic_video
 
 CONFIG = str(Path(__file__).parents[1] / "pipelines" / "demo" / "build.yaml")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from scenetg.config import ScenesConfig
-from scenetg.curate.scenes import Scene, assemble_scenes
+from scenetg.curate.stages.scenes import Scene, assemble_scenes
 
 FPS = 10
 

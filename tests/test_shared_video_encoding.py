@@ -132,7 +132,7 @@ def test_ground_predictions_unchanged(grounding_set, tiny_models, tmp_path):
     import json
 
     from scenetg.eval.grounding import ground
-    from scenetg.eval.records import GroundingRecord
+    from scenetg.grounding.records import GroundingRecord
     from scenetg.models.runner import QwenRunner
     from tests.train_fixtures import QUERIES
 

@@ -1,4 +1,4 @@
-"""scenetg.curate.shots: cut times on synthetic videos with known cuts and on PySceneDetect's clips."""
+"""scenetg.curate.stages.shots: cut times on synthetic videos with known cuts and on PySceneDetect's clips."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from scenedetect import AdaptiveDetector, ContentDetector, ThresholdDetector, detect
 
 from scenetg.config import ShotsConfig
-from scenetg.curate.shots import EMBEDDING_DIM, Shot, _detect_with, detect_shots
+from scenetg.curate.stages.shots import EMBEDDING_DIM, Shot, _detect_with, detect_shots
 from scenetg.errors import VideoError
 from scenetg.video.probe import probe_video
 from scenetg.video.synthetic import scene_colours, write_synthetic_video
@@ -239,7 +239,7 @@ def test_fast_frame_score_equals_pyscenedetects_own(assets, clip):
     import av
     from scenedetect import AdaptiveDetector, ContentDetector, FrameTimecode
 
-    from scenetg.curate.shots import FastAdaptiveDetector, FastContentDetector
+    from scenetg.curate.stages.shots import FastAdaptiveDetector, FastContentDetector
 
     pairs = [(ContentDetector(), FastContentDetector()), (AdaptiveDetector(), FastAdaptiveDetector())]
     with av.open(str(assets / "videos" / "pyscenedetect" / clip)) as container:
@@ -256,7 +256,12 @@ def test_embedding_is_the_mean_of_unrounded_frame_thumbnails(assets):
     including shots longer than the running sum's fold length."""
     import cv2
 
-    from scenetg.curate.shots import FRAME_SUM_FOLD, THUMB_SIZE, _detection_frames, _embedding
+    from scenetg.curate.stages.shots import (
+        FRAME_SUM_FOLD,
+        THUMB_SIZE,
+        _detection_frames,
+        _embedding,
+    )
     from scenetg.video.probe import open_video
 
     path = _pysd(assets, "testvideo.mp4")

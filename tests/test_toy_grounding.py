@@ -41,7 +41,7 @@ def test_video_specs_unique_colours_cell_boundaries_and_brightness_steps():
 
 
 def test_answer_text_is_what_the_grounding_parser_reads():
-    from scenetg.rl.parsing import parse_answer
+    from scenetg.grounding.parsing import parse_answer
 
     text = answer_text(12.0, 18.0)
     assert text == "<think></think><answer>12 - 18</answer>"
@@ -54,7 +54,7 @@ def toy_split(tmp_path_factory):
 
 
 def test_split_is_seeded_readable_by_the_loaders_and_answers_match_the_pixels(toy_split, tmp_path):
-    from scenetg.eval.loaders import load_annotations
+    from scenetg.grounding.loaders import load_annotations
     from scenetg.video.frame_cache import FrameCache
 
     again = make_split(tmp_path, "train", 3, 2, seed=5)
@@ -87,8 +87,8 @@ def test_split_is_seeded_readable_by_the_loaders_and_answers_match_the_pixels(to
 def test_sft_labels_cover_only_the_answer_and_inputs_match_grounding(toy_split, tiny_models, tmp_path):
     from transformers import AutoProcessor
 
+    from scenetg.grounding.samples import GroundingInput
     from scenetg.models.qwen import video_inputs
-    from scenetg.rl.samples import GroundingInput
     from scenetg.video.frame_cache import FrameCache
 
     processor = AutoProcessor.from_pretrained(tiny_models["qwen"])
@@ -192,7 +192,7 @@ def test_curve_summary_and_changed_answers(tmp_path):
     (s,) = curve_summary({"v": [rows]}, window=2)["v"]
     assert s["iou_first"] == pytest.approx(0.15) and s["iou_last"] == pytest.approx(0.95)
     assert s["steps"] == 10 and s["kl_timestamp_last"] == pytest.approx(0.2)
-    from scenetg.eval.loaders import load_annotations
+    from scenetg.grounding.loaders import load_annotations
 
     gt = tmp_path / "gt.jsonl"
     gt.write_text("".join(json.dumps({"qid": q, "vid": "v", "duration": 24.0, "query": "x",

@@ -173,8 +173,8 @@ def test_rope_positions_read_frame_times_from_zero(tiny_models):
     """Qwen2.5-VL's 3-D positions: grid t sits at tokens_per_second × (time of its first frame)."""
     import numpy as np
 
+    from scenetg.grounding.prompts import sample_video_times
     from scenetg.models.qwen import batch_video_inputs, load_qwen
-    from scenetg.rl.prompts import sample_video_times
 
     model, processor = load_qwen(tiny_models["qwen"], device="cpu")
     duration = 8.0

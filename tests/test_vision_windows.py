@@ -166,7 +166,9 @@ def test_ground_output_unchanged(tmp_path, tiny_models, monkeypatch):
     ))
     installed = []
     real = vw.install_window_batching
-    monkeypatch.setattr(vw, "install_window_batching", lambda m: installed.append(real(m)) or installed[-1])
+    # load_qwen calls it through scenetg.models.qwen's name for it
+    monkeypatch.setattr("scenetg.models.qwen.install_window_batching",
+                        lambda m: installed.append(real(m)) or installed[-1])
     raws = {}
     for switch in ("0", "1"):
         monkeypatch.setenv(vw.ENV_SWITCH, switch)

@@ -15,7 +15,7 @@ import pytest
 
 from scenetg.errors import ConfigError, ScenetgError
 from scenetg.eval import grounding as G
-from scenetg.eval.records import GroundingRecord
+from scenetg.grounding.records import GroundingRecord
 from scenetg.models.runner import QwenRunner, vllm_memory_share
 from scenetg.video.synthetic import write_synthetic_video
 from tests import vllm_standin
@@ -177,7 +177,11 @@ def test_captions_backend_vllm_captions_as_transformers(videos, qwen_with_penalt
     """`captions.backend: vllm`: the same captions as the transformers backend, each scene sent
     with its frames and its own fps (K / scene length)."""
     from scenetg.config import CaptionsConfig
-    from scenetg.curate.captions import SceneFrames, TransformersCaptioner, make_caption_backend
+    from scenetg.curate.stages.captions import (
+        SceneFrames,
+        TransformersCaptioner,
+        make_caption_backend,
+    )
     from scenetg.video.frames import read_frames_at
 
     llm_cls = vllm_standin.install(monkeypatch)

@@ -18,7 +18,7 @@ def _rows(pixels) -> list[float]:
 
 @pytest.mark.slow
 def test_colocate_step_hands_vllm_our_video_and_trains_on_it(grounding_set, tiny_models, tmp_path, monkeypatch):
-    from scenetg.rl.samples import FrameSampling, sample_video
+    from scenetg.grounding.samples import FrameSampling, sample_video
     from scenetg.rl.train import build_trainer
 
     llm_cls = vllm_standin.install(monkeypatch)
@@ -69,7 +69,7 @@ def test_colocate_step_hands_vllm_our_video_and_trains_on_it(grounding_set, tiny
 
 def test_a_wrong_placeholder_run_is_rejected(tiny_models):
     """The stand-in, like vLLM, refuses a prompt whose <|video_pad|> run differs from the grid."""
-    from scenetg.rl.samples import SampledVideo
+    from scenetg.grounding.samples import SampledVideo
     from scenetg.rl.vllm_video import vllm_video_item
 
     llm = vllm_standin.StandInLLM(str(tiny_models["qwen"]))
@@ -163,7 +163,7 @@ def test_tensor_parallel_group_gets_videos_in_trl_prompt_order(monkeypatch):
 
     import torch
 
-    from scenetg.rl.samples import SampledVideo
+    from scenetg.grounding.samples import SampledVideo
     from scenetg.rl.trainer import VideoGRPOTrainer
 
     a = SampledVideo([np.full((28, 28, 3), 1, np.uint8)] * 2, [0.0, 1.0], 2.0)

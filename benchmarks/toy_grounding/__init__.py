@@ -58,7 +58,7 @@ def run(quick: bool = False, seeds: int = 3, finished_only: bool = False) -> dic
     list the others as missing instead of training them (a report while a long run goes on)."""
     import torch
 
-    from scenetg.eval.loaders import load_annotations
+    from scenetg.grounding.loaders import load_annotations
     from scenetg.rl.curves import read_metrics
 
     from .report import changed_answers, curve_summary, plot_variant_curves

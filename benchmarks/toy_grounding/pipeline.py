@@ -221,9 +221,9 @@ def evaluate(held, method: str, model, tag: str, scenes: dict, limit: int | None
     ``any_scene_exact``: the share of answers that are exactly one of the video's scenes (named
     or not): whether the model reads the cuts from the frames, apart from reading the colour."""
     from scenetg.eval.grounding import ground
-    from scenetg.eval.loaders import load_annotations
     from scenetg.eval.metrics import compute_metrics
     from scenetg.eval.predictions import read_predictions
+    from scenetg.grounding.loaders import load_annotations
 
     from .sft import SAMPLING
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scenetg.rl.samples import FrameSampling, GroundingInput, SampledVideo, sample_video
+from scenetg.grounding.samples import FrameSampling, GroundingInput, SampledVideo, sample_video
 
 SAMPLING = FrameSampling(fps=1.0, max_frames=16, max_side=64)
 """16 frames at i·D/16 (2 per cell), frames at their native 64 px: used by SFT, GRPO and eval."""

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from scenetg.curate.run.workdir import one_line
+
 app = typer.Typer(
     help="SceneTG: long-video temporal grounding — build datasets, train with GRPO, evaluate.",
     no_args_is_help=True,
@@ -59,7 +61,6 @@ def failed_line(video_id: str, error: str | None) -> None:
     """One line per failed video, whatever its name holds (newlines, rich markup)."""
     from rich.markup import escape
 
-    from scenetg.curate.workdir import one_line
 
     console.print(f"[red]failed[/] {escape(one_line(video_id))}: {escape(one_line(error or ''))}", highlight=False)
 

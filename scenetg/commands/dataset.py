@@ -10,7 +10,10 @@ import typer
 from rich.table import Table
 
 from scenetg.commands.app import app, console, failed_line, finish, out_console
+from scenetg.config import load_build_config
+from scenetg.curate.run.workdir import WorkDir
 from scenetg.errors import ScenetgError
+from scenetg.progress import rich_reporter
 
 # ----- shared options --------------------------------------------------------------------------
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Build config YAML (default: built-in defaults).")]
@@ -20,7 +23,6 @@ ClipModelOpt = Annotated[str | None, typer.Option("--clip-model", help="OpenCLIP
 
 def _load_config(config: Path | None, caption_model: str | None = None, clip_model: str | None = None,
                  engine: str | None = None, base: dict | None = None):
-    from scenetg.config import load_build_config
 
     overrides = {}
     if caption_model:
@@ -44,8 +46,7 @@ def build(
     clip_model: ClipModelOpt = None,
 ) -> None:
     """Build a grounding dataset: shots -> scenes -> captions -> CLIP filter -> Parquet + card."""
-    from scenetg.curate.pipeline import build as run_build
-    from scenetg.progress import rich_reporter
+    from scenetg.curate.run.pipeline import build as run_build  # deferred: pulls pyarrow
 
     cfg = _load_config(config, caption_model, clip_model, engine)
     with rich_reporter(console) as reporter:
@@ -61,8 +62,7 @@ def shots(
     resume: Annotated[bool, typer.Option("--resume", help="Skip videos already done.")] = False,
 ) -> None:
     """Stage 1 alone: probe videos, detect shots, assemble scenes (OUT/work/*/shots.json)."""
-    from scenetg.curate.pipeline import run_stage
-    from scenetg.progress import rich_reporter
+    from scenetg.curate.run.pipeline import run_stage  # deferred: pulls pyarrow
 
     cfg = _load_config(config)
     with rich_reporter(console) as reporter:
@@ -82,9 +82,7 @@ def _stage_report(b, stage: str) -> None:
 
 def _stage_command(out: Path, stage: str, config: Path | None, caption_model: str | None,
                    clip_model: str | None) -> None:
-    from scenetg.curate.pipeline import run_stage
-    from scenetg.curate.workdir import WorkDir
-    from scenetg.progress import rich_reporter
+    from scenetg.curate.run.pipeline import run_stage  # deferred: pulls pyarrow
 
     manifest = WorkDir(out).require_manifest()
     cfg = _load_config(config, caption_model, clip_model, base=manifest["config"])
@@ -116,7 +114,7 @@ def filter_(
 @app.command()
 def export(out: Annotated[Path, typer.Argument(help="Dataset folder with filtered queries.")]) -> None:
     """Stage 4 alone: write videos/scenes/data/audit Parquet and the dataset card."""
-    from scenetg.curate.pipeline import export_folder
+    from scenetg.curate.run.pipeline import export_folder  # deferred: pulls pyarrow
 
     finish(export_folder(out), "scenetg export")
 
@@ -130,9 +128,13 @@ def inspect(
     """Dataset statistics (tables), consistency checks, and an HTML report with plots and thumbnails."""
     import json
 
-    from scenetg.curate.dataset_checks import dataset_problems
-    from scenetg.curate.report import dataset_stats, load_tables, stats_tables, write_report
-    from scenetg.curate.workdir import WorkDir
+    from scenetg.curate.dataset.checks import dataset_problems  # deferred: pulls pyarrow
+    from scenetg.curate.dataset.report import (  # deferred: pulls pandas
+        dataset_stats,
+        load_tables,
+        stats_tables,
+        write_report,
+    )
 
     if json_out:
         print(json.dumps(dataset_stats(out), sort_keys=True))
@@ -174,7 +176,7 @@ def publish(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only validate the folder.")] = False,
 ) -> None:
     """Push Parquet shards + dataset card to the Hugging Face Hub (huggingface_hub)."""
-    from scenetg.curate.publish import publish as run_publish
+    from scenetg.curate.dataset.publish import publish as run_publish  # deferred: pulls pyarrow
 
     if not dry_run and "/" not in repo_id:
         raise ScenetgError("--repo-id must be USER/NAME")

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from scenetg.atomic_files import write_json_atomic
 from scenetg.commands.app import app, console, out_console
 from scenetg.config_fields import coerce_batch_size
 from scenetg.errors import ScenetgError
@@ -16,11 +17,21 @@ from scenetg.eval.answering import (
     DEFAULT_CONTEXT_FRACTION,
     DEFAULT_CONTEXT_S,
     DEFAULT_N_FRAMES,
+    format_answer_summary,
 )
+from scenetg.eval.answering import answer as run_answer
 from scenetg.eval.baselines import DEFAULT_CENTER_FRACTION
-from scenetg.eval.protocols import PROTOCOLS
+from scenetg.eval.grounding import ground as run_ground
+from scenetg.eval.metrics import compute_metrics, match_warnings
+from scenetg.eval.predictions import read_predictions
+from scenetg.eval.protocols import PROTOCOLS, get_protocol
+from scenetg.eval.qa_loaders import load_qa_report
+from scenetg.eval.report import format_markdown
+from scenetg.eval.suite import load_eval_config, run_eval_suite
+from scenetg.grounding.loaders import load_annotations
+from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
-from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
+from scenetg.progress import rich_reporter
 
 PROTOCOL_NAMES = tuple(PROTOCOLS)
 
@@ -41,12 +52,6 @@ def eval_(
     """Temporal grounding metrics: R1@0.3/0.5/0.7 and mIoU, by GT length too."""
     import json
 
-    from scenetg.curate.workdir import write_json_atomic
-    from scenetg.eval.loaders import load_annotations
-    from scenetg.eval.metrics import compute_metrics, match_warnings
-    from scenetg.eval.predictions import read_predictions
-    from scenetg.eval.protocols import get_protocol
-    from scenetg.eval.report import format_markdown
 
     chosen = get_protocol(protocol, strict)  # a bad name fails before any file is read
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
@@ -90,9 +95,6 @@ def ground(
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine for large evals; pip install 'scenetg\\[vllm]').")] = "transformers",
 ) -> None:
     """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
-    from scenetg.eval.grounding import ground as run_ground
-    from scenetg.eval.loaders import load_annotations
-    from scenetg.progress import rich_reporter
 
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split)
@@ -131,10 +133,6 @@ def answer(
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine; pip install 'scenetg\\[vllm]').")] = "transformers",
 ) -> None:
     """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
-    from scenetg.eval.answering import answer as run_answer
-    from scenetg.eval.answering import format_answer_summary
-    from scenetg.eval.qa_loaders import load_qa_report
-    from scenetg.progress import rich_reporter
 
     batch = coerce_batch_size("--batch-size", batch_size)
     records, qa_report = load_qa_report(qa, qa_format)
@@ -158,8 +156,6 @@ def eval_suite(
     model: Annotated[str | None, typer.Option("--model", help="Grounding MLLM (overrides model).")] = None,
 ) -> None:
     """Ground and score every benchmark x method in a config; writes report.md + IoU PNG."""
-    from scenetg.eval.suite import load_eval_config, run_eval_suite
-    from scenetg.progress import rich_reporter
 
     cfg = load_eval_config(config, {"out": out, "model": model})
     with rich_reporter(console) as reporter:

@@ -9,6 +9,18 @@ from typing import Annotated
 import typer
 
 from scenetg.commands.app import app, console, models_app, out_console, print_summary
+from scenetg.demo import (
+        check_demo_configs,
+        default_assets_dir,
+        one_torch_thread,
+        run_demo,
+        run_demo_eval,
+        run_demo_train,
+    )
+from scenetg.demo_toy import TOY_HELDOUT, run_toy_leg
+from scenetg.progress import rich_reporter
+from scenetg.rl.config import load_train_config
+from scenetg.rl.train import train as run_train
 
 
 # ----- train -----------------------------------------------------------------------------------
@@ -23,9 +35,6 @@ def train(
     resume_from_checkpoint: Annotated[str | None, typer.Option("--resume-from-checkpoint", help="A checkpoint-N folder, or 'last'.")] = None,
 ) -> None:
     """GRPO training with token-aware KL and the Center Distance reward (TRL GRPOTrainer)."""
-    from scenetg.progress import rich_reporter
-    from scenetg.rl.config import load_train_config
-    from scenetg.rl.train import train as run_train
 
     overrides = {"model": model, "data.dataset": dataset, "data.video_root": video_root,
                  "output_dir": output_dir, "grpo.max_steps": max_steps}
@@ -40,7 +49,7 @@ def train(
 @models_app.command("make-tiny")
 def make_tiny(out_dir: Annotated[Path, typer.Argument(help="Folder to write qwen/ and clip/ into.")]) -> None:
     """Write a tiny random Qwen2.5-VL and a tiny OpenCLIP, saved like real checkpoints."""
-    from scenetg.models.tiny import make_tiny_models
+    from scenetg.models.tiny import make_tiny_models  # deferred: pulls torch
 
     paths = make_tiny_models(out_dir)
     for name, path in paths.items():
@@ -61,16 +70,6 @@ def demo(
 ) -> None:
     """End-to-end offline run: sample videos + tiny models -> build -> train -> ground -> eval -> report,
     then GRPO from a shipped toy SFT checkpoint, evaluated beside it and the baselines."""
-    from scenetg.demo import (
-        check_demo_configs,
-        default_assets_dir,
-        one_torch_thread,
-        run_demo,
-        run_demo_eval,
-        run_demo_train,
-    )
-    from scenetg.demo_toy import TOY_HELDOUT, run_toy_leg
-    from scenetg.progress import rich_reporter
 
     check_demo_configs(config, train_config, eval_config, toy_train_config, toy_eval_config)
     with one_torch_thread(), rich_reporter(console) as reporter:

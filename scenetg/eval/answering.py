@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scenetg.atomic_files import write_bytes_atomic
 from scenetg.config_fields import coerce_batch_size
-from scenetg.curate.workdir import write_bytes_atomic
 from scenetg.errors import ConfigError, VideoError
 from scenetg.eval.answer_summary import format_answer_summary, summarize_answers  # noqa: F401
 from scenetg.eval.baselines import (
@@ -39,6 +39,21 @@ from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` call
     duration_group,
     load_qa,
 )
+from scenetg.grounding.parsing import parse_answer, parse_choice
+from scenetg.grounding.prompts import (
+    DEFAULT_FPS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_SIDE,
+    mcq_prompt,
+    span_times,
+)
+from scenetg.grounding.samples import (
+    FrameSampling,
+    GroundingInput,
+    SampledVideo,
+    generate_grounding,
+    generate_texts,
+)
 from scenetg.models.batch_size import runner_batch_size
 from scenetg.models.runner import (
     BACKENDS,
@@ -50,23 +65,9 @@ from scenetg.models.runner import (
 )
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
-from scenetg.rl.parsing import parse_answer, parse_choice
-from scenetg.rl.prompts import (
-    DEFAULT_FPS,
-    DEFAULT_MAX_FRAMES,
-    DEFAULT_MAX_SIDE,
-    mcq_prompt,
-    span_times,
-)
-from scenetg.rl.samples import (
-    FrameSampling,
-    GroundingInput,
-    SampledVideo,
-    generate_grounding,
-    generate_texts,
-)
 from scenetg.video.frames import read_frames_at
 from scenetg.video.lookup import find_video, missing_video_message
+from scenetg.video.probe import probe_video
 
 GROUNDERS = ("model", "clip")
 
@@ -286,7 +287,6 @@ class _Job:
         return out
 
     def _decode(self, path: Path, recs: Sequence[QARecord]) -> _Video:
-        from scenetg.video.probe import probe_video
 
         duration = float(probe_video(path).duration_s)
         # Frames for the model start at each span's start (`span_times`), as grounding's do.

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from scenetg.eval.records import GroundingRecord
-from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_count
+from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_count
+from scenetg.grounding.records import GroundingRecord
 from scenetg.video.frames import iter_frames_at, sample_times
 
 DEFAULT_CENTER_FRACTION = 0.3

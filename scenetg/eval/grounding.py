@@ -3,7 +3,7 @@
 Methods, all writing the same rows ``{"qid", "pred": [start_s, end_s] | null, "raw"}``:
 
 - ``model`` — an MLLM (Qwen2.5-VL class) sees the frames and prompt training uses
-  (`scenetg.rl.prompts`), answers greedily; ``pred`` is `parse_answer(raw)`.
+  (`scenetg.grounding.prompts`), answers greedily; ``pred`` is `parse_answer(raw)`.
 - ``center`` — a prior with no model: a window centred in the video, its length a fraction of the
   duration (`DEFAULT_CENTER_FRACTION`, or ``"auto"``: the records' mean relative GT length).
 - ``clip`` — OpenCLIP sliding windows over frame embeddings (`clip_best_window`).
@@ -35,7 +35,15 @@ from scenetg.eval.baselines import (
     mean_relative_length,
 )
 from scenetg.eval.predictions import append_prediction
-from scenetg.eval.records import GroundingRecord
+from scenetg.grounding.parsing import parse_answer
+from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
+from scenetg.grounding.records import GroundingRecord
+from scenetg.grounding.samples import (
+    FrameSampling,
+    GroundingInput,
+    generate_grounding,
+    sample_video,
+)
 from scenetg.models.batch_size import expected_frames, runner_batch_size
 from scenetg.models.runner import (
     BACKENDS,
@@ -47,9 +55,6 @@ from scenetg.models.runner import (
 )
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
-from scenetg.rl.parsing import parse_answer
-from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
-from scenetg.rl.samples import FrameSampling, GroundingInput, generate_grounding, sample_video
 from scenetg.video.lookup import find_video, missing_video_message, video_duration
 
 METHODS = ("model", "center", "clip")

@@ -33,8 +33,10 @@ from itertools import chain, repeat
 import numpy as np
 
 from scenetg.errors import ScenetgError
+from scenetg.eval.predictions import PredictionSet
 from scenetg.eval.protocols import Protocol, get_protocol
-from scenetg.eval.records import GroundingRecord
+from scenetg.grounding.iou import best_iou, clip_to_video, span_iou, temporal_iou_matrix  # noqa: F401  (best_iou, temporal_iou_matrix: public here too)
+from scenetg.grounding.records import GroundingRecord
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 BUCKET_EDGES = (0.1, 0.3)
@@ -140,71 +142,20 @@ def _ranks(n: int, rank_rows: list[np.ndarray]):
         pos += len(rows)
 
 
-def temporal_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every interval in `a` (N, 2) with every one in `b` (M, 2) -> (N, M).
-
-    Empty intervals (start >= end) and NaN rows give 0.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    return _iou(a[:, 0:1], a[:, 1:2], b[None, :, 0], b[None, :, 1])
-
-
-def _iou(s, e, gs, ge, where=None) -> np.ndarray:
-    """Elementwise (broadcast) IoU in span form. The loop computes the same float ops, so both
-    give bit-identical IoUs."""
-    inter = np.minimum(e, ge)
-    inter -= np.maximum(s, gs)
-    span = np.maximum(e, ge)
-    span -= np.minimum(s, gs)
-    ok = inter > 0  # False for NaN (invalid prediction, padding) and for empty intervals
-    if where is not None:
-        ok &= where
-    out = np.zeros(span.shape)
-    np.divide(inter, span, out=out, where=ok)
-    return out
-
-
-def best_iou(
-    preds: np.ndarray,
-    gts: np.ndarray,
-    mask: np.ndarray | None = None,
-    durations: np.ndarray | None = None,
-) -> np.ndarray:
-    """Per-query IoU of the prediction with its best-matching GT window -> (N,).
-
-    `preds` (N, 2), NaN rows for invalid predictions; `gts` (N, W, 2) padded, `mask` (N, W) True
-    on real windows (None: all real); `durations` (N,) (inf or None: unknown). Predictions are
-    clipped to [0, D]; an empty one (start >= end after clipping) gives 0.
-    """
-    s, e = _clip(preds, durations)
-    gts = np.asarray(gts, dtype=np.float64)
-    return _iou(s[:, None], e[:, None], gts[..., 0], gts[..., 1], mask).max(axis=1)
-
-
 def _gt_best_iou(s: np.ndarray, e: np.ndarray, gt: GroundTruth) -> np.ndarray:
     """Predictions against a `GroundTruth`: best IoU per record (N,)."""
     n = gt.n
-    best = _iou(s, e, gt.starts[:n], gt.ends[:n])
+    best = span_iou(s, e, gt.starts[:n], gt.ends[:n])
     for part, rows in _ranks(n, gt.rank_rows):
-        iou = _iou(s[rows], e[rows], gt.starts[part], gt.ends[part])
+        iou = span_iou(s[rows], e[rows], gt.starts[part], gt.ends[part])
         best[rows] = np.maximum(best[rows], iou)
     return best
-
-
-def _clip(preds, durations) -> tuple[np.ndarray, np.ndarray]:
-    """Prediction starts and ends clipped to [0, D] (NaN stays NaN)."""
-    preds = np.asarray(preds, dtype=np.float64)
-    upper = math.inf if durations is None else np.asarray(durations, dtype=np.float64)
-    s = np.minimum(np.maximum(preds[:, 0], 0.0), upper)
-    e = np.minimum(np.maximum(preds[:, 1], 0.0), upper)
-    return s, e
 
 
 def _scored(preds: np.ndarray, gt: GroundTruth, protocol: Protocol):
     """Prediction starts and ends as the protocol scores them (clipped or as given)."""
     if protocol.clip_pred:
-        return _clip(preds, gt.durations)
+        return clip_to_video(preds, gt.durations)
     return preds[:, 0].copy(), preds[:, 1].copy()
 
 
@@ -216,7 +167,6 @@ def align_predictions(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions in `qids` order as an (N, 2) float array (NaN rows: missing, None or not two
     finite numbers) and a (N,) bool mask of the qids with no prediction at all."""
-    from scenetg.eval.predictions import PredictionSet
 
     if isinstance(predictions, PredictionSet):  # what read_predictions gives: array lookups
         return predictions.rows(qids)

@@ -19,7 +19,7 @@ from scenetg.eval.metrics import (
     _with_counts,
 )
 from scenetg.eval.protocols import Protocol, get_protocol
-from scenetg.eval.records import GroundingRecord
+from scenetg.grounding.records import GroundingRecord
 
 
 def reference_metrics_loop(

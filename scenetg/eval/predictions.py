@@ -13,6 +13,7 @@ from typing import IO
 import numpy as np
 
 from scenetg.errors import ScenetgError
+from scenetg.grounding.annotation_formats import not_utf8
 
 
 class PredictionSet(Mapping):
@@ -79,7 +80,6 @@ def read_predictions(path: str | Path) -> PredictionSet:
                     f"{path}:{line_no}: invalid JSON: {exc.msg} (column {exc.colno})"
                 ) from None
             except UnicodeDecodeError as exc:
-                from scenetg.eval.annotation_formats import not_utf8
 
                 raise not_utf8(f"{path}:{line_no}", exc) from None
             if obj.__class__ is not dict:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from scenetg.errors import ScenetgError
+from scenetg.grounding.annotation_formats import read_utf8
 
 QA_FORMATS = ("videomme", "longvideobench", "mlvu")
 DURATION_GROUPS = ("short", "medium", "long")
@@ -83,7 +84,6 @@ def _read_items(p: Path) -> list[tuple[str, dict]]:
 
         rows = pq.read_table(p).to_pylist()
         return [(f"{p}: row {i}", r) for i, r in enumerate(rows)]
-    from scenetg.eval.annotation_formats import read_utf8
 
     text = read_utf8(p)
     stripped = text.lstrip()

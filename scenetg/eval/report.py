@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenetg.curate.workdir import write_bytes_atomic
+from scenetg.atomic_files import save_png, write_bytes_atomic
 from scenetg.eval.metrics import BUCKET_EDGES, THRESHOLDS, UNKNOWN_BUCKET
 
 
@@ -27,7 +27,6 @@ def plot_iou_distribution(results: Sequence[EvalResult], path: Path) -> Path:
     """Histogram of per-query IoU, one series per run, with the R1 thresholds marked."""
     import matplotlib
 
-    from scenetg.curate.report_plots import save_png
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -10,9 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scenetg.config_fields import dataclass_from_mapping, read_config_mapping
-from scenetg.curate.workdir import write_json_atomic
+from scenetg.atomic_files import write_json_atomic
+from scenetg.config_fields import coerce_batch_size, dataclass_from_mapping, read_config_mapping
 from scenetg.errors import ConfigError, ModelError, ScenetgError
+from scenetg.eval.metrics import compute_metrics, per_query_iou
+from scenetg.eval.predictions import read_predictions
+from scenetg.eval.protocols import PROTOCOLS, get_protocol
+from scenetg.eval.report import EvalResult, write_eval_report
+from scenetg.grounding.loaders import HUB_PREFIX, load_annotations
+from scenetg.models.clip import check_clip_available, load_clip
+from scenetg.models.qwen import check_qwen_available
+from scenetg.models.runner import BACKENDS, load_runner, vllm_memory_share
+from scenetg.models.vllm_runner import check_vllm_device
 from scenetg.progress import Reporter
 
 METHODS = ("model", "center", "clip")
@@ -66,7 +75,6 @@ class EvalConfig:
     benchmarks: list[BenchmarkSpec] = field(default_factory=list)
 
     def validate(self) -> EvalConfig:
-        from scenetg.config_fields import coerce_batch_size
 
         self.batch_size = coerce_batch_size("batch_size", self.batch_size)
         clash = sorted(set(self.models) & set(METHODS))
@@ -79,12 +87,10 @@ class EvalConfig:
             raise ConfigError("method 'model' needs `model:` (HF id or folder)")
         if "clip" in self.methods and not self.clip_model:
             raise ConfigError("method 'clip' needs `clip_model:`")
-        from scenetg.models.runner import BACKENDS
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend: use one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if self.backend == "vllm":
-            from scenetg.models.vllm_runner import check_vllm_device
 
             check_vllm_device(self.device, "device:", "backend:")
         if not self.benchmarks:
@@ -106,7 +112,6 @@ class EvalConfig:
 def _protocol_name(key: str, value: object) -> str:
     """The canonical preset name of `value` (aliases such as `ego4d` accepted); ConfigError
     naming `key` otherwise."""
-    from scenetg.eval.protocols import PROTOCOLS, get_protocol
 
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a protocol name, got {value!r}; use one of {', '.join(PROTOCOLS)}")
@@ -138,9 +143,6 @@ def missing_inputs(cfg: EvalConfig) -> list[str]:
     """Every benchmark's annotations, durations CSV and videos folder, and each model, checked
     before any heavy work: one line per missing piece. Relative paths are paths (from the
     current folder); only ``hub:ORG/NAME`` is a Hub dataset."""
-    from scenetg.eval.loaders import HUB_PREFIX
-    from scenetg.models.clip import check_clip_available
-    from scenetg.models.qwen import check_qwen_available
 
     problems = []
     for b in cfg.benchmarks:
@@ -171,14 +173,7 @@ def missing_inputs(cfg: EvalConfig) -> list[str]:
 
 def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     """Ground and score every (benchmark, method); returns (results, report path)."""
-    from scenetg.eval.grounding import ground
-    from scenetg.eval.loaders import load_annotations
-    from scenetg.eval.metrics import compute_metrics, per_query_iou
-    from scenetg.eval.predictions import read_predictions
-    from scenetg.eval.protocols import get_protocol
-    from scenetg.eval.report import EvalResult, write_eval_report
-    from scenetg.models.clip import load_clip
-    from scenetg.models.runner import load_runner, vllm_memory_share
+    from scenetg.eval.grounding import ground  # deferred: pulls av
 
     out = Path(cfg.out)
     problems = missing_inputs(cfg)

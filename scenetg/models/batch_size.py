@@ -24,6 +24,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from scenetg.config_fields import coerce_batch_size
+
 AUTO = "auto"
 CPU_BATCH_SIZE = 4
 AUTO_MAX = 32
@@ -123,7 +125,6 @@ def resolve_clip_batch_size(value: int | str, device: Any, free_bytes: int | Non
 def batch_size_text(value: int | str, key: str) -> int | str:
     """A batch size from a command line or config: ``auto`` or an integer >= 1 (one-line
     `ConfigError` naming `key` otherwise)."""
-    from scenetg.config_fields import coerce_batch_size
 
     return coerce_batch_size(key, value)
 

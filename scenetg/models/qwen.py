@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from scenetg.errors import ModelError
+from scenetg.models.vision_windows import install_window_batching
 
 CAPTION_MODEL_FLAG = "--caption-model"
 HUB_CHECK_TIMEOUT_S = 10.0
@@ -140,7 +141,6 @@ def load_qwen(
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from scenetg.models.vision_windows import install_window_batching
 
     check_qwen_available(model_id_or_path, flag)
     src = model_source(model_id_or_path)
@@ -156,7 +156,7 @@ def load_qwen(
     if batch_vision_windows:
         speedup_or_stock(install_window_batching, model)
     model.to(dev).eval()
-    from scenetg.models import shared_video_encoding as shared
+    from scenetg.models import shared_video_encoding as shared  # deferred: pulls torch
 
     speedup_or_stock(shared.share_video_encoding, model, enabled=share_video_encoding)
     tokenizer = getattr(processor, "tokenizer", None)

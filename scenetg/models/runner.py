@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 
 from scenetg.errors import ConfigError
-from scenetg.models.vllm_runner import BACKENDS
+from scenetg.models.batch_size import resolve_batch_size
+from scenetg.models.clip import load_clip
+from scenetg.models.qwen import batch_video_inputs, greedy_generation_config, load_qwen
+from scenetg.models.vllm_runner import BACKENDS, VLLMRunner, check_vllm_device
 
 __all__ = [
     "BACKENDS", "DECODE_MODES", "QwenRunner", "as_clip", "as_runner", "load_runner",
@@ -72,7 +75,6 @@ class QwenRunner:
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         decode: str = "auto",
     ):
-        from scenetg.models.qwen import greedy_generation_config
 
         self.model, self.processor = model, processor
         self.generation_config = greedy_generation_config(model, max_new_tokens)
@@ -84,7 +86,6 @@ class QwenRunner:
     def batch_size(self, value: int | str, tokens_per_item: int) -> int:
         """Items per generate call: `value`, or for ``auto`` what fits the free GPU memory for
         items of `tokens_per_item` tokens (4 on a CPU)."""
-        from scenetg.models.batch_size import resolve_batch_size
 
         return resolve_batch_size(value, self.model, tokens_per_item)
 
@@ -100,7 +101,6 @@ class QwenRunner:
         decode: str = "auto",
         share_video_encoding: bool = True,
     ) -> QwenRunner:
-        from scenetg.models.qwen import load_qwen
 
         model, processor = load_qwen(
             model_id_or_path, dtype=dtype, device=device,
@@ -121,7 +121,6 @@ class QwenRunner:
         special tokens are dropped and the text stripped."""
         import torch
 
-        from scenetg.models.qwen import batch_video_inputs
 
         if not videos:
             return []
@@ -162,7 +161,6 @@ def load_runner(
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend == "vllm":
-        from scenetg.models.vllm_runner import VLLMRunner, check_vllm_device
 
         check_vllm_device(device, "--device", "--backend")
 
@@ -193,6 +191,5 @@ def as_clip(model: Any, device: str, what: str = "--model") -> Any:
         raise ConfigError(f"a CLIP model is needed: set {what}")
     if hasattr(model, "encode_images") and not isinstance(model, (str, Path)):
         return model
-    from scenetg.models.clip import load_clip
 
     return load_clip(model, device=device, flag=what)

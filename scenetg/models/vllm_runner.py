@@ -26,6 +26,16 @@ from typing import Any
 import numpy as np
 
 from scenetg.errors import ConfigError
+from scenetg.extras import require_extra
+from scenetg.models.qwen import (
+    check_qwen_available,
+    model_load_errors,
+    model_source,
+    resolve_dtype,
+    video_metadata,
+    video_processor_kwargs,
+    video_prompt_texts,
+)
 
 VLLM_MIN_VERSION = "0.30.0"
 """First vLLM minor release after vllm-project/vllm#47736 (Qwen2.5-VL keeps video metadata)."""
@@ -48,7 +58,6 @@ def check_vllm_version(feature: str, fix: str) -> Any:
     """The imported ``vllm`` module; ScenetgError (one line) when the extra is missing, and
     ConfigError when it is older than `VLLM_MIN_VERSION` (it would drop the video metadata and
     time every frame at 24 fps without a word)."""
-    from scenetg.extras import require_extra
 
     require_extra("vllm", "vllm", feature)
     import vllm
@@ -78,7 +87,6 @@ def vllm_video(
     """Frames sampled at absolute `times_s` as vLLM's video input: uint8 (T, H, W, 3) and the
     metadata dict vLLM turns into the `VideoMetadata` our own processor call gets (same fps,
     duration, frame indices), with ``do_sample_frames: False`` so they are used as given."""
-    from scenetg.models.qwen import video_metadata
 
     if len(frames) == 0 or len(frames) != len(times_s):
         raise ValueError(f"a video has {len(frames)} frames but {len(times_s)} times")
@@ -103,7 +111,6 @@ def _eos_ids(generation_config: Any) -> list[int]:
 
 def _vllm_dtype(dtype: str) -> str:
     """Our dtype names (``bf16``, ``torch.float16``, ...) in vLLM's spelling; ``auto`` stays."""
-    from scenetg.models.qwen import resolve_dtype
 
     if str(dtype).lower() == "auto":
         return "auto"
@@ -116,7 +123,6 @@ class VLLMRunner:
 
     def __init__(self, llm: Any, processor: Any, generation_config: Any, sampling_params: Any,
                  max_new_tokens: int):
-        from scenetg.models.qwen import video_processor_kwargs
 
         self.llm, self.processor = llm, processor
         self.max_new_tokens = int(max_new_tokens)
@@ -142,7 +148,6 @@ class VLLMRunner:
         checkpoint's)."""
         from transformers import AutoProcessor, GenerationConfig
 
-        from scenetg.models.qwen import check_qwen_available, model_load_errors, model_source
 
         vllm = check_vllm_version("--backend vllm", "use --backend transformers")
         check_qwen_available(model_id_or_path, flag)
@@ -181,7 +186,6 @@ class VLLMRunner:
     ) -> list[str]:
         """One greedy completion per (video, prompt), special tokens dropped, text stripped.
         Queries of one video (the same frames list) share one stacked array."""
-        from scenetg.models.qwen import video_prompt_texts
 
         if not videos:
             return []

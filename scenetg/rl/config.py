@@ -20,8 +20,9 @@ from scenetg.config_fields import (
     read_config_mapping,
 )
 from scenetg.errors import ConfigError
-from scenetg.rl.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
+from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
 from scenetg.rl.rewards import REWARD_NAMES
+from scenetg.rl.vllm_video import SERVER_MODE_ERROR
 
 LANGUAGE_LORA_TARGETS = (
     r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -173,7 +174,6 @@ class TrainConfig:
         if self.grpo.get("use_vllm"):
             mode = self.grpo.get("vllm_mode", "colocate")
             if mode == "server":
-                from scenetg.rl.vllm_video import SERVER_MODE_ERROR
 
                 raise ConfigError(SERVER_MODE_ERROR)
         if self.grpo.get("use_liger_kernel"):

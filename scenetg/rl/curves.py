@@ -10,6 +10,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from scenetg.atomic_files import save_png
+
 PLOTTED = (
     ("reward", ("reward",), "total reward"),
     ("IoU reward", ("rewards/iou_reward/mean",), "IoU"),
@@ -110,7 +112,6 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
-    from scenetg.curate.report_plots import save_png  # reproducible, atomic
 
     fig.set_dpi(100)
     return save_png(fig, Path(out_png))

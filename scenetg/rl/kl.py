@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from scenetg.rl.parsing import TIME_PATTERN
+from scenetg.grounding.parsing import TIME_PATTERN
 
 _ANSWER_BLOCK = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.S | re.I)
 _NUMBER = re.compile(TIME_PATTERN)  # the parser's own notion of a time

@@ -17,11 +17,17 @@ from typing import Any
 
 import yaml
 
+from scenetg.atomic_files import write_bytes_atomic
 from scenetg.errors import ConfigError, ModelError
+from scenetg.extras import require_extra
+from scenetg.grounding.samples import FrameSampling
+from scenetg.models.qwen import load_qwen, resolve_device
 from scenetg.progress import Reporter
 from scenetg.rl.config import TrainConfig
 from scenetg.rl.rewards import REWARD_FUNCTIONS, REWARD_NAMES
 from scenetg.rl.train_data import load_training_data
+from scenetg.rl.vllm_video import check_vllm_for_video, vision_logit_bias
+from scenetg.video.frame_cache import FrameCache
 
 MODEL_KEY = "model (--model)"
 
@@ -98,7 +104,6 @@ def reward_functions(cfg: TrainConfig) -> list:
 
 def load_policy(cfg: TrainConfig, device: str) -> tuple[Any, Any]:
     """Model and processor; ModelError naming `model` when it has no video processor."""
-    from scenetg.models.qwen import load_qwen
 
     model, processor = load_qwen(
         cfg.model, dtype=cfg.dtype, device=device, flag=MODEL_KEY,
@@ -128,7 +133,6 @@ def suppress_vision_tokens(args: Any, processor: Any) -> None:
     ids = [i for i in ids if i is not None and i != tokenizer.unk_token_id]
     gen = dict(args.generation_kwargs or {})
     if args.use_vllm:  # generation_kwargs go to vLLM's SamplingParams, which has logit_bias
-        from scenetg.rl.vllm_video import vision_logit_bias
 
         gen["logit_bias"] = {**(gen.get("logit_bias") or {}), **vision_logit_bias(ids)}
     else:
@@ -151,7 +155,6 @@ def peft_config(cfg: TrainConfig) -> Any:
 
 
 def write_config(cfg: TrainConfig, out_dir: Path) -> Path:
-    from scenetg.curate.workdir import write_bytes_atomic
 
     target = out_dir / "config.yaml"
     write_bytes_atomic(target, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
@@ -186,17 +189,19 @@ def build_trainer(
 ) -> tuple[Any, Any, int]:
     """``(trainer, processor, n_rows)`` for `cfg`, after every cheap check (config, data, videos,
     the model's video processor). `model`/`processor` skip loading (tests, notebooks)."""
-    from scenetg.extras import require_extra
 
     for module in ("trl", "peft"):
         require_extra(module, "train", "scenetg train")
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from scenetg.models.qwen import resolve_device
-    from scenetg.rl.curves import MetricsLogCallback, StepProgressCallback
-    from scenetg.rl.samples import FrameSampling
-    from scenetg.rl.trainer import VideoGRPOTrainer, check_trl_internals
-    from scenetg.video.frame_cache import FrameCache
+    from scenetg.rl.curves import (  # deferred: pulls transformers
+        MetricsLogCallback,
+        StepProgressCallback,
+    )
+    from scenetg.rl.trainer import (  # deferred: pulls torch, trl
+        VideoGRPOTrainer,
+        check_trl_internals,
+    )
 
     reporter = reporter or Reporter()
     check_trl_internals()  # also: trl present (the [train] extra)
@@ -207,7 +212,6 @@ def build_trainer(
     if args.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
     if args.use_vllm:  # vLLM present, recent enough, colocate mode: before any model loads
-        from scenetg.rl.vllm_video import check_vllm_for_video
 
         check_vllm_for_video(args.vllm_mode)
     out = Path(cfg.output_dir)
@@ -246,7 +250,7 @@ def train(
     processor: Any = None,
 ) -> TrainSummary:
     """Run GRPO as `cfg` says; see the module docstring for what the run folder holds."""
-    from scenetg.rl.curves import plot_curves, read_metrics
+    from scenetg.rl.curves import plot_curves, read_metrics  # deferred: pulls transformers
 
     t0 = time.perf_counter()
     trainer, processor, n_rows = build_trainer(cfg, reporter, model, processor)

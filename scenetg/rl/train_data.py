@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from scenetg.errors import ConfigError, VideoError
-from scenetg.eval.loaders import HUB_PREFIX
+from scenetg.grounding.loaders import HUB_PREFIX, detect_format, load_annotations
+from scenetg.grounding.prompts import grounding_prompt
 from scenetg.rl.config import DataConfig
-from scenetg.rl.prompts import grounding_prompt
 from scenetg.video.lookup import find_video
 
 MAX_LISTED_MISSING = 5
@@ -72,7 +72,6 @@ def default_video_root(dataset_path: Path) -> Path | None:
 def load_training_data(cfg: DataConfig) -> TrainingData:
     """Read and check the training rows; ConfigError (one line, plus the first missing videos)
     when videos are missing, durations unknown, or nothing is left."""
-    from scenetg.eval.loaders import detect_format, load_annotations
 
     source, is_hub = dataset_source(cfg.dataset)
     fmt = "scenetg" if is_hub else cfg.format

@@ -36,6 +36,7 @@ import torch
 from trl import GRPOTrainer
 
 from scenetg.errors import ConfigError
+from scenetg.grounding.samples import FrameSampling, SampledVideo, sample_video
 from scenetg.models.qwen import (
     processor_video_inputs,
     render_chat,
@@ -45,7 +46,6 @@ from scenetg.models.qwen import (
 from scenetg.models.runner import decode_attention, resolve_decode
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
-from scenetg.rl.samples import FrameSampling, SampledVideo, sample_video
 from scenetg.rl.vllm_video import VideoLLM, check_vllm_for_video, vllm_video_item
 
 TRL_VERSION = "1.16"

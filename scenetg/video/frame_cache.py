@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scenetg.atomic_files import write_bytes_atomic
+
 CACHE_FORMAT = 2
 """Bump when the stored layout or the decoder's output changes, so old entries are not read."""
 
@@ -66,7 +68,6 @@ class FrameCache:
 
         frames = read_frames_at(path, times_s, max_side=max_side)
         arr = np.stack([np.asarray(f, dtype=np.uint8) for f in frames])
-        from scenetg.curate.workdir import write_bytes_atomic  # the one atomic writer (umask kept)
 
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)

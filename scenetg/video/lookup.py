@@ -64,6 +64,6 @@ def video_duration(path: Path, known: Iterable[float | None] = ()) -> float:
     for d in known:
         if d is not None and d > 0:
             return float(d)
-    from scenetg.video.probe import probe_video
+    from scenetg.video.probe import probe_video  # deferred: pulls av
 
     return float(probe_video(path).duration_s)

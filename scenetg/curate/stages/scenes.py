@@ -36,7 +36,7 @@ from scenetg.config import ScenesConfig
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from scenetg.curate.shots import Shot
+    from scenetg.curate.stages.shots import Shot  # deferred: pulls av, cv2, scenedetect
 
 
 @dataclass
@@ -183,7 +183,7 @@ def assemble_scenes(
     each scene (``scenetg.video.frames.sample_times``). Raises ValueError on no shots or a
     non-positive duration.
     """
-    from scenetg.video.frames import sample_times
+    from scenetg.video.frames import sample_times  # deferred: pulls av
 
     if not shots:
         raise ValueError("assemble_scenes: no shots (shot detection must return at least one)")

@@ -13,10 +13,10 @@ import pyarrow as pa
 import yaml
 
 from scenetg.config import ExportConfig
-from scenetg.curate.parquet_tables import QUERY_COLUMN_DOCS, QUERY_SCHEMA, SPLIT_ORDER
+from scenetg.curate.dataset.tables import QUERY_COLUMN_DOCS, QUERY_SCHEMA, SPLIT_ORDER
 from scenetg.errors import ScenetgError
 
-CARD_TEMPLATE = resources.files("scenetg.curate") / "templates" / "scenetg_dataset_card.md"
+CARD_TEMPLATE = resources.files("scenetg.curate.dataset") / "templates" / "scenetg_dataset_card.md"
 """Package data (in the wheel); `data_cards/scenetg_dataset_card.md` in a checkout links to it."""
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from scenetg.rl.prompts import (
+from scenetg.grounding.prompts import (
     DEFAULT_FPS,
     DEFAULT_MAX_FRAMES,
     DEFAULT_MAX_SIDE,
@@ -59,7 +59,7 @@ def sample_video(
     if cache is not None:
         frames = cache.frames(path, times, sampling.max_side)
     else:
-        from scenetg.video.frames import read_frames_at
+        from scenetg.video.frames import read_frames_at  # deferred: pulls av
 
         frames = read_frames_at(path, times, max_side=sampling.max_side)
     return SampledVideo(frames=list(frames), times_s=times, duration_s=float(duration_s))

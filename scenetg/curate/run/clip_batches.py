@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from scenetg.curate import keyframes, stages
-from scenetg.curate.cross_video import VideoBatches
-from scenetg.curate.workdir import VideoJob
+from scenetg.curate.run import keyframes, video_stages
+from scenetg.curate.run.cross_video import VideoBatches
+from scenetg.curate.run.workdir import VideoJob
 from scenetg.errors import ScenetgError, VideoError
 
 
@@ -113,12 +113,12 @@ class CrossVideoFilter:
         if frames is None or frames.pixels is None:
             stored = frames.frames if frames is not None else None
             video_frames, counts = b._timed(
-                "filter", lambda: stages.filter_frames(job.path, scenes, k, side, stored)
+                "filter", lambda: video_stages.filter_frames(job.path, scenes, k, side, stored)
             )
             pixels = b._timed("filter", lambda: clip.pixels(video_frames))
         else:
             pixels, counts = frames.pixels, [k] * len(scenes)
-        texts = stages.clip_texts(captions["captions"])
+        texts = video_stages.clip_texts(captions["captions"])
         p = _Pending(job, captions["captions"], fp, counts, [None] * len(pixels), [None] * len(texts))
         self.pending[job.video_id] = p
         for i in range(len(pixels)):
@@ -168,7 +168,7 @@ class CrossVideoFilter:
             dim = b.models.clip.dim
             image_emb = np.stack(p.images) if p.images else np.zeros((0, dim), np.float32)
             text_emb = np.stack(p.texts) if p.texts else np.zeros((0, dim), np.float32)
-            figures = stages.filter_figures(image_emb, p.counts, text_emb, p.captions, b.cfg)
+            figures = video_stages.filter_figures(image_emb, p.counts, text_emb, p.captions, b.cfg)
             b.store_filter(job, p.fp, {"clip_model": b.models.clip.name, "figures": figures})
         except (ScenetgError, KeyboardInterrupt) as exc:
             if not isinstance(exc, VideoError):

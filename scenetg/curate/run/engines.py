@@ -16,8 +16,10 @@ from typing import Any
 
 from rich.markup import escape
 
-from scenetg.config import EngineConfig
-from scenetg.curate.workdir import VideoJob, one_line
+from scenetg.config import EngineConfig, build_config_from_dict
+from scenetg.curate.run import keyframes
+from scenetg.curate.run.clip_batches import CrossVideoFilter, FilterFrames
+from scenetg.curate.run.workdir import VideoJob, one_line
 from scenetg.errors import ConfigError, ScenetgError, VideoError
 from scenetg.extras import require_extra
 
@@ -29,11 +31,11 @@ def _job(row: dict[str, Any]) -> VideoJob:
 class _Worker:
     """Runs one stage of `Build` on rows; holds the Build (and so its models) for an actor's life."""
 
-    def __init__(self, out_dir: str, cfg_dict: dict[str, Any], videos_dir: str, stage: str):
-        from scenetg.config import build_config_from_dict
-        from scenetg.curate.pipeline import Build
-
-        self.build = Build(Path(out_dir), build_config_from_dict(cfg_dict), Path(videos_dir))
+    def __init__(self, build_type: type, out_dir: str, cfg_dict: dict[str, Any], videos_dir: str,
+                 stage: str):
+        # The driver's Build class comes in as an argument (Ray pickles it by reference), so this
+        # module does not import the pipeline that imports it.
+        self.build = build_type(Path(out_dir), build_config_from_dict(cfg_dict), Path(videos_dir))
         self.stage = stage
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +74,6 @@ class _FilterWorker(_Worker):
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        from scenetg.curate import keyframes
-        from scenetg.curate.clip_batches import CrossVideoFilter, FilterFrames
 
         keys = list(batch)
         rows = [dict(zip(keys, values, strict=True)) for values in zip(*(batch[k] for k in keys), strict=True)]
@@ -175,7 +175,7 @@ def run_ray(build: Any, jobs: list[VideoJob], upto: str) -> None:
         return
     rows = [{"video_id": j.video_id, "rel_path": j.rel_path, "path": str(j.path), "key": j.key,
              "error": ""} for j in jobs]
-    args = (str(build.work.out), build.cfg.to_dict(), str(build.videos_dir))
+    args = (type(build), str(build.work.out), build.cfg.to_dict(), str(build.videos_dir))
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map(_Worker, fn_constructor_args=(*args, "shots"), num_cpus=1, concurrency=(1, max(1, len(rows))))
     if upto in ("captions", "filter"):

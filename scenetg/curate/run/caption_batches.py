@@ -22,10 +22,10 @@ from typing import Any
 
 from rich.markup import escape
 
-from scenetg.curate import keyframes, stages
-from scenetg.curate.clip_batches import CrossVideoFilter, FilterFrames
-from scenetg.curate.cross_video import VideoBatches
-from scenetg.curate.workdir import VideoJob, one_line
+from scenetg.curate.run import keyframes, video_stages
+from scenetg.curate.run.clip_batches import CrossVideoFilter, FilterFrames
+from scenetg.curate.run.cross_video import VideoBatches
+from scenetg.curate.run.workdir import VideoJob, one_line
 from scenetg.errors import ScenetgError, VideoError
 from scenetg.prefetch import Prefetch
 
@@ -38,7 +38,7 @@ BATCHES_AHEAD = 2
 @dataclass
 class _Scene:
     job: VideoJob
-    cache: stages.CaptionCache
+    cache: video_stages.CaptionCache
     scene: dict[str, Any]
     frames: Any
     """`SceneFrames`."""
@@ -52,7 +52,7 @@ class _VideoDecoded:
     shots: dict[str, Any]
     captions: dict[str, Any] | None = None
     """The stored captions stage result when it was current (nothing to caption)."""
-    cache: stages.CaptionCache | None = None
+    cache: video_stages.CaptionCache | None = None
     request: tuple | None = None
     kept: list = field(default_factory=list)
     filter_frames: FilterFrames | None = None
@@ -80,7 +80,7 @@ def _filter_frames(
     if frames is None:
         frames = keyframes.KeyframeStore(b._keyframes_dir(job)).load(job.path, times, side)
     if frames is None:
-        frames, _ = stages.filter_frames(job.path, scenes, b.cfg.filter.frames_per_scene, side)
+        frames, _ = video_stages.filter_frames(job.path, scenes, b.cfg.filter.frames_per_scene, side)
     return FilterFrames.of(frames, side, b.models._clip, video)
 
 
@@ -108,7 +108,7 @@ def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[
                     done.filter_frames = _filter_frames(b, job, shots, request, [])
                 yield done
                 continue
-            cache = stages.CaptionCache(
+            cache = video_stages.CaptionCache(
                 b.work.video_dir(job.key) / "captions.jsonl", b.stage_fp(job, "captions")
             )
             n_cached = sum(cache.get(s) is not None for s in scenes)
@@ -116,7 +116,7 @@ def _produce(b: Any, jobs: list[VideoJob], upto: str, resume: bool) -> Iterator[
                 b.reporter.advance("captions", n_cached)
             done = _VideoDecoded(job, shots, cache=cache, request=request)
             keep = (*request, done.kept) if request else None
-            for scene, frames in stages.caption_items(job.path, scenes, b.cfg, cache, keep):
+            for scene, frames in video_stages.caption_items(job.path, scenes, b.cfg, cache, keep):
                 yield _Scene(job, cache, scene, frames)
             if upto == "filter":
                 done.filter_frames = _filter_frames(b, job, shots, request, done.kept)
@@ -151,7 +151,7 @@ class CrossVideoCaptions:
                     if item.job.video_id in self.failed:
                         continue
                     if not self.captions.size:
-                        self.captions.size = stages.caption_batch_size(
+                        self.captions.size = video_stages.caption_batch_size(
                             self.b.models.captioner, item.frames, self.b.cfg
                         )
                         items.capacity = BATCHES_AHEAD * self.captions.size
@@ -171,7 +171,7 @@ class CrossVideoCaptions:
         texts = b._timed(
             "captions", lambda: b.models.captioner.caption_scenes([s.frames for s in batch])
         )
-        by_cache: dict[int, tuple[stages.CaptionCache, list, list]] = {}
+        by_cache: dict[int, tuple[video_stages.CaptionCache, list, list]] = {}
         for s, text in zip(batch, texts, strict=True):
             entry = by_cache.setdefault(id(s.cache), (s.cache, [], []))
             entry[1].append(s.scene)

@@ -16,9 +16,11 @@ from typing import Any
 from rich.markup import escape
 
 from scenetg.config import BuildConfig, build_config_from_dict
-from scenetg.curate import keyframes, stages
-from scenetg.curate.export_stage import BuildSummary, export_build
-from scenetg.curate.workdir import (
+from scenetg.curate.run import keyframes, video_stages
+from scenetg.curate.run.caption_batches import run_local
+from scenetg.curate.run.engines import run_ray
+from scenetg.curate.run.export_stage import BuildSummary, export_build
+from scenetg.curate.run.workdir import (
     FORMAT_VERSION,
     VideoJob,
     WorkDir,
@@ -29,6 +31,8 @@ from scenetg.curate.workdir import (
     one_line,
 )
 from scenetg.errors import ScenetgError, VideoError
+from scenetg.models.batch_size import resolve_clip_batch_size
+from scenetg.models.clip import check_clip_available, load_clip
 from scenetg.progress import Reporter
 
 STAGES = ("shots", "captions", "filter")
@@ -56,8 +60,7 @@ class Models:
 
     def check_available(self, stages: tuple[str, ...] = ("captions", "filter")) -> None:
         """Fail fast (before any video work) on a model that is neither local nor reachable."""
-        from scenetg.curate.captions import check_caption_model
-        from scenetg.models.clip import check_clip_available
+        from scenetg.curate.stages.captions import check_caption_model  # deferred: pulls av
 
         if "captions" in stages:
             check_caption_model(self.cfg.captions)
@@ -67,7 +70,7 @@ class Models:
     @property
     def captioner(self):
         if self._captioner is None:
-            from scenetg.curate.captions import make_caption_backend
+            from scenetg.curate.stages.captions import make_caption_backend  # deferred: pulls av
 
             self._captioner = make_caption_backend(self.cfg.captions)
         return self._captioner
@@ -75,8 +78,6 @@ class Models:
     @property
     def clip(self):
         if self._clip is None:
-            from scenetg.models.batch_size import resolve_clip_batch_size
-            from scenetg.models.clip import load_clip
 
             clip = load_clip(self.cfg.filter.clip_model, device=self.cfg.filter.device)
             clip.batch_size = resolve_clip_batch_size(self.cfg.filter.batch_size, clip.device)
@@ -94,9 +95,9 @@ class Build:
         self.reporter = reporter or Reporter()
         self.models = Models(cfg)
         self.fp = {
-            "shots": stages.shots_fingerprint(cfg),
-            "captions": stages.captions_fingerprint(cfg),
-            "filter": stages.filter_fingerprint(cfg),
+            "shots": video_stages.shots_fingerprint(cfg),
+            "captions": video_stages.captions_fingerprint(cfg),
+            "filter": video_stages.filter_fingerprint(cfg),
         }
         self.stage_seconds: dict[str, float] = {s: 0.0 for s in (*STAGES, "export")}
         self.manifest: dict[str, Any] = {}
@@ -177,7 +178,7 @@ class Build:
         cached = self.work.read_stage(job.key, "shots", fp) if resume else None
         if cached is not None:
             return cached
-        result = self._timed("shots", lambda: stages.run_shots(job.path, self.cfg))
+        result = self._timed("shots", lambda: video_stages.run_shots(job.path, self.cfg))
         self.work.write_stage(job.key, "shots", fp, result)
         return result
 
@@ -188,7 +189,7 @@ class Build:
             self.reporter.advance("captions", len(cached["captions"]))
             return cached
         # Per-scene cache keyed without the scenes: an unchanged scene keeps its caption.
-        cache = stages.CaptionCache(self.work.video_dir(job.key) / "captions.jsonl", self.stage_fp(job, "captions"))
+        cache = video_stages.CaptionCache(self.work.video_dir(job.key) / "captions.jsonl", self.stage_fp(job, "captions"))
 
         def run() -> dict[str, Any]:
             captioner = self.models.captioner
@@ -198,7 +199,7 @@ class Build:
                 self.models._clip,
             )
             kept: list = []
-            texts = stages.run_captions(
+            texts = video_stages.run_captions(
                 job.path, shots["scenes"], captioner, self.cfg, cache,
                 on_scenes_done=lambda n: self.reporter.advance("captions", n),
                 keep_filter_frames=(*request, kept) if request else None,
@@ -223,7 +224,7 @@ class Build:
             clip = self.models.clip
             request = keyframes.filter_request(shots, self.cfg.filter.frames_per_scene, "", clip)
             stored = store.load(job.path, *request) if request else None
-            figures = stages.run_filter(
+            figures = video_stages.run_filter(
                 job.path, shots["scenes"], captions["captions"], clip, self.cfg, stored_frames=stored,
                 video=shots.get("video"),
             )
@@ -294,12 +295,10 @@ class Build:
         if resume:
             jobs = [j for j in jobs if not self.is_done(j, upto)]
         if self.cfg.engine.name == "ray":
-            from scenetg.curate.engines import run_ray
 
             run_ray(self, jobs, upto)
             self.save_manifest()
             return
-        from scenetg.curate.caption_batches import run_local
 
         run_local(self, jobs, upto, resume)  # captions batched across videos, decode ahead
         self.save_manifest()

@@ -10,10 +10,29 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from scenetg.curate.pipeline import Build
+from scenetg.config import BuildConfig
+from scenetg.curate.run.workdir import VideoJob, WorkDir
+from scenetg.curate.stages.export import (
+    assign_split,
+    sample_id,
+    scenes_table,
+    videos_table,
+    write_dataset,
+)
+
+
+class StoredBuild(Protocol):
+    """What the export reads of a `Build` (`scenetg.curate.run.pipeline`), which calls it."""
+
+    cfg: BuildConfig
+    work: WorkDir
+    manifest: dict[str, Any]
+
+    def jobs(self) -> list[VideoJob]: ...
+
+    def stored_results(self, job: VideoJob) -> tuple[Any, Any, Any]: ...
 
 
 @dataclass
@@ -36,17 +55,9 @@ class BuildSummary:
         return 3 if self.videos_failed else 0
 
 
-def export_build(b: Build) -> BuildSummary:
+def export_build(b: StoredBuild) -> BuildSummary:
     """Write videos.parquet, scenes.parquet, data/, audit/ and the card from `b`'s stage files;
     record the counts in its manifest."""
-    from scenetg.curate.export import (
-        assign_split,
-        sample_id,
-        scenes_table,
-        videos_table,
-        write_dataset,
-    )
-
     cfg = b.cfg
     summary = BuildSummary(out_dir=b.work.out)
     video_rows, scene_rows, audit_rows = [], [], []

@@ -6,13 +6,12 @@ so a re-run on the same data writes the same bytes.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from scenetg.curate.workdir import write_bytes_atomic
+from scenetg.atomic_files import save_png  # noqa: F401  (re-exported: the plots module's one writer)
 
 PLOTS = {
     "scene_length.png": "Scene length",
@@ -26,19 +25,6 @@ MAX_BARS = 60
 """Above this many videos the kept ratio is a histogram instead of one bar per video."""
 
 KEPT, DROPPED = "#2a8a2a", "#c33333"
-
-
-def save_png(fig, path: Path) -> Path:
-    """Write `fig` to `path` as a reproducible PNG (no software version in it), atomically, and
-    close it. The one way SceneTG saves a plot (`inspect`'s plots, the eval report's histogram)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    write_bytes_atomic(path, buf.getvalue())
-    return path
 
 
 def _hist_kept_dropped(ax, values: pd.Series, kept: pd.Series, bins) -> None:

@@ -22,7 +22,10 @@ import numpy as np
 from scenetg.config import CaptionsConfig
 from scenetg.errors import ConfigError, ModelError
 from scenetg.extras import require_extra
+from scenetg.models.batch_size import frames_tokens, is_auto
 from scenetg.models.qwen import CAPTION_MODEL_FLAG, check_qwen_available, load_qwen
+from scenetg.models.runner import QwenRunner
+from scenetg.models.vllm_runner import VLLMRunner, check_vllm_device
 from scenetg.video.frames import jpeg_data_url
 
 MODELS_CHECK_TIMEOUT_S = 5.0
@@ -97,7 +100,6 @@ class TransformersCaptioner:
 
     def __init__(self, cfg: CaptionsConfig, model: Any = None, processor: Any = None,
                  runner: Any = None):
-        from scenetg.models.runner import QwenRunner
 
         self.cfg = cfg
         if runner is None:  # `runner`: another engine with QwenRunner's calls (`vllm`)
@@ -111,7 +113,6 @@ class TransformersCaptioner:
     def batch_size(self, scene: SceneFrames) -> int:
         """Scenes per generate call for scenes like `scene`: `captions.batch_size`, or for
         ``auto`` by free GPU memory and the scene's tokens (`scenetg.models.batch_size`)."""
-        from scenetg.models.batch_size import frames_tokens
 
         tokens = frames_tokens(scene.frames) + PROMPT_TOKENS + int(self.cfg.max_new_tokens)
         return self.runner.batch_size(self.cfg.batch_size, tokens)
@@ -192,7 +193,6 @@ class OpenAICaptioner:
 
     def batch_size(self, scene: SceneFrames) -> int:
         """Scenes handed over per call: ``auto`` keeps every concurrent request slot busy."""
-        from scenetg.models.batch_size import is_auto
 
         value = self.cfg.batch_size
         return max(1, int(self.cfg.openai.concurrency)) if is_auto(value) else int(value)
@@ -260,7 +260,6 @@ def make_caption_backend(cfg: CaptionsConfig) -> CaptionBackend:
     if cfg.backend == "transformers":
         return TransformersCaptioner(cfg)
     if cfg.backend == "vllm":
-        from scenetg.models.vllm_runner import VLLMRunner, check_vllm_device
 
         check_vllm_device(cfg.device, "captions.device:", "captions.backend:")
         runner = VLLMRunner.load(cfg.model, dtype=cfg.dtype, max_new_tokens=cfg.max_new_tokens,

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from scenetg.curate.workdir import file_signature, fingerprint, write_bytes_atomic
+from scenetg.atomic_files import write_bytes_atomic
+from scenetg.curate.run.workdir import file_signature, fingerprint
 
 KEYFRAMES_FORMAT = 1
 """Bump when the stored frames would change (decoder output, layout)."""
@@ -48,7 +49,7 @@ def filter_frame_side(image_size: int, video: dict[str, Any] | None) -> int:
 
 def filter_times(scenes: list[dict[str, Any]], k: int) -> list[list[float]]:
     """The filter's `k` frame times per scene (centres of k equal parts)."""
-    from scenetg.video.frames import sample_times
+    from scenetg.video.frames import sample_times  # deferred: pulls av
 
     return [sample_times(s["start_s"], s["end_s"], k) for s in scenes]
 
@@ -116,7 +117,7 @@ def caption_groups_keeping_filter_frames(
 ) -> Iterator[tuple[int, list[np.ndarray]]]:
     """Like `stages._scene_frame_groups` for the captions, from one pass that also appends the
     filter's frames (times `filter_flat`, size `filter_side`) to `kept`."""
-    from scenetg.video.frames import iter_frames_sized
+    from scenetg.video.frames import iter_frames_sized  # deferred: pulls av
 
     cap_flat = [t for times in caption_times for t in times]
     owner = [i for i, times in enumerate(caption_times) for _ in times]

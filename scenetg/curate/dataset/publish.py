@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from scenetg.curate.dataset_checks import dataset_problems
+from scenetg.curate.dataset.checks import dataset_problems
 from scenetg.errors import ScenetgError
 
 __all__ = ["dataset_problems", "publish", "validate_for_publish"]

@@ -16,8 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from scenetg.curate.workdir import write_bytes_atomic
+from scenetg.atomic_files import write_bytes_atomic
+from scenetg.curate.dataset.plots import PLOTS, write_plots
 from scenetg.errors import ScenetgError
+from scenetg.video.lookup import inside_root
 
 STYLE = (
     "body{font-family:sans-serif;margin:1.5em;color:#222}"
@@ -34,7 +36,7 @@ STYLE = (
 
 def load_tables(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(videos, audit) of a built folder as DataFrames; ScenetgError naming what to run."""
-    from scenetg.curate.export import read_audit, read_videos
+    from scenetg.curate.stages.export import read_audit, read_videos  # deferred: pulls pyarrow
 
     out = Path(out_dir)
     for name in ("videos.parquet", "audit"):
@@ -69,7 +71,7 @@ def per_video_table(audit: pd.DataFrame) -> pd.DataFrame:
 
 def stats_tables(videos: pd.DataFrame, audit: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The statistics as tables: summary, splits, drop_reasons, distributions, per_video, failed."""
-    from scenetg.curate.export import SPLIT_ORDER
+    from scenetg.curate.stages.export import SPLIT_ORDER  # deferred: pulls pyarrow
 
     ok = videos[videos["status"] == "ok"]
     kept = audit[audit["kept"]]
@@ -126,7 +128,7 @@ def _table_html(df: pd.DataFrame) -> str:
 
 
 def _strip_html(rows: list[dict[str, Any]], frames: list | None, why_none: str, thumb_side: int) -> str:
-    from scenetg.video.frames import jpeg_data_url
+    from scenetg.video.frames import jpeg_data_url  # deferred: pulls av
 
     parts = ["<div class=strip>"]
     if frames is None:
@@ -147,8 +149,7 @@ def _strip_html(rows: list[dict[str, Any]], frames: list | None, why_none: str, 
 
 def _thumbnails(videos_dir: Path | None, rel_path: str, times: list[float], side: int):
     """(frames, None) or (None, reason): a moved, escaping or broken video costs only its strip."""
-    from scenetg.video.frames import iter_frames_at
-    from scenetg.video.lookup import inside_root
+    from scenetg.video.frames import iter_frames_at  # deferred: pulls av
 
     if videos_dir is None:
         return None, "videos folder unknown"
@@ -164,7 +165,6 @@ def _thumbnails(videos_dir: Path | None, rel_path: str, times: list[float], side
 def write_report(out_dir: Path, videos_dir: Path | None, max_videos: int = 200, thumb_side: int = 160,
                  problems: list[str] | None = None) -> Path:
     """Write OUT/report/index.html and OUT/report/plots/*.png; returns the HTML path."""
-    from scenetg.curate.report_plots import PLOTS, write_plots
 
     out = Path(out_dir)
     report_dir = out / "report"

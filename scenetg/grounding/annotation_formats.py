@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scenetg.errors import ScenetgError
-from scenetg.eval.records import LoadReport
+from scenetg.grounding.records import LoadReport
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PREFIX = "hub:"

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from scenetg.curate.export import INCOMPLETE
-from scenetg.curate.parquet_tables import AUDIT_SCHEMA, QUERY_SCHEMA, SPLIT_ORDER
+from scenetg.curate.dataset.tables import AUDIT_SCHEMA, QUERY_SCHEMA, SPLIT_ORDER
+from scenetg.curate.stages.export import INCOMPLETE
 from scenetg.errors import ScenetgError
 
 SHARD_NAME = re.compile(r"^(?P<prefix>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")

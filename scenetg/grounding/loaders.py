@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scenetg.errors import ScenetgError
-from scenetg.eval.annotation_formats import (
+from scenetg.grounding.annotation_formats import (
     HUB_PREFIX,
     _first_line,
     _hub_hint,
@@ -56,7 +56,8 @@ from scenetg.eval.annotation_formats import (
     _read_scenetg,
     text_lines,
 )
-from scenetg.eval.records import GroundingRecord, LoadReport
+from scenetg.grounding.records import GroundingRecord, LoadReport
+from scenetg.video.lookup import find_video
 
 FORMATS = ("charades", "jsonl", "activitynet", "ego4d_nlq", "mad", "scenetg")
 FORMAT_ALIASES = {
@@ -242,7 +243,6 @@ class _DurationSource:
         return self.probed[video_id]
 
     def _probe(self, video_id: str) -> float | None:
-        from scenetg.video.lookup import find_video
         from scenetg.video.probe import probe_video  # lazy: PyAV only when probing is needed
 
         assert self.videos_dir is not None

@@ -19,9 +19,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from scenetg.atomic_files import swap_in, write_bytes_atomic
 from scenetg.config import ExportConfig
-from scenetg.curate.dataset_card import CARD_TEMPLATE, card_header, render_card
-from scenetg.curate.parquet_tables import (
+from scenetg.curate.dataset.card import CARD_TEMPLATE, card_header, render_card
+from scenetg.curate.dataset.tables import (
     AUDIT_SCHEMA,
     PARQUET_OPTIONS,
     QUERY_COLUMN_DOCS,
@@ -42,7 +43,6 @@ from scenetg.curate.parquet_tables import (
     write_table_atomic,
     write_videos_table,
 )
-from scenetg.curate.workdir import swap_in, write_bytes_atomic
 
 __all__ = [
     "AUDIT_SCHEMA", "CARD_TEMPLATE", "INCOMPLETE", "PARQUET_OPTIONS", "QUERY_COLUMN_DOCS",

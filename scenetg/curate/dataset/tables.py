@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from scenetg.curate.workdir import write_bytes_atomic
+from scenetg.atomic_files import write_bytes_atomic
 
 SPLIT_ORDER = ("train", "validation", "test")
 """Fixed order of the cumulative split fractions (and of splits in the card)."""

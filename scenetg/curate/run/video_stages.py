@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from scenetg.config import BuildConfig
-from scenetg.curate.workdir import fingerprint, one_line, symlink_loop
+from scenetg.curate.run.keyframes import (
+    caption_groups_keeping_filter_frames,
+    filter_frame_side,
+    filter_times,
+)
+from scenetg.curate.run.workdir import fingerprint, one_line, symlink_loop
+from scenetg.curate.stages.ambiguity import filter_queries, scene_embedding
+from scenetg.curate.stages.scenes import assemble_scenes
+from scenetg.errors import VideoError
+from scenetg.models.batch_size import CPU_BATCH_SIZE, is_auto
 
 ProgressFn = Callable[[int], None]
 
@@ -52,10 +61,8 @@ def filter_fingerprint(cfg: BuildConfig) -> str:
 
 def run_shots(path: Path, cfg: BuildConfig) -> dict[str, Any]:
     """Probe, detect shots and assemble scenes for one video (raises VideoError on bad input)."""
-    from scenetg.curate.scenes import assemble_scenes
-    from scenetg.curate.shots import detect_shots
-    from scenetg.errors import VideoError
-    from scenetg.video.probe import probe_video
+    from scenetg.curate.stages.shots import detect_shots  # deferred: pulls av, cv2, scenedetect
+    from scenetg.video.probe import probe_video  # deferred: pulls av
 
     if symlink_loop(path):  # else it would read as a dangling symlink
         raise VideoError(f"{one_line(Path(path).name)}: symlink loop (its target leads back to itself)")
@@ -74,7 +81,7 @@ def _scene_frame_groups(
     path: Path, times_per_scene: list[list[float]], max_side: int | None
 ) -> Iterator[tuple[int, list[np.ndarray]]]:
     """Yield (scene position, its frames) in time order from one decode pass of the video."""
-    from scenetg.video.frames import iter_frames_at
+    from scenetg.video.frames import iter_frames_at  # deferred: pulls av
 
     flat = [t for times in times_per_scene for t in times]
     owner = [i for i, times in enumerate(times_per_scene) for _ in times]
@@ -133,7 +140,6 @@ def caption_batch_size(captioner: Any, scene: Any, cfg: BuildConfig) -> int:
     choose = getattr(captioner, "batch_size", None)
     if callable(choose):
         return max(1, int(choose(scene)))
-    from scenetg.models.batch_size import CPU_BATCH_SIZE, is_auto
 
     value = cfg.captions.batch_size
     return CPU_BATCH_SIZE if is_auto(value) else max(1, int(value))
@@ -151,14 +157,13 @@ def caption_items(
     `keep_filter_frames` = (times, side, out): the same decode pass also appends the filter's
     frames at those times and size to `out` (`keyframes.py`: one keyframe pass per video).
     """
-    from scenetg.curate.captions import SceneFrames
+    from scenetg.curate.stages.captions import SceneFrames  # deferred: pulls av
 
     todo = [s for s in scenes if cache.get(s) is None]
     if not todo:
         return
     caption_times = [s["keyframe_times"] for s in todo]
     if keep_filter_frames is not None:
-        from scenetg.curate.keyframes import caption_groups_keeping_filter_frames
 
         groups = caption_groups_keeping_filter_frames(
             path, caption_times, cfg.captions.max_frame_side, *keep_filter_frames
@@ -219,7 +224,6 @@ def filter_frames(
     `stored_frames`: those the captions pass kept (`keyframes.py`); without them the video is
     decoded here, with its longer side at `side` (`keyframes.filter_frame_side`).
     """
-    from scenetg.curate.keyframes import filter_times
 
     if stored_frames is not None:
         groups = ((i, stored_frames[i * k : (i + 1) * k]) for i in range(len(scenes)))
@@ -244,7 +248,6 @@ def filter_figures(
 ) -> list[dict[str, Any]]:
     """One video's figures from its frame embeddings (`counts` per scene, in order) and its
     caption embeddings: the same whichever calls computed them (`ClipEncoder` fixed shapes)."""
-    from scenetg.curate.ambiguity import filter_queries, scene_embedding
 
     offsets = np.cumsum([0, *counts])
     scene_embs = [scene_embedding(image_emb[offsets[i] : offsets[i + 1]]) for i in range(len(counts))]
@@ -268,7 +271,6 @@ def run_filter(
     videos (`clip_batches.py`). `stored_frames` as in `filter_frames`; `video`: the shots
     stage's video record (its dimensions set the decode size, `keyframes.filter_frame_side`).
     """
-    from scenetg.curate.keyframes import filter_frame_side
 
     side = filter_frame_side(getattr(clip, "image_size", 224), video)
     frames, counts = filter_frames(path, scenes, cfg.filter.frames_per_scene, side, stored_frames)

@@ -13,9 +13,7 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scenetg.atomic_files import read_json, write_json_atomic
 from scenetg.errors import ScenetgError
 
 MANIFEST = "manifest.json"
@@ -109,95 +108,6 @@ def discover_videos(
             f"{videos_dir}: several files share the video_id {dupes[0]!r} (same name, other extension)"
         )
     return jobs
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux allows (no race with threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def honour_umask(fd: int) -> None:
-    """Give a temp file (mkstemp makes it 0600) the mode a plain `open` would: 0666 & ~umask,
-    so a dataset on shared storage is readable by those the user's umask allows."""
-    os.fchmod(fd, 0o666 & ~current_umask())
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder, fsync, rename, fsync the folder.
-
-    On failure the temp file is removed and an existing `path` is untouched. Temp files are
-    named `.NAME.*.tmp` (export cleans up strays of that shape).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        honour_umask(fd)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def swap_in(staging: Path, out: Path, names: list[str], marker: Path) -> None:
-    """Move `names` (files or folders) from `staging` into `out`, replacing what is there.
-
-    Several renames cannot be one atomic step, so `marker` is written first and removed last:
-    while it exists (a kill mid-swap), `OUT` says its export is incomplete. The replaced entries
-    go to a sibling folder and are deleted only after the swap. Entries of `names` missing from
-    `staging` are removed from `out` (a split with no rows any more).
-    """
-    write_bytes_atomic(marker, b"export in progress; re-run `scenetg build --resume` or `scenetg export`\n")
-    old = out / ".export-old"
-    shutil.rmtree(old, ignore_errors=True)
-    old.mkdir()
-    for name in names:
-        if (out / name).exists() or (out / name).is_symlink():
-            os.rename(out / name, old / name)
-        if (staging / name).exists():
-            os.rename(staging / name, out / name)
-    _fsync_dir(out)
-    marker.unlink()
-    _fsync_dir(out)
-    shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (best effort: not every filesystem allows it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def fingerprint(obj: Any) -> str:
