@@ -174,8 +174,15 @@ def _quiet() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def make_tiny_qwen(out_dir: str | Path) -> Path:
-    """Build and save a tiny Qwen2.5-VL (model, tokenizer, processor, chat template) in `out_dir`."""
+VLLM_HEAD_DIM = 64
+"""vLLM's CPU attention refuses head_dim 16 (the default tiny model's); 64 runs on it."""
+
+
+def make_tiny_qwen(out_dir: str | Path, vllm_compatible: bool = False) -> Path:
+    """Build and save a tiny Qwen2.5-VL (model, tokenizer, processor, chat template) in `out_dir`.
+
+    `vllm_compatible`: text head_dim 64 (hidden 128, 2 heads, 1 KV head, mrope_section [8, 12, 12])
+    so vLLM's CPU build runs it too; same tokenizer, processor and vision tower otherwise."""
     from transformers import GenerationConfig
     from transformers.models.qwen2_5_vl import (
         Qwen2_5_VLConfig,
@@ -214,21 +221,24 @@ def make_tiny_qwen(out_dir: str | Path) -> Path:
         chat_template=CHAT_TEMPLATE,
     )
 
-    hidden = 64
+    if vllm_compatible:
+        hidden, heads, kv_heads, mrope = 2 * VLLM_HEAD_DIM, 2, 1, [8, 12, 12]
+    else:
+        hidden, heads, kv_heads, mrope = 64, 4, 2, [2, 3, 3]
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": hidden,
             "intermediate_size": 128,
             "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
             "max_position_embeddings": 4096,
             "max_window_layers": 2,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1000000.0,
-                "mrope_section": [2, 3, 3],
+                "mrope_section": mrope,
             },
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
