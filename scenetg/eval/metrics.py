@@ -381,6 +381,21 @@ def bootstrap_info(resamples: int, seed: int) -> dict:
     }
 
 
+def resolve_protocol(
+    protocol: str | Protocol, fmt: str, records: Sequence[GroundingRecord], strict: bool = False
+) -> Protocol:
+    """The concrete preset for `records` read from a `fmt` file (`Protocol.for_format`: 2D-TAN
+    clips GT per dataset; a format that does not name the dataset is refused only when a GT
+    window starts before 0, where the rules differ)."""
+    protocol = get_protocol(protocol, strict)
+    if not protocol.by_format:
+        return protocol
+    below = sum(
+        s < 0 for r in records for s, _ in (r.windows if r.raw_windows is None else r.raw_windows)
+    )
+    return protocol.for_format(fmt, int(below))
+
+
 def _protocol_for(gt: GroundTruth, protocol: str | Protocol, strict: bool) -> Protocol:
     protocol = get_protocol(protocol, strict)
     if protocol.clip_gt != gt.clip_gt:
@@ -488,6 +503,13 @@ def match_warnings(metrics: dict, predictions_name: object = "predictions") -> t
         lines.append(f"{missing} of {n_ann} annotation queries have no prediction ({fate})")
     if extra:
         lines.append(f"{extra} predictions match no annotation qid (ignored)")
+    ks = metrics.get("protocol_rules", {}).get("recall_ks") or []
+    windows = metrics.get("ranked_windows")
+    if windows and max(ks, default=1) > 1 and windows["max"] <= 1 and matched:
+        lines.append(
+            f"the predictions carry one window per query, so R@k for k > 1 equals R@1 "
+            f"(`scenetg ground --candidates {max(ks)}` writes ranked windows)"
+        )
     if matched == 0:
         given = matched + extra
         why = "the file is empty" if given == 0 else f"none of its {given} qids is an annotation qid"

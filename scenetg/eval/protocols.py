@@ -88,7 +88,7 @@ class Protocol:
         concrete = table.get(fmt)
         if concrete is None:
             if raw_starts_below_zero:
-                choices = ", ".join(sorted(set(table.values())))
+                choices = ", ".join(sorted(n for n in PROTOCOLS if n.startswith(f"{self.name}_")))
                 raise ScenetgError(
                     f"protocol {self.name}: its loaders clip GT starts differently per dataset and "
                     f"a {fmt!r} file does not say which dataset it is ({raw_starts_below_zero} GT "

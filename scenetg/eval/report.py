@@ -84,7 +84,8 @@ def _pct(value: float | None) -> str:
 def format_markdown(metrics: dict) -> str:
     """The metrics as a Markdown table: one row for all queries, one per length bucket; then a
     line naming the protocol and the missing / extra prediction counts."""
-    keys = [k for k in metrics if k.startswith("R1@")]
+    per_bucket = next(iter(metrics.get("breakdown", {}).values()), metrics)
+    keys = [k for k in metrics if k.startswith("R1@") and k in per_bucket]
     head = ["subset", "n", *keys, "mIoU", "invalid"]
     edges = metrics.get("bucket_edges", list(BUCKET_EDGES))
     labels = {
@@ -107,6 +108,7 @@ def format_markdown(metrics: dict) -> str:
     ]
     for name, sub in metrics.get("breakdown", {}).items():
         lines.append(row(labels.get(name, name), sub))
+    lines += _interval_lines(metrics) + _recall_lines(metrics)
     notes = []
     if "protocol" in metrics:
         rules = metrics.get("protocol_rules", {})
@@ -122,3 +124,40 @@ def format_markdown(metrics: dict) -> str:
     if notes:
         lines += ["", "; ".join(notes)]
     return "\n".join(lines)
+
+
+def _interval_lines(metrics: dict) -> list[str]:
+    """One line: each R1 / mIoU 95 % bootstrap interval, and how it was drawn."""
+    ci, how = metrics.get("ci95"), metrics.get("bootstrap")
+    if not ci or not how:
+        return []
+    cells = [f"{k} {_interval(v)}" for k, v in ci.items()]
+    return ["", f"95% bootstrap intervals over queries ({how['resamples']} resamples, seed "
+                f"{how['seed']}): " + "; ".join(cells)]
+
+
+def _interval(bounds) -> str:
+    return "–" if bounds is None else f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
+def recall_keys(metrics: dict) -> list[str]:
+    """The R@k keys of the protocol's table, in its order (k within m)."""
+    rules = metrics.get("protocol_rules", {})
+    return [f"R{k}@{m}" for m in rules.get("recall_thresholds", []) for k in rules.get("recall_ks", [])
+            if f"R{k}@{m}" in metrics]
+
+
+def _recall_lines(metrics: dict) -> list[str]:
+    """The protocol's R@k table (ranked windows), with how many windows the queries carried."""
+    keys = recall_keys(metrics)
+    if not keys:
+        return []
+    windows = metrics.get("ranked_windows", {})
+    return [
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "|".join(["---:"] * len(keys)) + "|",
+        "| " + " | ".join(_pct(metrics[k]) for k in keys) + " |",
+        "",
+        f"ranked windows per query: mean {windows.get('mean', 0):.2f}, max {windows.get('max', 0)}",
+    ]
