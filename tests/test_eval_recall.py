@@ -342,8 +342,8 @@ def test_bootstrap_is_seeded():
     assert np.allclose(a[:, 1] - a[:, 0], 2 * 1.96 * se, rtol=0.15)
 
 
-def _binomial_p(g: int, l: int) -> float:
-    n, k = g + l, min(g, l)
+def _binomial_p(g: int, lost: int) -> float:
+    n, k = g + lost, min(g, lost)
     return min(1.0, float(2 * sum(Fraction(math.comb(n, i), 2**n) for i in range(k + 1))))
 
 
