@@ -387,3 +387,68 @@ def test_compute_metrics_rejects_nothing_new_without_bootstrap():
     assert "ci95" not in m and "R5@0.3" not in m
     with pytest.raises(ScenetgError):
         compute_metrics([], preds)
+
+
+# --------------------------------------------------------------------- eval-suite reports
+
+
+def _paired_results(tmp_path, protocol="default"):
+    from scenetg.eval.metrics import per_query_iou
+    from scenetg.eval.report import EvalResult
+
+    records = [GroundingRecord(f"q{i}", "v", 100.0, "x", [(0.0, 10.0)]) for i in range(6)]
+    hit, miss = (0.0, 10.0), (50.0, 60.0)
+    a = dict(zip([r.qid for r in records], [hit, hit, miss, miss, hit, miss], strict=True))
+    b = dict(zip([r.qid for r in records], [hit, miss, hit, hit, hit, hit], strict=True))
+    out = []
+    for name, preds in (("base", a), ("trained", b)):
+        m = compute_metrics(records, preds, protocol=protocol, bootstrap=200)
+        out.append(EvalResult("bench", name, m, per_query_iou(records, preds, protocol), tmp_path / f"{name}.jsonl"))
+    return out
+
+
+def test_paired_tests_count_gains_and_losses_per_threshold(tmp_path):
+    from scenetg.eval.report import paired_tests, write_eval_report
+
+    results = _paired_results(tmp_path)
+    rows = paired_tests(results)
+    assert len(rows) == 1 and (rows[0]["a"], rows[0]["b"], rows[0]["n"]) == ("base", "trained", 6)
+    for key in ("R1@0.3", "R1@0.5", "R1@0.7"):
+        assert rows[0]["tests"][key] == {"n": 6, "gained": 3, "lost": 1, "p": pytest.approx(10 / 16)}
+    text = write_eval_report(results, tmp_path).read_text()
+    assert "## Paired comparisons" in text and "| bench | base | trained | 6 | +3 / −1 (p=0.625)" in text
+    lo, hi = results[0].metrics["ci95"]["R1@0.5"]
+    assert f"| bench | base | default | 6 | 50.00 [{lo:.1f}, {hi:.1f}]" in text
+
+
+def test_paired_tests_use_the_queries_both_methods_are_scored_on(tmp_path):
+    """Under a predictions-denominator protocol a query one method has no line for is left out."""
+    from scenetg.eval.report import paired_tests
+
+    results = _paired_results(tmp_path, "time_r1")
+    results[1].counted = np.array([True, True, False, True, True, True])
+    row = paired_tests(results)[0]
+    assert row["n"] == 5 and row["tests"]["R1@0.5"]["gained"] == 2  # q2 left out
+
+
+def test_suite_writes_intervals_and_paired_json(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rows = [{"qid": i, "vid": "v", "duration": 10.0, "query": "a", "relevant_windows": [[3, 7]]}
+            for i in range(4)]
+    _jsonl(tmp_path / "anno.jsonl", rows)
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "eval.yaml").write_text(
+        "out: out\nmethods: [center]\nbootstrap: '300'\nseed: 3\n"
+        "benchmarks:\n  - {name: a, annotations: anno.jsonl, videos: videos}\n")
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 0
+    m = json.loads((tmp_path / "out" / "a" / "center.metrics.json").read_text())
+    assert m["bootstrap"]["resamples"] == 300 and m["bootstrap"]["seed"] == 3
+    assert m["ci95"]["mIoU"] == [m["mIoU"], m["mIoU"]]  # every query has the same IoU
+    assert json.loads((tmp_path / "out" / "paired.json").read_text()) == []
+    (tmp_path / "eval.yaml").write_text(
+        "out: out2\nmethods: [center]\nbootstrap: -5\n"
+        "benchmarks:\n  - {name: a, annotations: anno.jsonl, videos: videos}\n")
+    capsys.readouterr()
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bootstrap: expected an integer >= 0, got -5" in err
