@@ -11,7 +11,7 @@ import typer
 
 from scenetg.atomic_files import write_json_atomic
 from scenetg.commands.app import app, console, out_console
-from scenetg.config_fields import coerce_batch_size, coerce_int
+from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
 from scenetg.errors import ScenetgError
 from scenetg.eval.answering import (
     DEFAULT_CONTEXT_FRACTION,
@@ -29,6 +29,7 @@ from scenetg.eval.qa_loaders import load_qa_report
 from scenetg.eval.report import format_markdown
 from scenetg.eval.suite import load_eval_config, run_eval_suite
 from scenetg.eval.uncertainty import DEFAULT_RESAMPLES, DEFAULT_SEED
+from scenetg.grounding.candidates import DEFAULT_NMS_IOU, DEFAULT_TEMPERATURE
 from scenetg.grounding.loaders import load_annotations
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -101,8 +102,13 @@ def ground(
     center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
     decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine for large evals; pip install 'scenetg\\[vllm]').")] = "transformers",
+    candidates: Annotated[int, typer.Option("--candidates", help="K ranked windows per query (for R@k): method model samples K answers at --temperature, adds the greedy one, ranks them by sequence log-prob and drops overlaps above --nms-iou; method clip ranks its sliding windows. 1: one window.")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature of --candidates.")] = DEFAULT_TEMPERATURE,
+    nms_iou: Annotated[float, typer.Option("--nms-iou", help="Candidates overlapping a better one by more than this IoU are dropped.")] = DEFAULT_NMS_IOU,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --candidates samples.")] = 0,
 ) -> None:
-    """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
+    """Grounding inference: one predicted \\[start, end] per query, raw model text kept (with
+    --candidates K, also K ranked windows)."""
 
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split)
@@ -117,7 +123,9 @@ def ground(
                            max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
                            max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode,
-                           backend=backend)
+                           backend=backend, candidates=coerce_int("--candidates", candidates, min=1),
+                           temperature=coerce_float("--temperature", temperature, min=0.0, min_open=True),
+                           nms_iou=coerce_float("--nms-iou", nms_iou, min=0.0, max=1.0), seed=seed)
     out_console.print(stats.summary(), highlight=False)
 
 
