@@ -44,7 +44,11 @@ def bootstrap_ci(
     for start in range(0, resamples, per_block):
         b = min(per_block, resamples - start)
         idx = rng.integers(0, n, size=(b, n))
-        means[start : start + b] = x[idx].mean(axis=1)
+        # how often each query is drawn in each resample, then one matrix product: about
+        # twice as fast as gathering the values (and ~30x a (b, n, C) fancy index)
+        idx += (np.arange(b, dtype=np.int64) * n)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=b * n).reshape(b, n)
+        means[start : start + b] = (counts @ x) / n
     tail = 100.0 * (1.0 - level) / 2.0
     return np.percentile(means, [tail, 100.0 - tail], axis=0).T
 
