@@ -452,3 +452,36 @@ def test_suite_writes_intervals_and_paired_json(tmp_path, monkeypatch, capsys):
     assert main(["eval-suite", "-c", "eval.yaml"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bootstrap: expected an integer >= 0, got -5" in err
+
+
+def test_mmn_float32_matches_torch_on_real_activitynet_val(assets):
+    """All 17,505 ActivityNet val queries, each predicted as the first half of its GT window
+    (IoU 0.5 in exact arithmetic; rounding puts each just above or below): `mmn` counts R1@0.5
+    exactly as MMN's float32 `iou` with `torch.tensor(0.5)` does, and differently from float64."""
+    import dataclasses
+
+    import torch  # deferred: pulls torch
+
+    from scenetg.eval.protocols import get_protocol
+    from scenetg.grounding.loaders import load_annotations
+
+    records, _ = load_annotations(assets / "annotations" / "activitynet_captions" / "val_1.json")
+    preds, starts, ends, pred_s, pred_e = {}, [], [], [], []
+    for r in records:
+        s, e = (r.raw_windows or r.windows)[0]
+        d = r.duration_s
+        gs, ge = max(s, 0.0), min(e, d)  # MMN's GT: [max(s, 0), min(e, duration)]
+        ps, pe = gs, gs + 0.5 * (ge - gs)
+        preds[r.qid] = (ps, pe)
+        starts.append(gs), ends.append(ge), pred_s.append(ps), pred_e.append(pe)
+    f = torch.float32
+    st, en = torch.tensor(pred_s, dtype=torch.float64).to(f), torch.tensor(pred_e, dtype=torch.float64).to(f)
+    gs_t, ge_t = torch.tensor(starts, dtype=torch.float64).to(f), torch.tensor(ends, dtype=torch.float64).to(f)
+    inter = (torch.minimum(en, ge_t) - torch.maximum(st, gs_t)).clamp(min=0)
+    iou = inter / (torch.maximum(en, ge_t) - torch.minimum(st, gs_t))
+    torch_hits = int((iou >= torch.tensor(0.5)).sum())
+    m = compute_metrics(records, preds, protocol="mmn")
+    assert round(m["R1@0.5"] * len(records) / 100) == torch_hits
+    as64 = dataclasses.replace(get_protocol("mmn"), name="mmn64", float32=False)
+    hits64 = round(compute_metrics(records, preds, protocol=as64)["R1@0.5"] * len(records) / 100)
+    assert hits64 != torch_hits  # the dtype decides queries on this real file
