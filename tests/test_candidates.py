@@ -225,3 +225,20 @@ def test_sample_scored_sums_log_probs_up_to_the_first_end_token(tiny_runner):
     out = runner.sample_scored([frames], [times], ["q"], [4.0], n=2, include_greedy=False)
     per_token = -math.log(vocab)
     assert [score for _, score in out[0]] == pytest.approx([2 * per_token, 4 * per_token])
+
+
+def test_ground_candidates_through_the_real_tiny_model(tiny_runner, video_dir, tmp_path):
+    """The sampling path with real video inputs (K return sequences per query): every row has a
+    candidates list of at most K windows and pred equal to its first (the random tiny model
+    rarely writes a parsable answer, so the list may be empty and pred null)."""
+    records = [GroundingRecord("q1", "a", 4.0, "a dark scene", [(0.0, 2.0)]),
+               GroundingRecord("q2", "a", 4.0, "a bright scene", [(2.0, 4.0)])]
+    out = tmp_path / "p.jsonl"
+    stats = ground(records, video_dir, out, model=tiny_runner, fps=2, max_frames=4,
+                   batch_size=2, candidates=3, seed=1)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert stats.written == 2 and len(rows) == 2
+    for row in rows:
+        assert isinstance(row["candidates"], list) and len(row["candidates"]) <= 3
+        assert row["pred"] == (row["candidates"][0] if row["candidates"] else None)
+        assert len(row["scores"]) == len(row["candidates"])
