@@ -42,7 +42,7 @@ def sft_config(model_dir: Path, run_dir: Path, split: Any, steps: int, batch_siz
         "sampling": {"fps": SAMPLING.fps, "max_frames": SAMPLING.max_frames, "max_side": SAMPLING.max_side},
         "sft": {"answer_decimals": 0, "per_device_train_batch_size": batch_size, "learning_rate": lr,
                 "weight_decay": 0.0, "lr_scheduler_type": "cosine", "warmup_steps": max(1, steps // 50),
-                "max_grad_norm": 1.0, "max_steps": steps, "logging_steps": log_every,
+                "max_grad_norm": 1.0, "max_steps": steps, "logging_steps": min(log_every, steps),
                 "save_strategy": "no", "report_to": "none", "seed": seed, "data_seed": seed},
     })
 
