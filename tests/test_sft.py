@@ -259,3 +259,29 @@ def test_cli_sft_run_folder_then_ground_reads_the_trained_answers(grounding_set,
     got = {r["qid"]: r for r in map(json.loads, preds.read_text().splitlines())}
     assert got["a1"]["raw"] == "<think></think><answer>0.0 - 2.0</answer>" and got["a1"]["pred"] == [0.0, 2.0]
     assert got["a2"]["raw"] == "<think></think><answer>2.0 - 4.0</answer>" and got["a2"]["pred"] == [2.0, 4.0]
+
+
+def test_cli_errors_name_the_key_before_any_model_loads(grounding_set, tiny_models, tmp_path, capsys, monkeypatch):
+    from scenetg.cli import main
+    from scenetg.rl import train as train_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(train_module, "load_policy", no_model)
+    assert main(["train", "--help"]) == 0
+    assert "--algo" in capsys.readouterr().out
+    config = tmp_path / "train.yaml"
+    cases = [
+        ({}, ["--algo", "ppo"], "algo: expected one of grpo, sft, got 'ppo'"),
+        ({"sft": {"no_such_key": 1}}, [], "sft: SFTConfig.__init__() got an unexpected keyword argument 'no_such_key'"),
+        ({"sft": {"lr_scheduler_type": "bogus"}}, [], "sft: bogus is not a valid SchedulerType"),
+        ({"sft": {"padding_free": True}}, [], "sft.padding_free: video batches are padded"),
+    ]
+    for change, flags, message in cases:
+        data = sft_cfg(grounding_set, tiny_models, tmp_path / "run").to_dict()
+        data["sft"].update(change.get("sft", {}))
+        config.write_text(yaml.safe_dump(data))
+        assert main(["train", "-c", str(config), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the data summary line
+        assert err.startswith(f"error: {message}"), err
