@@ -43,8 +43,9 @@ def test_the_target_is_the_template_the_parser_and_format_reward_read():
 def test_toy_task_answer_is_the_whole_second_target():
     from scenetg.toy_task import answer_text
 
-    for start, end in ((0, 6), (4.4, 10.6), (2.5, 3.5)):
-        assert answer_text(start, end) == grounding_answer(start, end, 0)
+    assert answer_text(0, 6) == "<think></think><answer>0 - 6</answer>"
+    assert answer_text(4.4, 10.6) == "<think></think><answer>4 - 11</answer>"
+    assert answer_text(2.5, 3.5) == "<think></think><answer>2 - 4</answer>"  # half to even
 
 
 # ------------------------------------------------------------------------------ config
@@ -121,6 +122,18 @@ def test_labels_are_the_answer_and_end_of_turn_only(sft_trainer):
     expected = [3.0 if name == "a.mp4" else 2.0 for name in order]
     assert batch["second_per_grid_ts"].tolist() == pytest.approx(expected)
     assert [v.times_s for v in videos][order.index("a.mp4")] == [0.0, 1.5, 3.0, 4.5]
+
+
+def test_a_row_with_its_own_target_is_taught_that_text(sft_trainer):
+    """A row of another task on the same video (a question about it) brings its answer text."""
+    rows = _rows(sft_trainer)[:2]
+    rows[1] = {**rows[1], "target": "green"}
+    batch = sft_trainer.data_collator(rows)
+    tok = sft_trainer.processing_class.tokenizer
+    kept = batch["labels"][1] != -100
+    assert tok.decode(batch["labels"][1][kept]) == "green<|im_end|>"
+    kept = batch["labels"][0] != -100
+    assert tok.decode(batch["labels"][0][kept]).endswith("</answer><|im_end|>")
 
 
 def _hand_loss(model, batch) -> torch.Tensor:

@@ -106,7 +106,8 @@ COLLATOR_SETTINGS: dict[str, Any] = {
 
 
 class VideoSFTCollator:
-    """Grounding rows (``prompt``, ``video_path``, ``duration_s``, ``start_s``, ``end_s``) → a
+    """Grounding rows (``prompt``, ``video_path``, ``duration_s``, ``start_s``, ``end_s``; or a
+    ``target`` text) → a
     right-padded batch: the prompt with its video, then the target answer and the end-of-turn
     token; ``labels`` are the answer's and end-of-turn ids, -100 elsewhere."""
 
@@ -122,7 +123,11 @@ class VideoSFTCollator:
         self.tokenizer = getattr(processor, "tokenizer", processor)
 
     def target(self, row: dict) -> str:
-        """The completion the model is taught for `row` (end-of-turn token not included)."""
+        """The completion the model is taught for `row` (end-of-turn token not included): the
+        row's own ``target`` text when it has one (a row of another task on the same video, e.g.
+        a question about it), else `grounding_answer` of its span."""
+        if row.get("target") is not None:
+            return str(row["target"])
         return grounding_answer(row["start_s"], row["end_s"], self.answer_decimals)
 
     def videos(self, rows: Sequence[dict]) -> list[SampledVideo]:
