@@ -211,12 +211,26 @@ def _same(a: dict, b: dict, atol: float = 1e-6) -> bool:
 def test_resume_restores_the_weights(grounding_set, tiny_models, tmp_path, lora):
     """A run killed after checkpoint-2 and resumed equals the uninterrupted run: at resume its weights
     are the checkpoint's, after step 4 the uninterrupted run's. Every training step sees the video."""
+    from scenetg.progress import Reporter
     from scenetg.rl.train import build_trainer
+
+    class Steps(Reporter):
+        def __init__(self):
+            self.events = []
+
+        def start(self, task, total):
+            self.events.append(("start", task, total))
+
+        def advance(self, task, n=1):
+            self.events.append(("advance", task, n))
+
+    bars = []
 
     def run(out, resume=None):
         cfg = sft_cfg(grounding_set, tiny_models, out, lora=lora, max_steps=4, save_steps=2,
                       per_device_train_batch_size=2, learning_rate=3e-3, lr_scheduler_type="linear")
-        trainer, _, _ = build_trainer(cfg)
+        bars.append(Steps())
+        trainer, _, _ = build_trainer(cfg, bars[-1])
         snaps = _Snapshots()
         trainer.add_callback(snaps)
         visual = next(m for n, m in trainer.model.named_modules() if n.endswith("visual"))
@@ -238,6 +252,9 @@ def test_resume_restores_the_weights(grounding_set, tiny_models, tmp_path, lora)
     assert len(grids_b) == 2
     assert _same(resumed[("begin", 2)], full[2])
     assert _same(resumed[4], full[4], atol=1e-5)
+    # the progress bar counts SFT steps, a resumed one from the checkpoint's step
+    assert bars[0].events == [("start", "SFT steps", 4)] + [("advance", "SFT steps", 1)] * 4
+    assert bars[1].events == [("start", "SFT steps", 4), ("advance", "SFT steps", 2)] + [("advance", "SFT steps", 1)] * 2
 
 
 @pytest.mark.slow
