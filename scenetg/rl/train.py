@@ -25,6 +25,7 @@ from scenetg.models.qwen import load_qwen, resolve_device
 from scenetg.progress import Reporter
 from scenetg.rl.config import TrainConfig
 from scenetg.rl.rewards import REWARD_FUNCTIONS, REWARD_NAMES
+from scenetg.rl.sft_config import answer_decimals
 from scenetg.rl.train_data import load_training_data
 from scenetg.rl.vllm_video import check_vllm_for_video, vision_logit_bias
 from scenetg.video.frame_cache import FrameCache
@@ -44,8 +45,9 @@ class TrainSummary:
     last_log: dict
 
     def summary(self) -> str:
-        reward = self.last_log.get("reward")
-        tail = f", last reward {reward:.3f}" if isinstance(reward, (int, float)) else ""
+        key = "reward" if "reward" in self.last_log else "loss"  # GRPO / SFT
+        value = self.last_log.get(key)
+        tail = f", last {key} {value:.3f}" if isinstance(value, (int, float)) else ""
         return (
             f"trained {self.steps} steps on {self.rows} queries in {self.seconds:.1f} s{tail}; "
             f"model: {self.final_dir}"
@@ -208,6 +210,9 @@ def build_trainer(
     data = load_training_data(cfg.data)
     reporter.log(data.load_summary)
     device = resolve_device(cfg.device)
+    if cfg.algo == "sft":  # the supervised baseline: same rows, frames, policy, run folder
+        trainer = build_sft_trainer(cfg, data.rows, device, reporter, model, processor)
+        return trainer, trainer.processing_class, len(data.rows)
     args = grpo_args(cfg, device)
     if args.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
@@ -242,6 +247,44 @@ def build_trainer(
     return trainer, processor, len(data.rows)
 
 
+def build_sft_trainer(
+    cfg: TrainConfig, rows: list[dict], device: str, reporter: Reporter, model: Any, processor: Any
+) -> Any:
+    """`rl.sft.VideoSFTTrainer` for ``algo: sft``: TRL's SFTConfig from ``cfg.sft`` (checked before
+    the model loads), then the policy, run folder and callbacks as for GRPO."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from scenetg.rl.curves import (  # deferred: pulls transformers
+        MetricsLogCallback,
+        StepProgressCallback,
+    )
+    from scenetg.rl.sft import VideoSFTTrainer, sft_args  # deferred: pulls torch, trl
+
+    args = sft_args(cfg, device)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out)
+    if model is None or processor is None:
+        model, processor = load_policy(cfg, device)
+    import datasets
+
+    trainer = VideoSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=processor,
+        peft_config=peft_config(cfg),
+        callbacks=[MetricsLogCallback(out / "metrics.jsonl")],
+        sampling=FrameSampling(cfg.sampling.fps, cfg.sampling.max_frames, cfg.sampling.max_side),
+        frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
+        answer_decimals=answer_decimals(cfg.sft),
+    )
+    for printer in (ProgressCallback, PrinterCallback):  # per-step dicts go to metrics.jsonl
+        trainer.remove_callback(printer)
+    trainer.add_callback(StepProgressCallback(reporter, task="SFT steps"))
+    return trainer
+
+
 def train(
     cfg: TrainConfig,
     resume_from_checkpoint: str | bool | None = None,
@@ -249,7 +292,8 @@ def train(
     model: Any = None,
     processor: Any = None,
 ) -> TrainSummary:
-    """Run GRPO as `cfg` says; see the module docstring for what the run folder holds."""
+    """Run GRPO (or SFT, ``algo: sft``) as `cfg` says; see the module docstring for what the run
+    folder holds."""
     from scenetg.rl.curves import plot_curves, read_metrics  # deferred: pulls transformers
 
     t0 = time.perf_counter()
@@ -260,8 +304,8 @@ def train(
         resume_from_checkpoint = _last_checkpoint(out)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     final_dir = save_final(trainer, processor, out / "final")
-    curves = plot_curves(metrics_path, out / "curves.png")
-    logs = [r for r in read_metrics(metrics_path) if "reward" in r]
+    curves = plot_curves(metrics_path, out / "curves.png", algo=cfg.algo)
+    logs = [r for r in read_metrics(metrics_path) if ("loss" if cfg.algo == "sft" else "reward") in r]
     return TrainSummary(
         output_dir=out,
         final_dir=final_dir,
