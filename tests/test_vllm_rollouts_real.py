@@ -109,10 +109,14 @@ def run(grounding_set, vllm_qwen, tmp_path_factory):
     from scenetg.rl import train as train_module
 
     out = tmp_path_factory.mktemp("vllm_run")
+    # rows interleaved by video (a1, b1, a2, b2): with seed 0 TRL's sampler takes rows 0, 1 then
+    # 3, 2, so each step's batch holds both videos and a pass that mixed rows would show
+    a1, a2, b1, b2 = (grounding_set / "train.jsonl").read_text().splitlines()
+    (out / "train.jsonl").write_text("\n".join([a1, b1, a2, b2]) + "\n")
     cfg = {
         "model": str(vllm_qwen), "output_dir": str(out / "run"), "device": "cpu", "dtype": "float32",
         "freeze_vision": False,
-        "data": {"dataset": str(grounding_set / "train.jsonl"), "video_root": str(grounding_set / "videos")},
+        "data": {"dataset": str(out / "train.jsonl"), "video_root": str(grounding_set / "videos")},
         "sampling": SAMPLING, "lora": {"enabled": False},
         "grpo": {"num_generations": 2, "per_device_train_batch_size": 4, "max_completion_length": 8,
                  "max_steps": 2, "save_steps": 1000, "report_to": "none", "seed": 0,
@@ -193,6 +197,10 @@ def test_each_row_video_reaches_vllm_and_every_logprob_pass(run, grounding_set):
     # 2 steps x 4 rows (2 prompts x 2 rollouts) in vLLM, the policy's old-log-prob and loss
     # passes and the reference pass
     assert counts == {"vllm": 8, "policy": 16, "ref": 8}
+    # both videos in each step's vLLM call (4 rows each), so a swap between rows is visible
+    vllm_rows = [text for name, text, _, _ in run.recorder.rows if name == "vllm"]
+    for step in (vllm_rows[:4], vllm_rows[4:8]):
+        assert len({videos[q][1] for q in videos for text in step if q in text}) == 2
 
 
 def _normalized(pixels, processor):
