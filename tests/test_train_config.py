@@ -64,5 +64,29 @@ def test_checkpointing_key_either_name_is_honoured(key):
     from scenetg.rl.train import grpo_args
 
     cfg = train_config_from_dict({"grpo": {key: True, "report_to": "none"}, "output_dir": "/tmp/x"})
-    args = grpo_args(cfg, "cpu")
-    assert args.activation_checkpointing is True and args.gradient_checkpointing is True
+    args = grpo_args(cfg, "cpu")  # either transformers: 5.25 has both names, 5.17 the old one only
+    assert args.gradient_checkpointing is True
+    assert getattr(args, "activation_checkpointing", True) is True
+
+
+@pytest.mark.parametrize("new_name", [True, False])
+def test_checkpointing_keys_take_the_installed_transformers_name(new_name):
+    """transformers 5.17 (the [vllm] extra's) rejects `activation_checkpointing`; 5.25 prefers it."""
+    import dataclasses
+
+    from scenetg.rl.train import checkpointing_names
+
+    names = ["activation_checkpointing", "activation_checkpointing_kwargs"] if new_name else []
+    fake = dataclasses.make_dataclass("Fake", ["gradient_checkpointing", "gradient_checkpointing_kwargs", *names])
+    given = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"every_n_layers": 2},
+             "gradient_checkpointing": False, "seed": 3}
+    out = checkpointing_names(given, fake)
+    if new_name:  # the user's new-name value wins over the deprecated alias
+        assert out == {"activation_checkpointing": True,
+                       "activation_checkpointing_kwargs": {"every_n_layers": 2}, "seed": 3}
+    else:  # the old name is the only one, and the user's explicit old-name value is kept
+        assert out == {"gradient_checkpointing": False,
+                       "gradient_checkpointing_kwargs": {"every_n_layers": 2}, "seed": 3}
+    old_only = checkpointing_names({"gradient_checkpointing": True}, fake)
+    assert old_only == ({"activation_checkpointing": True} if new_name else {"gradient_checkpointing": True})
+    assert given["gradient_checkpointing"] is False and "seed" in given  # input left alone

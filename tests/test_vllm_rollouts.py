@@ -27,6 +27,7 @@ def test_colocate_step_hands_vllm_our_video_and_trains_on_it(grounding_set, tiny
     trainer, _, _ = build_trainer(cfg)
     (llm,) = llm_cls.instances
     assert llm.kwargs["gpu_memory_utilization"] == 0.25  # TRL's option reached the engine
+    assert llm.kwargs["dtype"] == "float32"  # the policy's, not vLLM's auto (bf16 for fp32 weights)
 
     seen: dict[str, list] = {"policy": [], "ref": []}
     for name, model in (("policy", trainer.model), ("ref", trainer.ref_model)):
@@ -55,16 +56,22 @@ def test_colocate_step_hands_vllm_our_video_and_trains_on_it(grounding_set, tiny
     assert vision_ids <= set(llm.sampling[0].logit_bias)
     # TRL synced the policy weights into the engine and accepted completions and log-probs
     assert any("visual" in name for name in llm.loaded) and any("lm_head" in n or "embed" in n for n in llm.loaded)
+    assert llm.encoder_cache_resets == 0  # a frozen vision tower keeps vLLM's encoder cache
     metrics = trainer.state.log_history[0]
     assert "sampling/sampling_logp_difference/mean" in metrics
     assert 0 <= metrics["sampling/sampling_logp_difference/mean"] < 0.1  # same weights, same video
     # the same video rows vLLM was given reach the vision tower in the old, reference and loss passes
     # (each distinct video once: rollouts of a prompt share one encoding, models.shared_video_encoding)
+    from scenetg.models.shared_video_encoding import shares_video_encoding
+
     distinct = {tuple(_rows(item["pixel_values_videos"])) for item in llm.seen}
     vllm_rows = sorted(x for video in distinct for x in video)
     assert len(seen["policy"]) == 2 and len(seen["ref"]) == 1
-    for rows in seen["policy"] + seen["ref"]:
-        assert rows == vllm_rows
+    for rows, model in zip(seen["policy"] + seen["ref"], [trainer.model] * 2 + [trainer.ref_model], strict=True):
+        if shares_video_encoding(model):
+            assert rows == vllm_rows
+        else:  # transformers without the shared encoding (5.17, the [vllm] extra's): once per row
+            assert sorted(set(rows)) == sorted(set(vllm_rows))
 
 
 def test_a_wrong_placeholder_run_is_rejected(tiny_models):
@@ -190,3 +197,118 @@ def test_tensor_parallel_group_gets_videos_in_trl_prompt_order(monkeypatch):
     assert items[0][1]["fps"] == pytest.approx(1.0) and items[2][1]["fps"] == pytest.approx(0.5)
     with pytest.raises(RuntimeError, match="out of step"):
         VideoGRPOTrainer._vllm_videos(fake, 2)
+
+
+def test_trl_guard_covers_the_weight_sync(monkeypatch):
+    """`rl.vllm_sync` wraps TRL's colocate sync and swaps the backend class GRPOTrainer builds: a
+    TRL whose code differs there fails the guard."""
+    from trl import GRPOTrainer
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from scenetg.rl.trainer import check_trl_internals
+
+    def changed_sync(self):
+        for name, param in self._iter_named_params():
+            self.llm.collective_rpc("update", args=(name, param))  # a TRL that loads another way
+
+    monkeypatch.setattr(VLLMGeneration, "sync_weights", changed_sync)
+    with pytest.raises(RuntimeError, match="VLLMGeneration.sync_weights"):
+        check_trl_internals()
+    monkeypatch.undo()
+
+    def changed_init(self, *args, **kwargs):
+        self.vllm_generation = None  # a TRL that no longer builds VLLMGeneration by that name
+
+    monkeypatch.setattr(GRPOTrainer, "__init__", changed_init)
+    with pytest.raises(RuntimeError, match="GRPOTrainer.__init__"):
+        check_trl_internals()
+
+
+class _Model:
+    def __init__(self, **trainable):
+        import torch
+
+        self.params = {n: torch.nn.Parameter(torch.zeros(1), requires_grad=t) for n, t in trainable.items()}
+
+    def named_parameters(self):
+        return iter(self.params.items())
+
+
+def test_trainable_vision_reads_the_policy_names():
+    from scenetg.rl.vllm_sync import trainable_vision
+
+    frozen = {"model.visual.blocks.0.attn.qkv.weight": False, "model.language_model.layers.0.q.weight": True}
+    assert not trainable_vision(_Model(**frozen))
+    assert trainable_vision(_Model(**{**frozen, "model.visual.merger.mlp.0.weight": True}))
+    # PEFT's prefix (LoRA on the vision tower), and a model whose tower sits at the top level
+    assert trainable_vision(_Model(**{"base_model.model.model.visual.blocks.0.lora_A.weight": True}))
+    assert trainable_vision(_Model(**{"visual.patch_embed.proj.weight": True}))
+    assert not trainable_vision(_Model(**{"model.language_model.visual_proj.weight": True}))
+
+
+@pytest.mark.parametrize("on_cpu", [True, False])
+@pytest.mark.parametrize("vision", [True, False])
+def test_sync_wraps_trl_loads_in_layerwise_reload_on_cpu_and_resets_the_encoder_cache(
+    monkeypatch, on_cpu, vision
+):
+    """The order the override guarantees: (CPU) layerwise reload opened, TRL's own per-parameter
+    loads, reload finalised, then (trainable vision) the encoder cache reset; server mode is
+    TRL's untouched. The real engine is exercised in tests/test_vllm_rollouts_real.py."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from trl.generation.vllm_generation import VLLMGeneration
+
+    from scenetg.rl import vllm_sync
+
+    calls = []
+    monkeypatch.setattr(vllm_sync, "engine_on_cpu", lambda: on_cpu)
+
+    @contextlib.contextmanager
+    def layerwise(runner):
+        calls.append(("init", runner.name))
+        yield
+        calls.append(("finalize", runner.name))
+
+    monkeypatch.setattr(vllm_sync, "layerwise_reload", layerwise)
+    monkeypatch.setattr(VLLMGeneration, "sync_weights", lambda self: calls.append(("trl", self.mode)))
+    engine = object.__new__(vllm_sync.VideoVLLMGeneration)
+    engine.mode = "colocate"
+    engine.model = _Model(**{"model.visual.blocks.0.weight": vision, "model.lm_head.weight": True})
+    runner = SimpleNamespace(name="runner")
+    engine.llm = SimpleNamespace(llm_engine=SimpleNamespace(
+        model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner)),
+        reset_encoder_cache=lambda: calls.append(("reset_encoder_cache",)),
+    ))
+    engine.sync_weights()
+    expected = [("trl", "colocate")]
+    if on_cpu:
+        expected = [("init", "runner"), *expected, ("finalize", "runner")]
+    if vision:
+        expected.append(("reset_encoder_cache",))
+    assert calls == expected
+
+    calls.clear()
+    engine.mode = "server"
+    engine.sync_weights()
+    assert calls == [("trl", "server")]
+
+
+def test_engine_is_built_in_the_policy_dtype(monkeypatch):
+    """TRL builds LLM(...) without a dtype (vLLM's auto: bf16 for fp32 weights); ours passes the
+    policy's, and TRL's module keeps its own LLM afterwards."""
+    import torch
+    from trl.generation import vllm_generation as trl_vllm
+
+    from scenetg.rl.vllm_sync import VideoVLLMGeneration
+
+    built = []
+    stock = lambda **kw: built.append(kw)  # noqa: E731
+    monkeypatch.setattr(trl_vllm, "LLM", stock, raising=False)
+    monkeypatch.setattr(trl_vllm.VLLMGeneration, "_init_vllm", lambda self: trl_vllm.LLM(model="m"))
+    engine = object.__new__(VideoVLLMGeneration)
+    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
+        engine.model = type("M", (), {"dtype": dtype})()
+        engine._init_vllm()
+        assert built[-1] == {"model": "m", "dtype": name}
+    assert trl_vllm.LLM is stock

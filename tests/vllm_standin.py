@@ -60,9 +60,11 @@ class StandInLLM:
         self.seen: list[dict] = []
         self.sampling: list[SamplingParams] = []
         runner = SimpleNamespace(model=SimpleNamespace(load_weights=self._load_weights))
+        self.encoder_cache_resets = 0
         self.llm_engine = SimpleNamespace(
             model_config=SimpleNamespace(max_model_len=4096),
             model_executor=SimpleNamespace(driver_worker=SimpleNamespace(model_runner=runner)),
+            reset_encoder_cache=self._reset_encoder_cache,
         )
         StandInLLM.instances.append(self)
 
@@ -71,6 +73,9 @@ class StandInLLM:
         for name, tensor in weights:
             params[name].data.copy_(tensor)
             self.loaded.append(name)
+
+    def _reset_encoder_cache(self):
+        self.encoder_cache_resets += 1
 
     def reset_prefix_cache(self):
         pass
@@ -172,7 +177,11 @@ def install(monkeypatch, version: str = "0.30.0") -> type[StandInLLM]:
     fake = types.ModuleType("vllm")
     fake.__version__ = version
     fake.LLM, fake.SamplingParams = StandInLLM, SamplingParams
+    platforms = types.ModuleType("vllm.platforms")  # a GPU platform: TRL's own weight sync
+    platforms.current_platform = SimpleNamespace(is_cpu=lambda: False)
+    fake.platforms = platforms
     monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
     monkeypatch.setattr(backend, "is_vllm_available", lambda *a, **k: True)
     monkeypatch.setattr(backend, "LLM", StandInLLM, raising=False)
     monkeypatch.setattr(backend, "SamplingParams", SamplingParams, raising=False)

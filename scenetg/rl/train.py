@@ -10,6 +10,7 @@ ends with ``final/`` (a plain checkpoint `scenetg ground --model RUN/final` load
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +75,8 @@ def grpo_args(cfg: TrainConfig, device: str) -> Any:
         "remove_unused_columns": False,
     }
     weights = [getattr(cfg.rewards, n) for n in REWARD_NAMES if getattr(cfg.rewards, n) > 0]
-    grpo = dict(cfg.grpo)
-    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
-        if old in grpo:  # transformers 5's deprecated alias: our default for `new` would win over it
-            grpo.setdefault(new, grpo.pop(old))
+    grpo = checkpointing_names(dict(cfg.grpo), GRPOConfig)
+    defaults = checkpointing_names(defaults, GRPOConfig)
     kwargs = {
         **defaults,
         **grpo,
@@ -92,6 +90,27 @@ def grpo_args(cfg: TrainConfig, device: str) -> Any:
     except (TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"grpo: {first}") from None
+
+
+CHECKPOINTING_NAMES = (
+    ("gradient_checkpointing", "activation_checkpointing"),
+    ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+)
+"""transformers' old and new names of the option: 5.17 (what the ``[vllm]`` extra resolves to)
+knows only the old one; 5.25 has the new one and keeps the old one as a deprecated alias."""
+
+
+def checkpointing_names(options: dict[str, Any], config_cls: Any) -> dict[str, Any]:
+    """`options` with the checkpointing keys under the name `config_cls` (TRL's GRPOConfig on the
+    installed transformers) defines: either spelling works in ``grpo:`` on either version, and
+    a user's old-name value is never overridden by our default under the new one."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    out = dict(options)
+    for old, new in CHECKPOINTING_NAMES:
+        src, dst = (old, new) if new in fields else (new, old)
+        if src in out:
+            out.setdefault(dst, out.pop(src))
+    return out
 
 
 def _has_tensorboard() -> bool:

@@ -18,6 +18,9 @@
 3. **Video in vLLM rollouts** (``grpo.use_vllm``, colocate mode): TRL hands vLLM images only;
    `_generate_single_turn` gives the `VideoLLM` wrapper around TRL's ``LLM`` each prompt's
    frames and metadata (`rl.vllm_video`). Server mode is refused (its API carries no video).
+   The engine and its weight sync are TRL's with the changes of `rl.vllm_sync` (the policy's
+   dtype, vLLM's layerwise reload on its CPU build, the encoder cache reset after a sync that
+   can change the vision tower).
 
 Overridden TRL internals (`TRL_OVERRIDES`, and `VLLM_INTERNALS` of TRL's vLLM backend) are
 checked by `check_trl_internals`, which fails loudly on a TRL version whose code differs where we
@@ -46,6 +49,7 @@ from scenetg.models.qwen import (
 from scenetg.models.runner import decode_attention, resolve_decode
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
+from scenetg.rl.vllm_sync import GRPO_BUILDS_BACKEND, SYNC_INTERNALS, video_vllm_backend
 from scenetg.rl.vllm_video import VideoLLM, check_vllm_for_video, vllm_video_item
 
 TRL_VERSION = "1.16"
@@ -90,7 +94,9 @@ def check_trl_internals() -> None:
 
     checks = [(GRPOTrainer, name, frags) for name, frags in TRL_OVERRIDES.items()]
     checks += [(VLLMGeneration, name, frags) for name, frags in VLLM_INTERNALS.items()]
+    checks += [(VLLMGeneration, name, frags) for name, frags in SYNC_INTERNALS.items()]
     checks.append((GRPOTrainer, GRPO_VLLM_CALL[0], (GRPO_VLLM_CALL[1],)))
+    checks.append((GRPOTrainer, GRPO_BUILDS_BACKEND[0], (GRPO_BUILDS_BACKEND[1],)))
     for cls, name, fragments in checks:
         source = inspect.getsource(getattr(cls, name))
         for fragment in fragments:
@@ -187,9 +193,13 @@ class VideoGRPOTrainer(GRPOTrainer):
     ):
         check_trl_internals()
         grpo_args = kwargs.get("args")
-        if grpo_args is not None and grpo_args.use_vllm:
+        use_vllm = grpo_args is not None and grpo_args.use_vllm
+        if use_vllm:
             check_vllm_for_video(grpo_args.vllm_mode)  # before TRL builds the engine
-        super().__init__(*args, **kwargs)
+        # vLLM rollouts: TRL's backend with the policy's dtype and a sync that works on vLLM's CPU
+        # build and never leaves stale vision features (`rl.vllm_sync`)
+        with video_vllm_backend() if use_vllm else contextlib.nullcontext():
+            super().__init__(*args, **kwargs)
         if self.use_vllm:
             engine = self.vllm_generation
             engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class))
