@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from scenetg.atomic_files import write_json_atomic
+from scenetg.atomic_files import check_output_file, write_json_atomic
 from scenetg.commands.app import app, console, out_console
-from scenetg.config_fields import coerce_batch_size
+from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
 from scenetg.errors import ScenetgError
 from scenetg.eval.answering import (
     DEFAULT_CONTEXT_FRACTION,
@@ -54,23 +54,30 @@ def eval_(
 
 
     chosen = get_protocol(protocol, strict)  # a bad name fails before any file is read
+    target = out or predictions.with_suffix(".metrics.json")
+    check_output_file(target, "--out")
+    if target.resolve() == predictions.resolve():
+        raise ScenetgError(f"--out {target}: is the predictions file; give another path")
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split)
     if report.has_issues:
         console.print(report.summary(), highlight=False)
-    metrics = compute_metrics(records, read_predictions(predictions), protocol=chosen)
-    target = out or predictions.with_suffix(".metrics.json")
+    preds = read_predictions(predictions)
+    metrics = compute_metrics(records, preds, protocol=chosen)
+    warnings, nothing_matched = match_warnings(metrics, predictions)
+    if preds.duplicates:
+        warnings.append(f"{predictions}: {preds.duplicates} line(s) repeat a qid with the same "
+                        "prediction (counted once)")
+    if nothing_matched:  # a failed eval writes no metrics file (an old one stays as it was)
+        raise ScenetgError(nothing_matched)
     write_json_atomic(target, metrics)
     if json_out:
         print(json.dumps(metrics, sort_keys=True))
     else:
         out_console.print(format_markdown(metrics), highlight=False)
         console.print(f"metrics: {target}")
-    warnings, nothing_matched = match_warnings(metrics, predictions)
     for line in warnings:
         sys.stderr.write(f"warning: {line}\n")
-    if nothing_matched:
-        raise ScenetgError(nothing_matched)
 
 
 @app.command()
@@ -93,8 +100,11 @@ def ground(
     center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
     decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine for large evals; pip install 'scenetg\\[vllm]').")] = "transformers",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out made by another producer (model, method, settings) instead of refusing.")] = False,
 ) -> None:
-    """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
+    """Grounding inference: one predicted \\[start, end] per query, raw model text kept.
+
+    Exit 3 when some queries failed (video missing or unreadable; their rows say why)."""
 
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split)
@@ -102,15 +112,22 @@ def ground(
         console.print(report.summary(), highlight=False)
     if method in ("model", "clip") and not model:
         raise ScenetgError(f"--method {method} needs --model")
-    fraction: float | str = center_fraction if center_fraction == "auto" else float(center_fraction)
+    fraction: float | str = "auto" if center_fraction.strip().lower() == "auto" else coerce_float(
+        "--center-fraction", center_fraction, min=0.0, max=1.0, min_open=True)
+    fps = coerce_float("--fps", fps, min=0.0, min_open=True)
+    limit = None if limit is None else coerce_int("--limit", limit, min=0)
     batch = coerce_batch_size("--batch-size", batch_size)
     with rich_reporter(console) as reporter:
         stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
                            max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
                            max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode,
-                           backend=backend)
+                           backend=backend, overwrite=overwrite)
     out_console.print(stats.summary(), highlight=False)
+    if stats.failed:
+        console.print(f"finished; {stats.failed} of {stats.written} queries failed "
+                      f"(video missing or unreadable; see their rows in {out})", highlight=False)
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -131,10 +148,19 @@ def answer(
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",
     summary: Annotated[Path | None, typer.Option("--summary", help="Summary JSON path (default: next to --out).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine; pip install 'scenetg\\[vllm]').")] = "transformers",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out made by another producer (models, settings) instead of refusing.")] = False,
 ) -> None:
-    """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
+    """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget.
+
+    Exit 3 when some questions failed (video missing or unreadable)."""
 
     batch = coerce_batch_size("--batch-size", batch_size)
+    context_fraction = coerce_float("--context-fraction", context_fraction, min=0.0)
+    context_s = coerce_float("--context-s", context_s, min=0.0)
+    frames = coerce_int("--frames", frames, min=1)
+    limit = None if limit is None else coerce_int("--limit", limit, min=0)
+    summary_target = summary or out.with_suffix(".summary.json")
+    check_output_file(summary_target, "--summary")
     records, qa_report = load_qa_report(qa, qa_format)
     if qa_report.no_answer:
         sys.stderr.write(f"warning: {qa_report.summary()}\n")
@@ -144,9 +170,13 @@ def answer(
                             context_fraction=context_fraction, context_s=context_s,
                             batch_size=batch, limit=limit, reporter=reporter,
                             dtype=dtype, device=device,
-                            summary_path=summary or out.with_suffix(".summary.json"),
-                            backend=backend)
+                            summary_path=summary_target, backend=backend,
+                            overwrite=overwrite)
     out_console.print(format_answer_summary(result), highlight=False)
+    if result.get("errors"):
+        console.print(f"finished; {result['errors']} of {result['n']} questions failed "
+                      f"(video missing or unreadable; see their rows in {out})", highlight=False)
+        raise typer.Exit(3)
 
 
 @app.command("eval-suite")

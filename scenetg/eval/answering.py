@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from scenetg.atomic_files import write_bytes_atomic
-from scenetg.config_fields import coerce_batch_size
+from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
 from scenetg.errors import ConfigError, VideoError
 from scenetg.eval.answer_summary import format_answer_summary, summarize_answers  # noqa: F401
 from scenetg.eval.baselines import (
@@ -32,6 +32,7 @@ from scenetg.eval.baselines import (
     clip_ground_video,
 )
 from scenetg.eval.grounding import ERROR_PREFIX, by_visual_size, group_by_video, read_done_rows
+from scenetg.eval.producer import describe_model, prepare_output, prompt_version, with_fingerprint
 from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` callers load QA here
     DURATION_GROUPS,
     QA_FORMATS,
@@ -131,6 +132,7 @@ def answer(
     clip_stride: float = CLIP_STRIDE,
     summary_path: str | Path | None = None,
     backend: str = "transformers",
+    overwrite: bool = False,
 ) -> dict:
     """Run Ground-then-Answer and the uniform baseline on `records` (the first `limit`).
 
@@ -140,24 +142,32 @@ def answer(
     arms see `n_frames` frames. Appends one row per question to `out_path` (resumable like
     `ground`: done qids skipped, error rows retried) and writes the summary JSON to
     `summary_path` (default ``<out_path stem>.summary.json``); returns the summary. `backend`
-    runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`).
+    runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`). The
+    producer (`answer_producer`) is recorded beside `out_path` as `ground` does; resuming rows of
+    another producer is a ConfigError unless `overwrite`.
     """
     if grounder not in GROUNDERS:
         raise ConfigError(f"unknown grounder {grounder!r}; use one of {', '.join(GROUNDERS)}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     batch_size = coerce_batch_size("batch_size", batch_size)
-    if n_frames < 1 or fps <= 0 or max_frames < 1:
-        raise ConfigError("n_frames and max_frames must be >= 1, fps > 0")
-    if context_fraction < 0 or context_s < 0:
-        raise ConfigError("context_fraction and context_s must be >= 0")
-    if limit is not None and limit < 0:
-        raise ConfigError("limit must be >= 0")
+    n_frames = coerce_int("n_frames", n_frames, min=1)
+    fps = coerce_float("fps", fps, min=0.0, min_open=True)
+    max_frames = coerce_int("max_frames", max_frames, min=1)
+    context_fraction = coerce_float("context_fraction", context_fraction, min=0.0)
+    context_s = coerce_float("context_s", context_s, min=0.0)
+    limit = None if limit is None else coerce_int("limit", limit, min=0)
     t0 = time.perf_counter()
     reporter = reporter or Reporter()
     todo = list(records)[: limit if limit is not None else None]
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, answer_producer(
+        answerer, grounder, grounder_model, n_frames=n_frames, context_fraction=context_fraction,
+        context_s=context_s, fps=fps, max_frames=max_frames, max_side=max_side, backend=backend,
+        dtype=dtype, max_new_tokens_ground=max_new_tokens_ground,
+        max_new_tokens_answer=max_new_tokens_answer, clip_scales=clip_scales,
+        clip_stride=clip_stride,
+    ), overwrite)
     done = {q for q, row in read_done_rows(out).items() if not row.get("error")}
     pending = [r for r in todo if str(r.qid) not in done]
 
@@ -225,6 +235,32 @@ def answer(
     write_bytes_atomic(target, (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
     summary["summary_path"] = str(target)
     return summary
+
+
+def answer_producer(
+    answerer: Any, grounder: str, grounder_model: Any, *, n_frames: int, context_fraction: float,
+    context_s: float, fps: float, max_frames: int, max_side: int | None, backend: str, dtype: str,
+    max_new_tokens_ground: int, max_new_tokens_answer: int, clip_scales: Sequence[float],
+    clip_stride: float,
+) -> dict[str, Any]:
+    """What an `answer` run's rows depend on (its sidecar, `scenetg.eval.producer`)."""
+    ground_ref = grounder_model if grounder_model is not None else answerer
+    grounder_desc = describe_model(ground_ref)
+    producer: dict[str, Any] = {
+        "task": "answer",
+        "answerer": describe_model(answerer),
+        "grounder": grounder,
+        "grounder_model": grounder_desc,
+        "n_frames": n_frames, "context_fraction": context_fraction, "context_s": context_s,
+        "fps": fps, "max_frames": max_frames, "max_side": max_side,
+        "backend": backend, "dtype": dtype,
+        "prompt_version": {"ground": prompt_version("ground"), "answer": prompt_version("answer")},
+        "decoding": {"greedy": True, "max_new_tokens_ground": int(max_new_tokens_ground),
+                     "max_new_tokens_answer": int(max_new_tokens_answer)},
+    }
+    if grounder == "clip":
+        producer.update(clip_scales=[float(x) for x in clip_scales], clip_stride=float(clip_stride))
+    return with_fingerprint(producer)
 
 
 ANSWER_CHUNK_ITEMS = 32

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scenetg.config_fields import coerce_batch_size
+from scenetg.atomic_files import write_bytes_atomic
+from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
 from scenetg.errors import ConfigError, ScenetgError, VideoError
 from scenetg.eval.baselines import (
     CLIP_SCALES,
@@ -35,6 +36,7 @@ from scenetg.eval.baselines import (
     mean_relative_length,
 )
 from scenetg.eval.predictions import append_prediction
+from scenetg.eval.producer import describe_model, prepare_output, prompt_version, with_fingerprint
 from scenetg.grounding.parsing import parse_answer
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
 from scenetg.grounding.records import GroundingRecord
@@ -81,6 +83,11 @@ class GroundStats:
     """Queries whose video could not be read (pred null, raw "error: ...")."""
     videos: int = 0
     seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        """Queries written as error rows (video missing or unreadable); the CLI exits 3."""
+        return self.missing_videos + self.video_errors
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -156,6 +163,43 @@ def is_error_row(row: dict, key: str = "raw") -> bool:
     return isinstance(value, str) and value.startswith(ERROR_PREFIX)
 
 
+def resume_rows(out: Path) -> set[str]:
+    """qids finished in `out`. Error rows (to be retried) are dropped from the file first, in one
+    atomic rewrite, so a retried qid never appears twice (`read_predictions` refuses a qid with
+    two different predictions)."""
+    rows = read_done_rows(out)
+    if not any(is_error_row(row) for row in rows.values()):
+        return set(rows)
+    keep = [line for line in out.read_bytes().splitlines(keepends=True)
+            if line.strip() and not is_error_row(json.loads(line))]
+    write_bytes_atomic(out, b"".join(keep))
+    return {q for q, row in rows.items() if not is_error_row(row)}
+
+
+def grounding_producer(
+    method: str, model: Any = None, *, model_name: str | None = None, fps: float, max_frames: int,
+    max_side: int | None, backend: str, dtype: str, max_new_tokens: int,
+    center_fraction: float | None = None, clip_scales: Sequence[float] = CLIP_SCALES,
+    clip_stride: float = CLIP_STRIDE,
+) -> dict[str, Any]:
+    """What a `ground` run's predictions depend on (the predictions file's sidecar): the method,
+    its model (path or id and content fingerprint) and every setting that changes its output."""
+    producer: dict[str, Any] = {"task": "ground", "method": method}
+    if method == "center":
+        producer["center_fraction"] = center_fraction
+    else:
+        producer.update(describe_model(model, model_name))
+        producer.update(fps=float(fps), max_frames=int(max_frames))
+    if method == "clip":
+        producer.update(clip_scales=[float(x) for x in clip_scales], clip_stride=float(clip_stride))
+    if method == "model":
+        producer.update(
+            backend=backend, dtype=dtype, max_side=max_side, prompt_version=prompt_version("ground"),
+            decoding={"greedy": True, "max_new_tokens": int(max_new_tokens)},
+        )
+    return with_fingerprint(producer)
+
+
 # ------------------------------------------------------------------------------------ ground
 
 
@@ -180,6 +224,8 @@ def ground(
     clip_stride: float = CLIP_STRIDE,
     decode: str = "auto",
     backend: str = "transformers",
+    overwrite: bool = False,
+    model_name: str | None = None,
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -190,6 +236,10 @@ def ground(
     counted, and the run goes on. `decode`: how decode steps run attention
     (`scenetg.models.runner.DECODE_MODES`). `backend`: ``transformers`` or ``vllm`` (an
     in-process vLLM engine, `scenetg.models.vllm_runner`) for method ``model``.
+
+    The producer (`grounding_producer`) goes to the sidecar ``<out stem>.producer.json``; resuming
+    a file of another producer is a ConfigError unless `overwrite` (`eval.producer`). `model_name`
+    records a loaded `model` under its path.
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -199,16 +249,21 @@ def ground(
         raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if fps <= 0 or max_frames < 1:
-        raise ConfigError("fps must be > 0, max_frames >= 1")
-    if limit is not None and limit < 0:
-        raise ConfigError("limit must be >= 0")
+    fps = coerce_float("fps", fps, min=0.0, min_open=True)
+    max_frames = coerce_int("max_frames", max_frames, min=1)
+    max_new_tokens = coerce_int("max_new_tokens", max_new_tokens, min=1)
+    limit = None if limit is None else coerce_int("limit", limit, min=0)
     fraction = _center_fraction(center_fraction, records) if method == "center" else None
     reporter = reporter or Reporter()
     todo = list(records)[: limit if limit is not None else None]
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = {q for q, row in read_done_rows(out).items() if not is_error_row(row)}
+    producer = grounding_producer(
+        method, model, model_name=model_name, fps=fps, max_frames=max_frames, max_side=max_side,
+        backend=backend, dtype=dtype, max_new_tokens=max_new_tokens, center_fraction=fraction,
+        clip_scales=clip_scales, clip_stride=clip_stride,
+    )
+    prepare_output(out, producer, overwrite)
+    done = resume_rows(out)
     pending = [r for r in todo if str(r.qid) not in done]
     stats = GroundStats(method=method, total=len(todo), skipped=len(todo) - len(pending))
     if not pending:

@@ -24,9 +24,11 @@ class PredictionSet(Mapping):
     instead of building a million tuples.
     """
 
-    def __init__(self, index: dict[str, int], pairs: np.ndarray):
+    def __init__(self, index: dict[str, int], pairs: np.ndarray, duplicates: int = 0):
         self._index = index
         self.pairs = pairs
+        self.duplicates = duplicates
+        """Lines that repeat an earlier qid with the same prediction (`scenetg eval` warns)."""
 
     @classmethod
     def from_mapping(cls, predictions: Mapping[str, object]) -> PredictionSet:
@@ -60,11 +62,17 @@ def read_predictions(path: str | Path) -> PredictionSet:
     A `pred` that is null or not two finite numbers reads as None (an invalid prediction, IoU 0).
     A line that is not a JSON object with a `qid`, or not UTF-8 text, raises
     `ScenetgError("FILE:LINE: ...")`.
-    Blank lines are skipped; when a qid repeats (an appended, resumed run) the last line wins.
+    Blank lines are skipped. A qid on several lines with the same prediction is counted in
+    `duplicates`; with different predictions it is a `ScenetgError` naming both lines (which one
+    is right cannot be told).
     """
     p = Path(path)
+    if p.is_dir():
+        raise ScenetgError(f"{path}: is a folder, not a predictions file")
     if not p.is_file():
         raise ScenetgError(f"{path}: predictions file not found")
+    first_line: dict[str, int] = {}
+    duplicates = 0
     index: dict[str, int] = {}
     flat: list[float] = []
     nan_pair = (math.nan, math.nan)
@@ -89,9 +97,24 @@ def read_predictions(path: str | Path) -> PredictionSet:
             qid = obj.get("qid")
             if qid is None or isinstance(qid, (dict, list, bool)):
                 raise ScenetgError(f"{path}:{line_no}: missing or invalid 'qid'")
-            index[str(qid)] = len(flat) // 2
-            flat.extend(_pair(obj.get("pred")) or nan_pair)
-    return PredictionSet(index, np.array(flat, dtype=np.float64).reshape(-1, 2))
+            key, pair = str(qid), _pair(obj.get("pred")) or nan_pair
+            if key in index:
+                i = index[key]
+                if not _same_pair(flat[2 * i : 2 * i + 2], pair):
+                    raise ScenetgError(
+                        f"{path}:{line_no}: qid {key!r} again with another prediction (first on "
+                        f"line {first_line[key]}); keep one line per qid"
+                    )
+                duplicates += 1
+                continue
+            index[key] = len(flat) // 2
+            first_line[key] = line_no
+            flat.extend(pair)
+    return PredictionSet(index, np.array(flat, dtype=np.float64).reshape(-1, 2), duplicates)
+
+
+def _same_pair(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b, strict=True))
 
 
 def _pair(pred) -> tuple[float, float] | None:
