@@ -15,6 +15,7 @@ whose ``raw`` starts with ``"error:"`` (a missing or broken video), which are re
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,7 @@ from scenetg.eval.baselines import (
 )
 from scenetg.eval.predictions import append_prediction
 from scenetg.eval.producer import describe_model, prepare_output, prompt_version, with_fingerprint
+from scenetg.eval.sharding import EvalEngineConfig, run_on_ray
 from scenetg.grounding.parsing import parse_answer
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
 from scenetg.grounding.records import GroundingRecord
@@ -226,6 +228,7 @@ def ground(
     backend: str = "transformers",
     overwrite: bool = False,
     model_name: str | None = None,
+    engine: EvalEngineConfig | None = None,
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -239,7 +242,8 @@ def ground(
 
     The producer (`grounding_producer`) goes to the sidecar ``<out stem>.producer.json``; resuming
     a file of another producer is a ConfigError unless `overwrite` (`eval.producer`). `model_name`
-    records a loaded `model` under its path.
+    records a loaded `model` under its path. `engine` (`scenetg.eval.sharding`): ``local``
+    (default) or ``ray``, which shards method ``model`` over model actors (the same rows).
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -270,11 +274,14 @@ def ground(
         stats.seconds = time.perf_counter() - t0
         return stats
 
-    engine: Any = None
-    if method == "model":
-        engine = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
+    on_ray = engine is not None and engine.name == "ray"
+    if on_ray and method == "clip":
+        raise ConfigError("--engine ray runs method model; run method clip with --engine local")
+    loaded: Any = None
+    if method == "model" and not on_ray:
+        loaded = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
     elif method == "clip":
-        engine = as_clip(model, device)
+        loaded = as_clip(model, device)
 
     groups = group_by_video(pending)
     reporter.start("ground", len(pending))
@@ -297,11 +304,16 @@ def ground(
             _run_center(groups, videos_dir, fraction, emit, stats)
         elif method == "clip":
             _run_clip(
-                groups, videos_dir, engine, fps, max_frames, clip_scales, clip_stride, emit, stats
+                groups, videos_dir, loaded, fps, max_frames, clip_scales, clip_stride, emit, stats
             )
+        elif on_ray:
+            settings = dict(fps=fps, max_frames=max_frames, max_side=max_side, dtype=dtype,
+                            device=device, max_new_tokens=max_new_tokens, decode=decode,
+                            backend=backend)
+            _run_model_ray(groups, videos_dir, model, settings, batch_size, emit, stats, engine)
         else:
             _run_model(
-                groups, videos_dir, engine, fps, max_frames, max_side, batch_size, emit, stats
+                groups, videos_dir, loaded, fps, max_frames, max_side, batch_size, emit, stats
             )
     stats.seconds = time.perf_counter() - t0
     return stats
@@ -394,23 +406,43 @@ PREFETCH_VIDEOS = 2
 """Decoded videos kept ready while the model runs (bounded: each holds up to max_frames frames)."""
 
 
+def decode_video(videos_dir, video_id: str, durations: Iterable[float | None], sampling: FrameSampling):
+    """A video's frames for grounding (`SampledVideo`), or ``(error text, kind)`` when its file
+    is missing or unreadable: what the local prefetch thread and Ray's CPU tasks both run."""
+    try:
+        path = find_video(videos_dir, video_id)
+    except VideoError as exc:
+        return f"{ERROR_PREFIX} {exc}", "error"
+    if path is None:
+        return f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}", "missing"
+    try:
+        return sample_video(path, video_duration(path, durations), sampling)
+    except (VideoError, ValueError) as exc:
+        return f"{ERROR_PREFIX} {exc}", "error"
+
+
 def _decoded_videos(order, videos_dir, sampling: FrameSampling):
-    """(video_id, recs, outcome) per video: a `SampledVideo`, or an error row's text and kind.
-    Runs in the prefetch thread, so it writes nothing (the consumer emits)."""
+    """(video_id, recs, outcome) per video (`decode_video`). Runs in the prefetch thread, so it
+    writes nothing (the consumer emits)."""
     for video_id, recs in order:
-        try:
-            path = find_video(videos_dir, video_id)
-        except VideoError as exc:
-            yield video_id, recs, (f"{ERROR_PREFIX} {exc}", "error")
-            continue
-        if path is None:
-            yield video_id, recs, (f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}", "missing")
-            continue
-        try:
-            duration = video_duration(path, (r.duration_s for r in recs))
-            yield video_id, recs, sample_video(path, duration, sampling)
-        except (VideoError, ValueError) as exc:
-            yield video_id, recs, (f"{ERROR_PREFIX} {exc}", "error")
+        yield video_id, recs, decode_video(videos_dir, video_id, [r.duration_s for r in recs], sampling)
+
+
+def batched_grounding(runner, batch_size, entries: Iterable[tuple[Any, GroundingInput]]):
+    """(key, text) per entry, generated in batches that span videos: a batch's size is set by
+    its first item's frames (``auto``), it runs when full and at the end. The one batching of
+    both engines, so they put the same items in one ``generate`` call."""
+    batch: list[tuple[Any, GroundingInput]] = []
+    size = 0
+    for key, item in entries:
+        if not batch:
+            size = runner_batch_size(runner, batch_size, item.video.frames)
+        batch.append((key, item))
+        if len(batch) >= size:
+            yield from zip([k for k, _ in batch], generate_grounding(runner, [i for _, i in batch]), strict=True)
+            batch = []
+    if batch:
+        yield from zip([k for k, _ in batch], generate_grounding(runner, [i for _, i in batch]), strict=True)
 
 
 def by_visual_size(groups: dict[str, list], sampling: FrameSampling) -> list[tuple[str, list]]:
@@ -429,30 +461,71 @@ def _run_model(
     """Batches across videos, frames decoded in a prefetch thread while the model generates;
     rows are keyed by qid (written in the order batches finish)."""
     sampling = FrameSampling(fps=fps, max_frames=max_frames, max_side=max_side)
-    batch: list[tuple[GroundingRecord, GroundingInput]] = []
-    size = 0
-
-    def flush() -> None:
-        if not batch:
-            return
-        texts = generate_grounding(runner, [item for _, item in batch])
-        for (rec, _), text in zip(batch, texts, strict=True):
-            emit(rec, parse_answer(text), text)
-        batch.clear()
-
     order = by_visual_size(groups, sampling)
-    with Prefetch(_decoded_videos(order, videos_dir, sampling), PREFETCH_VIDEOS) as videos:
+
+    def entries(videos):
         for _video_id, recs, video in videos:
             stats.videos += 1
             if isinstance(video, tuple):
-                message, kind = video
                 for rec in recs:
-                    emit(rec, None, message, kind)
+                    emit(rec, None, *video)
                 continue
             for rec in recs:
-                if not batch:
-                    size = runner_batch_size(runner, batch_size, video.frames)
-                batch.append((rec, GroundingInput(video, rec.query)))
-                if len(batch) >= size:
-                    flush()
-        flush()
+                yield rec, GroundingInput(video, rec.query)
+
+    with Prefetch(_decoded_videos(order, videos_dir, sampling), PREFETCH_VIDEOS) as videos:
+        for rec, text in batched_grounding(runner, batch_size, entries(videos)):
+            emit(rec, parse_answer(text), text)
+
+
+class GroundingWorker:
+    """A Ray actor's work (`scenetg.eval.sharding`): it loads the MLLM once; each call takes
+    prepared videos (`prepare_video`) and returns, per video, its texts or its error."""
+
+    def __init__(self, model: str, dtype: str, device: str, max_new_tokens: int, decode: str,
+                 backend: str, batch_size: int | str):
+        self.runner = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
+        self.batch_size = batch_size
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        results = [{"group": it["group"]} for it in items]
+        entries = []
+        for n, it in enumerate(items):
+            if isinstance(it["video"], tuple):
+                results[n]["error"] = it["video"]
+            else:
+                results[n]["texts"] = [None] * len(it["queries"])
+                entries += [((n, k), GroundingInput(it["video"], q)) for k, q in enumerate(it["queries"])]
+        for (n, k), text in batched_grounding(self.runner, self.batch_size, entries):
+            results[n]["texts"][k] = text
+        return results
+
+
+def prepare_video(item: dict, videos_dir: str, sampling: FrameSampling) -> dict:
+    """A Ray CPU task: the item's video decoded (`decode_video`)."""
+    return {**item, "video": decode_video(videos_dir, item["video_id"], item["durations"], sampling)}
+
+
+def _run_model_ray(groups, videos_dir, model, settings: dict, batch_size, emit, stats, engine) -> None:
+    """`_run_model` on Ray: videos decoded in CPU tasks, queries batched in model actors."""
+    if not isinstance(model, (str, Path)):
+        raise ConfigError("--engine ray loads the model in each actor: give a model id or folder, "
+                          "not a loaded runner")
+    sampling = FrameSampling(fps=settings["fps"], max_frames=settings["max_frames"],
+                             max_side=settings["max_side"])
+    order = by_visual_size(groups, sampling)
+    items = [{"group": i, "video_id": vid, "durations": [r.duration_s for r in recs],
+              "queries": [r.query for r in recs]} for i, (vid, recs) in enumerate(order)]
+    prepare = functools.partial(prepare_video, videos_dir=str(videos_dir), sampling=sampling)
+    make_worker = functools.partial(
+        GroundingWorker, str(model), settings["dtype"], settings["device"],
+        settings["max_new_tokens"], settings["decode"], settings["backend"], batch_size)
+    for result in run_on_ray(items, prepare, make_worker, engine):
+        recs = order[result["group"]][1]
+        stats.videos += 1
+        if "error" in result:
+            for rec in recs:
+                emit(rec, None, *result["error"])
+            continue
+        for rec, text in zip(recs, result["texts"], strict=True):
+            emit(rec, parse_answer(text), text)
