@@ -27,6 +27,7 @@ from scenetg.eval.predictions import read_predictions
 from scenetg.eval.protocols import PROTOCOLS, get_protocol
 from scenetg.eval.qa_loaders import load_qa_report
 from scenetg.eval.report import format_markdown
+from scenetg.eval.sharding import ENGINES, EvalEngineConfig
 from scenetg.eval.suite import load_eval_config, run_eval_suite
 from scenetg.grounding.loaders import load_annotations
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
@@ -34,6 +35,18 @@ from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from scenetg.progress import rich_reporter
 
 PROTOCOL_NAMES = tuple(PROTOCOLS)
+ENGINE_HELP = ("local, or ray: videos decoded in Ray CPU tasks, queries batched in model actors "
+               "(one model each, a GPU each when the cluster has them); same rows as local.")
+ACTORS_HELP = "--engine ray: model actors (one per GPU to use)."
+RAY_ADDRESS_HELP = "--engine ray: cluster address (auto, ray://host:10001); default: start a local Ray."
+
+
+def engine_config(name: str, actors: int, ray_address: str | None) -> EvalEngineConfig:
+    """The engine of `ground` / `answer` from their options (errors name the option)."""
+    if name not in ENGINES:
+        raise ScenetgError(f"--engine: expected one of {', '.join(ENGINES)}, got {name!r}")
+    return EvalEngineConfig(name=name, ray_address=ray_address,
+                            model_actors=coerce_int("--actors", actors, min=1))
 
 
 @app.command("eval")
@@ -101,6 +114,9 @@ def ground(
     decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine for large evals; pip install 'scenetg\\[vllm]').")] = "transformers",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out made by another producer (model, method, settings) instead of refusing.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
+    actors: Annotated[int, typer.Option("--actors", help=ACTORS_HELP)] = 1,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Grounding inference: one predicted \\[start, end] per query, raw model text kept.
 
@@ -122,7 +138,8 @@ def ground(
                            max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
                            max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode,
-                           backend=backend, overwrite=overwrite)
+                           backend=backend, overwrite=overwrite,
+                           engine=engine_config(engine, actors, ray_address))
     out_console.print(stats.summary(), highlight=False)
     if stats.failed:
         console.print(f"finished; {stats.failed} of {stats.written} queries failed "
@@ -149,6 +166,9 @@ def answer(
     summary: Annotated[Path | None, typer.Option("--summary", help="Summary JSON path (default: next to --out).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine; pip install 'scenetg\\[vllm]').")] = "transformers",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out made by another producer (models, settings) instead of refusing.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
+    actors: Annotated[int, typer.Option("--actors", help=ACTORS_HELP)] = 1,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget.
 
@@ -171,7 +191,8 @@ def answer(
                             batch_size=batch, limit=limit, reporter=reporter,
                             dtype=dtype, device=device,
                             summary_path=summary_target, backend=backend,
-                            overwrite=overwrite)
+                            overwrite=overwrite,
+                            engine=engine_config(engine, actors, ray_address))
     out_console.print(format_answer_summary(result), highlight=False)
     if result.get("errors"):
         console.print(f"finished; {result['errors']} of {result['n']} questions failed "
@@ -184,10 +205,11 @@ def eval_suite(
     config: Annotated[Path, typer.Option("--config", "-c", help="Evaluation config (pipelines/eval.yaml).")],
     out: Annotated[str | None, typer.Option("--out", help="Output folder (overrides out).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Grounding MLLM (overrides model).")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="local or ray (overrides engine.name; engine.model_actors etc. in the config).")] = None,
 ) -> None:
     """Ground and score every benchmark x method in a config; writes report.md + IoU PNG."""
 
-    cfg = load_eval_config(config, {"out": out, "model": model})
+    cfg = load_eval_config(config, {"out": out, "model": model, "engine.name": engine})
     with rich_reporter(console) as reporter:
         _, report = run_eval_suite(cfg, reporter)
     out_console.print(report.read_text(), highlight=False)

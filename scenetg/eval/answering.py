@@ -12,6 +12,7 @@ Loaders read Video-MME, LongVideoBench and MLVU files (JSON, JSONL or Parquet) i
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -40,6 +41,7 @@ from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` call
     duration_group,
     load_qa,
 )
+from scenetg.eval.sharding import EvalEngineConfig, run_on_ray
 from scenetg.grounding.parsing import parse_answer, parse_choice
 from scenetg.grounding.prompts import (
     DEFAULT_FPS,
@@ -133,6 +135,7 @@ def answer(
     summary_path: str | Path | None = None,
     backend: str = "transformers",
     overwrite: bool = False,
+    engine: EvalEngineConfig | None = None,
 ) -> dict:
     """Run Ground-then-Answer and the uniform baseline on `records` (the first `limit`).
 
@@ -144,7 +147,8 @@ def answer(
     `summary_path` (default ``<out_path stem>.summary.json``); returns the summary. `backend`
     runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`). The
     producer (`answer_producer`) is recorded beside `out_path` as `ground` does; resuming rows of
-    another producer is a ConfigError unless `overwrite`.
+    another producer is a ConfigError unless `overwrite`. `engine` ``ray`` (model grounder
+    only) decodes each video's frames in a CPU task and runs both stages in model actors.
     """
     if grounder not in GROUNDERS:
         raise ConfigError(f"unknown grounder {grounder!r}; use one of {', '.join(GROUNDERS)}")
@@ -179,7 +183,18 @@ def answer(
         "fps": float(fps),
         "max_frames": int(max_frames),
     }
-    if pending:
+    on_ray = engine is not None and engine.name == "ray"
+    if on_ray and grounder != "model":
+        raise ConfigError("--engine ray runs --grounder model; run --grounder clip with --engine local")
+    if on_ray and pending:
+        settings = dict(grounder=grounder, n_frames=n_frames, context_fraction=context_fraction,
+                        context_s=context_s, fps=fps, max_frames=max_frames, batch_size=batch_size,
+                        max_side=max_side, max_new_tokens_ground=int(max_new_tokens_ground),
+                        max_new_tokens_answer=int(max_new_tokens_answer),
+                        clip_scales=tuple(clip_scales), clip_stride=float(clip_stride))
+        _answer_on_ray(pending, videos_dir, out, settings, answerer, grounder_model, dtype,
+                       device, backend, engine, reporter)
+    elif pending:
         two_mllms = grounder == "model" and grounder_model not in (None, answerer)
         share = vllm_memory_share(2 if two_mllms else 1)
         runner = as_runner(answerer, dtype, device, max_new_tokens_ground, "--answerer",
@@ -261,6 +276,64 @@ def answer_producer(
     if grounder == "clip":
         producer.update(clip_scales=[float(x) for x in clip_scales], clip_stride=float(clip_stride))
     return with_fingerprint(producer)
+
+
+def _answer_on_ray(pending, videos_dir, out: Path, settings: dict, answerer, grounder_model,
+                   dtype: str, device: str, backend: str, engine, reporter: Reporter) -> None:
+    """`answer`'s loop on Ray (`scenetg.eval.sharding`): rows appended as results arrive."""
+    for name, model in (("--answerer", answerer), ("--grounder-model", grounder_model)):
+        if model is not None and not isinstance(model, (str, Path)):
+            raise ConfigError(f"--engine ray loads the models in each actor: give {name} as an "
+                              "id or folder, not a loaded runner")
+    job = _Job(runner=None, ground_engine=None, **settings)
+    sampling = FrameSampling(job.fps, job.max_frames, job.max_side)
+    order = by_visual_size(group_by_video(pending), sampling)
+    items = [{"group": i, "video_id": vid, "recs": recs} for i, (vid, recs) in enumerate(order)]
+    prepare = functools.partial(_prepare_on_ray, job=job, videos_dir=str(videos_dir))
+    make_worker = functools.partial(
+        AnswerWorker, job, str(answerer), None if grounder_model is None else str(grounder_model),
+        dtype, device, backend)
+    reporter.start("answer", len(pending))
+    with out.open("a", encoding="utf-8") as fh:
+        for result in run_on_ray(items, prepare, make_worker, engine):
+            for row in result["rows"]:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                reporter.advance("answer")
+            fh.flush()
+
+
+def _prepare_on_ray(item: dict, job: _Job, videos_dir: str) -> dict:
+    """A Ray CPU task: the video's grounding and uniform frames (or its error rows)."""
+    return {**item, "video": job.prepare(videos_dir, item["video_id"], item["recs"])}
+
+
+class AnswerWorker:
+    """A Ray actor's work: loads the answerer (and a separate grounder) once; each call runs both
+    stages on prepared videos, batched across them (`_Job.chunk_rows`), one result per video."""
+
+    def __init__(self, job: _Job, answerer: str, grounder_model: str | None, dtype: str,
+                 device: str, backend: str):
+        two = grounder_model not in (None, answerer)
+        share = vllm_memory_share(2 if two else 1)
+        self.job = job
+        job.runner = as_runner(answerer, dtype, device, job.max_new_tokens_ground, "--answerer",
+                               backend=backend, gpu_memory_utilization=share)
+        job.ground_engine = job.runner if not two else as_runner(
+            grounder_model, dtype, device, job.max_new_tokens_ground, "--grounder-model",
+            backend=backend, gpu_memory_utilization=share)
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        videos = [it["video"] for it in items if not isinstance(it["video"], list)]
+        rows = self.job.chunk_rows(videos) if videos else []
+        results = []
+        for it in items:
+            if isinstance(it["video"], list):
+                results.append({"group": it["group"], "rows": it["video"]})
+            else:
+                n = len(it["video"].recs)
+                results.append({"group": it["group"], "rows": rows[:n]})
+                rows = rows[n:]
+        return results
 
 
 ANSWER_CHUNK_ITEMS = 32

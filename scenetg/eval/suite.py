@@ -20,6 +20,7 @@ from scenetg.eval.predictions import read_predictions
 from scenetg.eval.producer import PRODUCER_SUFFIX, producer_path
 from scenetg.eval.protocols import PROTOCOLS, get_protocol
 from scenetg.eval.report import EvalResult, write_eval_report
+from scenetg.eval.sharding import EvalEngineConfig
 from scenetg.grounding.loaders import HUB_PREFIX, load_annotations
 from scenetg.grounding.prompts import DEFAULT_MAX_SIDE
 from scenetg.models.clip import check_clip_available, load_clip
@@ -77,6 +78,9 @@ class EvalConfig:
     """More MLLMs to compare, each a method of its own: ``{trained: out/train/final}`` and
     ``methods: [model, trained, center]`` grounds with both the base and the trained model."""
     benchmarks: list[BenchmarkSpec] = field(default_factory=list, metadata={"custom": True})
+    engine: EvalEngineConfig = field(default_factory=EvalEngineConfig)
+    """Where the MLLM methods run: ``name: local`` or ``ray`` (model actors, as the build's
+    ``engine:``; `scenetg.eval.sharding`). Baselines run locally."""
 
     def validate(self) -> EvalConfig:
         """Every value coerced to its type and range through `scenetg.config_fields` (one line
@@ -242,10 +246,11 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
              **{name: (path, f"models.{name}") for name, path in cfg.models.items()
                 if name in cfg.methods}}
     share = vllm_memory_share(len(mllms))
-    for name, (path, flag) in mllms.items():
-        models[name] = load_runner(path, cfg.backend, dtype=cfg.dtype, device=cfg.device,
-                                   max_new_tokens=cfg.max_new_tokens, what=flag,
-                                   gpu_memory_utilization=share)
+    on_ray = cfg.engine.name == "ray"
+    for name, (path, flag) in mllms.items():  # under Ray, each actor loads its own
+        models[name] = path if on_ray else load_runner(
+            path, cfg.backend, dtype=cfg.dtype, device=cfg.device,
+            max_new_tokens=cfg.max_new_tokens, what=flag, gpu_memory_utilization=share)
     if "clip" in cfg.methods:
         models["clip"] = load_clip(cfg.clip_model, device=cfg.device)
     names = {"model": cfg.model, "clip": cfg.clip_model, **cfg.models}
@@ -260,7 +265,7 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
             preds_path = keyed_predictions(out / spec.name, method, producer)
             ground(records, spec.videos, preds_path, method=kind, model=models[method],
                    model_name=names.get(method), batch_size=cfg.batch_size, reporter=reporter,
-                   device=cfg.device, **settings)
+                   device=cfg.device, engine=cfg.engine if kind == "model" else None, **settings)
             predictions = read_predictions(preds_path)
             protocol = get_protocol(cfg.protocol_for(spec), cfg.strict)
             metrics = compute_metrics(records, predictions, protocol=protocol)
