@@ -44,6 +44,8 @@ class EvalEngineConfig:
     """GPUs per actor; `auto`: 1 when the cluster has one per actor, else a share, else 0."""
     model_cpus: float | str = field(default="auto", metadata={"custom": True})
     """CPUs per actor; `auto`: 1, or a share of what the decoding tasks leave."""
+    videos_per_call: int = field(default=VIDEOS_PER_CALL, metadata={"min": 1})
+    """Videos an actor takes per call; their queries are batched across them."""
 
     def __post_init__(self) -> None:
         coerce_fields(self, "engine")
@@ -86,7 +88,6 @@ def run_on_ray(
     prepare: Callable[[Any], Any],
     make_worker: Callable[[], Callable[[list], list]],
     eng: EvalEngineConfig,
-    videos_per_call: int = VIDEOS_PER_CALL,
 ) -> Iterator[Any]:
     """Each of `worker(prepared items)`'s results, in the order they finish. `prepare` runs in
     CPU tasks, `make_worker()` once in each of `eng.model_actors` actors; both must pickle (Ray
@@ -101,7 +102,7 @@ def run_on_ray(
     rows = [{"item": pickle.dumps(it, protocol=5)} for it in items]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows))
     ds = ds.map(lambda row: _prepare_row(prepare, row), num_cpus=DECODE_TASK_CPUS)
-    ds = ds.map_batches(_Actor, fn_constructor_args=(make_worker,), batch_size=videos_per_call,
+    ds = ds.map_batches(_Actor, fn_constructor_args=(make_worker,), batch_size=eng.videos_per_call,
                         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=eng.model_actors),
                         num_gpus=gpus or None, num_cpus=cpus)
     for row in ds.iter_rows():
