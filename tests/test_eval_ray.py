@@ -141,3 +141,21 @@ def test_ray_refuses_what_it_cannot_shard(videos, tmp_path):
         G.ground(_records(), videos, tmp_path / "p.jsonl", method="clip", model="x", engine=RAY2)
     with pytest.raises(ConfigError, match="--engine ray runs --grounder model"):
         A.answer([], videos, tmp_path / "a.jsonl", "x", grounder="clip", engine=RAY2)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_ground_on_ray_with_a_vllm_engine_per_actor(videos, tmp_path):
+    """`--backend vllm --engine ray`: each actor owns one vLLM engine (vLLM's data-parallel
+    pattern); rows as the local vLLM run's."""
+    pytest.importorskip("vllm")
+    ray = pytest.importorskip("ray")
+    from scenetg.models.tiny import make_tiny_qwen
+
+    model = make_tiny_qwen(tmp_path / "qwen64", vllm_compatible=True)
+    kw = dict(model=str(model), fps=2, max_frames=4, batch_size=4, max_new_tokens=8, backend="vllm")
+    G.ground(_records(), videos, tmp_path / "local.jsonl", **kw)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20)
+    G.ground(_records(), videos, tmp_path / "ray.jsonl", engine=EvalEngineConfig(name="ray"), **kw)
+    assert _sorted_lines(tmp_path / "ray.jsonl") == _sorted_lines(tmp_path / "local.jsonl")
