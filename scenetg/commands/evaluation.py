@@ -22,13 +22,15 @@ from scenetg.eval.answering import (
 from scenetg.eval.answering import answer as run_answer
 from scenetg.eval.baselines import DEFAULT_CENTER_FRACTION
 from scenetg.eval.grounding import ground as run_ground
-from scenetg.eval.metrics import compute_metrics, match_warnings
+from scenetg.eval.metrics import compute_metrics, match_warnings, resolve_protocol
 from scenetg.eval.predictions import read_predictions
 from scenetg.eval.protocols import PROTOCOLS, get_protocol
 from scenetg.eval.qa_loaders import load_qa_report
 from scenetg.eval.report import format_markdown
 from scenetg.eval.sharding import ENGINES, EvalEngineConfig
 from scenetg.eval.suite import load_eval_config, run_eval_suite
+from scenetg.eval.uncertainty import DEFAULT_RESAMPLES, DEFAULT_SEED
+from scenetg.grounding.candidates import DEFAULT_NMS_IOU, DEFAULT_TEMPERATURE
 from scenetg.grounding.loaders import load_annotations
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -61,22 +63,28 @@ def eval_(
     split: Annotated[str | None, typer.Option("--split", help="Split of a SceneTG dataset.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here (default: next to the predictions).")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Resamples of the 95% bootstrap interval over queries of each R1 and mIoU (0: none).")] = DEFAULT_RESAMPLES,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")] = DEFAULT_SEED,
 ) -> None:
-    """Temporal grounding metrics: R1@0.3/0.5/0.7 and mIoU, by GT length too."""
+    """Temporal grounding metrics: R1@0.3/0.5/0.7 and mIoU (with 95% bootstrap intervals), by GT
+    length too; R@k over ranked windows where the protocol names it (ego4d_nlq, mad)."""
     import json
 
 
     chosen = get_protocol(protocol, strict)  # a bad name fails before any file is read
+    resamples = coerce_int("--bootstrap", bootstrap, min=0)
     target = out or predictions.with_suffix(".metrics.json")
     check_output_file(target, "--out")
     if target.resolve() == predictions.resolve():
         raise ScenetgError(f"--out {target}: is the predictions file; give another path")
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
-                                       videos_dir=videos, split=split)
+                                       videos_dir=videos, split=split,
+                                       keep_no_text=chosen.keep_no_text)
+    chosen = resolve_protocol(chosen, report.format, records)
     if report.has_issues:
         console.print(report.summary(), highlight=False)
     preds = read_predictions(predictions)
-    metrics = compute_metrics(records, preds, protocol=chosen)
+    metrics = compute_metrics(records, preds, protocol=chosen, bootstrap=resamples, seed=seed)
     warnings, nothing_matched = match_warnings(metrics, predictions)
     if preds.duplicates:
         warnings.append(f"{predictions}: {preds.duplicates} line(s) repeat a qid with the same "
@@ -113,12 +121,17 @@ def ground(
     center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
     decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine for large evals; pip install 'scenetg\\[vllm]').")] = "transformers",
+    candidates: Annotated[int, typer.Option("--candidates", help="K ranked windows per query (for R@k): method model samples K answers at --temperature, adds the greedy one, ranks them by sequence log-prob and drops overlaps above --nms-iou; method clip ranks its sliding windows. 1: one window.")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature of --candidates.")] = DEFAULT_TEMPERATURE,
+    nms_iou: Annotated[float, typer.Option("--nms-iou", help="Candidates overlapping a better one by more than this IoU are dropped.")] = DEFAULT_NMS_IOU,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --candidates samples.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out made by another producer (model, method, settings) instead of refusing.")] = False,
     engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
     actors: Annotated[int, typer.Option("--actors", help=ACTORS_HELP)] = 1,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
-    """Grounding inference: one predicted \\[start, end] per query, raw model text kept.
+    """Grounding inference: one predicted \\[start, end] per query, raw model text kept (with
+    --candidates K, also K ranked windows).
 
     Exit 3 when some queries failed (video missing or unreadable; their rows say why)."""
 
@@ -138,8 +151,10 @@ def ground(
                            max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
                            max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode,
-                           backend=backend, overwrite=overwrite,
-                           engine=engine_config(engine, actors, ray_address))
+                           backend=backend, candidates=coerce_int("--candidates", candidates, min=1),
+                           temperature=coerce_float("--temperature", temperature, min=0.0, min_open=True),
+                           nms_iou=coerce_float("--nms-iou", nms_iou, min=0.0, max=1.0), seed=seed,
+                           overwrite=overwrite, engine=engine_config(engine, actors, ray_address))
     out_console.print(stats.summary(), highlight=False)
     if stats.failed:
         console.print(f"finished; {stats.failed} of {stats.written} queries failed "
