@@ -82,6 +82,9 @@ def test_other_settings_and_a_file_with_no_record_are_refused(videos, tmp_path):
     G.ground(_records(), videos, out, model=FakeRunner(), model_name="m", max_frames=6)
     with pytest.raises(ConfigError, match=r"max_frames: 6 -> 8"):
         G.ground(_records(), videos, out, model=FakeRunner(), model_name="m", max_frames=8)
+    with pytest.raises(ConfigError, match=r"candidates: None -> \{'k': 3, 'nms_iou': 0.5"):
+        G.ground(_records(), videos, out, model=FakeRunner(), model_name="m", max_frames=6,
+                 candidates=3, nms_iou=0.5)
     producer_path(out).unlink()  # a file from before producers were recorded
     with pytest.raises(ConfigError, match=r"no producer record \(p.producer.json\)"):
         G.ground(_records(), videos, out, model=FakeRunner(), model_name="m", max_frames=6)

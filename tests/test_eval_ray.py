@@ -139,6 +139,8 @@ def test_eval_suite_engine_ray_same_metrics(ray_cluster, videos, tiny_models, tm
 def test_ray_refuses_what_it_cannot_shard(videos, tmp_path):
     with pytest.raises(ConfigError, match="--engine ray runs method model"):
         G.ground(_records(), videos, tmp_path / "p.jsonl", method="clip", model="x", engine=RAY2)
+    with pytest.raises(ConfigError, match="run method clip or --candidates with --engine local"):
+        G.ground(_records(), videos, tmp_path / "p2.jsonl", model="x", candidates=3, engine=RAY2)
     with pytest.raises(ConfigError, match="--engine ray runs --grounder model"):
         A.answer([], videos, tmp_path / "a.jsonl", "x", grounder="clip", engine=RAY2)
 
