@@ -28,6 +28,7 @@ BENCHES = [
     ("Captions batched across videos (CPU, tiny model)", "bench_caption_batches"),
     ("CLIP filter batched across videos (CPU, tiny CLIP)", "bench_clip_batches"),
     ("Grounding batches: longest video first vs annotation order (CPU, tiny model)", "bench_ground_batches"),
+    ("Ground on Ray: 1 vs 2 model actors (CPU, tiny model)", "bench_eval_ray"),
     ("One grounding generate call: decode steps and our per-step work (CPU, tiny model)", "bench_decode_steps"),
     ("A GRPO rollout decode step vs a grounding decode step (CPU, tiny model)", "bench_rollout_steps"),
     ("Vision windows: one attention call per window length (CPU, 7B vision geometry)", "bench_vision_windows"),

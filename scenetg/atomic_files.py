@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from scenetg.errors import ConfigError
+
 
 def current_umask() -> int:
     """The process umask, read without changing it where Linux allows (no race with threads)."""
@@ -114,3 +116,18 @@ def save_png(fig, path: Path) -> Path:
     plt.close(fig)
     write_bytes_atomic(path, buf.getvalue())
     return path
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """A one-line ConfigError unless `path` can be written as a regular file: not a folder, not
+    a device or pipe, and not below a file (``out.jsonl/x``). `flag` names the option to fix."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; give a file path")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{flag} {path}: not a regular file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder")
+            break

@@ -217,14 +217,19 @@ def test_predictions_roundtrip(tmp_path):
         append_prediction(fh, "c", (float("nan"), 2.0), "nan")
         fh.write("\n")
         fh.write(json.dumps({"qid": "d", "pred": [1, 2, 3], "raw": ""}) + "\n")
-        append_prediction(fh, "a", (2.0, 4.0), "re-run wins")
-    assert read_predictions(path) == {"a": (2.0, 4.0), "12404": None, "c": None, "d": None}
+        append_prediction(fh, "a", (1.5, 3.0), "the same again: counted once")
+    assert read_predictions(path) == {"a": (1.5, 3.0), "12404": None, "c": None, "d": None}
+    assert read_predictions(path).duplicates == 1
     assert (
         json.loads(path.read_text(encoding="utf-8").splitlines()[1])["raw"] == "no idea — ünïcode"
     )
     records = [rec("12404", [(0, 1)]), rec("a", [(2, 4)])]
     m = compute_metrics(records, read_predictions(path))
-    assert (m["invalid"], m["missing"], m["extra"], m["mIoU"]) == (1, 0, 2, 50.0)
+    assert (m["invalid"], m["missing"], m["extra"], m["mIoU"]) == (1, 0, 2, 20.0)  # a: IoU 1 / 2.5
+    with path.open("a", encoding="utf-8") as fh:  # a qid with two different predictions
+        append_prediction(fh, "a", (2.0, 4.0), "which one?")
+    with pytest.raises(ScenetgError, match=r"preds.jsonl:7: qid 'a' again with another prediction"):
+        read_predictions(path)
 
 
 @pytest.mark.parametrize(
@@ -255,8 +260,8 @@ def test_prediction_set_from_file_aligns_like_a_dict(tmp_path):
     from scenetg.grounding.records import GroundingRecord
 
     records = [GroundingRecord(f"q{i}", "v", 100.0, "x", [(10.0 * i, 10.0 * i + 8)]) for i in range(6)]
-    lines = [{"qid": "q0", "pred": [0, 8]}, {"qid": "q1", "pred": None}, {"qid": "q2", "pred": [20, 30]},
-             {"qid": "q2", "pred": [21, 29]}, {"qid": "q4", "pred": [45, 40]}, {"qid": "zz", "pred": [1, 2]},
+    lines = [{"qid": "q0", "pred": [0, 8]}, {"qid": "q1", "pred": None}, {"qid": "q2", "pred": [21, 29]},
+             {"qid": "q2", "pred": [21.0, 29]}, {"qid": "q4", "pred": [45, 40]}, {"qid": "zz", "pred": [1, 2]},
              {"qid": "q5", "pred": [50, 58]}]
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))

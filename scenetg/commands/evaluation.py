@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from scenetg.atomic_files import write_json_atomic
+from scenetg.atomic_files import check_output_file, write_json_atomic
 from scenetg.commands.app import app, console, out_console
 from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
 from scenetg.errors import ScenetgError
@@ -27,6 +27,7 @@ from scenetg.eval.predictions import read_predictions
 from scenetg.eval.protocols import PROTOCOLS, get_protocol
 from scenetg.eval.qa_loaders import load_qa_report
 from scenetg.eval.report import format_markdown
+from scenetg.eval.sharding import ENGINES, EvalEngineConfig
 from scenetg.eval.suite import load_eval_config, run_eval_suite
 from scenetg.eval.uncertainty import DEFAULT_RESAMPLES, DEFAULT_SEED
 from scenetg.grounding.candidates import DEFAULT_NMS_IOU, DEFAULT_TEMPERATURE
@@ -36,6 +37,18 @@ from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from scenetg.progress import rich_reporter
 
 PROTOCOL_NAMES = tuple(PROTOCOLS)
+ENGINE_HELP = ("local, or ray: videos decoded in Ray CPU tasks, queries batched in model actors "
+               "(one model each, a GPU each when the cluster has them); same rows as local.")
+ACTORS_HELP = "--engine ray: model actors (one per GPU to use)."
+RAY_ADDRESS_HELP = "--engine ray: cluster address (auto, ray://host:10001); default: start a local Ray."
+
+
+def engine_config(name: str, actors: int, ray_address: str | None) -> EvalEngineConfig:
+    """The engine of `ground` / `answer` from their options (errors name the option)."""
+    if name not in ENGINES:
+        raise ScenetgError(f"--engine: expected one of {', '.join(ENGINES)}, got {name!r}")
+    return EvalEngineConfig(name=name, ray_address=ray_address,
+                            model_actors=coerce_int("--actors", actors, min=1))
 
 
 @app.command("eval")
@@ -60,26 +73,32 @@ def eval_(
 
     chosen = get_protocol(protocol, strict)  # a bad name fails before any file is read
     resamples = coerce_int("--bootstrap", bootstrap, min=0)
+    target = out or predictions.with_suffix(".metrics.json")
+    check_output_file(target, "--out")
+    if target.resolve() == predictions.resolve():
+        raise ScenetgError(f"--out {target}: is the predictions file; give another path")
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split,
                                        keep_no_text=chosen.keep_no_text)
     chosen = resolve_protocol(chosen, report.format, records)
     if report.has_issues:
         console.print(report.summary(), highlight=False)
-    metrics = compute_metrics(records, read_predictions(predictions), protocol=chosen,
-                              bootstrap=resamples, seed=seed)
-    target = out or predictions.with_suffix(".metrics.json")
+    preds = read_predictions(predictions)
+    metrics = compute_metrics(records, preds, protocol=chosen, bootstrap=resamples, seed=seed)
+    warnings, nothing_matched = match_warnings(metrics, predictions)
+    if preds.duplicates:
+        warnings.append(f"{predictions}: {preds.duplicates} line(s) repeat a qid with the same "
+                        "prediction (counted once)")
+    if nothing_matched:  # a failed eval writes no metrics file (an old one stays as it was)
+        raise ScenetgError(nothing_matched)
     write_json_atomic(target, metrics)
     if json_out:
         print(json.dumps(metrics, sort_keys=True))
     else:
         out_console.print(format_markdown(metrics), highlight=False)
         console.print(f"metrics: {target}")
-    warnings, nothing_matched = match_warnings(metrics, predictions)
     for line in warnings:
         sys.stderr.write(f"warning: {line}\n")
-    if nothing_matched:
-        raise ScenetgError(nothing_matched)
 
 
 @app.command()
@@ -106,9 +125,15 @@ def ground(
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature of --candidates.")] = DEFAULT_TEMPERATURE,
     nms_iou: Annotated[float, typer.Option("--nms-iou", help="Candidates overlapping a better one by more than this IoU are dropped.")] = DEFAULT_NMS_IOU,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --candidates samples.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out made by another producer (model, method, settings) instead of refusing.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
+    actors: Annotated[int, typer.Option("--actors", help=ACTORS_HELP)] = 1,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Grounding inference: one predicted \\[start, end] per query, raw model text kept (with
-    --candidates K, also K ranked windows)."""
+    --candidates K, also K ranked windows).
+
+    Exit 3 when some queries failed (video missing or unreadable; their rows say why)."""
 
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split)
@@ -116,7 +141,10 @@ def ground(
         console.print(report.summary(), highlight=False)
     if method in ("model", "clip") and not model:
         raise ScenetgError(f"--method {method} needs --model")
-    fraction: float | str = center_fraction if center_fraction == "auto" else float(center_fraction)
+    fraction: float | str = "auto" if center_fraction.strip().lower() == "auto" else coerce_float(
+        "--center-fraction", center_fraction, min=0.0, max=1.0, min_open=True)
+    fps = coerce_float("--fps", fps, min=0.0, min_open=True)
+    limit = None if limit is None else coerce_int("--limit", limit, min=0)
     batch = coerce_batch_size("--batch-size", batch_size)
     with rich_reporter(console) as reporter:
         stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
@@ -125,8 +153,13 @@ def ground(
                            max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode,
                            backend=backend, candidates=coerce_int("--candidates", candidates, min=1),
                            temperature=coerce_float("--temperature", temperature, min=0.0, min_open=True),
-                           nms_iou=coerce_float("--nms-iou", nms_iou, min=0.0, max=1.0), seed=seed)
+                           nms_iou=coerce_float("--nms-iou", nms_iou, min=0.0, max=1.0), seed=seed,
+                           overwrite=overwrite, engine=engine_config(engine, actors, ray_address))
     out_console.print(stats.summary(), highlight=False)
+    if stats.failed:
+        console.print(f"finished; {stats.failed} of {stats.written} queries failed "
+                      f"(video missing or unreadable; see their rows in {out})", highlight=False)
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -147,10 +180,22 @@ def answer(
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",
     summary: Annotated[Path | None, typer.Option("--summary", help="Summary JSON path (default: next to --out).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine; pip install 'scenetg\\[vllm]').")] = "transformers",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an --out made by another producer (models, settings) instead of refusing.")] = False,
+    engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
+    actors: Annotated[int, typer.Option("--actors", help=ACTORS_HELP)] = 1,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
-    """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
+    """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget.
+
+    Exit 3 when some questions failed (video missing or unreadable)."""
 
     batch = coerce_batch_size("--batch-size", batch_size)
+    context_fraction = coerce_float("--context-fraction", context_fraction, min=0.0)
+    context_s = coerce_float("--context-s", context_s, min=0.0)
+    frames = coerce_int("--frames", frames, min=1)
+    limit = None if limit is None else coerce_int("--limit", limit, min=0)
+    summary_target = summary or out.with_suffix(".summary.json")
+    check_output_file(summary_target, "--summary")
     records, qa_report = load_qa_report(qa, qa_format)
     if qa_report.no_answer:
         sys.stderr.write(f"warning: {qa_report.summary()}\n")
@@ -160,9 +205,14 @@ def answer(
                             context_fraction=context_fraction, context_s=context_s,
                             batch_size=batch, limit=limit, reporter=reporter,
                             dtype=dtype, device=device,
-                            summary_path=summary or out.with_suffix(".summary.json"),
-                            backend=backend)
+                            summary_path=summary_target, backend=backend,
+                            overwrite=overwrite,
+                            engine=engine_config(engine, actors, ray_address))
     out_console.print(format_answer_summary(result), highlight=False)
+    if result.get("errors"):
+        console.print(f"finished; {result['errors']} of {result['n']} questions failed "
+                      f"(video missing or unreadable; see their rows in {out})", highlight=False)
+        raise typer.Exit(3)
 
 
 @app.command("eval-suite")
@@ -170,10 +220,11 @@ def eval_suite(
     config: Annotated[Path, typer.Option("--config", "-c", help="Evaluation config (pipelines/eval.yaml).")],
     out: Annotated[str | None, typer.Option("--out", help="Output folder (overrides out).")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Grounding MLLM (overrides model).")] = None,
+    engine: Annotated[str | None, typer.Option("--engine", help="local or ray (overrides engine.name; engine.model_actors etc. in the config).")] = None,
 ) -> None:
     """Ground and score every benchmark x method in a config; writes report.md + IoU PNG."""
 
-    cfg = load_eval_config(config, {"out": out, "model": model})
+    cfg = load_eval_config(config, {"out": out, "model": model, "engine.name": engine})
     with rich_reporter(console) as reporter:
         _, report = run_eval_suite(cfg, reporter)
     out_console.print(report.read_text(), highlight=False)

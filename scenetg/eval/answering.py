@@ -12,6 +12,7 @@ Loaders read Video-MME, LongVideoBench and MLVU files (JSON, JSONL or Parquet) i
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scenetg.atomic_files import write_bytes_atomic
-from scenetg.config_fields import coerce_batch_size
+from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
 from scenetg.errors import ConfigError, VideoError
 from scenetg.eval.answer_summary import format_answer_summary, summarize_answers  # noqa: F401
 from scenetg.eval.baselines import (
@@ -32,6 +33,7 @@ from scenetg.eval.baselines import (
     clip_ground_video,
 )
 from scenetg.eval.grounding import ERROR_PREFIX, by_visual_size, group_by_video, read_done_rows
+from scenetg.eval.producer import describe_model, prepare_output, prompt_version, with_fingerprint
 from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` callers load QA here
     DURATION_GROUPS,
     QA_FORMATS,
@@ -39,6 +41,7 @@ from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` call
     duration_group,
     load_qa,
 )
+from scenetg.eval.sharding import EvalEngineConfig, run_on_ray
 from scenetg.grounding.parsing import parse_answer, parse_choice
 from scenetg.grounding.prompts import (
     DEFAULT_FPS,
@@ -131,6 +134,8 @@ def answer(
     clip_stride: float = CLIP_STRIDE,
     summary_path: str | Path | None = None,
     backend: str = "transformers",
+    overwrite: bool = False,
+    engine: EvalEngineConfig | None = None,
 ) -> dict:
     """Run Ground-then-Answer and the uniform baseline on `records` (the first `limit`).
 
@@ -140,24 +145,33 @@ def answer(
     arms see `n_frames` frames. Appends one row per question to `out_path` (resumable like
     `ground`: done qids skipped, error rows retried) and writes the summary JSON to
     `summary_path` (default ``<out_path stem>.summary.json``); returns the summary. `backend`
-    runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`).
+    runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`). The
+    producer (`answer_producer`) is recorded beside `out_path` as `ground` does; resuming rows of
+    another producer is a ConfigError unless `overwrite`. `engine` ``ray`` (model grounder
+    only) decodes each video's frames in a CPU task and runs both stages in model actors.
     """
     if grounder not in GROUNDERS:
         raise ConfigError(f"unknown grounder {grounder!r}; use one of {', '.join(GROUNDERS)}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     batch_size = coerce_batch_size("batch_size", batch_size)
-    if n_frames < 1 or fps <= 0 or max_frames < 1:
-        raise ConfigError("n_frames and max_frames must be >= 1, fps > 0")
-    if context_fraction < 0 or context_s < 0:
-        raise ConfigError("context_fraction and context_s must be >= 0")
-    if limit is not None and limit < 0:
-        raise ConfigError("limit must be >= 0")
+    n_frames = coerce_int("n_frames", n_frames, min=1)
+    fps = coerce_float("fps", fps, min=0.0, min_open=True)
+    max_frames = coerce_int("max_frames", max_frames, min=1)
+    context_fraction = coerce_float("context_fraction", context_fraction, min=0.0)
+    context_s = coerce_float("context_s", context_s, min=0.0)
+    limit = None if limit is None else coerce_int("limit", limit, min=0)
     t0 = time.perf_counter()
     reporter = reporter or Reporter()
     todo = list(records)[: limit if limit is not None else None]
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(out, answer_producer(
+        answerer, grounder, grounder_model, n_frames=n_frames, context_fraction=context_fraction,
+        context_s=context_s, fps=fps, max_frames=max_frames, max_side=max_side, backend=backend,
+        dtype=dtype, max_new_tokens_ground=max_new_tokens_ground,
+        max_new_tokens_answer=max_new_tokens_answer, clip_scales=clip_scales,
+        clip_stride=clip_stride,
+    ), overwrite)
     done = {q for q, row in read_done_rows(out).items() if not row.get("error")}
     pending = [r for r in todo if str(r.qid) not in done]
 
@@ -169,7 +183,18 @@ def answer(
         "fps": float(fps),
         "max_frames": int(max_frames),
     }
-    if pending:
+    on_ray = engine is not None and engine.name == "ray"
+    if on_ray and grounder != "model":
+        raise ConfigError("--engine ray runs --grounder model; run --grounder clip with --engine local")
+    if on_ray and pending:
+        settings = dict(grounder=grounder, n_frames=n_frames, context_fraction=context_fraction,
+                        context_s=context_s, fps=fps, max_frames=max_frames, batch_size=batch_size,
+                        max_side=max_side, max_new_tokens_ground=int(max_new_tokens_ground),
+                        max_new_tokens_answer=int(max_new_tokens_answer),
+                        clip_scales=tuple(clip_scales), clip_stride=float(clip_stride))
+        _answer_on_ray(pending, videos_dir, out, settings, answerer, grounder_model, dtype,
+                       device, backend, engine, reporter)
+    elif pending:
         two_mllms = grounder == "model" and grounder_model not in (None, answerer)
         share = vllm_memory_share(2 if two_mllms else 1)
         runner = as_runner(answerer, dtype, device, max_new_tokens_ground, "--answerer",
@@ -225,6 +250,90 @@ def answer(
     write_bytes_atomic(target, (json.dumps(summary, indent=2, ensure_ascii=False) + "\n").encode())
     summary["summary_path"] = str(target)
     return summary
+
+
+def answer_producer(
+    answerer: Any, grounder: str, grounder_model: Any, *, n_frames: int, context_fraction: float,
+    context_s: float, fps: float, max_frames: int, max_side: int | None, backend: str, dtype: str,
+    max_new_tokens_ground: int, max_new_tokens_answer: int, clip_scales: Sequence[float],
+    clip_stride: float,
+) -> dict[str, Any]:
+    """What an `answer` run's rows depend on (its sidecar, `scenetg.eval.producer`)."""
+    ground_ref = grounder_model if grounder_model is not None else answerer
+    grounder_desc = describe_model(ground_ref)
+    producer: dict[str, Any] = {
+        "task": "answer",
+        "answerer": describe_model(answerer),
+        "grounder": grounder,
+        "grounder_model": grounder_desc,
+        "n_frames": n_frames, "context_fraction": context_fraction, "context_s": context_s,
+        "fps": fps, "max_frames": max_frames, "max_side": max_side,
+        "backend": backend, "dtype": dtype,
+        "prompt_version": {"ground": prompt_version("ground"), "answer": prompt_version("answer")},
+        "decoding": {"greedy": True, "max_new_tokens_ground": int(max_new_tokens_ground),
+                     "max_new_tokens_answer": int(max_new_tokens_answer)},
+    }
+    if grounder == "clip":
+        producer.update(clip_scales=[float(x) for x in clip_scales], clip_stride=float(clip_stride))
+    return with_fingerprint(producer)
+
+
+def _answer_on_ray(pending, videos_dir, out: Path, settings: dict, answerer, grounder_model,
+                   dtype: str, device: str, backend: str, engine, reporter: Reporter) -> None:
+    """`answer`'s loop on Ray (`scenetg.eval.sharding`): rows appended as results arrive."""
+    for name, model in (("--answerer", answerer), ("--grounder-model", grounder_model)):
+        if model is not None and not isinstance(model, (str, Path)):
+            raise ConfigError(f"--engine ray loads the models in each actor: give {name} as an "
+                              "id or folder, not a loaded runner")
+    job = _Job(runner=None, ground_engine=None, **settings)
+    sampling = FrameSampling(job.fps, job.max_frames, job.max_side)
+    order = by_visual_size(group_by_video(pending), sampling)
+    items = [{"group": i, "video_id": vid, "recs": recs} for i, (vid, recs) in enumerate(order)]
+    prepare = functools.partial(_prepare_on_ray, job=job, videos_dir=str(videos_dir))
+    make_worker = functools.partial(
+        AnswerWorker, job, str(answerer), None if grounder_model is None else str(grounder_model),
+        dtype, device, backend)
+    reporter.start("answer", len(pending))
+    with out.open("a", encoding="utf-8") as fh:
+        for result in run_on_ray(items, prepare, make_worker, engine):
+            for row in result["rows"]:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                reporter.advance("answer")
+            fh.flush()
+
+
+def _prepare_on_ray(item: dict, job: _Job, videos_dir: str) -> dict:
+    """A Ray CPU task: the video's grounding and uniform frames (or its error rows)."""
+    return {**item, "video": job.prepare(videos_dir, item["video_id"], item["recs"])}
+
+
+class AnswerWorker:
+    """A Ray actor's work: loads the answerer (and a separate grounder) once; each call runs both
+    stages on prepared videos, batched across them (`_Job.chunk_rows`), one result per video."""
+
+    def __init__(self, job: _Job, answerer: str, grounder_model: str | None, dtype: str,
+                 device: str, backend: str):
+        two = grounder_model not in (None, answerer)
+        share = vllm_memory_share(2 if two else 1)
+        self.job = job
+        job.runner = as_runner(answerer, dtype, device, job.max_new_tokens_ground, "--answerer",
+                               backend=backend, gpu_memory_utilization=share)
+        job.ground_engine = job.runner if not two else as_runner(
+            grounder_model, dtype, device, job.max_new_tokens_ground, "--grounder-model",
+            backend=backend, gpu_memory_utilization=share)
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        videos = [it["video"] for it in items if not isinstance(it["video"], list)]
+        rows = self.job.chunk_rows(videos) if videos else []
+        results = []
+        for it in items:
+            if isinstance(it["video"], list):
+                results.append({"group": it["group"], "rows": it["video"]})
+            else:
+                n = len(it["video"].recs)
+                results.append({"group": it["group"], "rows": rows[:n]})
+                rows = rows[n:]
+        return results
 
 
 ANSWER_CHUNK_ITEMS = 32

@@ -21,6 +21,7 @@ whose ``raw`` starts with ``"error:"`` (a missing or broken video), which are re
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -30,7 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scenetg.config_fields import coerce_batch_size
+from scenetg.atomic_files import write_bytes_atomic
+from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
 from scenetg.errors import ConfigError, ScenetgError, VideoError
 from scenetg.eval.baselines import (
     CLIP_SCALES,
@@ -43,6 +45,8 @@ from scenetg.eval.baselines import (
     mean_relative_length,
 )
 from scenetg.eval.predictions import append_prediction
+from scenetg.eval.producer import describe_model, prepare_output, prompt_version, with_fingerprint
+from scenetg.eval.sharding import EvalEngineConfig, run_on_ray
 from scenetg.grounding.candidates import DEFAULT_NMS_IOU, DEFAULT_TEMPERATURE, rank_candidates
 from scenetg.grounding.parsing import parse_answer
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
@@ -91,6 +95,11 @@ class GroundStats:
     """Queries whose video could not be read (pred null, raw "error: ...")."""
     videos: int = 0
     seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        """Queries written as error rows (video missing or unreadable); the CLI exits 3."""
+        return self.missing_videos + self.video_errors
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -166,6 +175,48 @@ def is_error_row(row: dict, key: str = "raw") -> bool:
     return isinstance(value, str) and value.startswith(ERROR_PREFIX)
 
 
+def resume_rows(out: Path) -> set[str]:
+    """qids finished in `out`. Error rows (to be retried) are dropped from the file first, in one
+    atomic rewrite, so a retried qid never appears twice (`read_predictions` refuses a qid with
+    two different predictions)."""
+    rows = read_done_rows(out)
+    if not any(is_error_row(row) for row in rows.values()):
+        return set(rows)
+    keep = [line for line in out.read_bytes().splitlines(keepends=True)
+            if line.strip() and not is_error_row(json.loads(line))]
+    write_bytes_atomic(out, b"".join(keep))
+    return {q for q, row in rows.items() if not is_error_row(row)}
+
+
+def grounding_producer(
+    method: str, model: Any = None, *, model_name: str | None = None, fps: float, max_frames: int,
+    max_side: int | None, backend: str, dtype: str, max_new_tokens: int,
+    center_fraction: float | None = None, clip_scales: Sequence[float] = CLIP_SCALES,
+    clip_stride: float = CLIP_STRIDE, candidates: tuple = (1, DEFAULT_TEMPERATURE, DEFAULT_NMS_IOU, 0),
+) -> dict[str, Any]:
+    """What a `ground` run's predictions depend on (the predictions file's sidecar): the method,
+    its model (path or id and content fingerprint) and every setting that changes its output."""
+    producer: dict[str, Any] = {"task": "ground", "method": method}
+    if method == "center":
+        producer["center_fraction"] = center_fraction
+    else:
+        producer.update(describe_model(model, model_name))
+        producer.update(fps=float(fps), max_frames=int(max_frames))
+    if method == "clip":
+        producer.update(clip_scales=[float(x) for x in clip_scales], clip_stride=float(clip_stride))
+    if method == "model":
+        producer.update(
+            backend=backend, dtype=dtype, max_side=max_side, prompt_version=prompt_version("ground"),
+            decoding={"greedy": True, "max_new_tokens": int(max_new_tokens)},
+        )
+    k, temperature, nms_iou, seed = candidates
+    if k > 1:  # ranked windows: how they were drawn changes them (greedy rows do not have these)
+        producer["candidates"] = {"k": int(k), "nms_iou": float(nms_iou)}
+        if method == "model":
+            producer["candidates"].update(temperature=float(temperature), seed=int(seed))
+    return with_fingerprint(producer)
+
+
 # ------------------------------------------------------------------------------------ ground
 
 
@@ -194,6 +245,9 @@ def ground(
     temperature: float = DEFAULT_TEMPERATURE,
     nms_iou: float = DEFAULT_NMS_IOU,
     seed: int = 0,
+    overwrite: bool = False,
+    model_name: str | None = None,
+    engine: EvalEngineConfig | None = None,
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -207,6 +261,12 @@ def ground(
     `candidates` K > 1: ranked windows per query (module docstring); `seed` seeds the samples
     (each batch from `seed` and its first qid, so the same inputs and batch size give the
     same candidates).
+
+    The producer (`grounding_producer`) goes to the sidecar ``<out stem>.producer.json``; resuming
+    a file of another producer is a ConfigError unless `overwrite` (`eval.producer`). `model_name`
+    records a loaded `model` under its path. `engine` (`scenetg.eval.sharding`): ``local``
+    (default) or ``ray``, which shards method ``model`` over model actors (the same rows; greedy
+    only).
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -216,33 +276,43 @@ def ground(
         raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if fps <= 0 or max_frames < 1:
-        raise ConfigError("fps must be > 0, max_frames >= 1")
-    if limit is not None and limit < 0:
-        raise ConfigError("limit must be >= 0")
+    fps = coerce_float("fps", fps, min=0.0, min_open=True)
+    max_frames = coerce_int("max_frames", max_frames, min=1)
+    max_new_tokens = coerce_int("max_new_tokens", max_new_tokens, min=1)
+    limit = None if limit is None else coerce_int("limit", limit, min=0)
     _check_candidates(method, candidates, temperature, nms_iou)
+    on_ray = engine is not None and engine.name == "ray"
+    if on_ray and (method == "clip" or candidates > 1):
+        raise ConfigError("--engine ray runs method model with greedy answers; run method clip "
+                          "or --candidates with --engine local")
     fraction = _center_fraction(center_fraction, records) if method == "center" else None
     reporter = reporter or Reporter()
     todo = list(records)[: limit if limit is not None else None]
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = {q for q, row in read_done_rows(out).items() if not is_error_row(row)}
+    producer = grounding_producer(
+        method, model, model_name=model_name, fps=fps, max_frames=max_frames, max_side=max_side,
+        backend=backend, dtype=dtype, max_new_tokens=max_new_tokens, center_fraction=fraction,
+        clip_scales=clip_scales, clip_stride=clip_stride,
+        candidates=(candidates, temperature, nms_iou, seed),
+    )
+    prepare_output(out, producer, overwrite)
+    done = resume_rows(out)
     pending = [r for r in todo if str(r.qid) not in done]
     stats = GroundStats(method=method, total=len(todo), skipped=len(todo) - len(pending))
     if not pending:
         stats.seconds = time.perf_counter() - t0
         return stats
 
-    engine: Any = None
-    if method == "model":
-        engine = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
-        if candidates > 1 and not hasattr(engine, "sample_scored"):
+    loaded: Any = None
+    if method == "model" and not on_ray:
+        loaded = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
+        if candidates > 1 and not hasattr(loaded, "sample_scored"):
             raise ConfigError(
                 f"--candidates {candidates} samples from the model with the transformers "
                 f"backend; backend {backend!r} has no scored sampling"
             )
     elif method == "clip":
-        engine = as_clip(model, device)
+        loaded = as_clip(model, device)
 
     groups = group_by_video(pending)
     reporter.start("ground", len(pending))
@@ -265,13 +335,18 @@ def ground(
             _run_center(groups, videos_dir, fraction, emit, stats)
         elif method == "clip":
             _run_clip(
-                groups, videos_dir, engine, fps, max_frames, clip_scales, clip_stride, emit, stats,
+                groups, videos_dir, loaded, fps, max_frames, clip_scales, clip_stride, emit, stats,
                 candidates, nms_iou,
             )
+        elif on_ray:
+            settings = dict(fps=fps, max_frames=max_frames, max_side=max_side, dtype=dtype,
+                            device=device, max_new_tokens=max_new_tokens, decode=decode,
+                            backend=backend)
+            _run_model_ray(groups, videos_dir, model, settings, batch_size, emit, stats, engine)
         else:
             ranked = None if candidates <= 1 else (candidates, temperature, nms_iou, seed)
             _run_model(
-                groups, videos_dir, engine, fps, max_frames, max_side, batch_size, emit, stats,
+                groups, videos_dir, loaded, fps, max_frames, max_side, batch_size, emit, stats,
                 ranked,
             )
     stats.seconds = time.perf_counter() - t0
@@ -386,23 +461,43 @@ PREFETCH_VIDEOS = 2
 """Decoded videos kept ready while the model runs (bounded: each holds up to max_frames frames)."""
 
 
+def decode_video(videos_dir, video_id: str, durations: Iterable[float | None], sampling: FrameSampling):
+    """A video's frames for grounding (`SampledVideo`), or ``(error text, kind)`` when its file
+    is missing or unreadable: what the local prefetch thread and Ray's CPU tasks both run."""
+    try:
+        path = find_video(videos_dir, video_id)
+    except VideoError as exc:
+        return f"{ERROR_PREFIX} {exc}", "error"
+    if path is None:
+        return f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}", "missing"
+    try:
+        return sample_video(path, video_duration(path, durations), sampling)
+    except (VideoError, ValueError) as exc:
+        return f"{ERROR_PREFIX} {exc}", "error"
+
+
 def _decoded_videos(order, videos_dir, sampling: FrameSampling):
-    """(video_id, recs, outcome) per video: a `SampledVideo`, or an error row's text and kind.
-    Runs in the prefetch thread, so it writes nothing (the consumer emits)."""
+    """(video_id, recs, outcome) per video (`decode_video`). Runs in the prefetch thread, so it
+    writes nothing (the consumer emits)."""
     for video_id, recs in order:
-        try:
-            path = find_video(videos_dir, video_id)
-        except VideoError as exc:
-            yield video_id, recs, (f"{ERROR_PREFIX} {exc}", "error")
-            continue
-        if path is None:
-            yield video_id, recs, (f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}", "missing")
-            continue
-        try:
-            duration = video_duration(path, (r.duration_s for r in recs))
-            yield video_id, recs, sample_video(path, duration, sampling)
-        except (VideoError, ValueError) as exc:
-            yield video_id, recs, (f"{ERROR_PREFIX} {exc}", "error")
+        yield video_id, recs, decode_video(videos_dir, video_id, [r.duration_s for r in recs], sampling)
+
+
+def batched_grounding(runner, batch_size, entries: Iterable[tuple[Any, GroundingInput]]):
+    """(key, text) per entry, generated in batches that span videos: a batch's size is set by
+    its first item's frames (``auto``), it runs when full and at the end. The one batching of
+    both engines, so they put the same items in one ``generate`` call."""
+    batch: list[tuple[Any, GroundingInput]] = []
+    size = 0
+    for key, item in entries:
+        if not batch:
+            size = runner_batch_size(runner, batch_size, item.video.frames)
+        batch.append((key, item))
+        if len(batch) >= size:
+            yield from zip([k for k, _ in batch], generate_grounding(runner, [i for _, i in batch]), strict=True)
+            batch = []
+    if batch:
+        yield from zip([k for k, _ in batch], generate_grounding(runner, [i for _, i in batch]), strict=True)
 
 
 def by_visual_size(groups: dict[str, list], sampling: FrameSampling) -> list[tuple[str, list]]:
@@ -422,6 +517,9 @@ def _run_model(
     rows are keyed by qid (written in the order batches finish). `ranked`: None (greedy, one
     window) or (K, temperature, nms_iou, seed) for ranked candidates."""
     sampling = FrameSampling(fps=fps, max_frames=max_frames, max_side=max_side)
+    if ranked is None:
+        _run_greedy(groups, videos_dir, runner, sampling, batch_size, emit, stats)
+        return
     batch: list[tuple[GroundingRecord, GroundingInput]] = []
     size = 0
 
@@ -469,3 +567,75 @@ def _emit_ranked(runner, batch, ranked, emit) -> None:
                  scores=[c.score for c in kept])
         else:  # nothing parsable: the greedy text explains why
             emit(rec, None, scored[0][0] if scored else "", ranked=[], scores=[])
+
+
+def _run_greedy(groups, videos_dir, runner, sampling: FrameSampling, batch_size, emit, stats) -> None:
+    """Greedy answers, batched across videos by `batched_grounding` (as Ray's actors batch)."""
+    order = by_visual_size(groups, sampling)
+
+    def entries(videos):
+        for _video_id, recs, video in videos:
+            stats.videos += 1
+            if isinstance(video, tuple):
+                for rec in recs:
+                    emit(rec, None, *video)
+                continue
+            for rec in recs:
+                yield rec, GroundingInput(video, rec.query)
+
+    with Prefetch(_decoded_videos(order, videos_dir, sampling), PREFETCH_VIDEOS) as videos:
+        for rec, text in batched_grounding(runner, batch_size, entries(videos)):
+            emit(rec, parse_answer(text), text)
+
+
+class GroundingWorker:
+    """A Ray actor's work (`scenetg.eval.sharding`): it loads the MLLM once; each call takes
+    prepared videos (`prepare_video`) and returns, per video, its texts or its error."""
+
+    def __init__(self, model: str, dtype: str, device: str, max_new_tokens: int, decode: str,
+                 backend: str, batch_size: int | str):
+        self.runner = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
+        self.batch_size = batch_size
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        results = [{"group": it["group"]} for it in items]
+        entries = []
+        for n, it in enumerate(items):
+            if isinstance(it["video"], tuple):
+                results[n]["error"] = it["video"]
+            else:
+                results[n]["texts"] = [None] * len(it["queries"])
+                entries += [((n, k), GroundingInput(it["video"], q)) for k, q in enumerate(it["queries"])]
+        for (n, k), text in batched_grounding(self.runner, self.batch_size, entries):
+            results[n]["texts"][k] = text
+        return results
+
+
+def prepare_video(item: dict, videos_dir: str, sampling: FrameSampling) -> dict:
+    """A Ray CPU task: the item's video decoded (`decode_video`)."""
+    return {**item, "video": decode_video(videos_dir, item["video_id"], item["durations"], sampling)}
+
+
+def _run_model_ray(groups, videos_dir, model, settings: dict, batch_size, emit, stats, engine) -> None:
+    """`_run_model` on Ray: videos decoded in CPU tasks, queries batched in model actors."""
+    if not isinstance(model, (str, Path)):
+        raise ConfigError("--engine ray loads the model in each actor: give a model id or folder, "
+                          "not a loaded runner")
+    sampling = FrameSampling(fps=settings["fps"], max_frames=settings["max_frames"],
+                             max_side=settings["max_side"])
+    order = by_visual_size(groups, sampling)
+    items = [{"group": i, "video_id": vid, "durations": [r.duration_s for r in recs],
+              "queries": [r.query for r in recs]} for i, (vid, recs) in enumerate(order)]
+    prepare = functools.partial(prepare_video, videos_dir=str(videos_dir), sampling=sampling)
+    make_worker = functools.partial(
+        GroundingWorker, str(model), settings["dtype"], settings["device"],
+        settings["max_new_tokens"], settings["decode"], settings["backend"], batch_size)
+    for result in run_on_ray(items, prepare, make_worker, engine):
+        recs = order[result["group"]][1]
+        stats.videos += 1
+        if "error" in result:
+            for rec in recs:
+                emit(rec, None, *result["error"])
+            continue
+        for rec, text in zip(recs, result["texts"], strict=True):
+            emit(rec, parse_answer(text), text)

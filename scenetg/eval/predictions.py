@@ -38,12 +38,15 @@ class PredictionSet(Mapping):
         index: dict[str, int],
         pairs: np.ndarray,
         ranked: tuple[np.ndarray, np.ndarray] | None = None,
+        duplicates: int = 0,
     ):
         self._index = index
         self.pairs = pairs
         self.ranked = ranked
         """None (one window per line: `pairs`) or (windows (T, 2), offsets (M + 1,)): line i's
         ranked windows are `windows[offsets[i]:offsets[i + 1]]` (NaN rows: invalid windows)."""
+        self.duplicates = duplicates
+        """Lines that repeat an earlier qid with the same prediction (`scenetg eval` warns)."""
 
     @classmethod
     def from_mapping(cls, predictions: Mapping[str, object]) -> PredictionSet:
@@ -118,11 +121,18 @@ def read_predictions(path: str | Path) -> PredictionSet:
     A `pred` that is null or not two finite numbers reads as None (an invalid prediction, IoU 0).
     A line that is not a JSON object with a `qid`, or not UTF-8 text, raises
     `ScenetgError("FILE:LINE: ...")`.
-    Blank lines are skipped; when a qid repeats (an appended, resumed run) the last line wins.
+    Blank lines are skipped. A qid on several lines with the same prediction is counted in
+    `duplicates`; with different predictions it is a `ScenetgError` naming both lines (which one
+    is right cannot be told).
     """
     p = Path(path)
+    if p.is_dir():
+        raise ScenetgError(f"{path}: is a folder, not a predictions file")
     if not p.is_file():
         raise ScenetgError(f"{path}: predictions file not found")
+    first_line: dict[str, int] = {}
+    signatures: dict[str, tuple] = {}
+    duplicates = 0
     index: dict[str, int] = {}
     flat: list[float] = []
     ranked: dict[int, list] = {}
@@ -148,16 +158,31 @@ def read_predictions(path: str | Path) -> PredictionSet:
             qid = obj.get("qid")
             if qid is None or isinstance(qid, (dict, list, bool)):
                 raise ScenetgError(f"{path}:{line_no}: missing or invalid 'qid'")
-            line = len(flat) // 2
-            index[str(qid)] = line
+            key = str(qid)
             pred = obj.get("pred")
+            where = f"{path}:{line_no}"
+            own: dict[int, list] = {}
             if "candidates" in obj or (pred.__class__ is list and pred and pred[0].__class__ is list):
-                top = _ranked_line(obj, ranked, line, f"{path}:{line_no}")
+                top = _ranked_line(obj, own, 0, where)
             else:
                 top = _pair(pred)
+            signature = (top, tuple(own[0]) if own else None)
+            if key in index:
+                if signatures[key] != signature:
+                    raise ScenetgError(
+                        f"{where}: qid {key!r} again with another prediction (first on "
+                        f"line {first_line[key]}); keep one line per qid"
+                    )
+                duplicates += 1
+                continue
+            line = len(flat) // 2
+            index[key] = line
+            first_line[key], signatures[key] = line_no, signature
+            if own:
+                ranked[line] = own[0]
             flat.extend(top or nan_pair)
     pairs = np.array(flat, dtype=np.float64).reshape(-1, 2)
-    return PredictionSet(index, pairs, _ranked_arrays(pairs, ranked))
+    return PredictionSet(index, pairs, _ranked_arrays(pairs, ranked), duplicates)
 
 
 def ranked_windows(value) -> list | None:

@@ -7,26 +7,26 @@ over all runs, with a paired sign test of every two methods of a benchmark (`OUT
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scenetg.atomic_files import write_json_atomic
-from scenetg.config_fields import (
-    coerce_batch_size,
-    coerce_int,
-    dataclass_from_mapping,
-    read_config_mapping,
-)
+from scenetg.atomic_files import read_json, write_json_atomic
+from scenetg.config_fields import coerce_fields, dataclass_from_mapping, read_config_mapping
 from scenetg.errors import ConfigError, ModelError, ScenetgError
+from scenetg.eval.baselines import DEFAULT_CENTER_FRACTION
 from scenetg.eval.metrics import compute_metrics, per_query_iou, resolve_protocol
 from scenetg.eval.predictions import read_predictions
+from scenetg.eval.producer import PRODUCER_SUFFIX, producer_path
 from scenetg.eval.protocols import PROTOCOLS, get_protocol
 from scenetg.eval.report import EvalResult, paired_tests, write_eval_report
+from scenetg.eval.sharding import EvalEngineConfig
 from scenetg.eval.uncertainty import DEFAULT_RESAMPLES, DEFAULT_SEED
 from scenetg.grounding.loaders import HUB_PREFIX, load_annotations
+from scenetg.grounding.prompts import DEFAULT_MAX_SIDE
 from scenetg.models.clip import check_clip_available, load_clip
 from scenetg.models.qwen import check_qwen_available
 from scenetg.models.runner import BACKENDS, load_runner, vllm_memory_share
@@ -48,8 +48,8 @@ class BenchmarkSpec:
     """Metadata CSV with video lengths (Charades_v1_test.csv) for files that lack them."""
     split: str | None = None
     """Split of a SceneTG dataset folder."""
-    limit: int | None = None
-    protocol: str | None = None
+    limit: int | None = field(default=None, metadata={"min": 0})
+    protocol: str | None = field(default=None, metadata={"custom": True})
     """Scoring protocol for this benchmark (its official script's); None: the suite's `protocol`."""
 
 
@@ -63,11 +63,11 @@ class EvalConfig:
     """Grounding MLLM (HF id or folder) for method `model`."""
     clip_model: str | None = None
     """OpenCLIP name or folder for method `clip`."""
-    fps: float = 2.0
-    max_frames: int = 128
-    batch_size: int | str = "auto"
+    fps: float = field(default=2.0, metadata={"min": 0.0, "min_open": True})
+    max_frames: int = field(default=128, metadata={"min": 1})
+    batch_size: int | str = field(default="auto", metadata={"batch_size": True})
     """Queries per generate call: ``auto`` (4 on a CPU, by free memory on CUDA) or a number."""
-    max_new_tokens: int = 256
+    max_new_tokens: int = field(default=256, metadata={"min": 1})
     backend: str = "transformers"
     """Generation engine of the MLLMs: ``transformers`` or ``vllm`` (in-process engine; with
     several MLLMs they split the GPU memory, `scenetg.models.runner.vllm_memory_share`)."""
@@ -75,23 +75,28 @@ class EvalConfig:
     dtype: str = "auto"
     strict: bool = False
     """R1@m counts IoU > m, on top of the protocol (as `scenetg eval --strict`)."""
-    protocol: str = "default"
+    protocol: str = field(default="default", metadata={"custom": True})
     """How R1/mIoU are scored: a preset of `scenetg.eval.protocols` (`default`, `moment_detr`,
     `univtg`, `mmn`, `ego4d_nlq`, `time_r1`, `2d_tan`), as `scenetg eval --protocol`."""
-    bootstrap: int = DEFAULT_RESAMPLES
+    bootstrap: int = field(default=DEFAULT_RESAMPLES, metadata={"min": 0})
     """Resamples of each R1 / mIoU 95 % bootstrap interval over queries (0: none)."""
     seed: int = DEFAULT_SEED
     """Seed of the bootstrap resamples."""
     models: dict[str, str] = field(default_factory=dict)
     """More MLLMs to compare, each a method of its own: ``{trained: out/train/final}`` and
     ``methods: [model, trained, center]`` grounds with both the base and the trained model."""
-    benchmarks: list[BenchmarkSpec] = field(default_factory=list)
+    benchmarks: list[BenchmarkSpec] = field(default_factory=list, metadata={"custom": True})
+    engine: EvalEngineConfig = field(default_factory=EvalEngineConfig)
+    """Where the MLLM methods run: ``name: local`` or ``ray`` (model actors, as the build's
+    ``engine:``; `scenetg.eval.sharding`). Baselines run locally."""
 
     def validate(self) -> EvalConfig:
-
-        self.batch_size = coerce_batch_size("batch_size", self.batch_size)
-        self.bootstrap = coerce_int("bootstrap", self.bootstrap, min=0)
-        self.seed = coerce_int("seed", self.seed)
+        """Every value coerced to its type and range through `scenetg.config_fields` (one line
+        naming the key), then the combinations checked."""
+        coerce_fields(self)
+        for i, b in enumerate(self.benchmarks):
+            coerce_fields(b, f"benchmarks[{i}]")
+            check_benchmark_name(f"benchmarks[{i}].name", b.name)
         clash = sorted(set(self.models) & set(METHODS))
         if clash:
             raise ConfigError(f"models: {clash[0]!r} is a built-in method name; pick another")
@@ -122,6 +127,14 @@ class EvalConfig:
     def protocol_for(self, spec: BenchmarkSpec) -> str:
         """The preset `spec` is scored with (its own, else the suite's)."""
         return spec.protocol or self.protocol
+
+
+def check_benchmark_name(key: str, name: str) -> None:
+    """A benchmark's name is one folder of `out` (its predictions go to ``out/NAME/``): no
+    separators, no ``..``, not empty, so no config writes outside `out`."""
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0:") or name.startswith("."):
+        raise ConfigError(f"{key}: {name!r} is not a plain folder name (it names the folder "
+                          "out/NAME; use letters, digits, -, _ and .)")
 
 
 def _protocol_name(key: str, value: object) -> str:
@@ -186,9 +199,42 @@ def missing_inputs(cfg: EvalConfig) -> list[str]:
     return problems
 
 
+CACHE_FOLDER = "cache"
+
+
+def keyed_predictions(folder: Path, method: str, producer: dict[str, Any]) -> Path:
+    """``folder/METHOD.jsonl``, holding the predictions of `producer` (by its fingerprint).
+
+    Predictions of another producer found there (another model at the same `model:`, other
+    settings) are moved to ``folder/cache/METHOD-FINGERPRINT.jsonl`` with their sidecar, never
+    reused for this one; a cached file of this producer is moved back, so switching back to an
+    earlier model resumes its predictions instead of grounding again.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{method}.jsonl"
+    side = producer_path(path)
+    cache = folder / CACHE_FOLDER
+    try:
+        current = read_json(side).get("fingerprint") if side.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        current = None
+    if path.exists() and current != producer["fingerprint"]:
+        cache.mkdir(exist_ok=True)
+        stem = f"{method}-{current or 'unrecorded'}"
+        os.replace(path, cache / f"{stem}.jsonl")
+        if side.is_file():
+            os.replace(side, cache / f"{stem}{PRODUCER_SUFFIX}")
+    stem = f"{method}-{producer['fingerprint']}"
+    if not path.exists() and (cache / f"{stem}.jsonl").is_file():
+        os.replace(cache / f"{stem}.jsonl", path)
+        if (cache / f"{stem}{PRODUCER_SUFFIX}").is_file():
+            os.replace(cache / f"{stem}{PRODUCER_SUFFIX}", side)
+    return path
+
+
 def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     """Ground and score every (benchmark, method); returns (results, report path)."""
-    from scenetg.eval.grounding import ground  # deferred: pulls av
+    from scenetg.eval.grounding import ground, grounding_producer  # deferred: pulls av
 
     out = Path(cfg.out)
     problems = missing_inputs(cfg)
@@ -211,21 +257,26 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
              **{name: (path, f"models.{name}") for name, path in cfg.models.items()
                 if name in cfg.methods}}
     share = vllm_memory_share(len(mllms))
-    for name, (path, flag) in mllms.items():
-        models[name] = load_runner(path, cfg.backend, dtype=cfg.dtype, device=cfg.device,
-                                   max_new_tokens=cfg.max_new_tokens, what=flag,
-                                   gpu_memory_utilization=share)
+    on_ray = cfg.engine.name == "ray"
+    for name, (path, flag) in mllms.items():  # under Ray, each actor loads its own
+        models[name] = path if on_ray else load_runner(
+            path, cfg.backend, dtype=cfg.dtype, device=cfg.device,
+            max_new_tokens=cfg.max_new_tokens, what=flag, gpu_memory_utilization=share)
     if "clip" in cfg.methods:
         models["clip"] = load_clip(cfg.clip_model, device=cfg.device)
+    names = {"model": cfg.model, "clip": cfg.clip_model, **cfg.models}
     results = []
     for spec, records, protocol in benchmarks:
         for method in cfg.methods:
-            preds_path = out / spec.name / f"{method}.jsonl"
-            preds_path.parent.mkdir(parents=True, exist_ok=True)
-            ground(records, spec.videos, preds_path, method="model" if method in cfg.models else method,
-                   model=models[method], fps=cfg.fps,
-                   max_frames=cfg.max_frames, batch_size=cfg.batch_size, reporter=reporter,
-                   dtype=cfg.dtype, device=cfg.device, max_new_tokens=cfg.max_new_tokens)
+            kind = "model" if method in cfg.models else method
+            settings = dict(fps=cfg.fps, max_frames=cfg.max_frames, max_side=DEFAULT_MAX_SIDE,
+                            backend=cfg.backend, dtype=cfg.dtype, max_new_tokens=cfg.max_new_tokens)
+            producer = grounding_producer(kind, models[method], model_name=names.get(method),
+                                          center_fraction=DEFAULT_CENTER_FRACTION, **settings)
+            preds_path = keyed_predictions(out / spec.name, method, producer)
+            ground(records, spec.videos, preds_path, method=kind, model=models[method],
+                   model_name=names.get(method), batch_size=cfg.batch_size, reporter=reporter,
+                   device=cfg.device, engine=cfg.engine if kind == "model" else None, **settings)
             predictions = read_predictions(preds_path)
             metrics = compute_metrics(records, predictions, protocol=protocol,
                                       bootstrap=cfg.bootstrap, seed=cfg.seed)

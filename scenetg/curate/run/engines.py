@@ -22,6 +22,7 @@ from scenetg.curate.run.clip_batches import CrossVideoFilter, FilterFrames
 from scenetg.curate.run.workdir import VideoJob, one_line
 from scenetg.errors import ConfigError, ScenetgError, VideoError
 from scenetg.extras import require_extra
+from scenetg.ray_engine import init_ray
 
 
 def _job(row: dict[str, Any]) -> VideoJob:
@@ -108,26 +109,6 @@ class _FilterWorker(_Worker):
         for row in rows:
             row["error"] = row["error"] or errors.get(row["video_id"], "")
         return {k: np.array([row[k] for row in rows]) for k in keys}
-
-
-def init_ray(address: str | None, num_cpus: int | None) -> None:
-    """Connect to the cluster at `address`, or start a small local Ray; quiet on the terminal."""
-    import logging
-
-    require_extra("ray", "ray", "--engine ray (engine.name: ray)")
-    import ray
-    from ray.data import DataContext
-
-    # Our own progress bar and summary replace Ray Data's per-operator logging.
-    DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    if ray.is_initialized():
-        return
-    common = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, **common)
-    else:
-        ray.init(num_cpus=num_cpus, object_store_memory=256 << 20, **common)
 
 
 def plan_resources(eng: EngineConfig, cluster: dict[str, float], upto: str) -> dict[str, float]:
