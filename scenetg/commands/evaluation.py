@@ -11,7 +11,7 @@ import typer
 
 from scenetg.atomic_files import write_json_atomic
 from scenetg.commands.app import app, console, out_console
-from scenetg.config_fields import coerce_batch_size
+from scenetg.config_fields import coerce_batch_size, coerce_vllm_memory
 from scenetg.errors import ScenetgError
 from scenetg.eval.answering import (
     DEFAULT_CONTEXT_FRACTION,
@@ -34,6 +34,8 @@ from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
 from scenetg.progress import rich_reporter
 
 PROTOCOL_NAMES = tuple(PROTOCOLS)
+VLLM_MEMORY_HELP = ("With --backend vllm: the share of the GPU's memory the engine takes (of host RAM on "
+                    "vLLM's CPU build), or auto (0.9 on a GPU, a 1 GiB KV cache on the CPU build).")
 
 
 @app.command("eval")
@@ -93,6 +95,7 @@ def ground(
     center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
     decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine for large evals; pip install 'scenetg\\[vllm]').")] = "transformers",
+    vllm_memory: Annotated[str, typer.Option("--vllm-memory", help=VLLM_MEMORY_HELP)] = "auto",
 ) -> None:
     """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
 
@@ -104,12 +107,13 @@ def ground(
         raise ScenetgError(f"--method {method} needs --model")
     fraction: float | str = center_fraction if center_fraction == "auto" else float(center_fraction)
     batch = coerce_batch_size("--batch-size", batch_size)
+    memory = coerce_vllm_memory("--vllm-memory", vllm_memory)
     with rich_reporter(console) as reporter:
         stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
                            max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
                            max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode,
-                           backend=backend)
+                           backend=backend, vllm_memory=memory)
     out_console.print(stats.summary(), highlight=False)
 
 
@@ -131,10 +135,12 @@ def answer(
     dtype: Annotated[str, typer.Option("--dtype")] = "auto",
     summary: Annotated[Path | None, typer.Option("--summary", help="Summary JSON path (default: next to --out).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine; pip install 'scenetg\\[vllm]').")] = "transformers",
+    vllm_memory: Annotated[str, typer.Option("--vllm-memory", help=VLLM_MEMORY_HELP + " Two engines (a separate --grounder-model) split it.")] = "auto",
 ) -> None:
     """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget."""
 
     batch = coerce_batch_size("--batch-size", batch_size)
+    memory = coerce_vllm_memory("--vllm-memory", vllm_memory)
     records, qa_report = load_qa_report(qa, qa_format)
     if qa_report.no_answer:
         sys.stderr.write(f"warning: {qa_report.summary()}\n")
@@ -145,7 +151,7 @@ def answer(
                             batch_size=batch, limit=limit, reporter=reporter,
                             dtype=dtype, device=device,
                             summary_path=summary or out.with_suffix(".summary.json"),
-                            backend=backend)
+                            backend=backend, vllm_memory=memory)
     out_console.print(format_answer_summary(result), highlight=False)
 
 

@@ -59,9 +59,10 @@ from scenetg.models.runner import (
     BACKENDS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_NEW_TOKENS,
+    VLLM_MEMORY_KEY,
     as_clip,
     as_runner,
-    vllm_memory_share,
+    coerce_vllm_memory,
 )
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
@@ -131,6 +132,7 @@ def answer(
     clip_stride: float = CLIP_STRIDE,
     summary_path: str | Path | None = None,
     backend: str = "transformers",
+    vllm_memory: float | str = "auto",
 ) -> dict:
     """Run Ground-then-Answer and the uniform baseline on `records` (the first `limit`).
 
@@ -140,13 +142,15 @@ def answer(
     arms see `n_frames` frames. Appends one row per question to `out_path` (resumable like
     `ground`: done qids skipped, error rows retried) and writes the summary JSON to
     `summary_path` (default ``<out_path stem>.summary.json``); returns the summary. `backend`
-    runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`).
+    runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`; two
+    vLLM engines split `vllm_memory`, ``--vllm-memory``).
     """
     if grounder not in GROUNDERS:
         raise ConfigError(f"unknown grounder {grounder!r}; use one of {', '.join(GROUNDERS)}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     batch_size = coerce_batch_size("batch_size", batch_size)
+    vllm_memory = coerce_vllm_memory(VLLM_MEMORY_KEY, vllm_memory)
     if n_frames < 1 or fps <= 0 or max_frames < 1:
         raise ConfigError("n_frames and max_frames must be >= 1, fps > 0")
     if context_fraction < 0 or context_s < 0:
@@ -171,9 +175,9 @@ def answer(
     }
     if pending:
         two_mllms = grounder == "model" and grounder_model not in (None, answerer)
-        share = vllm_memory_share(2 if two_mllms else 1)
+        engines = 2 if two_mllms else 1
         runner = as_runner(answerer, dtype, device, max_new_tokens_ground, "--answerer",
-                           backend=backend, gpu_memory_utilization=share)
+                           backend=backend, vllm_memory=vllm_memory, vllm_engines=engines)
         if grounder == "clip":
             ground_engine = as_clip(grounder_model, device, "--grounder-model")
         elif not two_mllms:
@@ -181,7 +185,7 @@ def answer(
         else:
             ground_engine = as_runner(grounder_model, dtype, device, max_new_tokens_ground,
                                       "--grounder-model", backend=backend,
-                                      gpu_memory_utilization=share)
+                                      vllm_memory=vllm_memory, vllm_engines=engines)
         job = _Job(
             runner=runner,
             ground_engine=ground_engine,

@@ -50,8 +50,10 @@ from scenetg.models.runner import (
     DECODE_MODES,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_NEW_TOKENS,
+    VLLM_MEMORY_KEY,
     as_clip,
     as_runner,
+    coerce_vllm_memory,
 )
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
@@ -180,6 +182,7 @@ def ground(
     clip_stride: float = CLIP_STRIDE,
     decode: str = "auto",
     backend: str = "transformers",
+    vllm_memory: float | str = "auto",
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -189,12 +192,14 @@ def ground(
     whose video is missing or unreadable gets ``pred: null`` and ``raw: "error: ..."``, is
     counted, and the run goes on. `decode`: how decode steps run attention
     (`scenetg.models.runner.DECODE_MODES`). `backend`: ``transformers`` or ``vllm`` (an
-    in-process vLLM engine, `scenetg.models.vllm_runner`) for method ``model``.
+    in-process vLLM engine, `scenetg.models.vllm_runner`, taking `vllm_memory`:
+    ``--vllm-memory``) for method ``model``.
     """
     t0 = time.perf_counter()
     if method not in METHODS:
         raise ConfigError(f"unknown grounding method {method!r}; use one of {', '.join(METHODS)}")
     batch_size = coerce_batch_size("batch_size", batch_size)
+    vllm_memory = coerce_vllm_memory(VLLM_MEMORY_KEY, vllm_memory)
     if decode not in DECODE_MODES:
         raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
     if backend not in BACKENDS:
@@ -217,7 +222,8 @@ def ground(
 
     engine: Any = None
     if method == "model":
-        engine = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
+        engine = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend,
+                           vllm_memory=vllm_memory)
     elif method == "clip":
         engine = as_clip(model, device)
 

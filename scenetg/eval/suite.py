@@ -20,7 +20,7 @@ from scenetg.eval.report import EvalResult, write_eval_report
 from scenetg.grounding.loaders import HUB_PREFIX, load_annotations
 from scenetg.models.clip import check_clip_available, load_clip
 from scenetg.models.qwen import check_qwen_available
-from scenetg.models.runner import BACKENDS, load_runner, vllm_memory_share
+from scenetg.models.runner import BACKENDS, coerce_vllm_memory, load_runner
 from scenetg.models.vllm_runner import check_vllm_device
 from scenetg.progress import Reporter
 
@@ -61,7 +61,11 @@ class EvalConfig:
     max_new_tokens: int = 256
     backend: str = "transformers"
     """Generation engine of the MLLMs: ``transformers`` or ``vllm`` (in-process engine; with
-    several MLLMs they split the GPU memory, `scenetg.models.runner.vllm_memory_share`)."""
+    several MLLMs they split `vllm_memory`)."""
+    vllm_memory: float | str = "auto"
+    """With ``backend: vllm``: the share of the GPU's memory (of host RAM on vLLM's CPU build)
+    the engines take together, or ``auto`` (0.9 on a GPU, a 1 GiB KV cache on the CPU build;
+    `scenetg.models.vllm_runner.vllm_memory_args`)."""
     device: str = "auto"
     dtype: str = "auto"
     strict: bool = False
@@ -77,6 +81,7 @@ class EvalConfig:
     def validate(self) -> EvalConfig:
 
         self.batch_size = coerce_batch_size("batch_size", self.batch_size)
+        self.vllm_memory = coerce_vllm_memory("vllm_memory", self.vllm_memory)
         clash = sorted(set(self.models) & set(METHODS))
         if clash:
             raise ConfigError(f"models: {clash[0]!r} is a built-in method name; pick another")
@@ -192,11 +197,11 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     mllms = {**({"model": (cfg.model, "`model:` (or --model)")} if "model" in cfg.methods else {}),
              **{name: (path, f"models.{name}") for name, path in cfg.models.items()
                 if name in cfg.methods}}
-    share = vllm_memory_share(len(mllms))
     for name, (path, flag) in mllms.items():
         models[name] = load_runner(path, cfg.backend, dtype=cfg.dtype, device=cfg.device,
                                    max_new_tokens=cfg.max_new_tokens, what=flag,
-                                   gpu_memory_utilization=share)
+                                   vllm_memory=cfg.vllm_memory, vllm_engines=len(mllms),
+                                   memory_key="vllm_memory:")
     if "clip" in cfg.methods:
         models["clip"] = load_clip(cfg.clip_model, device=cfg.device)
     results = []
