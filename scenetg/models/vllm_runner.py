@@ -232,19 +232,16 @@ class VLLMRunner:
         own running batch from its KV cache)."""
         return VLLM_AUTO_BATCH if value == "auto" else int(value)
 
-    def generate(
+    def requests(
         self,
         videos: Sequence[Sequence[np.ndarray]],
         times_s: Sequence[Sequence[float]],
         prompts: str | Sequence[str],
         durations_s: Sequence[float | None],
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """One greedy completion per (video, prompt), special tokens dropped, text stripped.
-        Queries of one video (the same frames list) share one stacked array."""
-
-        if not videos:
-            return []
+    ) -> list[dict[str, Any]]:
+        """vLLM's prompt rows for (video, prompt) pairs: the chat-rendered text with one video
+        placeholder, our frames and their fps (`vllm_video`), our processor kwargs. Queries of
+        one video (the same frames list) share one stacked array."""
         texts = video_prompt_texts(self.processor, prompts, len(videos))
         items: dict[tuple, tuple[np.ndarray, dict[str, Any]]] = {}
         rows = []
@@ -257,6 +254,21 @@ class VLLMRunner:
                 "multi_modal_data": {"video": items[key]},
                 "mm_processor_kwargs": dict(self.processor_kwargs),
             })
+        return rows
+
+    def generate(
+        self,
+        videos: Sequence[Sequence[np.ndarray]],
+        times_s: Sequence[Sequence[float]],
+        prompts: str | Sequence[str],
+        durations_s: Sequence[float | None],
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """One greedy completion per (video, prompt), special tokens dropped, text stripped."""
+
+        if not videos:
+            return []
+        rows = self.requests(videos, times_s, prompts, durations_s)
         params = self._sampling_params(
             temperature=0.0,
             max_tokens=int(max_new_tokens or self.max_new_tokens),
