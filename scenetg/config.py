@@ -106,6 +106,9 @@ class CaptionsConfig:
     `scenetg.models.batch_size`) or a number."""
     max_new_tokens: int = field(default=64, metadata={"min": 1})
     trust_remote_code: bool = False
+    vllm_memory: float | str = field(default="auto", metadata={"vllm_memory": True})
+    """With ``backend: vllm``: the share of the GPU's memory (of host RAM on vLLM's CPU build)
+    the engine takes, or ``auto`` (0.9 on a GPU, a 1 GiB KV cache on the CPU build)."""
     prompt: str = (
         "These frames come from one scene of a longer video. Write one sentence, at most 25 words, "
         "describing what is visible in this scene that makes it different from the rest of the video: "

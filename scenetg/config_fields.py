@@ -124,13 +124,27 @@ def coerce_batch_size(key: str, value: Any) -> int | str:
     return int(n)
 
 
+def coerce_vllm_memory(key: str, value: Any) -> float | str:
+    """``auto`` (any case) or a share in (0, 1]: the memory a vLLM engine takes (of the GPU; of
+    host RAM on vLLM's CPU build; `scenetg.models.vllm_runner.vllm_memory_args`)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    n = _number(value)
+    if n is None or not math.isfinite(n) or not 0 < n <= 1:
+        raise ConfigError(f"{key}: expected 'auto' or a share > 0 and <= 1, got {_show(value)}")
+    return float(n)
+
+
 def coerce_value(key: str, value: Any, type_: Any, meta: typing.Mapping[str, Any] | None = None) -> Any:
     """`value` as `type_` (bool, int, float, str, ``X | None``, ``list[X]``, ``dict[str, X]``),
     with the bounds in `meta` (``min``, ``max``, ``min_open``, ``choices``) on scalars;
-    ``meta={"batch_size": True}`` takes ``auto`` or an integer >= 1."""
+    ``meta={"batch_size": True}`` takes ``auto`` or an integer >= 1, ``{"vllm_memory": True}``
+    ``auto`` or a share in (0, 1]."""
     meta = meta or {}
     if meta.get("batch_size"):
         return coerce_batch_size(key, value)
+    if meta.get("vllm_memory"):
+        return coerce_vllm_memory(key, value)
     origin, args = typing.get_origin(type_), typing.get_args(type_)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None:

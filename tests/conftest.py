@@ -15,6 +15,19 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `vllm` run real vLLM (`make test-vllm`, in .venv-vllm); where vLLM is not
+    installed (`make test`'s .venv) they are skipped with the target that runs them."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return
+    skip = pytest.mark.skip(reason="needs vLLM: `make test-vllm` runs it in .venv-vllm")
+    for item in items:
+        if item.get_closest_marker("vllm") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     if not ASSETS.is_dir():

@@ -203,7 +203,7 @@ def test_headless_opencv_beside_opencv_is_refused(monkeypatch):
 
 def _copy_source(dest: Path) -> Path:
     """The checkout's sources without build outputs, so building never writes into the checkout."""
-    skip = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build", "dist",
+    skip = shutil.ignore_patterns(".git", ".venv", ".venv-vllm", "__pycache__", "*.egg-info", "build", "dist",
                                   "out", "demo_out", ".pytest_cache", ".ruff_cache")
     return Path(shutil.copytree(ROOT, dest, symlinks=True, ignore=skip))
 

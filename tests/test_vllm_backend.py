@@ -1,6 +1,7 @@
-"""``--backend vllm`` for ground / answer / eval-suite: checked against a stand-in for vLLM's `LLM`
+"""``--backend vllm`` for ground / answer / eval-suite against a stand-in for vLLM's `LLM`
 (tests/vllm_standin.py: the HF processor run as vLLM's Qwen2.5-VL path runs it, then the tiny
-model), not against real vLLM (it needs CUDA and is not installed here)."""
+model): fast unit tests of what we hand the engine. The same paths against real vLLM (its CPU
+build, `make test-vllm`) are in tests/test_vllm_real.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 from scenetg.errors import ConfigError, ScenetgError
 from scenetg.eval import grounding as G
 from scenetg.grounding.records import GroundingRecord
-from scenetg.models.runner import QwenRunner, vllm_memory_share
+from scenetg.models.runner import QwenRunner
+from scenetg.models.vllm_runner import VLLM_CPU_KV_CACHE_AUTO, vllm_memory_args
 from scenetg.video.synthetic import write_synthetic_video
 from tests import vllm_standin
 
@@ -114,10 +116,63 @@ def test_answer_on_vllm_splits_the_gpu_between_two_mllms(videos, tiny_models, tm
     shutil.copytree(tiny_models["qwen"], grounder)
     records = [QARecord("m1", "a", "what colour?", ["red", "blue"], 0, "short", 4.0)]
     answer(records, videos, tmp_path / "qa.jsonl", str(tiny_models["qwen"]),
-           grounder_model=str(grounder), n_frames=2, max_frames=4, backend="vllm")
+           grounder_model=str(grounder), n_frames=2, max_frames=4, backend="vllm",
+           vllm_memory="0.6")
     shares = [llm.kwargs["gpu_memory_utilization"] for llm in llm_cls.instances]
-    assert shares == [vllm_memory_share(2)] * 2 == [0.45, 0.45]
+    assert shares == [0.3, 0.3]
     assert all(llm.seen for llm in llm_cls.instances)  # both engines answered from video
+    # auto without a GPU (the stand-in has no vLLM platform: torch sees no CUDA here): half of
+    # the CPU build's 1 GiB KV cache each, and no share of host RAM
+    llm_cls.instances.clear()
+    answer(records, videos, tmp_path / "qa2.jsonl", str(tiny_models["qwen"]),
+           grounder_model=str(grounder), n_frames=2, max_frames=4, backend="vllm")
+    assert [llm.kwargs.get("kv_cache_memory_bytes") for llm in llm_cls.instances] == [512 << 20] * 2
+    assert not any("gpu_memory_utilization" in llm.kwargs for llm in llm_cls.instances)
+
+
+def test_vllm_memory_setting_resolves_per_device_and_engine_count():
+    from scenetg.config_fields import coerce_vllm_memory
+
+    assert vllm_memory_args("auto", 1, on_cpu=False) == {"gpu_memory_utilization": 0.9}
+    assert vllm_memory_args("auto", 3, on_cpu=False) == {"gpu_memory_utilization": pytest.approx(0.3)}
+    assert vllm_memory_args("auto", 1, on_cpu=True) == {"kv_cache_memory_bytes": 1 << 30}
+    assert VLLM_CPU_KV_CACHE_AUTO == 1 << 30
+    assert vllm_memory_args(0.5, 2, on_cpu=True) == {"gpu_memory_utilization": 0.25}
+    assert coerce_vllm_memory("k", " AUTO ") == "auto" and coerce_vllm_memory("k", "0.25") == 0.25
+    assert coerce_vllm_memory("k", 1) == 1.0
+    for bad in (0, "0", 1.5, -0.1, "nan", "inf", "half", True, None):
+        with pytest.raises(ConfigError, match=r"^--vllm-memory: expected 'auto' or a share > 0 and <= 1"):
+            coerce_vllm_memory("--vllm-memory", bad)
+
+
+def test_vllm_memory_that_vllm_cannot_meet_is_one_line_naming_the_setting(
+    videos, tiny_models, tmp_path, monkeypatch
+):
+    """vLLM's start-up refusal ("Available memory ... is less than desired ...") becomes a
+    ConfigError that names the flag to change; other engine errors pass through."""
+    from scenetg.models.vllm_runner import VLLMRunner
+
+    llm_cls = vllm_standin.install(monkeypatch)
+    message = ("Available memory on node 0 (2.1/23.4 GiB) on startup is less than desired CPU "
+               "memory utilization (0.9, 21.1 GiB). On the CPU backend, ...")
+
+    def refuse(self, model, **kwargs):
+        raise ValueError(message if kwargs.get("gpu_memory_utilization") else "other failure")
+
+    monkeypatch.setattr(llm_cls, "__init__", refuse)
+    with pytest.raises(ConfigError) as err:
+        G.ground(RECORDS, videos, tmp_path / "p.jsonl", model=str(tiny_models["qwen"]),
+                 backend="vllm", vllm_memory=0.9)
+    text = str(err.value)
+    assert text.startswith("--vllm-memory 0.9: vLLM cannot reserve that memory (Available memory")
+    assert "set --vllm-memory to a smaller share" in text and "\n" not in text
+    with pytest.raises(ConfigError, match=r"^captions.vllm_memory: 0.5: vLLM cannot reserve"):
+        VLLMRunner.load(tiny_models["qwen"], memory=0.5, memory_key="captions.vllm_memory:")
+    with pytest.raises(ValueError, match="other failure"):  # auto on CPU: a KV size, no share
+        VLLMRunner.load(tiny_models["qwen"])
+    with pytest.raises(ConfigError, match=r"^--vllm-memory: expected 'auto' or a share"):
+        G.ground(RECORDS, videos, tmp_path / "p.jsonl", model=str(tiny_models["qwen"]),
+                 backend="vllm", vllm_memory=2)
 
 
 def test_cli_backend_errors_are_one_line(videos, tiny_models, tmp_path):
@@ -134,6 +189,15 @@ def test_cli_backend_errors_are_one_line(videos, tiny_models, tmp_path):
         assert run.returncode == 2, run.stderr
         lines = [line for line in run.stderr.strip().splitlines() if line.startswith("error")]
         assert len(lines) == 1 and message in lines[0], run.stderr
+    for command in ("ground", "answer"):
+        args = base if command == "ground" else [
+            sys.executable, "-m", "scenetg.cli", "answer", "--qa", str(ann), "--videos", str(videos),
+            "--out", str(tmp_path / "qa.jsonl"), "--answerer", str(tiny_models["qwen"])]
+        run = subprocess.run([*args, "--backend", "vllm", "--vllm-memory", "half"],
+                             capture_output=True, text=True)
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.strip() == ("error: --vllm-memory: expected 'auto' or a share > 0 and "
+                                      "<= 1, got 'half'"), run.stderr
     for command in ("ground", "answer"):  # rich markup must not eat the extra's brackets
         help_text = subprocess.run([sys.executable, "-m", "scenetg.cli", command, "--help"],
                                    capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
@@ -165,6 +229,12 @@ def test_eval_suite_backend_key(videos, tiny_models, tmp_path, monkeypatch, caps
     assert len(err) == 1 and "backend: vllm runs on the GPU vLLM sees, not on device: cpu" in err[0]
 
     (tmp_path / "eval.yaml").write_text(config + "backend: vllm\n")
+    (tmp_path / "eval.yaml").write_text(config + "backend: vllm\nvllm_memory: 1.2\n")
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "vllm_memory: expected 'auto' or a share > 0 and <= 1, got 1.2" in err[0]
+
+    (tmp_path / "eval.yaml").write_text(config + "backend: vllm\nvllm_memory: '0.9'\n")
     assert main(["eval-suite", "-c", "eval.yaml"]) == 0
     assert [llm.kwargs["gpu_memory_utilization"] for llm in llm_cls.instances] == [0.45, 0.45]
     assert all(len(llm.seen) == 1 for llm in llm_cls.instances)
@@ -190,14 +260,18 @@ def test_captions_backend_vllm_captions_as_transformers(videos, qwen_with_penalt
     for start, end in spans:
         times = [start + (end - start) * (i + 0.5) / 3 for i in range(3)]
         scenes.append(SceneFrames(read_frames_at(videos / "a.mp4", times, max_side=64), times, end - start))
+    with pytest.raises(ConfigError, match=r"^captions.vllm_memory: expected 'auto' or a share"):
+        CaptionsConfig(backend="vllm", vllm_memory="90%")
+    assert CaptionsConfig(vllm_memory=" Auto").vllm_memory == "auto"
     cfg = CaptionsConfig(backend="vllm", model=str(qwen_with_penalty), max_new_tokens=10,
-                         device="cpu", dtype="bf16")
+                         device="cpu", dtype="bf16", vllm_memory="0.3")
     with pytest.raises(ConfigError, match="captions.device: cpu"):  # vLLM picks its own GPU
         make_caption_backend(cfg)
     cfg.device = "auto"
     captions = make_caption_backend(cfg).caption_scenes(scenes)
     (llm,) = llm_cls.instances
     assert llm.kwargs["dtype"] == "bfloat16"  # our dtype names in vLLM's spelling
+    assert llm.kwargs["gpu_memory_utilization"] == 0.3  # captions.vllm_memory
     fps = [item["metadata"]["fps"] for item in llm.seen]
     assert fps == pytest.approx([3 / (end - start) for start, end in spans])
     cfg_hf = CaptionsConfig(backend="transformers", model=str(qwen_with_penalty), max_new_tokens=10,

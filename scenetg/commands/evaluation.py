@@ -11,7 +11,7 @@ import typer
 
 from scenetg.atomic_files import check_output_file, write_json_atomic
 from scenetg.commands.app import app, console, out_console
-from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
+from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int, coerce_vllm_memory
 from scenetg.errors import ScenetgError
 from scenetg.eval.answering import (
     DEFAULT_CONTEXT_FRACTION,
@@ -49,6 +49,8 @@ def engine_config(name: str, actors: int, ray_address: str | None) -> EvalEngine
         raise ScenetgError(f"--engine: expected one of {', '.join(ENGINES)}, got {name!r}")
     return EvalEngineConfig(name=name, ray_address=ray_address,
                             model_actors=coerce_int("--actors", actors, min=1))
+VLLM_MEMORY_HELP = ("With --backend vllm: the share of the GPU's memory the engine takes (of host RAM on "
+                    "vLLM's CPU build), or auto (0.9 on a GPU, a 1 GiB KV cache on the CPU build).")
 
 
 @app.command("eval")
@@ -129,6 +131,7 @@ def ground(
     engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
     actors: Annotated[int, typer.Option("--actors", help=ACTORS_HELP)] = 1,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
+    vllm_memory: Annotated[str, typer.Option("--vllm-memory", help=VLLM_MEMORY_HELP)] = "auto",
 ) -> None:
     """Grounding inference: one predicted \\[start, end] per query, raw model text kept (with
     --candidates K, also K ranked windows).
@@ -146,6 +149,7 @@ def ground(
     fps = coerce_float("--fps", fps, min=0.0, min_open=True)
     limit = None if limit is None else coerce_int("--limit", limit, min=0)
     batch = coerce_batch_size("--batch-size", batch_size)
+    memory = coerce_vllm_memory("--vllm-memory", vllm_memory)
     with rich_reporter(console) as reporter:
         stats = run_ground(records, videos, out, method=method, model=model, fps=fps,
                            max_frames=max_frames, batch_size=batch, limit=limit,
@@ -154,7 +158,8 @@ def ground(
                            backend=backend, candidates=coerce_int("--candidates", candidates, min=1),
                            temperature=coerce_float("--temperature", temperature, min=0.0, min_open=True),
                            nms_iou=coerce_float("--nms-iou", nms_iou, min=0.0, max=1.0), seed=seed,
-                           overwrite=overwrite, engine=engine_config(engine, actors, ray_address))
+                           overwrite=overwrite, engine=engine_config(engine, actors, ray_address),
+                           vllm_memory=memory)
     out_console.print(stats.summary(), highlight=False)
     if stats.failed:
         console.print(f"finished; {stats.failed} of {stats.written} queries failed "
@@ -184,6 +189,7 @@ def answer(
     engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
     actors: Annotated[int, typer.Option("--actors", help=ACTORS_HELP)] = 1,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
+    vllm_memory: Annotated[str, typer.Option("--vllm-memory", help=VLLM_MEMORY_HELP + " Two engines (a separate --grounder-model) split it.")] = "auto",
 ) -> None:
     """Ground-then-Answer QA and the uniform-sampling baseline with the same frame budget.
 
@@ -196,6 +202,7 @@ def answer(
     limit = None if limit is None else coerce_int("--limit", limit, min=0)
     summary_target = summary or out.with_suffix(".summary.json")
     check_output_file(summary_target, "--summary")
+    memory = coerce_vllm_memory("--vllm-memory", vllm_memory)
     records, qa_report = load_qa_report(qa, qa_format)
     if qa_report.no_answer:
         sys.stderr.write(f"warning: {qa_report.summary()}\n")
@@ -207,7 +214,8 @@ def answer(
                             dtype=dtype, device=device,
                             summary_path=summary_target, backend=backend,
                             overwrite=overwrite,
-                            engine=engine_config(engine, actors, ray_address))
+                            engine=engine_config(engine, actors, ray_address),
+                            vllm_memory=memory)
     out_console.print(format_answer_summary(result), highlight=False)
     if result.get("errors"):
         console.print(f"finished; {result['errors']} of {result['n']} questions failed "

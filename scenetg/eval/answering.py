@@ -62,9 +62,10 @@ from scenetg.models.runner import (
     BACKENDS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_NEW_TOKENS,
+    VLLM_MEMORY_KEY,
     as_clip,
     as_runner,
-    vllm_memory_share,
+    coerce_vllm_memory,
 )
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
@@ -136,6 +137,7 @@ def answer(
     backend: str = "transformers",
     overwrite: bool = False,
     engine: EvalEngineConfig | None = None,
+    vllm_memory: float | str = "auto",
 ) -> dict:
     """Run Ground-then-Answer and the uniform baseline on `records` (the first `limit`).
 
@@ -148,13 +150,14 @@ def answer(
     runs the MLLMs on ``transformers`` or ``vllm`` (`scenetg.models.runner.load_runner`). The
     producer (`answer_producer`) is recorded beside `out_path` as `ground` does; resuming rows of
     another producer is a ConfigError unless `overwrite`. `engine` ``ray`` (model grounder
-    only) decodes each video's frames in a CPU task and runs both stages in model actors.
+    only) decodes each video's frames in a CPU task and runs both stages in model actors. Two vLLM engines split `vllm_memory` (``--vllm-memory``).
     """
     if grounder not in GROUNDERS:
         raise ConfigError(f"unknown grounder {grounder!r}; use one of {', '.join(GROUNDERS)}")
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     batch_size = coerce_batch_size("batch_size", batch_size)
+    vllm_memory = coerce_vllm_memory(VLLM_MEMORY_KEY, vllm_memory)
     n_frames = coerce_int("n_frames", n_frames, min=1)
     fps = coerce_float("fps", fps, min=0.0, min_open=True)
     max_frames = coerce_int("max_frames", max_frames, min=1)
@@ -193,12 +196,12 @@ def answer(
                         max_new_tokens_answer=int(max_new_tokens_answer),
                         clip_scales=tuple(clip_scales), clip_stride=float(clip_stride))
         _answer_on_ray(pending, videos_dir, out, settings, answerer, grounder_model, dtype,
-                       device, backend, engine, reporter)
+                       device, backend, engine, reporter, vllm_memory)
     elif pending:
         two_mllms = grounder == "model" and grounder_model not in (None, answerer)
-        share = vllm_memory_share(2 if two_mllms else 1)
+        engines = 2 if two_mllms else 1
         runner = as_runner(answerer, dtype, device, max_new_tokens_ground, "--answerer",
-                           backend=backend, gpu_memory_utilization=share)
+                           backend=backend, vllm_memory=vllm_memory, vllm_engines=engines)
         if grounder == "clip":
             ground_engine = as_clip(grounder_model, device, "--grounder-model")
         elif not two_mllms:
@@ -206,7 +209,7 @@ def answer(
         else:
             ground_engine = as_runner(grounder_model, dtype, device, max_new_tokens_ground,
                                       "--grounder-model", backend=backend,
-                                      gpu_memory_utilization=share)
+                                      vllm_memory=vllm_memory, vllm_engines=engines)
         job = _Job(
             runner=runner,
             ground_engine=ground_engine,
@@ -279,7 +282,8 @@ def answer_producer(
 
 
 def _answer_on_ray(pending, videos_dir, out: Path, settings: dict, answerer, grounder_model,
-                   dtype: str, device: str, backend: str, engine, reporter: Reporter) -> None:
+                   dtype: str, device: str, backend: str, engine, reporter: Reporter,
+                   vllm_memory: float | str = "auto") -> None:
     """`answer`'s loop on Ray (`scenetg.eval.sharding`): rows appended as results arrive."""
     for name, model in (("--answerer", answerer), ("--grounder-model", grounder_model)):
         if model is not None and not isinstance(model, (str, Path)):
@@ -292,7 +296,7 @@ def _answer_on_ray(pending, videos_dir, out: Path, settings: dict, answerer, gro
     prepare = functools.partial(_prepare_on_ray, job=job, videos_dir=str(videos_dir))
     make_worker = functools.partial(
         AnswerWorker, job, str(answerer), None if grounder_model is None else str(grounder_model),
-        dtype, device, backend)
+        dtype, device, backend, vllm_memory)
     reporter.start("answer", len(pending))
     with out.open("a", encoding="utf-8") as fh:
         for result in run_on_ray(items, prepare, make_worker, engine):
@@ -312,15 +316,15 @@ class AnswerWorker:
     stages on prepared videos, batched across them (`_Job.chunk_rows`), one result per video."""
 
     def __init__(self, job: _Job, answerer: str, grounder_model: str | None, dtype: str,
-                 device: str, backend: str):
+                 device: str, backend: str, vllm_memory: float | str = "auto"):
         two = grounder_model not in (None, answerer)
-        share = vllm_memory_share(2 if two else 1)
+        engines = 2 if two else 1  # two vLLM engines in one actor split the memory setting
         self.job = job
         job.runner = as_runner(answerer, dtype, device, job.max_new_tokens_ground, "--answerer",
-                               backend=backend, gpu_memory_utilization=share)
+                               backend=backend, vllm_memory=vllm_memory, vllm_engines=engines)
         job.ground_engine = job.runner if not two else as_runner(
             grounder_model, dtype, device, job.max_new_tokens_ground, "--grounder-model",
-            backend=backend, gpu_memory_utilization=share)
+            backend=backend, vllm_memory=vllm_memory, vllm_engines=engines)
 
     def __call__(self, items: list[dict]) -> list[dict]:
         videos = [it["video"] for it in items if not isinstance(it["video"], list)]

@@ -64,8 +64,10 @@ from scenetg.models.runner import (
     DECODE_MODES,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_NEW_TOKENS,
+    VLLM_MEMORY_KEY,
     as_clip,
     as_runner,
+    coerce_vllm_memory,
 )
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
@@ -248,6 +250,8 @@ def ground(
     overwrite: bool = False,
     model_name: str | None = None,
     engine: EvalEngineConfig | None = None,
+    vllm_memory: float | str = "auto",
+    vllm_engines: int = 1,
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -257,7 +261,8 @@ def ground(
     whose video is missing or unreadable gets ``pred: null`` and ``raw: "error: ..."``, is
     counted, and the run goes on. `decode`: how decode steps run attention
     (`scenetg.models.runner.DECODE_MODES`). `backend`: ``transformers`` or ``vllm`` (an
-    in-process vLLM engine, `scenetg.models.vllm_runner`) for method ``model``.
+    in-process vLLM engine, `scenetg.models.vllm_runner`) taking `vllm_memory`:
+    ``--vllm-memory``, split over `vllm_engines` engines of one process) for method ``model``.
     `candidates` K > 1: ranked windows per query (module docstring); `seed` seeds the samples
     (each batch from `seed` and its first qid, so the same inputs and batch size give the
     same candidates).
@@ -272,6 +277,7 @@ def ground(
     if method not in METHODS:
         raise ConfigError(f"unknown grounding method {method!r}; use one of {', '.join(METHODS)}")
     batch_size = coerce_batch_size("batch_size", batch_size)
+    vllm_memory = coerce_vllm_memory(VLLM_MEMORY_KEY, vllm_memory)
     if decode not in DECODE_MODES:
         raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}, not {decode!r}")
     if backend not in BACKENDS:
@@ -305,7 +311,8 @@ def ground(
 
     loaded: Any = None
     if method == "model" and not on_ray:
-        loaded = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
+        loaded = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend,
+                           vllm_memory=vllm_memory, vllm_engines=vllm_engines)
         if candidates > 1 and not hasattr(loaded, "sample_scored"):
             raise ConfigError(
                 f"--candidates {candidates} samples from the model with the transformers "
@@ -341,7 +348,7 @@ def ground(
         elif on_ray:
             settings = dict(fps=fps, max_frames=max_frames, max_side=max_side, dtype=dtype,
                             device=device, max_new_tokens=max_new_tokens, decode=decode,
-                            backend=backend)
+                            backend=backend, vllm_memory=vllm_memory, vllm_engines=vllm_engines)
             _run_model_ray(groups, videos_dir, model, settings, batch_size, emit, stats, engine)
         else:
             ranked = None if candidates <= 1 else (candidates, temperature, nms_iou, seed)
@@ -593,8 +600,10 @@ class GroundingWorker:
     prepared videos (`prepare_video`) and returns, per video, its texts or its error."""
 
     def __init__(self, model: str, dtype: str, device: str, max_new_tokens: int, decode: str,
-                 backend: str, batch_size: int | str):
-        self.runner = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
+                 backend: str, batch_size: int | str, vllm_memory: float | str = "auto",
+                 vllm_engines: int = 1):
+        self.runner = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend,
+                                vllm_memory=vllm_memory, vllm_engines=vllm_engines)
         self.batch_size = batch_size
 
     def __call__(self, items: list[dict]) -> list[dict]:
@@ -629,7 +638,8 @@ def _run_model_ray(groups, videos_dir, model, settings: dict, batch_size, emit, 
     prepare = functools.partial(prepare_video, videos_dir=str(videos_dir), sampling=sampling)
     make_worker = functools.partial(
         GroundingWorker, str(model), settings["dtype"], settings["device"],
-        settings["max_new_tokens"], settings["decode"], settings["backend"], batch_size)
+        settings["max_new_tokens"], settings["decode"], settings["backend"], batch_size,
+        settings["vllm_memory"], settings["vllm_engines"])
     for result in run_on_ray(items, prepare, make_worker, engine):
         recs = order[result["group"]][1]
         stats.videos += 1

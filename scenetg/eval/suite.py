@@ -29,7 +29,7 @@ from scenetg.grounding.loaders import HUB_PREFIX, load_annotations
 from scenetg.grounding.prompts import DEFAULT_MAX_SIDE
 from scenetg.models.clip import check_clip_available, load_clip
 from scenetg.models.qwen import check_qwen_available
-from scenetg.models.runner import BACKENDS, load_runner, vllm_memory_share
+from scenetg.models.runner import BACKENDS, coerce_vllm_memory, load_runner
 from scenetg.models.vllm_runner import check_vllm_device
 from scenetg.progress import Reporter
 
@@ -70,7 +70,11 @@ class EvalConfig:
     max_new_tokens: int = field(default=256, metadata={"min": 1})
     backend: str = "transformers"
     """Generation engine of the MLLMs: ``transformers`` or ``vllm`` (in-process engine; with
-    several MLLMs they split the GPU memory, `scenetg.models.runner.vllm_memory_share`)."""
+    several MLLMs they split `vllm_memory`)."""
+    vllm_memory: float | str = field(default="auto", metadata={"custom": True})
+    """With ``backend: vllm``: the share of the GPU's memory (of host RAM on vLLM's CPU build)
+    the engines take together, or ``auto`` (0.9 on a GPU, a 1 GiB KV cache on the CPU build;
+    `scenetg.models.vllm_runner.vllm_memory_args`)."""
     device: str = "auto"
     dtype: str = "auto"
     strict: bool = False
@@ -94,6 +98,7 @@ class EvalConfig:
         """Every value coerced to its type and range through `scenetg.config_fields` (one line
         naming the key), then the combinations checked."""
         coerce_fields(self)
+        self.vllm_memory = coerce_vllm_memory("vllm_memory", self.vllm_memory)
         for i, b in enumerate(self.benchmarks):
             coerce_fields(b, f"benchmarks[{i}]")
             check_benchmark_name(f"benchmarks[{i}].name", b.name)
@@ -256,12 +261,12 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     mllms = {**({"model": (cfg.model, "`model:` (or --model)")} if "model" in cfg.methods else {}),
              **{name: (path, f"models.{name}") for name, path in cfg.models.items()
                 if name in cfg.methods}}
-    share = vllm_memory_share(len(mllms))
     on_ray = cfg.engine.name == "ray"
     for name, (path, flag) in mllms.items():  # under Ray, each actor loads its own
         models[name] = path if on_ray else load_runner(
             path, cfg.backend, dtype=cfg.dtype, device=cfg.device,
-            max_new_tokens=cfg.max_new_tokens, what=flag, gpu_memory_utilization=share)
+            max_new_tokens=cfg.max_new_tokens, what=flag, vllm_memory=cfg.vllm_memory,
+            vllm_engines=len(mllms), memory_key="vllm_memory:")
     if "clip" in cfg.methods:
         models["clip"] = load_clip(cfg.clip_model, device=cfg.device)
     names = {"model": cfg.model, "clip": cfg.clip_model, **cfg.models}
@@ -276,7 +281,8 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
             preds_path = keyed_predictions(out / spec.name, method, producer)
             ground(records, spec.videos, preds_path, method=kind, model=models[method],
                    model_name=names.get(method), batch_size=cfg.batch_size, reporter=reporter,
-                   device=cfg.device, engine=cfg.engine if kind == "model" else None, **settings)
+                   device=cfg.device, engine=cfg.engine if kind == "model" else None,
+                   vllm_memory=cfg.vllm_memory, vllm_engines=len(mllms), **settings)
             predictions = read_predictions(preds_path)
             metrics = compute_metrics(records, predictions, protocol=protocol,
                                       bootstrap=cfg.bootstrap, seed=cfg.seed)

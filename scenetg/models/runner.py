@@ -19,11 +19,18 @@ from scenetg.errors import ConfigError
 from scenetg.models.batch_size import resolve_batch_size
 from scenetg.models.clip import load_clip
 from scenetg.models.qwen import batch_video_inputs, greedy_generation_config, load_qwen
-from scenetg.models.vllm_runner import BACKENDS, VLLMRunner, check_vllm_device
+from scenetg.models.vllm_runner import (
+    BACKENDS,
+    VLLM_MEMORY_KEY,
+    VLLMRunner,
+    check_vllm_device,
+    coerce_vllm_memory,
+)
 
 __all__ = [
-    "BACKENDS", "DECODE_MODES", "QwenRunner", "as_clip", "as_runner", "load_runner",
-    "vllm_memory_share",
+    "BACKENDS", "DECODE_MODES", "VLLM_MEMORY_KEY", "QwenRunner", "as_clip", "as_runner",
+    "coerce_vllm_memory",
+    "load_runner",
 ]
 
 DEFAULT_MAX_NEW_TOKENS = 256
@@ -139,7 +146,6 @@ class QwenRunner:
             t.strip() for t in self.processor.batch_decode(new_tokens, skip_special_tokens=True)
         ]
 
-
     def sample_scored(
         self,
         videos: Sequence[Sequence[np.ndarray]],
@@ -209,24 +215,15 @@ class QwenRunner:
         return results
 
 
-VLLM_GPU_MEMORY = 0.9
-"""Share of the GPU's memory vLLM engines of one process take together (vLLM's default)."""
-
-
-def vllm_memory_share(n_engines: int) -> float:
-    """Each engine's ``gpu_memory_utilization`` when `n_engines` vLLM engines share the GPU of one
-    process (an eval comparing several MLLMs): each pre-allocates its share, so they split it."""
-    return VLLM_GPU_MEMORY / max(1, n_engines)
-
-
 def load_runner(
     model: str | Path, backend: str = "transformers", dtype: str = "auto", device: str = "auto",
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, what: str = "--model", decode: str = "auto",
-    gpu_memory_utilization: float = VLLM_GPU_MEMORY,
+    vllm_memory: float | str = "auto", vllm_engines: int = 1, memory_key: str = VLLM_MEMORY_KEY,
 ) -> Any:
     """A runner for `model` on `backend`: `QwenRunner` (transformers; `device`, `decode`) or
-    `VLLMRunner` (an in-process vLLM engine on the current GPU, using `gpu_memory_utilization`
-    of it). Both take the same `generate` call."""
+    `VLLMRunner` (an in-process vLLM engine on the device vLLM sees, taking its share of
+    `vllm_memory` with `vllm_engines` engines in this run; `memory_key` names the setting in
+    errors). Both take the same `generate` call."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend == "vllm":
@@ -234,7 +231,7 @@ def load_runner(
         check_vllm_device(device, "--device", "--backend")
 
         return VLLMRunner.load(model, dtype=dtype, max_new_tokens=max_new_tokens, flag=what,
-                               gpu_memory_utilization=gpu_memory_utilization)
+                               memory=vllm_memory, engines=vllm_engines, memory_key=memory_key)
     return QwenRunner.load(
         model, dtype=dtype, device=device, max_new_tokens=max_new_tokens, flag=what, decode=decode
     )
@@ -242,7 +239,8 @@ def load_runner(
 
 def as_runner(
     model: Any, dtype: str, device: str, max_new_tokens: int, what: str = "--model",
-    decode: str = "auto", backend: str = "transformers", gpu_memory_utilization: float = VLLM_GPU_MEMORY,
+    decode: str = "auto", backend: str = "transformers", vllm_memory: float | str = "auto",
+    vllm_engines: int = 1, memory_key: str = VLLM_MEMORY_KEY,
 ) -> Any:
     """A runner (`load_runner`) from a model id/path, or `model` itself when it already has
     ``generate`` (a loaded runner, or a stand-in in tests). `what` names the flag in errors."""
@@ -251,7 +249,7 @@ def as_runner(
     if hasattr(model, "generate") and not isinstance(model, (str, Path)):
         return model
     return load_runner(model, backend, dtype, device, max_new_tokens, what, decode,
-                       gpu_memory_utilization)
+                       vllm_memory, vllm_engines, memory_key)
 
 
 def as_clip(model: Any, device: str, what: str = "--model") -> Any:

@@ -39,11 +39,15 @@ PROBE_VALUES = 32
 """Pixel values compared per video before the full comparison (a cheap filter, one sync)."""
 
 TRANSFORMERS_INTERNALS = {
-    # (module, qualified name) -> source fragments (whitespace ignored) the sharing relies on
+    # (module, qualified name) -> source fragments (whitespace ignored) the sharing relies on; a
+    # tuple of fragments: one of them
     ("transformers.models.qwen2_5_vl.modeling_qwen2_5_vl", "Qwen2_5_VLModel.forward"): (
         # the forward looks the encoder up on the instance and concatenates per-video outputs
+        # (5.24's spelling, or 5.17's: the [vllm] extra's transformers)
         "self.get_video_features(pixel_values_videos, video_grid_thw",
-        'torch.cat(mm_encoder_outputs["video"].pooler_output, dim=0)',
+        ('torch.cat(mm_encoder_outputs["video"].pooler_output, dim=0)',
+         "video_embeds = self.get_video_features(pixel_values_videos, video_grid_thw, **kwargs)"
+         ".pooler_output\nvideo_embeds = torch.cat(video_embeds, dim=0)"),
     ),
     ("transformers.models.qwen2_5_vl.modeling_qwen2_5_vl", "Qwen2_5_VLModel.get_video_features"): (
         "self.visual(pixel_values_videos, grid_thw=video_grid_thw",
@@ -68,13 +72,21 @@ TRANSFORMERS_INTERNALS = {
 }
 
 
+ABSENT_IS_FINE = {
+    ("transformers.generation.utils", "GenerationMixin._prepare_multimodal_encoder_kwargs_for_generation"),
+}
+"""Internals that may be missing altogether: transformers 5.17 has no pre-encoding step in
+``generate``; its prefill runs the model's forward, which calls the same instance attribute."""
+
+
 def _squash(text: str) -> str:
     return "".join(text.split())
 
 
 def check_transformers_internals() -> None:
     """Raise RuntimeError when transformers' Qwen2.5-VL video path is not the code this was
-    written against (transformers 5.24): sharing must then be revisited, never guessed."""
+    written against (transformers 5.24, and 5.17's equivalent spelling): sharing must then be
+    revisited, never guessed."""
     import importlib
 
     import transformers
@@ -85,9 +97,13 @@ def check_transformers_internals() -> None:
             obj = getattr(obj, part, None)
             if obj is None:
                 break
+        if obj is None and (module_name, qualname) in ABSENT_IS_FINE:
+            continue
         source = _squash(inspect.getsource(obj)) if obj is not None else ""
         for fragment in fragments:
-            if _squash(fragment) not in source:
+            options = fragment if isinstance(fragment, tuple) else (fragment,)
+            if not any(_squash(option) in source for option in options):
+                fragment = options[0]
                 raise RuntimeError(
                     f"transformers {transformers.__version__}: {qualname} no longer contains "
                     f"{fragment!r}; scenetg's shared video encoding was written against "

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from scenetg.config_fields import coerce_vllm_memory
 from scenetg.errors import ConfigError
 from scenetg.extras import require_extra
 from scenetg.models.qwen import (
@@ -47,6 +48,46 @@ VLLM_AUTO_BATCH = 64
 """Queries handed to vLLM per call with ``batch_size: auto``. vLLM schedules the sequences itself
 (continuous batching over a paged KV cache sized by ``gpu_memory_utilization``), so this only
 bounds how many decoded videos wait in host memory at once."""
+
+
+VLLM_MEMORY_KEY = "--vllm-memory"
+"""The flag of ground / answer; eval-suite's key is ``vllm_memory``, the build's
+``captions.vllm_memory``."""
+
+VLLM_GPU_MEMORY_AUTO = 0.9
+"""``vllm_memory: auto`` on a GPU: the share of its memory vLLM takes (vLLM's default)."""
+
+VLLM_CPU_KV_CACHE_AUTO = 1 << 30
+"""``vllm_memory: auto`` on vLLM's CPU build: a KV cache of 1 GiB (``kv_cache_memory_bytes``).
+There ``gpu_memory_utilization`` is a share of host RAM that must cover the process itself
+(the worker's RSS is taken out of it before the KV cache): 0.9 fails at start on a shared machine
+and a small share fails in a large process, so no share is right everywhere; a fixed KV size is."""
+
+
+def vllm_memory_args(memory: float | str, engines: int = 1, on_cpu: bool = False) -> dict[str, Any]:
+    """vLLM engine arguments for `memory` (`coerce_vllm_memory`) when `engines` engines of one
+    process share the device: each takes ``1/engines`` of the share, or of the CPU auto KV cache."""
+    n = max(1, int(engines))
+    if memory == "auto" and on_cpu:
+        return {"kv_cache_memory_bytes": VLLM_CPU_KV_CACHE_AUTO // n}
+    total = VLLM_GPU_MEMORY_AUTO if memory == "auto" else float(memory)
+    return {"gpu_memory_utilization": total / n}
+
+
+def vllm_on_cpu(vllm: Any) -> bool:
+    """Whether `vllm` (the imported module) is a CPU build: its platform, else no CUDA here."""
+    try:
+        from vllm.platforms import current_platform
+
+        return bool(current_platform.is_cpu())
+    except (ImportError, AttributeError):  # a stand-in module in tests
+        import torch
+
+        return not torch.cuda.is_available()
+
+
+MEMORY_ERROR_MARKS = ("less than desired", "less than requested memory", "No available memory for the cache")
+"""Phrases of vLLM's start-up errors when its memory share (or KV size) cannot be met."""
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -139,13 +180,17 @@ class VLLMRunner:
         max_new_tokens: int = 256,
         trust_remote_code: bool = False,
         flag: str = "--model",
-        gpu_memory_utilization: float = 0.9,
+        memory: float | str = "auto",
+        engines: int = 1,
+        memory_key: str = VLLM_MEMORY_KEY,
         max_model_len: int | None = None,
         seed: int = 0,
     ) -> VLLMRunner:
         """Build the engine for `model_id_or_path` (a folder or a Hub id, checked first as for
         transformers), one video per prompt. `dtype` as vLLM reads it (``auto``: the
-        checkpoint's)."""
+        checkpoint's). `memory` (``auto`` or a share, `vllm_memory_args`) is split between the
+        `engines` engines of this run; when vLLM cannot meet it, a ConfigError names
+        `memory_key`."""
         from transformers import AutoProcessor, GenerationConfig
 
 
@@ -163,12 +208,23 @@ class VLLMRunner:
             "dtype": _vllm_dtype(dtype),
             "seed": seed,
             "trust_remote_code": trust_remote_code,
-            "gpu_memory_utilization": gpu_memory_utilization,
             "limit_mm_per_prompt": {"video": 1, "image": 0},
         }
+        memory = coerce_vllm_memory(memory_key, memory)
+        engine_args.update(vllm_memory_args(memory, engines, vllm_on_cpu(vllm)))
         if max_model_len is not None:
             engine_args["max_model_len"] = int(max_model_len)
-        llm = vllm.LLM(**engine_args)
+        try:
+            llm = vllm.LLM(**engine_args)
+        except (ValueError, RuntimeError) as exc:
+            text = str(exc)
+            if not any(mark in text for mark in MEMORY_ERROR_MARKS):
+                raise
+            raise ConfigError(
+                f"{memory_key} {memory}: vLLM cannot reserve that memory "
+                f"({text.split('. ')[0].strip()}); set {memory_key} to a smaller share"
+                + (" or auto" if memory != "auto" else "")
+            ) from exc
         return cls(llm, processor, generation_config, vllm.SamplingParams, max_new_tokens)
 
     def batch_size(self, value: int | str, tokens_per_item: int) -> int:
@@ -176,19 +232,16 @@ class VLLMRunner:
         own running batch from its KV cache)."""
         return VLLM_AUTO_BATCH if value == "auto" else int(value)
 
-    def generate(
+    def requests(
         self,
         videos: Sequence[Sequence[np.ndarray]],
         times_s: Sequence[Sequence[float]],
         prompts: str | Sequence[str],
         durations_s: Sequence[float | None],
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """One greedy completion per (video, prompt), special tokens dropped, text stripped.
-        Queries of one video (the same frames list) share one stacked array."""
-
-        if not videos:
-            return []
+    ) -> list[dict[str, Any]]:
+        """vLLM's prompt rows for (video, prompt) pairs: the chat-rendered text with one video
+        placeholder, our frames and their fps (`vllm_video`), our processor kwargs. Queries of
+        one video (the same frames list) share one stacked array."""
         texts = video_prompt_texts(self.processor, prompts, len(videos))
         items: dict[tuple, tuple[np.ndarray, dict[str, Any]]] = {}
         rows = []
@@ -201,6 +254,21 @@ class VLLMRunner:
                 "multi_modal_data": {"video": items[key]},
                 "mm_processor_kwargs": dict(self.processor_kwargs),
             })
+        return rows
+
+    def generate(
+        self,
+        videos: Sequence[Sequence[np.ndarray]],
+        times_s: Sequence[Sequence[float]],
+        prompts: str | Sequence[str],
+        durations_s: Sequence[float | None],
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """One greedy completion per (video, prompt), special tokens dropped, text stripped."""
+
+        if not videos:
+            return []
+        rows = self.requests(videos, times_s, prompts, durations_s)
         params = self._sampling_params(
             temperature=0.0,
             max_tokens=int(max_new_tokens or self.max_new_tokens),

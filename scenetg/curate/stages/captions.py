@@ -263,6 +263,7 @@ def make_caption_backend(cfg: CaptionsConfig) -> CaptionBackend:
 
         check_vllm_device(cfg.device, "captions.device:", "captions.backend:")
         runner = VLLMRunner.load(cfg.model, dtype=cfg.dtype, max_new_tokens=cfg.max_new_tokens,
-                                 trust_remote_code=cfg.trust_remote_code, flag=CAPTION_MODEL_FLAG)
+                                 trust_remote_code=cfg.trust_remote_code, flag=CAPTION_MODEL_FLAG,
+                                 memory=cfg.vllm_memory, memory_key="captions.vllm_memory:")
         return TransformersCaptioner(cfg, runner=runner)
     return OpenAICaptioner(cfg)
