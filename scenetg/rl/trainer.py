@@ -37,6 +37,7 @@ from trl import GRPOTrainer
 
 from scenetg.errors import ConfigError
 from scenetg.grounding.samples import FrameSampling, SampledVideo, sample_video
+from scenetg.models.checkpoint_weights import has_full_weights, load_checkpoint_weights
 from scenetg.models.qwen import (
     processor_video_inputs,
     render_chat,
@@ -45,6 +46,7 @@ from scenetg.models.qwen import (
 )
 from scenetg.models.runner import decode_attention, resolve_decode
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
+from scenetg.models.vision_windows import install_window_batching
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
 from scenetg.rl.vllm_video import VideoLLM, check_vllm_for_video, vllm_video_item
 
@@ -194,10 +196,12 @@ class VideoGRPOTrainer(GRPOTrainer):
             engine = self.vllm_generation
             engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class))
         # G rollouts of a prompt carry one video: policy and reference encode it once per pass
-        # (exact; `models.shared_video_encoding`). Also TRL's own reference copy (full
-        # fine-tuning), which it loads itself.
+        # (exact; `models.shared_video_encoding`), and batch their vision windows as `load_qwen`
+        # does (`models.vision_windows`). Also TRL's own reference copy (full fine-tuning),
+        # which it loads itself, not through `load_qwen`.
         for model in (self.model, self.ref_model):
             if model is not None:
+                speedup_or_stock(install_window_batching, model)
                 speedup_or_stock(set_video_sharing, model, enabled=share_video_encoding)
         if self.args.use_liger_kernel:
             raise ConfigError("use_liger_kernel: the token-aware KL loss needs TRL's own loss path")
@@ -212,6 +216,15 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.beta_timestamp = float(beta_timestamp)
         self._rows_videos: list[SampledVideo] | None = None
         self._video: VideoBatch | None = None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Full fine-tuning resume: the saved weights go through the model class's key renaming
+        (`models.checkpoint_weights`). transformers' own path loads Qwen2.5-VL's checkpoint-era
+        key names with ``strict=False`` and so loads nothing, keeping the start weights."""
+        if has_full_weights(resume_from_checkpoint) and not self.is_fsdp_enabled:
+            load_checkpoint_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     # ----------------------------------------------------------------------- video inputs
 
