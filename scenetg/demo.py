@@ -146,7 +146,7 @@ def run_demo_train(paths: DemoPaths, out: Path, config: Path | None, reporter: R
         "data.dataset": str(paths.dataset), "data.video_root": str(paths.videos),
         "data.split": "train" if has_train else None,
     })
-    return train(cfg, reporter=reporter).final_dir
+    return train(cfg, reporter=reporter, overwrite=True).final_dir  # an unfinished leg starts over
 
 
 def run_demo_eval(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None,

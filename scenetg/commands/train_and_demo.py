@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from scenetg.commands.app import app, console, models_app, out_console, print_summary
+from scenetg.commands.app import app, console, models_app, out_console, print_summary, state
 from scenetg.demo import (
         check_demo_configs,
         default_assets_dir,
@@ -32,15 +32,19 @@ def train(
     video_root: Annotated[str | None, typer.Option("--video-root", help="Folder the videos are under (overrides data.video_root).")] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run folder (overrides output_dir).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps (overrides grpo.max_steps).")] = None,
-    resume_from_checkpoint: Annotated[str | None, typer.Option("--resume-from-checkpoint", help="A checkpoint-N folder, or 'last'.")] = None,
+    resume_from_checkpoint: Annotated[str | None, typer.Option("--resume-from-checkpoint", help="A checkpoint-N folder, or 'last': continue that run (its config.yaml must match).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the output folder (refused otherwise).")] = False,
 ) -> None:
     """GRPO training with token-aware KL and the Center Distance reward (TRL GRPOTrainer)."""
 
+    state["interrupt_hint"] = (
+        "interrupted; saved checkpoints are kept — continue with --resume-from-checkpoint last")
     overrides = {"model": model, "data.dataset": dataset, "data.video_root": video_root,
                  "output_dir": output_dir, "grpo.max_steps": max_steps}
     cfg = load_train_config(config, {k: v for k, v in overrides.items() if v is not None})
     with rich_reporter(console) as reporter:
-        result = run_train(cfg, resume_from_checkpoint=resume_from_checkpoint, reporter=reporter)
+        result = run_train(cfg, resume_from_checkpoint=resume_from_checkpoint, reporter=reporter,
+                           overwrite=overwrite)
     out_console.print(result.summary(), highlight=False)
     out_console.print(f"metrics: {result.metrics_path}  curves: {result.curves_path}")
 
