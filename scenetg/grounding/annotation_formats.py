@@ -349,10 +349,13 @@ SHARD_SPLIT = re.compile(r"^(?P<split>train|validation|test)-\d{5}-of-\d{5}\.par
 SCENETG_COLUMNS = ("sample_id", "video_id", "duration_s", "query", "start_s", "end_s")
 
 
-def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
+def _read_scenetg(path: str, split: str | None, check_values: bool = False) -> Iterator[_Raw]:
+    """SceneTG query rows (a build folder, its data/, one shard, or ``hub:ORG/NAME``);
+    `check_values` first refuses rows `grounding.query_values` rejects (training reads with it;
+    eval reads benchmark-style, clipping a GT end past the duration)."""
     p = Path(path)
     if path.startswith(HUB_PREFIX):
-        yield from _read_hub(path[len(HUB_PREFIX):], split)
+        yield from _read_hub(path[len(HUB_PREFIX):], split, check_values)
         return
     if not p.exists():
         raise ScenetgError(f"{path}: no such folder or Parquet file (a SceneTG build: run "
@@ -378,8 +381,9 @@ def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
             raise ScenetgError(
                 f"{f}: missing columns {missing} (a SceneTG query file has {list(SCENETG_COLUMNS)})"
             )
-        shard = SHARD_SPLIT.match(f.name)
-        _check_values(table.to_pydict(), str(f), shard["split"] if shard else None)
+        if check_values:
+            shard = SHARD_SPLIT.match(f.name)
+            _check_values(table.to_pydict(), str(f), shard["split"] if shard else None)
         if split is not None:
             if "split" in table.column_names:
                 rows_split = table.column("split").to_pylist()
@@ -389,7 +393,7 @@ def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
         yield from _scenetg_rows(table.to_pydict(), str(f))
 
 
-def _read_hub(repo_id: str, split: str | None) -> Iterator[_Raw]:
+def _read_hub(repo_id: str, split: str | None, check_values: bool = False) -> Iterator[_Raw]:
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is a dependency
@@ -403,7 +407,8 @@ def _read_hub(repo_id: str, split: str | None) -> Iterator[_Raw]:
         missing = [c for c in SCENETG_COLUMNS if c not in part.column_names]
         if missing:
             raise ScenetgError(f"{repo_id}: missing columns {missing}")
-        _check_values(part.to_dict(), repo_id)
+        if check_values:
+            _check_values(part.to_dict(), repo_id)
         yield from _scenetg_rows(part.select_columns(list(SCENETG_COLUMNS)).to_dict(), repo_id)
 
 

@@ -87,8 +87,11 @@ def load_annotations(
     metadata_csv: str | Path | None = None,
     videos_dir: str | Path | None = None,
     split: str | None = None,
+    check_values: bool = False,
 ) -> tuple[list[GroundingRecord], LoadReport]:
     """Read one annotation file (or Parquet folder / Hub id) into records and a load report.
+    `check_values`: SceneTG rows must pass `grounding.query_values` (training data; the same
+    check as `scenetg inspect` / `publish`).
 
     Durations missing from the file come, in this order, from `durations` (video_id -> s), the
     metadata CSV, then probing the video in `videos_dir`; the file's own duration always wins.
@@ -97,7 +100,7 @@ def load_annotations(
     path_s = str(path)
     report = LoadReport(path=path_s, format=fmt)
     if fmt == "scenetg":
-        raws: Iterable[_Raw] = _read_scenetg(path_s, split)
+        raws: Iterable[_Raw] = _read_scenetg(path_s, split, check_values)
     else:
         p = Path(path)
         if not p.is_file():
