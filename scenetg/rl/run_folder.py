@@ -35,7 +35,7 @@ RESUME_FREE_KEYS = frozenset({
     "grpo.logging_steps", "grpo.report_to", "grpo.logging_dir",
 })
 """Config keys a resumed run may change: where things are, how long it runs, what it logs."""
-MAX_LISTED = 4
+MAX_LISTED = 6
 
 
 def is_main_process() -> bool:
@@ -59,8 +59,8 @@ def check_output_dir(out: Path) -> None:
     """ConfigError when `out` or a parent of it is a file."""
     for path in (out, *out.parents):
         if path.exists() and not path.is_dir():
-            where = "exists" if path == out else f"has a parent {path} that"
-            raise ConfigError(f"{OUTPUT_FLAG}: {out} {where} is not a folder")
+            what = "exists and is not a folder" if path == out else f"has a parent {path} that is not a folder"
+            raise ConfigError(f"{OUTPUT_FLAG}: {out} {what}")
         if path.exists():
             return
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scenetg.atomic_files import honour_umask_tree
 from scenetg.errors import ConfigError, ModelError
 from scenetg.extras import require_extra
 from scenetg.folder_lock import lock_folder
@@ -180,6 +181,7 @@ def save_final(trainer: Any, processor: Any, final_dir: Path) -> Path:
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
+    honour_umask_tree(tmp)  # safetensors writes through a 0600 temp file
     if final_dir.exists():
         import shutil
 
@@ -253,6 +255,7 @@ def build_trainer(
         MetricsLogCallback,
         StepProgressCallback,
     )
+    from scenetg.rl.file_modes import CheckpointModesCallback  # deferred: pulls transformers
     from scenetg.rl.trainer import VideoGRPOTrainer  # deferred: pulls torch, trl
 
     reporter = reporter or Reporter()
@@ -271,7 +274,7 @@ def build_trainer(
         train_dataset=datasets.Dataset.from_list(data.rows),
         processing_class=processor,
         peft_config=peft_config(cfg),
-        callbacks=[MetricsLogCallback(out / "metrics.jsonl")],
+        callbacks=[MetricsLogCallback(out / "metrics.jsonl"), CheckpointModesCallback()],
         sampling=FrameSampling(cfg.sampling.fps, cfg.sampling.max_frames, cfg.sampling.max_side),
         beta_timestamp=cfg.kl.beta_timestamp,
         frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
