@@ -17,7 +17,7 @@ from scenetg.demo import (
         run_demo_eval,
         run_demo_train,
     )
-from scenetg.demo_toy import TOY_HELDOUT, run_toy_leg
+from scenetg.demo_toy import TOY_HELDOUT, TOY_SFT, run_toy_leg
 from scenetg.progress import rich_reporter
 from scenetg.rl.config import load_train_config
 from scenetg.rl.train import train as run_train
@@ -78,12 +78,14 @@ def demo(
     check_demo_configs(config, train_config, eval_config, toy_train_config, toy_eval_config)
     with one_torch_thread(), rich_reporter(console) as reporter:
         paths, summary = run_demo(out, config, assets or default_assets_dir(), reporter)
-        trained = run_demo_train(paths, out, train_config, reporter)
+        # from the toy SFT checkpoint: the random tiny model earns no reward, so its GRPO curves are flat 0
+        trained = run_demo_train(paths, out, train_config, reporter, start_model=Path(str(TOY_SFT)))
         results, report = run_demo_eval(paths, out, eval_config, reporter, trained=trained)
         toy, toy_trained, _, toy_report = run_toy_leg(out, paths.models / "clip", toy_train_config,
                                                        toy_eval_config, reporter)
     print_summary(summary, "scenetg demo: build")
-    out_console.print(f"\nTrained (GRPO, tiny model): {trained}  curves: {trained.parent / 'curves.png'}")
+    out_console.print(f"\nTrained (GRPO on this dataset, from the toy SFT checkpoint): {trained}  "
+                      f"curves: {trained.parent / 'curves.png'}")
     out_console.print("\n" + report.read_text().split("\n\n![")[0], highlight=False)
     out_console.print(f"\nEvaluation report: {report} (IoU histogram: {report.parent / 'iou_distribution.png'})")
     out_console.print(
