@@ -83,15 +83,23 @@ def _stopping(monkeypatch, how: str) -> None:
     monkeypatch.setattr(train_module, "build_trainer", build_and_stop)
 
 
-@pytest.fixture(scope="module", params=["full", "lora"])
-def reference(request, grounding_set, tiny_models, tmp_path_factory):
+def _reference(kind: str, grounding_set, tiny_models, tmp_path_factory) -> Path:
     """An uninterrupted run of `STEPS` steps, a checkpoint after each."""
     from scenetg.rl.train import train
 
-    lora = request.param == "lora"
-    out = tmp_path_factory.mktemp(f"reference_{request.param}") / "run"
-    train(_cfg(grounding_set, tiny_models, out, lora))
-    return lora, out
+    out = tmp_path_factory.mktemp(f"reference_{kind}") / "run"
+    train(_cfg(grounding_set, tiny_models, out, kind == "lora"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_full(grounding_set, tiny_models, tmp_path_factory):
+    return _reference("full", grounding_set, tiny_models, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reference_lora(grounding_set, tiny_models, tmp_path_factory):
+    return _reference("lora", grounding_set, tiny_models, tmp_path_factory)
 
 
 def _config_file(cfg, path: Path) -> Path:
@@ -99,10 +107,9 @@ def _config_file(cfg, path: Path) -> Path:
     return path
 
 
-def test_a_resumed_run_starts_from_the_checkpoint_weights(reference, grounding_set, tiny_models, tmp_path):
-    lora, ref = reference
-    if lora:
-        pytest.skip("a LoRA checkpoint holds the adapter only; the Ctrl-C test compares merged weights")
+def test_a_resumed_run_starts_from_the_checkpoint_weights(reference_full, grounding_set, tiny_models, tmp_path):
+    """Full fine-tuning (a LoRA checkpoint holds the adapter only; the Ctrl-C test covers LoRA)."""
+    lora, ref = False, reference_full
     run = tmp_path / "run"
     shutil.copytree(ref, run)
     shutil.rmtree(run / "final")
@@ -119,11 +126,12 @@ def test_a_resumed_run_starts_from_the_checkpoint_weights(reference, grounding_s
     _assert_same(_weights(run / "final"), saved)  # 0 steps left: final is the checkpoint itself
 
 
-def test_ctrl_c_then_resume_equals_an_uninterrupted_run(reference, grounding_set, tiny_models, tmp_path,
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_ctrl_c_then_resume_equals_an_uninterrupted_run(kind, request, grounding_set, tiny_models, tmp_path,
                                                        monkeypatch, capsys):
     from scenetg.rl.train import train
 
-    lora, ref = reference
+    lora, ref = kind == "lora", request.getfixturevalue(f"reference_{kind}")
     run = tmp_path / "run"
     cfg = _cfg(grounding_set, tiny_models, run, lora)
     with monkeypatch.context() as patch:
@@ -141,10 +149,9 @@ def test_ctrl_c_then_resume_equals_an_uninterrupted_run(reference, grounding_set
     assert _max_diff(expected, _weights(Path(tiny_models["qwen"]))) > 100 * ATOL
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(reference, grounding_set, tiny_models, tmp_path):
-    lora, ref = reference
-    if lora:
-        pytest.skip("SIGKILL is covered on full fine-tuning; LoRA's resume path is the Ctrl-C test's")
+def test_sigkill_then_resume_equals_an_uninterrupted_run(reference_full, grounding_set, tiny_models, tmp_path):
+    """Full fine-tuning, where resume loaded nothing (LoRA's resume path is the Ctrl-C test's)."""
+    lora, ref = False, reference_full
     run = tmp_path / "run"
     config = _config_file(_cfg(grounding_set, tiny_models, run, lora), tmp_path / "train.yaml")
     script = (
