@@ -5,7 +5,6 @@ same step (full fine-tuning and LoRA)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -107,23 +106,26 @@ def _config_file(cfg, path: Path) -> Path:
     return path
 
 
-def test_a_resumed_run_starts_from_the_checkpoint_weights(reference_full, grounding_set, tiny_models, tmp_path):
-    """Full fine-tuning (a LoRA checkpoint holds the adapter only; the Ctrl-C test covers LoRA)."""
-    lora, ref = False, reference_full
-    run = tmp_path / "run"
-    shutil.copytree(ref, run)
-    shutil.rmtree(run / "final")
+def test_a_resumed_run_starts_from_the_checkpoint_weights(reference_full, grounding_set, tiny_models, tmp_path,
+                                                         capsys):
+    """Full fine-tuning (a LoRA checkpoint holds the adapter only; the Ctrl-C test covers LoRA):
+    the trainer's resume load puts the checkpoint's weights into the start model."""
+    from scenetg.rl.train import build_trainer
+
+    ref, checkpoint = reference_full, reference_full / "checkpoint-2"
     start = _weights(Path(tiny_models["qwen"]))
-    saved = _weights(run / "checkpoint-2")
+    saved = _weights(checkpoint)
     assert _max_diff(start, saved) > 100 * ATOL  # training moved the weights: the check can fail
 
-    from scenetg.rl.config import load_train_config
+    trainer, _, _ = build_trainer(_cfg(grounding_set, tiny_models, tmp_path / "run", lora=False))
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.model.save_pretrained(tmp_path / "loaded")  # the checkpoint's own key names
+    _assert_same(_weights(tmp_path / "loaded"), saved)
 
-    config = _config_file(_cfg(grounding_set, tiny_models, run, lora), tmp_path / "train.yaml")
-    assert main(["train", "-c", str(config), "--max-steps", "2",
-                 "--resume-from-checkpoint", str(run / "checkpoint-2")]) == 0
-    assert load_train_config(config).grpo["max_steps"] == STEPS
-    _assert_same(_weights(run / "final"), saved)  # 0 steps left: final is the checkpoint itself
+    # nothing left to train: refused (transformers would train one step past max_steps)
+    config = _config_file(_cfg(grounding_set, tiny_models, ref, lora=False), tmp_path / "train.yaml")
+    assert main(["train", "-c", str(config), "--max-steps", "2", "--resume-from-checkpoint", str(checkpoint)]) == 2
+    assert f"grpo.max_steps: 2, but {checkpoint} is at step 2 already" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])

@@ -82,16 +82,21 @@ def resume_point(out: Path, value: str | bool | None) -> Path | None:
         checkpoint = Path(str(value)).expanduser()
         if not checkpoint.is_dir():
             raise ConfigError(f"{RESUME_FLAG}: {checkpoint}: no such checkpoint folder")
+    checkpoint_step(checkpoint)
+    return checkpoint
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step a checkpoint was saved at (its ``trainer_state.json``); ConfigError naming the
+    file when it is missing or unreadable."""
     state = checkpoint / "trainer_state.json"
     try:
-        step = json.loads(state.read_text(encoding="utf-8"))["global_step"]
-        int(step)
+        return int(json.loads(state.read_text(encoding="utf-8"))["global_step"])
     except FileNotFoundError:
         raise ConfigError(f"{RESUME_FLAG}: {state}: missing (not a training checkpoint)") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ConfigError(f"{RESUME_FLAG}: {state}: unreadable ({reason})") from None
-    return checkpoint
 
 
 def flat(data: Any, prefix: str = "") -> dict[str, Any]:

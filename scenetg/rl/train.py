@@ -30,6 +30,7 @@ from scenetg.rl.rewards import REWARD_FUNCTIONS, REWARD_NAMES
 from scenetg.rl.run_folder import (
     OUTPUT_FLAG,
     check_output_dir,
+    checkpoint_step,
     claim_run_folder,
     is_main_process,
     resume_point,
@@ -306,6 +307,13 @@ def train(
     checked = check_run(cfg, reporter)
     out = Path(cfg.output_dir)
     checkpoint = resume_point(out, resume_from_checkpoint)
+    max_steps = cfg.grpo.get("max_steps")
+    if checkpoint is not None and max_steps and checkpoint_step(checkpoint) >= max_steps:
+        # transformers would train one more step past max_steps when resuming mid-epoch
+        raise ConfigError(
+            f"grpo.max_steps: {max_steps}, but {checkpoint} is at step {checkpoint_step(checkpoint)} "
+            f"already; set a larger max_steps (--max-steps) to train on from it"
+        )
     main = is_main_process()  # other ranks of `accelerate launch` share the main one's folder
     with lock_folder(out, OUTPUT_FLAG) if main else nullcontext():
         if main:
