@@ -23,6 +23,7 @@ BENCHES = [
     ("Decode work of a whole build", "bench_build_decode"),
     ("Peak memory of a build vs video length", "bench_memory"),
     ("Eval metrics throughput", "bench_eval"),
+    ("R@k and bootstrap intervals at MAD's size", "bench_recall"),
     ("GRPO training step (CPU, tiny model)", "bench_train"),
     ("Captions batched across videos (CPU, tiny model)", "bench_caption_batches"),
     ("CLIP filter batched across videos (CPU, tiny CLIP)", "bench_clip_batches"),

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scenetg.grounding.prompts import grounding_answer
+
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (225, 35, 35),
     "orange": (255, 150, 20),
@@ -74,8 +76,10 @@ def make_video_spec(rng: np.random.Generator, vid: str) -> ToyVideo:
 
 
 def answer_text(start_s: float, end_s: float) -> str:
-    """The target completion, in the format the grounding prompt asks for."""
-    return f"<think></think><answer>{int(round(start_s))} - {int(round(end_s))}</answer>"
+    """The target completion, in the format the grounding prompt asks for, in whole seconds
+    (`grounding_answer` with 0 decimals: what `scenetg train --algo sft` teaches with
+    ``sft.answer_decimals: 0``)."""
+    return grounding_answer(start_s, end_s, 0)
 
 
 def query_text(colour: str) -> str:

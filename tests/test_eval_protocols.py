@@ -69,6 +69,12 @@ EXPECTED = {
     "ego4d_nlq": (5, 2, 1, 2 / 6 + 6 / 8 + 4 / 6 + 0.5),
     "time_r1": (5, 2, 1, 2 / 6 + 6 / 8 + 4 / 6 + 0.5),
     "2d_tan": (6, 2, 1, 2 / 6 + 1 + 4 / 6 + 0.5),
+    "2d_tan_charades": (6, 2, 1, 2 / 6 + 1 + 4 / 6 + 0.5),
+    # activitynet.py / tacos.py clip the GT start too: C scores 1
+    "2d_tan_activitynet": (6, 2, 2, 2 / 6 + 1 + 1 + 0.5),
+    "2d_tan_tacos": (6, 2, 2, 2 / 6 + 1 + 1 + 0.5),
+    # MAD (VLG-Net's evaluation): MMN's conventions (float32, >=, GT clipped, all annotations)
+    "mad": (6, 3, 2, 2 / 6 + 1 + 1 + 0.5),
 }
 
 

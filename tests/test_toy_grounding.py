@@ -1,4 +1,5 @@
-"""The toy grounding benchmark's task generator and SFT input builder (benchmarks/toy_grounding)."""
+"""The toy grounding benchmark's task generator and its SFT through `scenetg train --algo sft`
+(benchmarks/toy_grounding)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from toy_grounding.sft import SAMPLING, load_videos, sft_batch, train_sft  # noqa: E402
+from toy_grounding.sft import SAMPLING, load_videos, sft_config, train_sft  # noqa: E402
 
 from scenetg.toy_task import (  # noqa: E402
     CELLS,
@@ -89,14 +90,20 @@ def test_sft_labels_cover_only_the_answer_and_inputs_match_grounding(toy_split, 
 
     from scenetg.grounding.samples import GroundingInput
     from scenetg.models.qwen import video_inputs
+    from scenetg.rl.sft import VideoSFTCollator
+    from scenetg.rl.sft_config import answer_decimals
+    from scenetg.rl.train_data import load_training_data
     from scenetg.video.frame_cache import FrameCache
 
     processor = AutoProcessor.from_pretrained(tiny_models["qwen"])
     videos = load_videos(toy_split.rows, toy_split.videos, FrameCache(tmp_path / "f"))
-    rows = toy_split.rows[:3]
-    items = [GroundingInput(videos[r["vid"]], r["query"]) for r in rows]
-    answers = [answer_text(*r["relevant_windows"][0]) for r in rows]
-    batch = sft_batch(processor, items, answers)
+    cfg = sft_config(tiny_models["qwen"], tmp_path / "run", toy_split, 1, 2, 1e-3, 0, 1, None)
+    rows = load_training_data(cfg.data).rows[:3]  # what `scenetg train` reads from the split's JSONL
+    assert [r["qid"] for r in rows] == [r["qid"] for r in toy_split.rows[:3]]
+    collator = VideoSFTCollator(processor, SAMPLING, FrameCache(tmp_path / "f"), answer_decimals(cfg.sft))
+    items = [GroundingInput(videos[r["vid"]], r["query"]) for r in toy_split.rows[:3]]
+    answers = [answer_text(*r["relevant_windows"][0]) for r in toy_split.rows[:3]]
+    batch = collator(rows)
     tok = processor.tokenizer
     for i, (item, answer) in enumerate(zip(items, answers, strict=False)):
         labels = batch["labels"][i]
@@ -125,18 +132,17 @@ def test_a_second_sft_cycle_starts_from_the_first_checkpoint_and_logs_the_total(
     import torch
     from safetensors.torch import load_file
 
-    from scenetg.video.frame_cache import FrameCache
 
-    videos = load_videos(toy_split.rows, toy_split.videos, FrameCache(tmp_path / "f"))
-    first = train_sft(Path(tiny_models["qwen"]), tmp_path / "first", toy_split.rows, videos,
-                      steps=2, batch_size=2, log_every=1)
+    first = train_sft(Path(tiny_models["qwen"]), tmp_path / "first", toy_split, steps=2, batch_size=2,
+                      log_every=1, frame_cache=tmp_path / "f")
     first_log = json.loads((first / "sft_log.json").read_text())
-    second = train_sft(first, tmp_path / "second", toy_split.rows, videos, steps=3, batch_size=2,
-                       lr=0.0, log_every=1, prior=first_log)
+    assert (tmp_path / "first.run" / "metrics.jsonl").is_file()  # the `scenetg train` run folder
+    second = train_sft(first, tmp_path / "second", toy_split, steps=3, batch_size=2,
+                       lr=0.0, log_every=1, prior=first_log, frame_cache=tmp_path / "f")
     log = json.loads((second / "sft_log.json").read_text())
     assert log["steps"] == 5 and log["cycles"] == [2, 3]
     assert [e["step"] for e in log["log"]] == [1, 2, 3, 4, 5]
-    assert all(a["seconds"] <= b["seconds"] for a, b in zip(log["log"], log["log"][1:], strict=False))
+    assert log["seconds"] >= first_log["seconds"] > 0
     # lr 0 in the second cycle: the weights are the first cycle's, not the base model's
     w1, w2 = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     base = load_file(Path(tiny_models["qwen"]) / "model.safetensors")

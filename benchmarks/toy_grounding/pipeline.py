@@ -44,7 +44,7 @@ class Sizes:
     @property
     def sft_key(self) -> str:
         more = f"_then{self.sft_more_steps}" if self.sft_more_steps else ""
-        return f"sft_{self.data_key}_steps{self.sft_steps}_s{self.sft_seed}{more}"
+        return f"sft_{self.data_key}_steps{self.sft_steps}_s{self.sft_seed}{more}_trl"
 
     @property
     def grpo_key(self) -> str:
@@ -156,18 +156,18 @@ def frame_cache():
 def sft_checkpoint(sizes: Sizes, train) -> Path:
     from scenetg.models.tiny import make_tiny_qwen
 
-    from .sft import load_videos, train_sft
+    from .sft import train_sft
 
     out = CACHE / sizes.sft_key
     if (out / "sft_log.json").is_file():
         return out
-    videos = load_videos(train.rows, train.videos, frame_cache())
+    frames = CACHE / "frames"
     if sizes.sft_more_steps:  # warm restart from the first cycle's checkpoint (itself cached)
         first = sft_checkpoint(replace(sizes, sft_more_steps=0), train)
-        return train_sft(first, out, train.rows, videos, sizes.sft_more_steps, seed=sizes.sft_seed + 1,
-                         prior=json.loads((first / "sft_log.json").read_text()))
+        return train_sft(first, out, train, sizes.sft_more_steps, seed=sizes.sft_seed + 1,
+                         prior=json.loads((first / "sft_log.json").read_text()), frame_cache=frames)
     base = make_tiny_qwen(CACHE / "tiny_base")
-    return train_sft(base, out, train.rows, videos, sizes.sft_steps, seed=sizes.sft_seed)
+    return train_sft(base, out, train, sizes.sft_steps, seed=sizes.sft_seed, frame_cache=frames)
 
 
 def publish_sft(sft_dir: Path) -> Path:

@@ -11,7 +11,7 @@ import typer
 
 from scenetg.atomic_files import write_json_atomic
 from scenetg.commands.app import app, console, out_console
-from scenetg.config_fields import coerce_batch_size
+from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
 from scenetg.errors import ScenetgError
 from scenetg.eval.answering import (
     DEFAULT_CONTEXT_FRACTION,
@@ -22,12 +22,14 @@ from scenetg.eval.answering import (
 from scenetg.eval.answering import answer as run_answer
 from scenetg.eval.baselines import DEFAULT_CENTER_FRACTION
 from scenetg.eval.grounding import ground as run_ground
-from scenetg.eval.metrics import compute_metrics, match_warnings
+from scenetg.eval.metrics import compute_metrics, match_warnings, resolve_protocol
 from scenetg.eval.predictions import read_predictions
 from scenetg.eval.protocols import PROTOCOLS, get_protocol
 from scenetg.eval.qa_loaders import load_qa_report
 from scenetg.eval.report import format_markdown
 from scenetg.eval.suite import load_eval_config, run_eval_suite
+from scenetg.eval.uncertainty import DEFAULT_RESAMPLES, DEFAULT_SEED
+from scenetg.grounding.candidates import DEFAULT_NMS_IOU, DEFAULT_TEMPERATURE
 from scenetg.grounding.loaders import load_annotations
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES
 from scenetg.models.runner import DEFAULT_BATCH_SIZE, DEFAULT_MAX_NEW_TOKENS
@@ -48,17 +50,24 @@ def eval_(
     split: Annotated[str | None, typer.Option("--split", help="Split of a SceneTG dataset.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the metrics JSON here (default: next to the predictions).")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Resamples of the 95% bootstrap interval over queries of each R1 and mIoU (0: none).")] = DEFAULT_RESAMPLES,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resamples.")] = DEFAULT_SEED,
 ) -> None:
-    """Temporal grounding metrics: R1@0.3/0.5/0.7 and mIoU, by GT length too."""
+    """Temporal grounding metrics: R1@0.3/0.5/0.7 and mIoU (with 95% bootstrap intervals), by GT
+    length too; R@k over ranked windows where the protocol names it (ego4d_nlq, mad)."""
     import json
 
 
     chosen = get_protocol(protocol, strict)  # a bad name fails before any file is read
+    resamples = coerce_int("--bootstrap", bootstrap, min=0)
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
-                                       videos_dir=videos, split=split)
+                                       videos_dir=videos, split=split,
+                                       keep_no_text=chosen.keep_no_text)
+    chosen = resolve_protocol(chosen, report.format, records)
     if report.has_issues:
         console.print(report.summary(), highlight=False)
-    metrics = compute_metrics(records, read_predictions(predictions), protocol=chosen)
+    metrics = compute_metrics(records, read_predictions(predictions), protocol=chosen,
+                              bootstrap=resamples, seed=seed)
     target = out or predictions.with_suffix(".metrics.json")
     write_json_atomic(target, metrics)
     if json_out:
@@ -93,8 +102,13 @@ def ground(
     center_fraction: Annotated[str, typer.Option("--center-fraction", help="center baseline: window length / duration, or auto.")] = str(DEFAULT_CENTER_FRACTION),
     decode: Annotated[str, typer.Option("--decode", help="Decode attention: auto (no-cudnn on CUDA), no-cudnn, static (static KV cache), plain.")] = "auto",
     backend: Annotated[str, typer.Option("--backend", help="MLLM engine: transformers, or vllm (in-process vLLM engine for large evals; pip install 'scenetg\\[vllm]').")] = "transformers",
+    candidates: Annotated[int, typer.Option("--candidates", help="K ranked windows per query (for R@k): method model samples K answers at --temperature, adds the greedy one, ranks them by sequence log-prob and drops overlaps above --nms-iou; method clip ranks its sliding windows. 1: one window.")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature of --candidates.")] = DEFAULT_TEMPERATURE,
+    nms_iou: Annotated[float, typer.Option("--nms-iou", help="Candidates overlapping a better one by more than this IoU are dropped.")] = DEFAULT_NMS_IOU,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --candidates samples.")] = 0,
 ) -> None:
-    """Grounding inference: one predicted \\[start, end] per query, raw model text kept."""
+    """Grounding inference: one predicted \\[start, end] per query, raw model text kept (with
+    --candidates K, also K ranked windows)."""
 
     records, report = load_annotations(annotations, format, metadata_csv=durations_csv,
                                        videos_dir=videos, split=split)
@@ -109,7 +123,9 @@ def ground(
                            max_frames=max_frames, batch_size=batch, limit=limit,
                            reporter=reporter, dtype=dtype, device=device,
                            max_new_tokens=max_new_tokens, center_fraction=fraction, decode=decode,
-                           backend=backend)
+                           backend=backend, candidates=coerce_int("--candidates", candidates, min=1),
+                           temperature=coerce_float("--temperature", temperature, min=0.0, min_open=True),
+                           nms_iou=coerce_float("--nms-iou", nms_iou, min=0.0, max=1.0), seed=seed)
     out_console.print(stats.summary(), highlight=False)
 
 

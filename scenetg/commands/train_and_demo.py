@@ -31,17 +31,22 @@ def train(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Build folder, hub:ORG/NAME or annotation file (overrides data.dataset).")] = None,
     video_root: Annotated[str | None, typer.Option("--video-root", help="Folder the videos are under (overrides data.video_root).")] = None,
     output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run folder (overrides output_dir).")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps (overrides grpo.max_steps).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps (overrides grpo.max_steps, or sft.max_steps with algo sft).")] = None,
+    algo: Annotated[str | None, typer.Option("--algo", help="grpo (GRPO, the default) or sft (supervised baseline on the same data and frames); overrides algo.")] = None,
     resume_from_checkpoint: Annotated[str | None, typer.Option("--resume-from-checkpoint", help="A checkpoint-N folder, or 'last': continue that run (its config.yaml must match).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the output folder (refused otherwise).")] = False,
 ) -> None:
-    """GRPO training with token-aware KL and the Center Distance reward (TRL GRPOTrainer)."""
+    """GRPO training with token-aware KL and the Center Distance reward (TRL GRPOTrainer);
+    --algo sft: the supervised baseline (TRL SFTTrainer) on the same data, frames and run folder."""
 
     state["interrupt_hint"] = (
         "interrupted; saved checkpoints are kept — continue with --resume-from-checkpoint last")
     overrides = {"model": model, "data.dataset": dataset, "data.video_root": video_root,
-                 "output_dir": output_dir, "grpo.max_steps": max_steps}
+                 "output_dir": output_dir, "algo": algo}
     cfg = load_train_config(config, {k: v for k, v in overrides.items() if v is not None})
+    if max_steps is not None:  # the step budget of the algorithm that runs
+        overrides[f"{cfg.algo}.max_steps"] = max_steps
+        cfg = load_train_config(config, {k: v for k, v in overrides.items() if v is not None})
     with rich_reporter(console) as reporter:
         result = run_train(cfg, resume_from_checkpoint=resume_from_checkpoint, reporter=reporter,
                            overwrite=overwrite)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from scenetg.grounding.candidates import DEFAULT_NMS_IOU, Candidate, nms
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, frame_count
 from scenetg.grounding.records import GroundingRecord
 from scenetg.video.frames import iter_frames_at, sample_times
@@ -96,6 +97,38 @@ def clip_best_window(
     return start * frame_s, (start + w) * frame_s, score
 
 
+def clip_ranked_windows(
+    sims: np.ndarray,
+    duration_s: float,
+    k: int,
+    nms_iou: float = DEFAULT_NMS_IOU,
+    scales: Sequence[float] = CLIP_SCALES,
+    stride: float = CLIP_STRIDE,
+) -> list[tuple[float, float, float]]:
+    """At most `k` sliding windows for one query, best first: `clip_best_window`'s window, then
+    every other window of the same grid by contrast score (ties: shorter, then earlier), with
+    temporal NMS at `nms_iou` (`scenetg.grounding.candidates.nms`)."""
+    sims = np.asarray(sims, dtype=np.float64).reshape(-1)
+    t = sims.size
+    best = clip_best_window(sims, duration_s, scales, stride)
+    cum = np.concatenate([[0.0], np.cumsum(sims)])
+    total, frame_s = cum[-1], duration_s / t
+    pool = []
+    for w in sorted({max(1, min(t, round(f * t))) for f in scales}):
+        step = max(1, round(stride * w))
+        starts = np.arange(0, t - w + 1, step)
+        if starts[-1] != t - w:
+            starts = np.append(starts, t - w)
+        inside = cum[starts + w] - cum[starts]
+        mean_out = (total - inside) / (t - w) if t > w else inside / w
+        for start, score in zip(starts.tolist(), (inside / w - mean_out).tolist(), strict=True):
+            pool.append((-score, w, start))
+    pool.sort()
+    ranked = [Candidate((best[0], best[1]), best[2], "")]
+    ranked += [Candidate((start * frame_s, (start + w) * frame_s), -neg, "") for neg, w, start in pool]
+    return [(c.window[0], c.window[1], c.score) for c in nms(ranked, k, nms_iou)]
+
+
 def clip_frame_embeddings(
     encoder: Any, path: str | Path, times_s: Sequence[float], chunk: int = 64
 ) -> np.ndarray:
@@ -120,8 +153,13 @@ def clip_ground_video(
     queries: Sequence[str],
     scales: Sequence[float] = CLIP_SCALES,
     stride: float = CLIP_STRIDE,
-) -> list[tuple[float, float, float]]:
-    """``(start_s, end_s, score)`` per query, from one video's frame embeddings."""
+    candidates: int = 1,
+    nms_iou: float = DEFAULT_NMS_IOU,
+) -> list:
+    """``(start_s, end_s, score)`` per query, from one video's frame embeddings; with
+    `candidates` > 1 a ranked list of at most that many per query (`clip_ranked_windows`)."""
     text = encoder.encode_text(list(queries))
     sims = text @ frame_emb.T
+    if candidates > 1:
+        return [clip_ranked_windows(row, duration_s, candidates, nms_iou, scales, stride) for row in sims]
     return [clip_best_window(row, duration_s, scales, stride) for row in sims]

@@ -8,6 +8,12 @@ Methods, all writing the same rows ``{"qid", "pred": [start_s, end_s] | null, "r
   duration (`DEFAULT_CENTER_FRACTION`, or ``"auto"``: the records' mean relative GT length).
 - ``clip`` — OpenCLIP sliding windows over frame embeddings (`clip_best_window`).
 
+With ``candidates`` K > 1 (``model`` and ``clip``) each row also carries ``candidates``, at most K
+ranked windows (``pred`` is the first), and ``scores``: for ``model`` the greedy output plus K
+samples at ``temperature``, ranked by sequence log-prob and de-duplicated by temporal NMS at
+``nms_iou`` (`scenetg.grounding.candidates`); for ``clip`` its sliding windows by contrast score,
+with the same NMS.
+
 Frames are decoded once per video for all its queries. Rows are appended and flushed as they are
 made, so a killed run resumes where it stopped: qids already in the file are skipped, except rows
 whose ``raw`` starts with ``"error:"`` (a missing or broken video), which are retried.
@@ -16,7 +22,9 @@ whose ``raw`` starts with ``"error:"`` (a missing or broken video), which are re
 from __future__ import annotations
 
 import json
+import math
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +43,7 @@ from scenetg.eval.baselines import (
     mean_relative_length,
 )
 from scenetg.eval.predictions import append_prediction
+from scenetg.grounding.candidates import DEFAULT_NMS_IOU, DEFAULT_TEMPERATURE, rank_candidates
 from scenetg.grounding.parsing import parse_answer
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
 from scenetg.grounding.records import GroundingRecord
@@ -42,6 +51,7 @@ from scenetg.grounding.samples import (
     FrameSampling,
     GroundingInput,
     generate_grounding,
+    sample_grounding,
     sample_video,
 )
 from scenetg.models.batch_size import expected_frames, runner_batch_size
@@ -180,6 +190,10 @@ def ground(
     clip_stride: float = CLIP_STRIDE,
     decode: str = "auto",
     backend: str = "transformers",
+    candidates: int = 1,
+    temperature: float = DEFAULT_TEMPERATURE,
+    nms_iou: float = DEFAULT_NMS_IOU,
+    seed: int = 0,
 ) -> GroundStats:
     """Ground `records` (the first `limit` of them) and append predictions to `out_path`.
 
@@ -190,6 +204,9 @@ def ground(
     counted, and the run goes on. `decode`: how decode steps run attention
     (`scenetg.models.runner.DECODE_MODES`). `backend`: ``transformers`` or ``vllm`` (an
     in-process vLLM engine, `scenetg.models.vllm_runner`) for method ``model``.
+    `candidates` K > 1: ranked windows per query (module docstring); `seed` seeds the samples
+    (each batch from `seed` and its first qid, so the same inputs and batch size give the
+    same candidates).
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -203,6 +220,7 @@ def ground(
         raise ConfigError("fps must be > 0, max_frames >= 1")
     if limit is not None and limit < 0:
         raise ConfigError("limit must be >= 0")
+    _check_candidates(method, candidates, temperature, nms_iou)
     fraction = _center_fraction(center_fraction, records) if method == "center" else None
     reporter = reporter or Reporter()
     todo = list(records)[: limit if limit is not None else None]
@@ -218,6 +236,11 @@ def ground(
     engine: Any = None
     if method == "model":
         engine = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend)
+        if candidates > 1 and not hasattr(engine, "sample_scored"):
+            raise ConfigError(
+                f"--candidates {candidates} samples from the model with the transformers "
+                f"backend; backend {backend!r} has no scored sampling"
+            )
     elif method == "clip":
         engine = as_clip(model, device)
 
@@ -225,8 +248,8 @@ def ground(
     reporter.start("ground", len(pending))
     with out.open("a", encoding="utf-8") as fh:
 
-        def emit(rec: GroundingRecord, pred, raw: str, kind: str = "") -> None:
-            append_prediction(fh, rec.qid, pred, raw)
+        def emit(rec: GroundingRecord, pred, raw: str, kind: str = "", ranked=None, scores=None) -> None:
+            append_prediction(fh, rec.qid, pred, raw, ranked, scores)
             stats.written += 1
             if kind == "missing":
                 stats.missing_videos += 1
@@ -242,14 +265,28 @@ def ground(
             _run_center(groups, videos_dir, fraction, emit, stats)
         elif method == "clip":
             _run_clip(
-                groups, videos_dir, engine, fps, max_frames, clip_scales, clip_stride, emit, stats
+                groups, videos_dir, engine, fps, max_frames, clip_scales, clip_stride, emit, stats,
+                candidates, nms_iou,
             )
         else:
+            ranked = None if candidates <= 1 else (candidates, temperature, nms_iou, seed)
             _run_model(
-                groups, videos_dir, engine, fps, max_frames, max_side, batch_size, emit, stats
+                groups, videos_dir, engine, fps, max_frames, max_side, batch_size, emit, stats,
+                ranked,
             )
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _check_candidates(method: str, candidates: int, temperature: float, nms_iou: float) -> None:
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise ConfigError(f"candidates must be an integer >= 1, got {candidates!r}")
+    if candidates > 1 and method == "center":
+        raise ConfigError("--candidates applies to methods model and clip (center has one window)")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if not (isinstance(nms_iou, (int, float)) and 0 <= nms_iou <= 1):
+        raise ConfigError(f"nms IoU must be a number in [0, 1], got {nms_iou!r}")
 
 
 def _center_fraction(value: float | str, records: Sequence[GroundingRecord]) -> float:
@@ -315,7 +352,10 @@ def _run_center(groups, videos_dir, fraction: float, emit: Emit, stats: GroundSt
             emit(rec, center_window(duration, fraction), raw)
 
 
-def _run_clip(groups, videos_dir, encoder, fps, max_frames, scales, stride, emit, stats) -> None:
+def _run_clip(
+    groups, videos_dir, encoder, fps, max_frames, scales, stride, emit, stats,
+    candidates: int = 1, nms_iou: float = DEFAULT_NMS_IOU,
+) -> None:
     for video_id, recs in groups.items():
         stats.videos += 1
         path = _open_video(videos_dir, video_id, recs, emit)
@@ -329,9 +369,16 @@ def _run_clip(groups, videos_dir, encoder, fps, max_frames, scales, stride, emit
             _video_failed(recs, exc, emit)
             continue
         results = clip_ground_video(
-            encoder, frame_emb, duration, [r.query for r in recs], scales, stride
+            encoder, frame_emb, duration, [r.query for r in recs], scales, stride,
+            candidates, nms_iou,
         )
-        for rec, (s, e, score) in zip(recs, results, strict=True):
+        for rec, result in zip(recs, results, strict=True):
+            if candidates > 1:
+                s, e, score = result[0]
+                emit(rec, (s, e), f"clip window score={score:.4f}",
+                     ranked=[(a, b) for a, b, _ in result], scores=[c for _, _, c in result])
+                continue
+            s, e, score = result
             emit(rec, (s, e), f"clip window score={score:.4f}")
 
 
@@ -369,16 +416,21 @@ def by_visual_size(groups: dict[str, list], sampling: FrameSampling) -> list[tup
 
 
 def _run_model(
-    groups, videos_dir, runner, fps, max_frames, max_side, batch_size, emit, stats
+    groups, videos_dir, runner, fps, max_frames, max_side, batch_size, emit, stats, ranked=None
 ) -> None:
     """Batches across videos, frames decoded in a prefetch thread while the model generates;
-    rows are keyed by qid (written in the order batches finish)."""
+    rows are keyed by qid (written in the order batches finish). `ranked`: None (greedy, one
+    window) or (K, temperature, nms_iou, seed) for ranked candidates."""
     sampling = FrameSampling(fps=fps, max_frames=max_frames, max_side=max_side)
     batch: list[tuple[GroundingRecord, GroundingInput]] = []
     size = 0
 
     def flush() -> None:
         if not batch:
+            return
+        if ranked is not None:
+            _emit_ranked(runner, batch, ranked, emit)
+            batch.clear()
             return
         texts = generate_grounding(runner, [item for _, item in batch])
         for (rec, _), text in zip(batch, texts, strict=True):
@@ -397,7 +449,23 @@ def _run_model(
             for rec in recs:
                 if not batch:
                     size = runner_batch_size(runner, batch_size, video.frames)
+                    if ranked is not None and batch_size == "auto":  # K + 1 sequences a query
+                        size = max(1, size // (ranked[0] + 1))
                 batch.append((rec, GroundingInput(video, rec.query)))
                 if len(batch) >= size:
                     flush()
         flush()
+
+
+def _emit_ranked(runner, batch, ranked, emit) -> None:
+    """Ranked candidates for one batch: greedy + K samples per query, ranked and NMS'd."""
+    k, temperature, nms_iou, seed = ranked
+    batch_seed = (int(seed) + zlib.crc32(str(batch[0][0].qid).encode())) % (1 << 31)
+    outputs = sample_grounding(runner, [item for _, item in batch], k, temperature, batch_seed)
+    for (rec, _), scored in zip(batch, outputs, strict=True):
+        kept = rank_candidates(scored, k, nms_iou)
+        if kept:
+            emit(rec, kept[0].window, kept[0].text, ranked=[c.window for c in kept],
+                 scores=[c.score for c in kept])
+        else:  # nothing parsable: the greedy text explains why
+            emit(rec, None, scored[0][0] if scored else "", ranked=[], scores=[])

@@ -14,6 +14,13 @@ that differ between benchmarks come from a `Protocol` (`scenetg.eval.protocols`,
 - A missing qid, a `None` prediction or one that is not two finite numbers: IoU 0, counted in
   `invalid` (`missing` counts the qids with no prediction at all, a subset of `invalid`).
 - Several GT windows: the best-matching one counts (max IoU).
+- IoUs in float32 (arithmetic and threshold comparisons) when the protocol says so (MMN, MAD).
+- R@k (protocols that name a table, `Protocol.recall_ks` x `recall_thresholds`): `R{k}@{m}` = %
+  of counted queries with a window of IoU >= m (> m when strict) among their first k ranked
+  windows (`predictions` module: `candidates`, or `pred` as a ranked list; a one-window line is
+  a list of one). Same clipping, IoU and denominator as R1; `R1@m` from the table equals R1.
+- With `bootstrap=B` (> 0): a 95 % percentile bootstrap interval over the counted queries for
+  each R1 and mIoU (`ci95`; `scenetg.eval.uncertainty`), seeded.
 - `R1@m` = % of counted queries with IoU ≥ m (IoU > m for strict protocols and `strict=True`);
   `mIoU` = mean IoU × 100. Counted: every annotation record (denominator "annotations", the
   default) or those with a prediction line ("predictions": Ego4D, Time-R1, Moment-DETR).
@@ -35,6 +42,7 @@ import numpy as np
 from scenetg.errors import ScenetgError
 from scenetg.eval.predictions import PredictionSet
 from scenetg.eval.protocols import Protocol, get_protocol
+from scenetg.eval.uncertainty import DEFAULT_SEED, LEVEL, interval_dict
 from scenetg.grounding.iou import best_iou, clip_to_video, span_iou, temporal_iou_matrix  # noqa: F401  (best_iou, temporal_iou_matrix: public here too)
 from scenetg.grounding.records import GroundingRecord
 
@@ -142,21 +150,106 @@ def _ranks(n: int, rank_rows: list[np.ndarray]):
         pos += len(rows)
 
 
+def _gt_windows(gt: GroundTruth, dtype) -> tuple[np.ndarray, np.ndarray]:
+    return gt.starts.astype(dtype, copy=False), gt.ends.astype(dtype, copy=False)
+
+
 def _gt_best_iou(s: np.ndarray, e: np.ndarray, gt: GroundTruth) -> np.ndarray:
-    """Predictions against a `GroundTruth`: best IoU per record (N,)."""
+    """Predictions against a `GroundTruth`: best IoU per record (N,), in the dtype of `s`."""
     n = gt.n
-    best = span_iou(s, e, gt.starts[:n], gt.ends[:n])
+    starts, ends = _gt_windows(gt, s.dtype)
+    best = span_iou(s, e, starts[:n], ends[:n])
     for part, rows in _ranks(n, gt.rank_rows):
-        iou = span_iou(s[rows], e[rows], gt.starts[part], gt.ends[part])
+        iou = span_iou(s[rows], e[rows], starts[part], ends[part])
         best[rows] = np.maximum(best[rows], iou)
     return best
 
 
-def _scored(preds: np.ndarray, gt: GroundTruth, protocol: Protocol):
-    """Prediction starts and ends as the protocol scores them (clipped or as given)."""
+def _scored(preds: np.ndarray, gt: GroundTruth, protocol: Protocol, durations=None):
+    """Prediction starts and ends as the protocol scores them (clipped or as given; float32
+    when the protocol computes in float32). `durations`: per row (default: the records')."""
     if protocol.clip_pred:
-        return clip_to_video(preds, gt.durations)
-    return preds[:, 0].copy(), preds[:, 1].copy()
+        s, e = clip_to_video(preds, gt.durations if durations is None else durations)
+    else:
+        s, e = preds[:, 0].copy(), preds[:, 1].copy()
+    if protocol.float32:
+        return s.astype(np.float32), e.astype(np.float32)
+    return s, e
+
+
+def _threshold(m: float, protocol: Protocol):
+    """Threshold `m` in the protocol's dtype (float32: 0.3 -> 0.30000001, as torch.tensor)."""
+    return np.float32(m) if protocol.float32 else m
+
+
+def _hit(iou: np.ndarray, m: float, protocol: Protocol) -> np.ndarray:
+    t = _threshold(m, protocol)
+    return (iou > t) if protocol.strict else (iou >= t)
+
+
+def ranked_iou(
+    windows: np.ndarray, owner: np.ndarray, gt: GroundTruth, protocol: Protocol
+) -> np.ndarray:
+    """IoU (T,) of ranked windows (T, 2) with the GT of the record each belongs to (`owner`),
+    best GT window, under the protocol's clipping and dtype."""
+    s, e = _scored(windows, gt, protocol, gt.durations[owner])
+    starts, ends = _gt_windows(gt, s.dtype)
+    n = gt.n
+    best = span_iou(s, e, starts[:n][owner], ends[:n][owner])
+    for part, rows in _ranks(n, gt.rank_rows):
+        where = np.full(n, -1, dtype=np.int64)
+        where[rows] = np.arange(part.start, part.stop)
+        w = where[owner]
+        has = w >= 0
+        if has.any():
+            iou = span_iou(s[has], e[has], starts[w[has]], ends[w[has]])
+            best[has] = np.maximum(best[has], iou)
+    return best
+
+
+def recall_at_k(
+    ranked: tuple[np.ndarray, np.ndarray, np.ndarray],
+    gt: GroundTruth,
+    protocol: Protocol,
+    counted: np.ndarray | None = None,
+) -> dict:
+    """`{"R{k}@{m}": %}` over the protocol's table and `ranked_windows` ({max, mean} windows per
+    counted query) from `ranked` = (windows (T, 2), owner (T,), rank (T,)), owner
+    non-decreasing and ranks increasing within an owner (`PredictionSet.ranked_rows`)."""
+    windows, owner, rank = ranked
+    n_all = gt.n if counted is None else int(np.count_nonzero(counted))
+    keep = np.ones(owner.size, dtype=bool) if counted is None else counted[owner]
+    iou = ranked_iou(windows, owner, gt, protocol)
+    out: dict = {}
+    for m in protocol.recall_thresholds:
+        ok = _hit(iou, m, protocol) & keep
+        o, r = owner[ok], rank[ok]
+        first_rank = np.full(gt.n, np.iinfo(np.int64).max)
+        if o.size:
+            starts = np.flatnonzero(np.concatenate(([True], o[1:] != o[:-1])))
+            first_rank[o[starts]] = r[starts]  # ranks rise within an owner: its best rank
+        for k in protocol.recall_ks:
+            hits = int(np.count_nonzero(first_rank < k))
+            out[f"R{k}@{m}"] = 100.0 * hits / n_all if n_all else None
+    counts = np.bincount(owner[keep], minlength=gt.n)
+    counts = counts if counted is None else counts[counted]
+    out["ranked_windows"] = {
+        "max": int(counts.max()) if counts.size else 0,
+        "mean": float(counts.mean()) if counts.size else 0.0,
+    }
+    return out
+
+
+def top1_ranked(preds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top-1 predictions (N, 2) as ranked rows of one window each (NaN rows: none)."""
+    owner = np.flatnonzero(~np.isnan(preds[:, 0]))
+    return preds[owner], owner, np.zeros(owner.size, dtype=np.int64)
+
+
+def _merge_recall(out: dict, table: dict) -> None:
+    """R@k keys the R1 keys do not already hold (R1@m equals them), then `ranked_windows`."""
+    for key, value in table.items():
+        out.setdefault(key, value)
 
 
 _FAST_TYPES = {tuple, type(None), object}  # object: the missing-prediction sentinel
@@ -195,6 +288,8 @@ def _coerce(value) -> tuple[float, float]:
     """A prediction value as two floats, or NaNs when it is not a pair of finite numbers."""
     if value is None or value is _MISSING or isinstance(value, (str, bytes)):
         return _NAN_PAIR
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        value = value[0]  # a ranked list: its top-1 window
     try:
         s, e = value
         s, e = float(s), float(e)
@@ -213,9 +308,14 @@ def metrics_from_arrays(
     bucket_edges: Sequence[float] = BUCKET_EDGES,
     protocol: str | Protocol = "default",
     missing: np.ndarray | None = None,
+    ranked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    bootstrap: int = 0,
+    seed: int = DEFAULT_SEED,
 ) -> dict:
     """The metric dict from aligned predictions (N, 2) (NaN rows invalid), a `GroundTruth` and
-    the (N,) mask of qids with no prediction (None: none missing)."""
+    the (N,) mask of qids with no prediction (None: none missing). `ranked`: the ranked windows
+    for R@k (`PredictionSet.ranked_rows`; None: the top-1 windows). `bootstrap`: resamples of
+    the 95 % intervals (0: none), drawn with `seed`."""
     _check_edges(bucket_edges)
     protocol = _protocol_for(gt, protocol, strict)
     s, e = _scored(preds, gt, protocol)
@@ -232,7 +332,7 @@ def metrics_from_arrays(
     def per_bucket(values: np.ndarray) -> np.ndarray:
         return np.bincount(bucket, weights=values, minlength=n_buckets)
 
-    hits = [(iou > m) if protocol.strict else (iou >= m) for m in thresholds]
+    hits = [_hit(iou, m, protocol) for m in thresholds]
     n_all = gt.n if counted is None else int(np.count_nonzero(counted))
     n_b = np.bincount(bucket, weights=counted, minlength=n_buckets).astype(np.int64)
     hits_b = [per_bucket(h) for h in hits]
@@ -241,10 +341,18 @@ def metrics_from_arrays(
     out = _summary(
         n_all,
         [int(np.count_nonzero(h)) for h in hits],
-        float(iou.sum()),
+        float(iou.sum(dtype=np.float64)),
         int(np.count_nonzero(invalid)),
         thresholds,
     )
+    if protocol.recall_ks:
+        _merge_recall(out, recall_at_k(ranked or top1_ranked(preds), gt, protocol, counted))
+    if bootstrap:
+        rows = slice(None) if counted is None else counted
+        values = 100.0 * np.stack([h[rows] for h in hits] + [iou[rows]], axis=1)
+        names = [f"R1@{m}" for m in thresholds] + ["mIoU"]
+        out["ci95"] = interval_dict(names, values, bootstrap, seed)
+        out["bootstrap"] = bootstrap_info(bootstrap, seed)
     out["empty"] = int(np.count_nonzero(s >= e))  # False for NaN
     out["strict"] = protocol.strict
     out["protocol"] = protocol.name
@@ -261,6 +369,31 @@ def metrics_from_arrays(
     out["bucket_edges"] = [float(x) for x in bucket_edges]
     out["protocol_rules"] = protocol.describe()
     return out
+
+
+def bootstrap_info(resamples: int, seed: int) -> dict:
+    """How `ci95` was computed (written next to it)."""
+    return {
+        "resamples": int(resamples),
+        "seed": int(seed),
+        "level": LEVEL,
+        "method": "percentile bootstrap; queries resampled with replacement",
+    }
+
+
+def resolve_protocol(
+    protocol: str | Protocol, fmt: str, records: Sequence[GroundingRecord], strict: bool = False
+) -> Protocol:
+    """The concrete preset for `records` read from a `fmt` file (`Protocol.for_format`: 2D-TAN
+    clips GT per dataset; a format that does not name the dataset is refused only when a GT
+    window starts before 0, where the rules differ)."""
+    protocol = get_protocol(protocol, strict)
+    if not protocol.by_format:
+        return protocol
+    below = sum(
+        s < 0 for r in records for s, _ in (r.windows if r.raw_windows is None else r.raw_windows)
+    )
+    return protocol.for_format(fmt, int(below))
 
 
 def _protocol_for(gt: GroundTruth, protocol: str | Protocol, strict: bool) -> Protocol:
@@ -298,9 +431,13 @@ def compute_metrics(
     thresholds: Sequence[float] = THRESHOLDS,
     bucket_edges: Sequence[float] = BUCKET_EDGES,
     protocol: str | Protocol = "default",
+    bootstrap: int = 0,
+    seed: int = DEFAULT_SEED,
 ) -> dict:
-    """R1@m, mIoU and the breakdown for `predictions` (qid -> (start_s, end_s) | None), scored
-    as `protocol` says (`strict=True`: IoU > m on top of it).
+    """R1@m, mIoU and the breakdown for `predictions` (qid -> (start_s, end_s) | None, or a
+    ranked list of windows, best first), scored as `protocol` says (`strict=True`: IoU > m on
+    top of it). Protocols with an R@k table add `R{k}@{m}` keys and `ranked_windows`;
+    `bootstrap=B` adds `ci95` ({R1@m, mIoU: [low, high]}) and `bootstrap` (how).
 
     Returns `{n, "R1@0.3", "R1@0.5", "R1@0.7", mIoU, invalid, empty, strict, protocol,
     n_annotations, degenerate_gt, missing, extra, breakdown: {short|medium|long|unknown: {n,
@@ -314,16 +451,21 @@ def compute_metrics(
         else GroundTruth.from_records(records, get_protocol(protocol))
     )
     preds, missing = align_predictions(gt.qids, predictions)
-    out = metrics_from_arrays(preds, gt, strict, thresholds, bucket_edges, protocol, missing)
+    ranked = None
+    if get_protocol(protocol).recall_ks:
+        pset = predictions if isinstance(predictions, PredictionSet) else PredictionSet.from_mapping(predictions)
+        ranked = pset.ranked_rows(gt.qids)
+    out = metrics_from_arrays(preds, gt, strict, thresholds, bucket_edges, protocol, missing,
+                              ranked, bootstrap, seed)
     return _with_counts(out, gt.n, int(np.count_nonzero(missing)), len(predictions))
 
 
 def _with_counts(out: dict, n: int, n_missing: int, n_predictions: int) -> dict:
-    tail = ("breakdown", "bucket_edges", "protocol_rules")
+    tail = ("ranked_windows", "ci95", "bootstrap", "breakdown", "bucket_edges", "protocol_rules")
     ordered = {k: out[k] for k in out if k not in tail}
     ordered["missing"] = n_missing
     ordered["extra"] = n_predictions - (n - n_missing)
-    ordered.update((k, out[k]) for k in tail)
+    ordered.update((k, out[k]) for k in tail if k in out)
     return ordered
 
 
@@ -361,6 +503,13 @@ def match_warnings(metrics: dict, predictions_name: object = "predictions") -> t
         lines.append(f"{missing} of {n_ann} annotation queries have no prediction ({fate})")
     if extra:
         lines.append(f"{extra} predictions match no annotation qid (ignored)")
+    ks = metrics.get("protocol_rules", {}).get("recall_ks") or []
+    windows = metrics.get("ranked_windows")
+    if windows and max(ks, default=1) > 1 and windows["max"] <= 1 and matched:
+        lines.append(
+            f"the predictions carry one window per query, so R@k for k > 1 equals R@1 "
+            f"(`scenetg ground --candidates {max(ks)}` writes ranked windows)"
+        )
     if matched == 0:
         given = matched + extra
         why = "the file is empty" if given == 0 else f"none of its {given} qids is an annotation qid"

@@ -1,5 +1,14 @@
 """Predictions files: JSONL, one `{"qid": ..., "pred": [start_s, end_s] | null, "raw": "..."}`
-per query (the contract `scenetg ground` writes and `scenetg eval` reads)."""
+per query (the contract `scenetg ground` writes and `scenetg eval` reads).
+
+Ranked windows (for R@k; `ground --candidates K` writes them), in either of two encodings:
+- `"candidates": [[s, e], ...]` next to `pred`, best first; `pred` stays the top-1 window (the
+  first candidate, null when there is none), so a reader that wants one window reads `pred` as
+  before. This is what `ground` writes (with `"scores"`, each candidate's sequence log-prob).
+- `"pred": [[s, e], ...]`, a ranked list in `pred` itself (an Ego4D-NLQ `predicted_times`
+  converted line by line); its first window is the top-1.
+A window in a ranked list that is not two finite numbers keeps its rank and scores IoU 0.
+"""
 
 from __future__ import annotations
 
@@ -24,17 +33,34 @@ class PredictionSet(Mapping):
     instead of building a million tuples.
     """
 
-    def __init__(self, index: dict[str, int], pairs: np.ndarray):
+    def __init__(
+        self,
+        index: dict[str, int],
+        pairs: np.ndarray,
+        ranked: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self._index = index
         self.pairs = pairs
+        self.ranked = ranked
+        """None (one window per line: `pairs`) or (windows (T, 2), offsets (M + 1,)): line i's
+        ranked windows are `windows[offsets[i]:offsets[i + 1]]` (NaN rows: invalid windows)."""
 
     @classmethod
     def from_mapping(cls, predictions: Mapping[str, object]) -> PredictionSet:
-        """From a plain dict qid -> (start_s, end_s) | None (e.g. built in a notebook)."""
+        """From a plain dict qid -> (start_s, end_s) | None | [(s, e), ...] (a ranked list, best
+        first), e.g. built in a notebook."""
         index = {str(q): i for i, q in enumerate(predictions)}
-        pairs = [_pair(list(v)) if isinstance(v, (tuple, list)) else None for v in predictions.values()]
-        flat = [x for pr in pairs for x in (pr or (math.nan, math.nan))]
-        return cls(index, np.array(flat, dtype=np.float64).reshape(-1, 2))
+        tops, ranked = [], {}
+        for i, v in enumerate(predictions.values()):
+            windows = ranked_windows(v)
+            if windows is None:
+                tops.append(_pair(list(v)) if isinstance(v, (tuple, list)) else None)
+            else:
+                ranked[i] = windows
+                tops.append(windows[0] if windows else None)
+        flat = [x for pr in tops for x in (pr or (math.nan, math.nan))]
+        pairs = np.array(flat, dtype=np.float64).reshape(-1, 2)
+        return cls(index, pairs, _ranked_arrays(pairs, ranked))
 
     def __getitem__(self, qid: str) -> tuple[float, float] | None:
         s, e = self.pairs[self._index[qid]]
@@ -53,6 +79,38 @@ class PredictionSet(Mapping):
         padded = np.vstack([self.pairs, np.full((1, 2), np.nan)])  # row -1: missing
         return padded[idx], idx < 0
 
+    def ranked_list(self, qid: str) -> list:
+        """The ranked windows of `qid` (None entries: invalid windows); [] for a null `pred`.
+        KeyError when the qid has no line."""
+        i = self._index[qid]
+        if self.ranked is None:
+            top = self[qid]
+            return [] if top is None else [top]
+        windows, offsets = self.ranked
+        return [None if math.isnan(s) else (float(s), float(e))
+                for s, e in windows[offsets[i] : offsets[i + 1]]]
+
+    def ranked_rows(self, qids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every ranked window of the predictions of `qids`: windows (T, 2), the position in
+        `qids` each belongs to (T,, non-decreasing) and its rank (T,, 0 = top-1). A line with
+        one window gives one row; a null `pred` or a missing qid, none."""
+        idx = np.fromiter(map(self._index.get, qids, repeat(-1)), np.int64, count=len(qids))
+        n = len(qids)
+        if not len(self.pairs):
+            return np.empty((0, 2)), np.empty(0, np.int64), np.empty(0, np.int64)
+        if self.ranked is None:
+            rows = self.pairs[np.maximum(idx, 0)]
+            ok = (idx >= 0) & ~np.isnan(rows[:, 0])
+            owner = np.flatnonzero(ok)
+            return rows[ok], owner, np.zeros(owner.size, dtype=np.int64)
+        windows, offsets = self.ranked
+        safe = np.maximum(idx, 0)
+        counts = np.where(idx >= 0, offsets[safe + 1] - offsets[safe], 0)
+        owner = np.repeat(np.arange(n), counts)
+        first = np.cumsum(counts) - counts
+        rank = np.arange(owner.size) - first[owner]
+        return windows[offsets[safe][owner] + rank], owner, rank
+
 
 def read_predictions(path: str | Path) -> PredictionSet:
     """qid (as a string, so int qids match the records') -> (start_s, end_s) or None.
@@ -67,6 +125,7 @@ def read_predictions(path: str | Path) -> PredictionSet:
         raise ScenetgError(f"{path}: predictions file not found")
     index: dict[str, int] = {}
     flat: list[float] = []
+    ranked: dict[int, list] = {}
     nan_pair = (math.nan, math.nan)
     loads = json.loads
     with p.open("rb") as fh:  # bytes: a bad byte is reported with its line, not mid-buffer
@@ -89,9 +148,68 @@ def read_predictions(path: str | Path) -> PredictionSet:
             qid = obj.get("qid")
             if qid is None or isinstance(qid, (dict, list, bool)):
                 raise ScenetgError(f"{path}:{line_no}: missing or invalid 'qid'")
-            index[str(qid)] = len(flat) // 2
-            flat.extend(_pair(obj.get("pred")) or nan_pair)
-    return PredictionSet(index, np.array(flat, dtype=np.float64).reshape(-1, 2))
+            line = len(flat) // 2
+            index[str(qid)] = line
+            pred = obj.get("pred")
+            if "candidates" in obj or (pred.__class__ is list and pred and pred[0].__class__ is list):
+                top = _ranked_line(obj, ranked, line, f"{path}:{line_no}")
+            else:
+                top = _pair(pred)
+            flat.extend(top or nan_pair)
+    pairs = np.array(flat, dtype=np.float64).reshape(-1, 2)
+    return PredictionSet(index, pairs, _ranked_arrays(pairs, ranked))
+
+
+def ranked_windows(value) -> list | None:
+    """A ranked list value (a list of [s, e] lists/tuples) as pairs (None entries for invalid
+    windows); None when `value` is not a list of windows (one window, null, ...)."""
+    if not isinstance(value, (list, tuple)) or not value or not isinstance(value[0], (list, tuple)):
+        return None
+    return [_pair(list(w)) if isinstance(w, (list, tuple)) else None for w in value]
+
+
+def _ranked_line(obj: dict, ranked: dict[int, list], line: int, where: str):
+    """The top-1 window of a line with ranked windows (stored in `ranked[line]`)."""
+    pred = obj.get("pred")
+    if "candidates" not in obj:
+        windows = ranked_windows(pred)
+        ranked[line] = windows
+        return windows[0]
+    cands = obj["candidates"]
+    if not isinstance(cands, list):
+        raise ScenetgError(f"{where}: 'candidates' must be a list of [start, end] windows")
+    windows = ranked_windows(cands) if cands else []
+    if windows is None:
+        raise ScenetgError(f"{where}: 'candidates' must be a list of [start, end] windows")
+    top = _pair(pred)
+    if (top is None) != (not windows or windows[0] is None) or (top is not None and top != windows[0]):
+        raise ScenetgError(
+            f"{where}: 'pred' must be the first of 'candidates' (null when there is none), "
+            f"got pred {json.dumps(pred)} and candidates[0] {json.dumps(cands[0] if cands else None)}"
+        )
+    ranked[line] = windows
+    return top
+
+
+def _ranked_arrays(pairs: np.ndarray, ranked: dict[int, list]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(windows (T, 2), offsets (M + 1,)) for `PredictionSet.ranked`; None when no line has a
+    ranked list (every line is its `pairs` row)."""
+    if not ranked:
+        return None
+    valid = ~np.isnan(pairs[:, 0])
+    counts = np.where(valid, 1, 0)
+    for line, windows in ranked.items():
+        counts[line] = len(windows)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    windows = np.full((int(offsets[-1]), 2), np.nan)
+    single = valid.copy()
+    single[list(ranked)] = False
+    windows[offsets[:-1][single]] = pairs[single]
+    for line, items in ranked.items():
+        for r, w in enumerate(items):
+            if w is not None:
+                windows[offsets[line] + r] = w
+    return windows, offsets
 
 
 def _pair(pred) -> tuple[float, float] | None:
@@ -107,11 +225,27 @@ def _pair(pred) -> tuple[float, float] | None:
 
 
 def append_prediction(
-    fh: IO[str], qid: str | int, pred: tuple[float, float] | None, raw: str | None
+    fh: IO[str],
+    qid: str | int,
+    pred: tuple[float, float] | None,
+    raw: str | None,
+    candidates: Sequence[tuple[float, float]] | None = None,
+    scores: Sequence[float] | None = None,
 ) -> None:
-    """Write one prediction line and flush, so a killed run keeps every finished query."""
+    """Write one prediction line and flush, so a killed run keeps every finished query.
+
+    With `candidates` (ranked windows, best first; `pred` must be the first, or None when
+    there is none) the line also carries `candidates` and, when given, their `scores`."""
     value = None if pred is None else [float(pred[0]), float(pred[1])]
     if value is not None and not all(math.isfinite(x) for x in value):
         value = None
-    fh.write(json.dumps({"qid": qid, "pred": value, "raw": raw}, ensure_ascii=False) + "\n")
+    row: dict = {"qid": qid, "pred": value}
+    if candidates is not None:
+        row["candidates"] = [[float(s), float(e)] for s, e in candidates]
+        if (row["candidates"][0] if row["candidates"] else None) != value:
+            raise ValueError("pred must be the first candidate")
+        if scores is not None:
+            row["scores"] = [round(float(x), 6) for x in scores]
+    row["raw"] = raw
+    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     fh.flush()

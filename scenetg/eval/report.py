@@ -1,15 +1,19 @@
-"""Evaluation report: one Markdown file with every run's metrics and a PNG of IoU distributions."""
+"""Evaluation report: one Markdown file with every run's metrics (95 % bootstrap intervals, the R@k
+table where the protocol names one, paired sign tests between the methods of a benchmark) and a
+PNG of IoU distributions."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
 from scenetg.atomic_files import save_png, write_bytes_atomic
 from scenetg.eval.metrics import BUCKET_EDGES, THRESHOLDS, UNKNOWN_BUCKET
+from scenetg.eval.uncertainty import paired_comparison
 
 
 @dataclass
@@ -21,6 +25,38 @@ class EvalResult:
     metrics: dict
     ious: np.ndarray
     predictions: Path
+    counted: np.ndarray | None = None
+    """(N,) the queries in the metrics' denominator (None: all)."""
+
+    def hits(self, m: float) -> np.ndarray:
+        """(N,) per-query R1 hit at threshold `m`, as the protocol counts it (>= or >, in the
+        dtype of its IoUs)."""
+        rules = self.metrics.get("protocol_rules", {})
+        t = self.ious.dtype.type(m)
+        return self.ious > t if rules.get("threshold") == ">" else self.ious >= t
+
+
+def paired_tests(results: Sequence[EvalResult], thresholds: Sequence[float] = THRESHOLDS) -> list[dict]:
+    """Every two methods of a benchmark (config order) on the queries both are scored on: at each
+    threshold, the R1 hits B gained and lost against A and the exact sign (McNemar) p-value."""
+    by_bench: dict[str, list[EvalResult]] = {}
+    for r in results:
+        by_bench.setdefault(r.benchmark, []).append(r)
+    rows = []
+    for bench, runs in by_bench.items():
+        for a, b in combinations(runs, 2):
+            if len(a.ious) != len(b.ious):
+                continue  # not the same queries
+            both = np.ones(len(a.ious), dtype=bool)
+            for r in (a, b):
+                if r.counted is not None:
+                    both &= r.counted
+            tests = {}
+            for m in thresholds:
+                tests[f"R1@{m}"] = paired_comparison(a.hits(m)[both], b.hits(m)[both])
+            rows.append({"benchmark": bench, "a": a.method, "b": b.method,
+                         "n": int(np.count_nonzero(both)), "tests": tests})
+    return rows
 
 
 def plot_iou_distribution(results: Sequence[EvalResult], path: Path) -> Path:
@@ -50,13 +86,15 @@ def write_eval_report(results: Sequence[EvalResult], out_dir: Path, title: str =
     png = plot_iou_distribution(results, out / "iou_distribution.png")
     keys = [f"R1@{m:g}" for m in THRESHOLDS]
     lines = [f"# {title}", "",
+             "Each R1 / mIoU cell: the score and its 95% bootstrap interval over queries.", "",
              "| benchmark | method | protocol | n | " + " | ".join(keys) + " | mIoU | invalid | missing |",
              "| --- | --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " | ---: | ---: | ---: |"]
     for r in results:
         m = r.metrics
         lines.append(f"| {r.benchmark} | {r.method} | {m.get('protocol', 'default')} | {m['n']} | "
-                     + " | ".join(_pct(m[k]) for k in keys)
-                     + f" | {_pct(m['mIoU'])} | {m['invalid']} | {m.get('missing', 0)} |")
+                     + " | ".join(_with_ci(m, k) for k in keys)
+                     + f" | {_with_ci(m, 'mIoU')} | {m['invalid']} | {m.get('missing', 0)} |")
+    lines += _paired_lines(paired_tests(results))
     lines += ["", f"![IoU distribution]({png.name})", ""]
     for r in results:
         rules = r.metrics.get("protocol_rules")
@@ -71,6 +109,7 @@ def write_eval_report(results: Sequence[EvalResult], out_dir: Path, title: str =
             if not b or not b.get("n"):
                 continue
             lines.append(f"| {bucket} | {b['n']} | " + " | ".join(_pct(b[k]) for k in keys) + f" | {_pct(b['mIoU'])} |")
+        lines += _recall_lines(r.metrics)
         lines.append("")
     path = out / "report.md"
     write_bytes_atomic(path, "\n".join(lines).encode())
@@ -81,10 +120,33 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def _with_ci(metrics: dict, key: str) -> str:
+    bounds = metrics.get("ci95", {}).get(key)
+    text = _pct(metrics[key])
+    return text if bounds is None else f"{text} [{bounds[0]:.1f}, {bounds[1]:.1f}]"
+
+
+def _paired_lines(rows: list[dict]) -> list[str]:
+    """The paired comparisons as a table: hits gained / lost by B against A, and p."""
+    if not rows:
+        return []
+    keys = list(rows[0]["tests"])
+    lines = ["", "## Paired comparisons", "",
+             "Methods scored on the same queries: R1 hits B gains / loses against A at each "
+             "threshold, and the exact two-sided sign (McNemar) test p-value.", "",
+             "| benchmark | A | B | n | " + " | ".join(keys) + " |",
+             "| --- | --- | --- | ---: | " + " | ".join("---" for _ in keys) + " |"]
+    for row in rows:
+        cells = [f"+{t['gained']} / −{t['lost']} (p={t['p']:.3g})" for t in row["tests"].values()]
+        lines.append(f"| {row['benchmark']} | {row['a']} | {row['b']} | {row['n']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def format_markdown(metrics: dict) -> str:
     """The metrics as a Markdown table: one row for all queries, one per length bucket; then a
     line naming the protocol and the missing / extra prediction counts."""
-    keys = [k for k in metrics if k.startswith("R1@")]
+    per_bucket = next(iter(metrics.get("breakdown", {}).values()), metrics)
+    keys = [k for k in metrics if k.startswith("R1@") and k in per_bucket]
     head = ["subset", "n", *keys, "mIoU", "invalid"]
     edges = metrics.get("bucket_edges", list(BUCKET_EDGES))
     labels = {
@@ -107,6 +169,7 @@ def format_markdown(metrics: dict) -> str:
     ]
     for name, sub in metrics.get("breakdown", {}).items():
         lines.append(row(labels.get(name, name), sub))
+    lines += _interval_lines(metrics) + _recall_lines(metrics)
     notes = []
     if "protocol" in metrics:
         rules = metrics.get("protocol_rules", {})
@@ -122,3 +185,40 @@ def format_markdown(metrics: dict) -> str:
     if notes:
         lines += ["", "; ".join(notes)]
     return "\n".join(lines)
+
+
+def _interval_lines(metrics: dict) -> list[str]:
+    """One line: each R1 / mIoU 95 % bootstrap interval, and how it was drawn."""
+    ci, how = metrics.get("ci95"), metrics.get("bootstrap")
+    if not ci or not how:
+        return []
+    cells = [f"{k} {_interval(v)}" for k, v in ci.items()]
+    return ["", f"95% bootstrap intervals over queries ({how['resamples']} resamples, seed "
+                f"{how['seed']}): " + "; ".join(cells)]
+
+
+def _interval(bounds) -> str:
+    return "–" if bounds is None else f"[{bounds[0]:.2f}, {bounds[1]:.2f}]"
+
+
+def recall_keys(metrics: dict) -> list[str]:
+    """The R@k keys of the protocol's table, in its order (k within m)."""
+    rules = metrics.get("protocol_rules", {})
+    return [f"R{k}@{m}" for m in rules.get("recall_thresholds", []) for k in rules.get("recall_ks", [])
+            if f"R{k}@{m}" in metrics]
+
+
+def _recall_lines(metrics: dict) -> list[str]:
+    """The protocol's R@k table (ranked windows), with how many windows the queries carried."""
+    keys = recall_keys(metrics)
+    if not keys:
+        return []
+    windows = metrics.get("ranked_windows", {})
+    return [
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "|".join(["---:"] * len(keys)) + "|",
+        "| " + " | ".join(_pct(metrics[k]) for k in keys) + " |",
+        "",
+        f"ranked windows per query: mean {windows.get('mean', 0):.2f}, max {windows.get('max', 0)}",
+    ]

@@ -1,7 +1,8 @@
 """`scenetg eval-suite --config pipelines/eval.yaml` (`make eval`): ground + score several benchmarks.
 
-For each benchmark and each method: `ground` (resumable predictions JSONL), then the metrics,
-then one report (`OUT/report.md` + `OUT/iou_distribution.png`) over all runs.
+For each benchmark and each method: `ground` (resumable predictions JSONL), then the metrics
+(with `bootstrap` 95 % intervals), then one report (`OUT/report.md` + `OUT/iou_distribution.png`)
+over all runs, with a paired sign test of every two methods of a benchmark (`OUT/paired.json`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from scenetg.atomic_files import write_json_atomic
-from scenetg.config_fields import coerce_batch_size, dataclass_from_mapping, read_config_mapping
+from scenetg.config_fields import (
+    coerce_batch_size,
+    coerce_int,
+    dataclass_from_mapping,
+    read_config_mapping,
+)
 from scenetg.errors import ConfigError, ModelError, ScenetgError
-from scenetg.eval.metrics import compute_metrics, per_query_iou
+from scenetg.eval.metrics import compute_metrics, per_query_iou, resolve_protocol
 from scenetg.eval.predictions import read_predictions
 from scenetg.eval.protocols import PROTOCOLS, get_protocol
-from scenetg.eval.report import EvalResult, write_eval_report
+from scenetg.eval.report import EvalResult, paired_tests, write_eval_report
+from scenetg.eval.uncertainty import DEFAULT_RESAMPLES, DEFAULT_SEED
 from scenetg.grounding.loaders import HUB_PREFIX, load_annotations
 from scenetg.models.clip import check_clip_available, load_clip
 from scenetg.models.qwen import check_qwen_available
@@ -69,6 +78,10 @@ class EvalConfig:
     protocol: str = "default"
     """How R1/mIoU are scored: a preset of `scenetg.eval.protocols` (`default`, `moment_detr`,
     `univtg`, `mmn`, `ego4d_nlq`, `time_r1`, `2d_tan`), as `scenetg eval --protocol`."""
+    bootstrap: int = DEFAULT_RESAMPLES
+    """Resamples of each R1 / mIoU 95 % bootstrap interval over queries (0: none)."""
+    seed: int = DEFAULT_SEED
+    """Seed of the bootstrap resamples."""
     models: dict[str, str] = field(default_factory=dict)
     """More MLLMs to compare, each a method of its own: ``{trained: out/train/final}`` and
     ``methods: [model, trained, center]`` grounds with both the base and the trained model."""
@@ -77,6 +90,8 @@ class EvalConfig:
     def validate(self) -> EvalConfig:
 
         self.batch_size = coerce_batch_size("batch_size", self.batch_size)
+        self.bootstrap = coerce_int("bootstrap", self.bootstrap, min=0)
+        self.seed = coerce_int("seed", self.seed)
         clash = sorted(set(self.models) & set(METHODS))
         if clash:
             raise ConfigError(f"models: {clash[0]!r} is a built-in method name; pick another")
@@ -182,11 +197,14 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     # Annotations first: a malformed file fails before any model loads.
     benchmarks = []
     for spec in cfg.benchmarks:
+        named = get_protocol(cfg.protocol_for(spec), cfg.strict)
         records, report = load_annotations(spec.annotations, spec.format, metadata_csv=spec.durations,
-                                           videos_dir=spec.videos, split=spec.split)
+                                           videos_dir=spec.videos, split=spec.split,
+                                           keep_no_text=named.keep_no_text)
+        protocol = resolve_protocol(named, report.format, records)
         if report.has_issues and reporter:
             reporter.log(report.summary())
-        benchmarks.append((spec, records if spec.limit is None else records[: spec.limit]))
+        benchmarks.append((spec, records if spec.limit is None else records[: spec.limit], protocol))
     # Each model is loaded once for all benchmarks (a 7B MLLM takes a while to load).
     models: dict[str, Any] = {"center": None}
     mllms = {**({"model": (cfg.model, "`model:` (or --model)")} if "model" in cfg.methods else {}),
@@ -200,7 +218,7 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
     if "clip" in cfg.methods:
         models["clip"] = load_clip(cfg.clip_model, device=cfg.device)
     results = []
-    for spec, records in benchmarks:
+    for spec, records, protocol in benchmarks:
         for method in cfg.methods:
             preds_path = out / spec.name / f"{method}.jsonl"
             preds_path.parent.mkdir(parents=True, exist_ok=True)
@@ -209,9 +227,12 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
                    max_frames=cfg.max_frames, batch_size=cfg.batch_size, reporter=reporter,
                    dtype=cfg.dtype, device=cfg.device, max_new_tokens=cfg.max_new_tokens)
             predictions = read_predictions(preds_path)
-            protocol = get_protocol(cfg.protocol_for(spec), cfg.strict)
-            metrics = compute_metrics(records, predictions, protocol=protocol)
+            metrics = compute_metrics(records, predictions, protocol=protocol,
+                                      bootstrap=cfg.bootstrap, seed=cfg.seed)
             write_json_atomic(preds_path.with_suffix(".metrics.json"), metrics)
             ious = per_query_iou(records, predictions, protocol=protocol)
-            results.append(EvalResult(spec.name, method, metrics, ious, preds_path))
+            counted = (np.ones(len(records), dtype=bool) if protocol.denominator == "annotations"
+                       else ~predictions.rows([r.qid for r in records])[1])
+            results.append(EvalResult(spec.name, method, metrics, ious, preds_path, counted))
+    write_json_atomic(out / "paired.json", paired_tests(results))
     return results, write_eval_report(results, out)

@@ -295,10 +295,14 @@ def _read_ego4d_nlq(p: Path, report: LoadReport) -> Iterator[_Raw]:
                     q_where = f"{a_where}.language_queries[{qi}]"
                     query = lq.get("query")
                     query = "" if query is None else _text(query, q_where, "query").strip()
-                    windows = []
-                    if query:  # a query with no text is skipped, whatever its window
-                        pair = [lq.get("clip_start_sec"), lq.get("clip_end_sec")]
+                    pair = [lq.get("clip_start_sec"), lq.get("clip_end_sec")]
+                    if query:
                         windows = [_window(pair, q_where, "clip_start_sec/clip_end_sec")]
+                    else:  # no text: kept only if asked (`keep_no_text`) and its window reads
+                        try:
+                            windows = [_window(pair, q_where, "clip_start_sec/clip_end_sec")]
+                        except ScenetgError:
+                            windows = []
                     yield _Raw(f"{uid}_{qi}", str(clip_uid), duration, query, windows, q_where)
 
 

@@ -27,7 +27,7 @@ def temporal_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def span_iou(s, e, gs, ge, where=None) -> np.ndarray:
     """Elementwise (broadcast) IoU in span form. The loop computes the same float ops, so both
-    give bit-identical IoUs."""
+    give bit-identical IoUs. Float32 inputs give float32 IoUs (the PyTorch scripts' arithmetic)."""
     inter = np.minimum(e, ge)
     inter -= np.maximum(s, gs)
     span = np.maximum(e, ge)
@@ -35,7 +35,7 @@ def span_iou(s, e, gs, ge, where=None) -> np.ndarray:
     ok = inter > 0  # False for NaN (invalid prediction, padding) and for empty intervals
     if where is not None:
         ok &= where
-    out = np.zeros(span.shape)
+    out = np.zeros(span.shape, dtype=span.dtype if span.dtype.kind == "f" else np.float64)
     np.divide(inter, span, out=out, where=ok)
     return out
 

@@ -18,7 +18,7 @@ Formats (`format=` names; `auto` detects them, see `detect_format`) and the qid 
   one record per language query, on the clip's timeline (video_id = `clip_uid`, duration =
   clip `clip_end_sec - clip_start_sec`, window = the query's `clip_start_sec, clip_end_sec`).
   qid: `"{annotation_uid}_{query_index}"` (as the official evaluation pairs them); queries
-  with no text are skipped and counted.
+  with no text are skipped and counted (kept with `keep_no_text`, as `ego4d_nlq` scores them).
 - `mad` — MAD JSON `{qid: {movie, sentence, timestamps, ext_timestamps, movie_duration}}`; the
   window is `ext_timestamps` when present (what MAD evaluates on). qid: the key.
 - `scenetg` — SceneTG Parquet: a build folder `OUT/` (reads `OUT/data/`), a folder of query
@@ -88,10 +88,14 @@ def load_annotations(
     videos_dir: str | Path | None = None,
     split: str | None = None,
     check_values: bool = False,
+    keep_no_text: bool = False,
 ) -> tuple[list[GroundingRecord], LoadReport]:
     """Read one annotation file (or Parquet folder / Hub id) into records and a load report.
     `check_values`: SceneTG rows must pass `grounding.query_values` (training data; the same
     check as `scenetg inspect` / `publish`).
+
+    `keep_no_text`: keep queries with no text that have a GT window (query ""), as a protocol
+    that scores them asks (`Protocol.keep_no_text`: Ego4D-NLQ); skipped otherwise.
 
     Durations missing from the file come, in this order, from `durations` (video_id -> s), the
     metadata CSV, then probing the video in `videos_dir`; the file's own duration always wins.
@@ -117,7 +121,7 @@ def load_annotations(
         raws = reader(p, report)
     source = _DurationSource(durations, metadata_csv, videos_dir, report)
     with _no_cyclic_gc():
-        records = _finish(raws, source, report)
+        records = _finish(raws, source, report, keep_no_text)
     return records, report
 
 
@@ -269,7 +273,7 @@ class _DurationSource:
 
 
 def _finish(
-    raws: Iterable[_Raw], source: _DurationSource, report: LoadReport
+    raws: Iterable[_Raw], source: _DurationSource, report: LoadReport, keep_no_text: bool = False
 ) -> list[GroundingRecord]:
     """Fill durations, apply the window rules, check qid uniqueness, count everything."""
     records: list[GroundingRecord] = []
@@ -280,9 +284,12 @@ def _finish(
             raise ScenetgError(f"{raw.where}: duplicate qid {qid!r} (first at {first_seen[qid]})")
         first_seen[qid] = raw.where
         if not raw.query.strip():
-            report.records_skipped += 1
-            report.note(raw.where, "no query text; skipped")
-            continue
+            if not (keep_no_text and raw.windows):
+                report.records_skipped += 1
+                report.note(raw.where, "no query text; skipped")
+                continue
+            report.records_no_text += 1
+            report.note(raw.where, "no query text; kept (the protocol scores it when predicted)")
         duration = raw.duration_s if raw.duration_s is not None else source.get(raw.video_id)
         windows: list[tuple[float, float]] = []
         for start, end in raw.windows:

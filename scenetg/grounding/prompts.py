@@ -32,6 +32,13 @@ GROUNDING_TEMPLATE = (
     "for example <answer>12.5 - 17.8</answer>."
 )
 
+ANSWER_TEMPLATE = "<think></think><answer>{start} - {end}</answer>"
+"""The supervised target of a grounding sample: the prompt's template with an empty reasoning, so
+`format_ok` accepts it and `parse_answer` reads the span (SFT and GRPO models, one parser)."""
+
+ANSWER_DECIMALS = 1
+"""Decimals of the times in `grounding_answer` (``12.0 - 17.5``), as the prompt's example."""
+
 MCQ_TEMPLATE = (
     "{question}\n{options}\nAnswer with the option's letter from the given choices directly."
 )
@@ -41,6 +48,15 @@ def grounding_prompt(query: str, duration_s: float) -> str:
     """The grounding instruction: find `query`, answer ``<think>…</think><answer>S - E</answer>``
     in seconds. The duration is stated so the model knows the range of valid times."""
     return GROUNDING_TEMPLATE.format(query=" ".join(str(query).split()), duration=float(duration_s))
+
+
+def grounding_answer(start_s: float, end_s: float, decimals: int = ANSWER_DECIMALS) -> str:
+    """``<think></think><answer>START - END</answer>`` with each time in seconds, fixed-point with
+    `decimals` places (Python's ``f"{x:.{decimals}f}"``: round half to even on the binary value;
+    0 gives whole seconds, ``12 - 18``)."""
+    if decimals < 0:
+        raise ValueError("decimals must be >= 0")
+    return ANSWER_TEMPLATE.format(start=f"{float(start_s):.{decimals}f}", end=f"{float(end_s):.{decimals}f}")
 
 
 def frame_count(

@@ -36,7 +36,9 @@ class LoadReport:
     with start >= end after clipping is kept (it scores IoU 0, as in every benchmark script) and
     counted in `windows_degenerate`; `records_degenerate` counts queries with no window of
     positive length. No query leaves the denominator for its window. Queries with no text are
-    skipped (`records_skipped`).
+    skipped (`records_skipped`), unless the loader is asked to keep them (`keep_no_text`: the
+    Ego4D-NLQ script scores them): then those with a readable window are kept and counted in
+    `records_no_text`.
     """
 
     path: str
@@ -46,6 +48,7 @@ class LoadReport:
     windows_degenerate: int = 0
     records_degenerate: int = 0
     records_skipped: int = 0
+    records_no_text: int = 0
     missing_duration: int = 0
     examples: list[str] = field(default_factory=list)
 
@@ -60,6 +63,7 @@ class LoadReport:
             self.windows_clipped
             or self.windows_degenerate
             or self.records_skipped
+            or self.records_no_text
             or self.missing_duration
         )
 
@@ -75,6 +79,8 @@ class LoadReport:
             )
         if self.records_skipped:
             parts.append(f"{self.records_skipped} queries skipped (no query text)")
+        if self.records_no_text:
+            parts.append(f"{self.records_no_text} queries with no text kept (scored when predicted)")
         if self.missing_duration:
             parts.append(
                 f"{self.missing_duration} queries with unknown video duration "

@@ -100,3 +100,25 @@ def generate_grounding(
     return generate_texts(
         runner, [it.video for it in items], [it.prompt for it in items], max_new_tokens
     )
+
+
+def sample_grounding(
+    runner: Any,
+    items: Sequence[GroundingInput],
+    n: int,
+    temperature: float,
+    seed: int,
+    max_new_tokens: int | None = None,
+) -> list[list[tuple[str, float]]]:
+    """Per item: the greedy output and `n` samples at `temperature`, each with its sequence
+    log-prob (`QwenRunner.sample_scored`), for ranked candidates."""
+    return runner.sample_scored(
+        [it.video.frames for it in items],
+        [it.video.times_s for it in items],
+        [it.prompt for it in items],
+        [it.video.duration_s for it in items],
+        n=n,
+        temperature=temperature,
+        seed=seed,
+        max_new_tokens=max_new_tokens,
+    )

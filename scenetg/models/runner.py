@@ -140,6 +140,75 @@ class QwenRunner:
         ]
 
 
+    def sample_scored(
+        self,
+        videos: Sequence[Sequence[np.ndarray]],
+        times_s: Sequence[Sequence[float]],
+        prompts: str | Sequence[str],
+        durations_s: Sequence[float | None],
+        n: int,
+        temperature: float = 1.0,
+        seed: int = 0,
+        max_new_tokens: int | None = None,
+        include_greedy: bool = True,
+    ) -> list[list[tuple[str, float]]]:
+        """Several completions per (video, prompt), each with its sequence log-prob: the greedy
+        one first (`include_greedy`), then `n` samples at `temperature` (no top-k / top-p),
+        drawn from torch's generator seeded with `seed` (the caller's global RNG state is left
+        as it was). The log-prob is the sum over the generated tokens, up to and including
+        the first end token, of log-softmax of the model's raw logits (temperature 1): the
+        model's own probability of the text, whatever temperature drew it. Separate from
+        `generate` (the one greedy path), for `ground --candidates`."""
+        import torch
+
+        if not videos:
+            return []
+        if n < 0 or not (temperature > 0 and np.isfinite(temperature)):
+            raise ConfigError("samples must be >= 0 and temperature a finite number > 0")
+        base = self.generation_config
+        new = int(max_new_tokens if max_new_tokens is not None else base.max_new_tokens)
+        scored = copy.deepcopy(base)
+        scored.max_new_tokens = new
+        scored.return_dict_in_generate = scored.output_logits = True
+        plans = []
+        if include_greedy:
+            plans.append((scored, 1))
+        if n:
+            sampling = copy.deepcopy(scored)
+            sampling.do_sample, sampling.temperature = True, float(temperature)
+            sampling.top_k, sampling.top_p = 0, 1.0
+            sampling.num_return_sequences = int(n)
+            plans.append((sampling, int(n)))
+        inputs = batch_video_inputs(
+            self.processor, videos, times_s, prompts, durations_s=list(durations_s),
+            padding_side="left",
+        ).to(self.model.device)
+        prompt_len = inputs["input_ids"].shape[1]
+        eos = base.eos_token_id
+        eos_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos or []),
+                               device=self.model.device)
+        results: list[list[tuple[str, float]]] = [[] for _ in videos]
+        on_cuda = self.model.device.type == "cuda"
+        with torch.inference_mode(), decode_attention(self.decode), torch.random.fork_rng(
+            devices=[self.model.device] if on_cuda else []
+        ):
+            torch.manual_seed(int(seed))
+            for gen, count in plans:
+                out = self.model.generate(**inputs, generation_config=gen)
+                tokens = out.sequences[:, prompt_len:]
+                total = torch.zeros(tokens.shape[0], dtype=torch.float64, device=tokens.device)
+                ended = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+                for t, logits in enumerate(out.logits):  # one step at a time: no (B, T, V) tensor
+                    tok = tokens[:, t]
+                    logp = torch.log_softmax(logits.float(), dim=-1).gather(1, tok[:, None])[:, 0]
+                    total += torch.where(ended, 0.0, logp.double())
+                    ended |= torch.isin(tok, eos_ids)
+                texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
+                for j, (text, score) in enumerate(zip(texts, total.tolist(), strict=True)):
+                    results[j // count].append((text.strip(), float(score)))
+        return results
+
+
 VLLM_GPU_MEMORY = 0.9
 """Share of the GPU's memory vLLM engines of one process take together (vLLM's default)."""
 

@@ -22,6 +22,7 @@ from scenetg.config_fields import (
 from scenetg.errors import ConfigError
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
 from scenetg.rl.rewards import REWARD_NAMES
+from scenetg.rl.sft_config import ALGOS, check_sft_section
 from scenetg.rl.vllm_video import SERVER_MODE_ERROR
 
 LANGUAGE_LORA_TARGETS = (
@@ -126,7 +127,11 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    """A GRPO run: model, data, frames, rewards, KL, LoRA and TRL's own settings."""
+    """A training run: model, data, frames, rewards, KL, LoRA and TRL's own settings; ``algo``
+    picks GRPO or the supervised baseline (SFT) on the same data, frames, policy and run folder."""
+
+    algo: str = "grpo"
+    """grpo (the method) or sft (supervised baseline: `rl.sft`; `scenetg train --algo`)."""
 
     model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
     """Policy to train: a Hub id or a local folder (a `scenetg train` output's ``final/`` too)."""
@@ -160,12 +165,17 @@ class TrainConfig:
     """Passed to trl.GRPOConfig (num_generations, learning_rate, max_steps, loss_type, bf16,
     activation_checkpointing, save_steps, report_to, use_vllm with vllm_mode: colocate and TRL's
     vllm_* options, ...)."""
+    sft: dict[str, Any] = field(default_factory=dict)
+    """``algo: sft`` only: passed to trl.SFTConfig (learning_rate, max_steps, per_device_train_batch_size,
+    ...) except ``answer_decimals``, the target's decimals (`rl.sft_config`)."""
 
     def check(self) -> TrainConfig:
         for part in (self.sampling, self.rewards, self.kl, self.lora):
             part.check()
         _require(bool(self.model), "model", "must name a model", self.model)
         self.decode = coerce_str("decode", self.decode, ROLLOUT_DECODE_MODES)
+        self.algo = coerce_str("algo", self.algo, ALGOS)
+        check_sft_section(self.sft)
         for key in self.grpo:
             if key in OWNED_GRPO_KEYS:
                 raise ConfigError(f"grpo.{key}: set it as {OWNED_GRPO_KEYS[key]} instead")

@@ -1,5 +1,6 @@
 """Training logs a user reads: ``metrics.jsonl`` (one line per TRL log event) and ``curves.png``
-(reward, IoU, KL on timestamp vs other tokens, completion length per step)."""
+(GRPO: reward, IoU, KL on timestamp vs other tokens, completion length per step; SFT: loss, token
+accuracy, entropy, learning rate)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ PLOTTED = (
     ("KL", ("kl_timestamp", "kl_other"), "KL (k3)"),
     ("completion length", ("completions/mean_length",), "tokens"),
 )
+
+SFT_PLOTTED = (
+    ("loss", ("loss",), "NLL per answer token"),
+    ("token accuracy", ("mean_token_accuracy",), "share of answer tokens top-1"),
+    ("entropy", ("entropy",), "nats"),
+    ("learning rate", ("learning_rate",), "lr"),
+)
+PANELS = {"grpo": PLOTTED, "sft": SFT_PLOTTED}
 
 
 class MetricsLogCallback(TrainerCallback):
@@ -46,13 +55,14 @@ class MetricsLogCallback(TrainerCallback):
 
 
 class StepProgressCallback(TrainerCallback):
-    """GRPO steps on the command's own progress bar (a `Reporter`), in place of the Trainer's
+    """Training steps on the command's own progress bar (a `Reporter`), in place of the Trainer's
     tqdm bar and its per-step dict printed to stdout: those numbers are in ``metrics.jsonl``."""
 
     TASK = "GRPO steps"
 
-    def __init__(self, reporter: Any):
+    def __init__(self, reporter: Any, task: str = TASK):
         self.reporter = reporter
+        self.TASK = task
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.reporter.start(self.TASK, state.max_steps or None)
@@ -89,8 +99,9 @@ def read_metrics(path: str | Path) -> list[dict]:
     return rows
 
 
-def plot_curves(metrics_path: str | Path, out_png: str | Path) -> Path:
-    """A 2×2 PNG of the training curves in `metrics_path`; panels with no data say so."""
+def plot_curves(metrics_path: str | Path, out_png: str | Path, algo: str = "grpo") -> Path:
+    """A 2×2 PNG of the training curves in `metrics_path` (`PANELS` of `algo`); panels with no
+    data say so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +109,7 @@ def plot_curves(metrics_path: str | Path, out_png: str | Path) -> Path:
 
     rows = [r for r in read_metrics(metrics_path) if "loss" in r or "reward" in r]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for ax, (title, keys, ylabel) in zip(axes.flat, PLOTTED, strict=True):
+    for ax, (title, keys, ylabel) in zip(axes.flat, PANELS[algo], strict=True):
         drawn = False
         for key in keys:
             pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]

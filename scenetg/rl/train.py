@@ -36,6 +36,7 @@ from scenetg.rl.run_folder import (
     resume_point,
     write_run_config,
 )
+from scenetg.rl.sft_config import answer_decimals
 from scenetg.rl.train_data import TrainingData, load_training_data
 from scenetg.rl.vllm_video import check_vllm_for_video, vision_logit_bias
 from scenetg.video.frame_cache import FrameCache
@@ -57,8 +58,9 @@ class TrainSummary:
     last_log: dict
 
     def summary(self) -> str:
-        reward = self.last_log.get("reward")
-        tail = f", last reward {reward:.3f}" if isinstance(reward, (int, float)) else ""
+        key = "reward" if "reward" in self.last_log else "loss"  # GRPO / SFT
+        value = self.last_log.get(key)
+        tail = f", last {key} {value:.3f}" if isinstance(value, (int, float)) else ""
         return (
             f"trained {self.steps} steps on {self.rows} queries in {self.seconds:.1f} s{tail}; "
             f"model: {self.final_dir}"
@@ -217,6 +219,10 @@ def check_run(cfg: TrainConfig, reporter: Reporter | None = None) -> CheckedRun:
         raise ConfigError(f"dtype: {exc}") from None
     data = load_training_data(cfg.data)
     (reporter or Reporter()).log(data.load_summary)
+    if cfg.algo == "sft":  # TRL's SFTConfig from ``sft:``, checked here too
+        from scenetg.rl.sft import sft_args  # deferred: pulls torch, trl
+
+        return CheckedRun(data, device, sft_args(cfg, device))
     args = grpo_args(cfg, device)
     if args.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
@@ -262,6 +268,9 @@ def build_trainer(
     reporter = reporter or Reporter()
     checked = checked or check_run(cfg, reporter)
     data, device, args = checked.data, checked.device, checked.args
+    if cfg.algo == "sft":  # the supervised baseline: same rows, frames, policy, run folder
+        trainer = build_sft_trainer(cfg, data.rows, device, reporter, model, processor, args)
+        return trainer, trainer.processing_class, len(data.rows)
     out = Path(cfg.output_dir)
     if model is None or processor is None:
         model, processor = load_policy(cfg, device)
@@ -288,6 +297,44 @@ def build_trainer(
     return trainer, processor, len(data.rows)
 
 
+def build_sft_trainer(
+    cfg: TrainConfig, rows: list[dict], device: str, reporter: Reporter, model: Any, processor: Any,
+    args: Any = None,
+) -> Any:
+    """`rl.sft.VideoSFTTrainer` for ``algo: sft``: TRL's SFTConfig from ``cfg.sft`` (`args`, as
+    `check_run` made it before the model loads), then the policy and callbacks as for GRPO."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from scenetg.rl.curves import (  # deferred: pulls transformers
+        MetricsLogCallback,
+        StepProgressCallback,
+    )
+    from scenetg.rl.file_modes import CheckpointModesCallback  # deferred: pulls transformers
+    from scenetg.rl.sft import VideoSFTTrainer, sft_args  # deferred: pulls torch, trl
+
+    args = args or sft_args(cfg, device)
+    out = Path(cfg.output_dir)
+    if model is None or processor is None:
+        model, processor = load_policy(cfg, device)
+    import datasets
+
+    trainer = VideoSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=processor,
+        peft_config=peft_config(cfg),
+        callbacks=[MetricsLogCallback(out / "metrics.jsonl"), CheckpointModesCallback()],
+        sampling=FrameSampling(cfg.sampling.fps, cfg.sampling.max_frames, cfg.sampling.max_side),
+        frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
+        answer_decimals=answer_decimals(cfg.sft),
+    )
+    for printer in (ProgressCallback, PrinterCallback):  # per-step dicts go to metrics.jsonl
+        trainer.remove_callback(printer)
+    trainer.add_callback(StepProgressCallback(reporter, task="SFT steps"))
+    return trainer
+
+
 def train(
     cfg: TrainConfig,
     resume_from_checkpoint: str | bool | None = None,
@@ -296,7 +343,8 @@ def train(
     processor: Any = None,
     overwrite: bool = False,
 ) -> TrainSummary:
-    """Run GRPO as `cfg` says; see the module docstring for what the run folder holds.
+    """Run GRPO (or SFT, ``algo: sft``) as `cfg` says; see the module docstring for what the run
+    folder holds.
 
     `resume_from_checkpoint`: a ``checkpoint-N`` folder or ``last``; its run must have had this
     config (`rl.run_folder.RESUME_FREE_KEYS` may differ). `overwrite`: replace a run already in
@@ -307,11 +355,11 @@ def train(
     checked = check_run(cfg, reporter)
     out = Path(cfg.output_dir)
     checkpoint = resume_point(out, resume_from_checkpoint)
-    max_steps = cfg.grpo.get("max_steps")
+    max_steps = (cfg.sft if cfg.algo == "sft" else cfg.grpo).get("max_steps")
     if checkpoint is not None and max_steps and checkpoint_step(checkpoint) >= max_steps:
         # transformers would train one more step past max_steps when resuming mid-epoch
         raise ConfigError(
-            f"grpo.max_steps: {max_steps}, but {checkpoint} is at step {checkpoint_step(checkpoint)} "
+            f"{cfg.algo}.max_steps: {max_steps}, but {checkpoint} is at step {checkpoint_step(checkpoint)} "
             f"already; set a larger max_steps (--max-steps) to train on from it"
         )
     main = is_main_process()  # other ranks of `accelerate launch` share the main one's folder
@@ -324,8 +372,9 @@ def train(
         metrics_path = out / "metrics.jsonl"
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         final_dir = save_final(trainer, processor, out / "final") if main else out / "final"
-        curves = plot_curves(metrics_path, out / "curves.png") if main else out / "curves.png"
-    logs = [r for r in read_metrics(metrics_path) if "reward" in r] if metrics_path.is_file() else []
+        curves = plot_curves(metrics_path, out / "curves.png", algo=cfg.algo) if main else out / "curves.png"
+    key = "loss" if cfg.algo == "sft" else "reward"
+    logs = [r for r in read_metrics(metrics_path) if key in r] if metrics_path.is_file() else []
     return TrainSummary(
         output_dir=out,
         final_dir=final_dir,
