@@ -37,7 +37,6 @@ from trl import GRPOTrainer
 
 from scenetg.errors import ConfigError
 from scenetg.grounding.samples import FrameSampling, SampledVideo, sample_video
-from scenetg.models.checkpoint_weights import has_full_weights, load_checkpoint_weights
 from scenetg.models.qwen import (
     processor_video_inputs,
     render_chat,
@@ -48,6 +47,7 @@ from scenetg.models.runner import decode_attention, resolve_decode
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
 from scenetg.models.vision_windows import install_window_batching
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
+from scenetg.rl.resume import FullModelResume
 from scenetg.rl.vllm_video import VideoLLM, check_vllm_for_video, vllm_video_item
 
 TRL_VERSION = "1.16"
@@ -172,10 +172,10 @@ class _VideoForward:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
-class VideoGRPOTrainer(GRPOTrainer):
+class VideoGRPOTrainer(FullModelResume, GRPOTrainer):
     """GRPO on grounding rows (``prompt``, ``video_path``, ``duration_s``, ``start_s``, ``end_s``):
     video through generation and every log-prob pass, token-aware KL. `beta_timestamp` is β_ts;
-    β is ``args.beta``."""
+    β is ``args.beta``. Full fine-tuning resume restores the weights (`rl.resume`)."""
 
     def __init__(
         self,
@@ -216,15 +216,6 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.beta_timestamp = float(beta_timestamp)
         self._rows_videos: list[SampledVideo] | None = None
         self._video: VideoBatch | None = None
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
-        """Full fine-tuning resume: the saved weights go through the model class's key renaming
-        (`models.checkpoint_weights`). transformers' own path loads Qwen2.5-VL's checkpoint-era
-        key names with ``strict=False`` and so loads nothing, keeping the start weights."""
-        if has_full_weights(resume_from_checkpoint) and not self.is_fsdp_enabled:
-            load_checkpoint_weights(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
-            return
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     # ----------------------------------------------------------------------- video inputs
 
