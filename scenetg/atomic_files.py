@@ -36,6 +36,16 @@ def honour_umask(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~current_umask())
 
 
+def honour_umask_tree(folder: Path) -> None:
+    """Every file under `folder` gets 0666 & ~umask: libraries that save through a temp file
+    (safetensors' model files, `save_pretrained`) leave them 0600, unreadable to a group the
+    user's umask would let read them."""
+    mode = 0o666 & ~current_umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temp file in the same folder, fsync, rename, fsync the folder.
 

@@ -41,7 +41,10 @@ _CLICK_ERRORS = _click_errors()
 
 
 def _interrupted() -> int:
-    sys.stderr.write("\ninterrupted; finished work is kept — re-run with --resume\n")
+    """Exit 130 with the command's own hint (`state["interrupt_hint"]`; `train` resumes with
+    --resume-from-checkpoint, the build with --resume)."""
+    hint = state.get("interrupt_hint") or "interrupted; finished work is kept — re-run with --resume"
+    sys.stderr.write(f"\n{hint}\n")
     return 130
 
 

@@ -133,20 +133,26 @@ def run_demo(out: Path, config: Path | None, assets_dir: Path | None, reporter: 
     return paths, summary
 
 
-def run_demo_train(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None):
-    """A few GRPO steps of the tiny MLLM on the demo dataset's train split (every split when the
-    tiny corpus gave it none). Returns the trained model folder; a finished one is re-used."""
+def run_demo_train(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None,
+                   start_model: Path | None = None):
+    """A few GRPO steps on the demo dataset's train split (every split when the tiny corpus gave
+    it none), from `start_model` (default: the random tiny MLLM). Returns the trained model
+    folder; a finished one is re-used.
+
+    `scenetg demo` starts it from the shipped toy SFT checkpoint: a model that writes the answer
+    template, so the format reward varies across rollouts and the curves show a signal. From the
+    random tiny model every reward, the loss and the KL stay 0 (nothing to compare)."""
 
     run = Path(out) / "train"
     if (run / "final" / "config.json").is_file():
         return run / "final"
     has_train = any((paths.dataset / "data").glob("train-*.parquet"))
     cfg = load_train_config(config or DEMO_TRAIN_CONFIG, {
-        "model": str(paths.models / "qwen"), "output_dir": str(run),
+        "model": str(start_model or paths.models / "qwen"), "output_dir": str(run),
         "data.dataset": str(paths.dataset), "data.video_root": str(paths.videos),
         "data.split": "train" if has_train else None,
     })
-    return train(cfg, reporter=reporter).final_dir
+    return train(cfg, reporter=reporter, overwrite=True).final_dir  # an unfinished leg starts over
 
 
 def run_demo_eval(paths: DemoPaths, out: Path, config: Path | None, reporter: Reporter | None = None,

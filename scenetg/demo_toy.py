@@ -115,7 +115,7 @@ def run_toy_train(paths: ToyPaths, train_split, config: Path | None = None,
         "model": str(paths.sft_start), "output_dir": str(paths.train),
         "data.dataset": str(train_split.jsonl), "data.video_root": str(train_split.videos),
     })
-    return train(cfg, reporter=reporter).final_dir, True
+    return train(cfg, reporter=reporter, overwrite=True).final_dir, True  # an unfinished run starts over
 
 
 def run_toy_eval(paths: ToyPaths, heldout_split, clip_model: Path, trained: Path,

@@ -158,6 +158,18 @@ def test_rerun_is_byte_identical_and_manifest_is_complete(built, tiny_models):
     assert manifest["config"]["captions"]["model"] == str(tiny_models["qwen"])
 
 
+def test_a_finished_dataset_is_not_rebuilt_without_resume_or_overwrite(built, tiny_models, capsys):
+    out = built["out"]
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".scenetg.lock"}
+    assert any(p.parts[0] == "data" for p in before)
+    assert main(_build_args(built["videos"], out, tiny_models)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a finished dataset" in err[0]
+    assert "--resume" in err[0] and "--overwrite" in err[0]
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".scenetg.lock"}
+    assert after == before  # nothing touched, the manifest included
+
+
 def test_unknown_model_fails_fast_with_the_flag_named(tmp_path, capsys):
     videos = tmp_path / "v"
     _make_good_videos(videos, n=1)

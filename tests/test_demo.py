@@ -55,6 +55,11 @@ def test_demo_runs_build_ground_eval_and_writes_the_report(demo_run):
     assert (out / "train" / "final" / "config.json").is_file()
     assert (out / "train" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "train" / "metrics.jsonl").read_text().splitlines()) >= 4
+    # started from the toy SFT checkpoint, so the curves carry a signal (from the random tiny model
+    # reward, loss and KL were 0 at every step)
+    steps = [r for r in map(json.loads, (out / "train" / "metrics.jsonl").read_text().splitlines()) if "reward" in r]
+    assert any(r["reward"] > 0 for r in steps) and any(r["reward_std"] > 0 for r in steps)
+    assert any(r["loss"] != 0 for r in steps) and any(r["kl"] > 0 for r in steps)
     for method in ("model", "trained", "center", "clip"):
         assert f"| {method} |" in report
         metrics = json.loads(next((out / "eval").rglob(f"{method}.metrics.json")).read_text())

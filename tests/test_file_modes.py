@@ -51,3 +51,13 @@ def test_frame_cache_entries_honour_the_umask(tmp_path, umask_027):
     assert np.asarray(frames[0]).dtype == np.uint8
     (entry,) = (tmp_path / "cache").rglob("*.npy")
     assert _mode(entry) == umask_027
+
+
+def test_tiny_model_files_honour_the_umask(tmp_path, umask_027):
+    """safetensors saves through a 0600 temp file; `models make-tiny` folders are 0640 under 027."""
+    from scenetg.models.tiny import make_tiny_clip, make_tiny_qwen
+
+    for folder in (make_tiny_qwen(tmp_path / "qwen"), make_tiny_clip(tmp_path / "clip")):
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert any(p.suffix == ".safetensors" for p in files)
+        assert {_mode(p) for p in files} == {umask_027}, folder

@@ -52,3 +52,21 @@ def test_a_damaged_entry_is_decoded_again(tmp_path):
     again = sample_video(video, 2.0, sampling, cache)
     assert cache.misses == 2
     assert all(np.array_equal(a, b) for a, b in zip(good.frames, again.frames, strict=True))
+
+
+def test_two_videos_of_one_duration_are_two_entries(tmp_path):
+    """The cache key is the file (and sampling), not the duration: same-length videos differ."""
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    write_synthetic_video(a, [1.0, 1.0], 10.0, size=(64, 36), seed=1)
+    write_synthetic_video(b, [0.5, 1.5], 10.0, size=(64, 36), seed=2)
+    cache = FrameCache(tmp_path / "cache")
+    sampling = FrameSampling(fps=2.0, max_frames=4, max_side=64)
+    first_a = sample_video(a, 2.0, sampling, cache)
+    from_b = sample_video(b, 2.0, sampling, cache)
+    assert cache.misses == 2
+    expected_b = read_frames_at(b, from_b.times_s, max_side=64)
+    assert all(np.array_equal(x, y) for x, y in zip(from_b.frames, expected_b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(first_a.frames, from_b.frames, strict=True))
+    again_a = sample_video(a, 2.0, sampling, cache)
+    assert cache.hits == 1
+    assert all(np.array_equal(x, y) for x, y in zip(first_a.frames, again_a.frames, strict=True))

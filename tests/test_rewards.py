@@ -44,6 +44,8 @@ def test_temporal_iou_hand_computed(pred, gt, duration, expected):
         ((0.0, 2.0), (98.0, 100.0), 50.0, 0.0),  # farther than D: clamped at 0
         ((20.0, 10.0), (10.0, 20.0), 100.0, 1.0),  # reversed: same centre (IoU gives it 0)
         ((40.0, 60.0), (10.0, 20.0), 100.0, 0.65),  # disjoint, yet ranked: 1 - 35/100
+        ((-10.0, -2.0), (0.0, 2.0), 10.0, 0.3),  # centre -6 before the start, not clipped to 0: 1 - 7/10
+        ((12.0, 16.0), (8.0, 10.0), 10.0, 0.5),  # centre 14 past the end, not clipped to 10: 1 - 5/10
         (None, (10.0, 20.0), 100.0, 0.0),
         ((10.0, 20.0), (10.0, 20.0), 0.0, 0.0),  # no duration
     ],

@@ -201,13 +201,7 @@ def _same(a: dict, b: dict, atol: float = 1e-6) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lora", [
-    True,
-    pytest.param(False, marks=pytest.mark.xfail(
-        strict=True, reason="issue 15: transformers' full-model resume loads no weight of Qwen2.5-VL "
-        "(checkpoint key names); train-hardening's _load_from_checkpoint override, once merged, goes on "
-        "VideoSFTTrainer too")),
-])
+@pytest.mark.parametrize("lora", [True, False])
 def test_resume_restores_the_weights(grounding_set, tiny_models, tmp_path, lora):
     """A run killed after checkpoint-2 and resumed equals the uninterrupted run: at resume its weights
     are the checkpoint's, after step 4 the uninterrupted run's. Every training step sees the video."""

@@ -212,7 +212,7 @@ def grpo_run(sizes: Sizes, prompts, sft_dir: Path, variant: Variant, seed: int) 
                  "lr_scheduler_type": "constant", "temperature": 1.0, "save_strategy": "no",
                  "report_to": "none", "seed": seed, "data_seed": seed, "logging_steps": 1},
     })
-    grpo_train(cfg)
+    grpo_train(cfg, overwrite=True)  # a run without its final/ is one that did not finish
     return out
 
 

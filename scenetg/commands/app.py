@@ -28,8 +28,10 @@ app.add_typer(models_app, name="models")
 
 console = Console(stderr=True, soft_wrap=True)
 out_console = Console(soft_wrap=True)
-state = {"debug": False}
-"""Set by the root `--debug` option; `scenetg.cli.main` shows tracebacks when it is on."""
+state: dict = {"debug": False, "interrupt_hint": None}
+"""``debug``: the root `--debug` option (`scenetg.cli.main` shows tracebacks when it is on);
+``interrupt_hint``: what a command tells the user after Ctrl-C (how to continue), if not the
+build's ``--resume``."""
 
 
 @app.callback()
@@ -37,6 +39,7 @@ def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     state["debug"] = debug
+    state["interrupt_hint"] = None
 
 
 def print_summary(summary, title: str) -> None:

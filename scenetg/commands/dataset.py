@@ -44,13 +44,14 @@ def build(
     resume: Annotated[bool, typer.Option("--resume", help="Skip finished videos and cached stages.")] = False,
     caption_model: CaptionModelOpt = None,
     clip_model: ClipModelOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Build again from scratch into an OUT that holds a finished dataset, replacing its data (refused otherwise).")] = False,
 ) -> None:
     """Build a grounding dataset: shots -> scenes -> captions -> CLIP filter -> Parquet + card."""
     from scenetg.curate.run.pipeline import build as run_build  # deferred: pulls pyarrow
 
     cfg = _load_config(config, caption_model, clip_model, engine)
     with rich_reporter(console) as reporter:
-        summary = run_build(videos, out, cfg, resume=resume, reporter=reporter)
+        summary = run_build(videos, out, cfg, resume=resume, reporter=reporter, overwrite=overwrite)
     finish(summary, "scenetg build")
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from scenetg.commands.app import app, console, models_app, out_console, print_summary
+from scenetg.commands.app import app, console, models_app, out_console, print_summary, state
 from scenetg.demo import (
         check_demo_configs,
         default_assets_dir,
@@ -17,7 +17,7 @@ from scenetg.demo import (
         run_demo_eval,
         run_demo_train,
     )
-from scenetg.demo_toy import TOY_HELDOUT, run_toy_leg
+from scenetg.demo_toy import TOY_HELDOUT, TOY_SFT, run_toy_leg
 from scenetg.progress import rich_reporter
 from scenetg.rl.config import load_train_config
 from scenetg.rl.train import train as run_train
@@ -33,11 +33,14 @@ def train(
     output_dir: Annotated[str | None, typer.Option("--output-dir", "-o", help="Run folder (overrides output_dir).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps (overrides grpo.max_steps, or sft.max_steps with algo sft).")] = None,
     algo: Annotated[str | None, typer.Option("--algo", help="grpo (GRPO, the default) or sft (supervised baseline on the same data and frames); overrides algo.")] = None,
-    resume_from_checkpoint: Annotated[str | None, typer.Option("--resume-from-checkpoint", help="A checkpoint-N folder, or 'last'.")] = None,
+    resume_from_checkpoint: Annotated[str | None, typer.Option("--resume-from-checkpoint", help="A checkpoint-N folder, or 'last': continue that run (its config.yaml must match).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a run already in the output folder (refused otherwise).")] = False,
 ) -> None:
     """GRPO training with token-aware KL and the Center Distance reward (TRL GRPOTrainer);
     --algo sft: the supervised baseline (TRL SFTTrainer) on the same data, frames and run folder."""
 
+    state["interrupt_hint"] = (
+        "interrupted; saved checkpoints are kept — continue with --resume-from-checkpoint last")
     overrides = {"model": model, "data.dataset": dataset, "data.video_root": video_root,
                  "output_dir": output_dir, "algo": algo}
     cfg = load_train_config(config, {k: v for k, v in overrides.items() if v is not None})
@@ -45,7 +48,8 @@ def train(
         overrides[f"{cfg.algo}.max_steps"] = max_steps
         cfg = load_train_config(config, {k: v for k, v in overrides.items() if v is not None})
     with rich_reporter(console) as reporter:
-        result = run_train(cfg, resume_from_checkpoint=resume_from_checkpoint, reporter=reporter)
+        result = run_train(cfg, resume_from_checkpoint=resume_from_checkpoint, reporter=reporter,
+                           overwrite=overwrite)
     out_console.print(result.summary(), highlight=False)
     out_console.print(f"metrics: {result.metrics_path}  curves: {result.curves_path}")
 
@@ -79,12 +83,14 @@ def demo(
     check_demo_configs(config, train_config, eval_config, toy_train_config, toy_eval_config)
     with one_torch_thread(), rich_reporter(console) as reporter:
         paths, summary = run_demo(out, config, assets or default_assets_dir(), reporter)
-        trained = run_demo_train(paths, out, train_config, reporter)
+        # from the toy SFT checkpoint: the random tiny model earns no reward, so its GRPO curves are flat 0
+        trained = run_demo_train(paths, out, train_config, reporter, start_model=Path(str(TOY_SFT)))
         results, report = run_demo_eval(paths, out, eval_config, reporter, trained=trained)
         toy, toy_trained, _, toy_report = run_toy_leg(out, paths.models / "clip", toy_train_config,
                                                        toy_eval_config, reporter)
     print_summary(summary, "scenetg demo: build")
-    out_console.print(f"\nTrained (GRPO, tiny model): {trained}  curves: {trained.parent / 'curves.png'}")
+    out_console.print(f"\nTrained (GRPO on this dataset, from the toy SFT checkpoint): {trained}  "
+                      f"curves: {trained.parent / 'curves.png'}")
     out_console.print("\n" + report.read_text().split("\n\n![")[0], highlight=False)
     out_console.print(f"\nEvaluation report: {report} (IoU histogram: {report.parent / 'iou_distribution.png'})")
     out_console.print(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scenetg.errors import ScenetgError
+from scenetg.grounding.query_values import query_row_problems, summarize_problems
 from scenetg.grounding.records import LoadReport
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -347,13 +348,18 @@ def _read_mad(p: Path, report: LoadReport) -> Iterator[_Raw]:
 
 WINDOW_KEYS = ("relevant_windows", "windows", "timestamps")  # timestamps: GroundNLQ's JSONL
 QID_KEYS = ("qid", "sample_id", "query_id")  # query_id: GroundNLQ's JSONL
+SHARD_SPLIT = re.compile(r"^(?P<split>train|validation|test)-\d{5}-of-\d{5}\.parquet$")
+"""A SceneTG data shard's name: the split its rows must carry."""
 SCENETG_COLUMNS = ("sample_id", "video_id", "duration_s", "query", "start_s", "end_s")
 
 
-def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
+def _read_scenetg(path: str, split: str | None, check_values: bool = False) -> Iterator[_Raw]:
+    """SceneTG query rows (a build folder, its data/, one shard, or ``hub:ORG/NAME``);
+    `check_values` first refuses rows `grounding.query_values` rejects (training reads with it;
+    eval reads benchmark-style, clipping a GT end past the duration)."""
     p = Path(path)
     if path.startswith(HUB_PREFIX):
-        yield from _read_hub(path[len(HUB_PREFIX):], split)
+        yield from _read_hub(path[len(HUB_PREFIX):], split, check_values)
         return
     if not p.exists():
         raise ScenetgError(f"{path}: no such folder or Parquet file (a SceneTG build: run "
@@ -379,6 +385,9 @@ def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
             raise ScenetgError(
                 f"{f}: missing columns {missing} (a SceneTG query file has {list(SCENETG_COLUMNS)})"
             )
+        if check_values:
+            shard = SHARD_SPLIT.match(f.name)
+            _check_values(table.to_pydict(), str(f), shard["split"] if shard else None)
         if split is not None:
             if "split" in table.column_names:
                 rows_split = table.column("split").to_pylist()
@@ -388,7 +397,7 @@ def _read_scenetg(path: str, split: str | None) -> Iterator[_Raw]:
         yield from _scenetg_rows(table.to_pydict(), str(f))
 
 
-def _read_hub(repo_id: str, split: str | None) -> Iterator[_Raw]:
+def _read_hub(repo_id: str, split: str | None, check_values: bool = False) -> Iterator[_Raw]:
     try:
         import datasets
     except ImportError:  # pragma: no cover - datasets is a dependency
@@ -402,7 +411,21 @@ def _read_hub(repo_id: str, split: str | None) -> Iterator[_Raw]:
         missing = [c for c in SCENETG_COLUMNS if c not in part.column_names]
         if missing:
             raise ScenetgError(f"{repo_id}: missing columns {missing}")
+        if check_values:
+            _check_values(part.to_dict(), repo_id)
         yield from _scenetg_rows(part.select_columns(list(SCENETG_COLUMNS)).to_dict(), repo_id)
+
+
+def _check_values(cols: dict[str, list], source: str, shard_split: str | None = None) -> None:
+    """ScenetgError listing the rows whose values `grounding.query_values` rejects (times,
+    figures, split vs shard, video paths): the same check as `scenetg inspect` and `publish`."""
+    n = len(next(iter(cols.values()), []))
+    problems = [
+        p for r in range(n)
+        for p in query_row_problems({k: v[r] for k, v in cols.items()}, f"{source}: row {r}", shard_split)
+    ]
+    if problems:
+        raise ScenetgError(f"{len(problems)} invalid value(s): {summarize_problems(problems)}")
 
 
 def _scenetg_rows(cols: dict[str, list], source: str) -> Iterator[_Raw]:

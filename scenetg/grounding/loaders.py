@@ -87,9 +87,12 @@ def load_annotations(
     metadata_csv: str | Path | None = None,
     videos_dir: str | Path | None = None,
     split: str | None = None,
+    check_values: bool = False,
     keep_no_text: bool = False,
 ) -> tuple[list[GroundingRecord], LoadReport]:
     """Read one annotation file (or Parquet folder / Hub id) into records and a load report.
+    `check_values`: SceneTG rows must pass `grounding.query_values` (training data; the same
+    check as `scenetg inspect` / `publish`).
 
     `keep_no_text`: keep queries with no text that have a GT window (query ""), as a protocol
     that scores them asks (`Protocol.keep_no_text`: Ego4D-NLQ); skipped otherwise.
@@ -101,7 +104,7 @@ def load_annotations(
     path_s = str(path)
     report = LoadReport(path=path_s, format=fmt)
     if fmt == "scenetg":
-        raws: Iterable[_Raw] = _read_scenetg(path_s, split)
+        raws: Iterable[_Raw] = _read_scenetg(path_s, split, check_values)
     else:
         p = Path(path)
         if not p.is_file():

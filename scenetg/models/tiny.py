@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from scenetg.atomic_files import honour_umask_tree
+
 TINY_QWEN_SEED = 0
 TINY_CLIP_SEED = 0
 TINY_CLIP_NAME = "scenetg-tiny-clip"
@@ -275,6 +277,7 @@ def make_tiny_qwen(out_dir: str | Path, vllm_compatible: bool = False) -> Path:
     with _quiet():
         model.save_pretrained(out, safe_serialization=True)
         processor.save_pretrained(out)
+    honour_umask_tree(out)  # safetensors writes through a 0600 temp file
     return out
 
 
@@ -331,6 +334,7 @@ def make_tiny_clip(out_dir: str | Path) -> Path:
     (out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "open_clip_model.safetensors"))
+    honour_umask_tree(out)
     return out
 
 

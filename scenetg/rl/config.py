@@ -179,6 +179,8 @@ class TrainConfig:
         for key in self.grpo:
             if key in OWNED_GRPO_KEYS:
                 raise ConfigError(f"grpo.{key}: set it as {OWNED_GRPO_KEYS[key]} instead")
+        if "max_steps" in self.grpo:  # TRL reads 0 as "no limit set" and trains a step at lr 0
+            self.grpo["max_steps"] = coerce_value("grpo.max_steps", self.grpo["max_steps"], int, {"min": 1})
         if "use_vllm" in self.grpo:
             self.grpo["use_vllm"] = coerce_value("grpo.use_vllm", self.grpo["use_vllm"], bool)
         if self.grpo.get("use_vllm"):

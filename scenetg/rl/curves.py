@@ -37,7 +37,7 @@ class MetricsLogCallback(TrainerCallback):
         self.path = Path(path)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.path.is_file():
+        if state.is_world_process_zero and self.path.is_file():
             keep = [
                 line
                 for line in self.path.read_text(encoding="utf-8").splitlines()

@@ -33,6 +33,7 @@ from scenetg.grounding.prompts import ANSWER_DECIMALS, grounding_answer
 from scenetg.grounding.samples import FrameSampling, SampledVideo, sample_video
 from scenetg.models.qwen import processor_video_inputs, render_chat
 from scenetg.rl.config import TrainConfig
+from scenetg.rl.resume import FullModelResume
 from scenetg.rl.sft_config import trl_sft_kwargs
 from scenetg.rl.trainer import TRL_VERSION
 
@@ -179,7 +180,7 @@ class VideoSFTCollator:
         return out
 
 
-class VideoSFTTrainer(SFTTrainer):
+class VideoSFTTrainer(FullModelResume, SFTTrainer):
     """SFT on grounding rows with their videos: TRL's `SFTTrainer` with `VideoSFTCollator` as its
     data collator (frames by `sampling`, through `frame_cache`; times with `answer_decimals`)."""
 

@@ -5,33 +5,46 @@ then builds the policy (LoRA through PEFT or full fine-tuning, the vision tower 
 default), TRL's `GRPOConfig` from ``cfg.grpo`` and `VideoGRPOTrainer`, and trains. The run folder
 ends with ``final/`` (a plain checkpoint `scenetg ground --model RUN/final` loads; LoRA merged),
 ``config.yaml`` (the resolved config), ``metrics.jsonl`` and ``curves.png``; TRL writes
-``checkpoint-N/`` folders that ``resume_from_checkpoint`` continues from.
+``checkpoint-N/`` folders that ``resume_from_checkpoint`` continues from. The folder belongs to
+one run (`rl.run_folder`): locked while training, and nothing is written in it before every
+check has passed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from scenetg.atomic_files import write_bytes_atomic
+from scenetg.atomic_files import honour_umask_tree
 from scenetg.errors import ConfigError, ModelError
 from scenetg.extras import require_extra
+from scenetg.folder_lock import lock_folder
 from scenetg.grounding.samples import FrameSampling
-from scenetg.models.qwen import load_qwen, resolve_device
+from scenetg.models.qwen import load_qwen, resolve_device, resolve_dtype
 from scenetg.progress import Reporter
 from scenetg.rl.config import TrainConfig
 from scenetg.rl.rewards import REWARD_FUNCTIONS, REWARD_NAMES
+from scenetg.rl.run_folder import (
+    OUTPUT_FLAG,
+    check_output_dir,
+    checkpoint_step,
+    claim_run_folder,
+    is_main_process,
+    resume_point,
+    write_run_config,
+)
 from scenetg.rl.sft_config import answer_decimals
-from scenetg.rl.train_data import load_training_data
+from scenetg.rl.train_data import TrainingData, load_training_data
 from scenetg.rl.vllm_video import check_vllm_for_video, vision_logit_bias
 from scenetg.video.frame_cache import FrameCache
 
 MODEL_KEY = "model (--model)"
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo", "sapo", "vespo")
+"""TRL 1.16's `loss_type` values (`GRPOTrainer._compute_loss`; a test reads them from its source)."""
 
 
 @dataclass
@@ -175,13 +188,6 @@ def peft_config(cfg: TrainConfig) -> Any:
     )
 
 
-def write_config(cfg: TrainConfig, out_dir: Path) -> Path:
-
-    target = out_dir / "config.yaml"
-    write_bytes_atomic(target, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
-    return target
-
-
 def save_final(trainer: Any, processor: Any, final_dir: Path) -> Path:
     """The trained policy as a plain checkpoint (LoRA merged into the weights), with its processor
     and chat template: what `scenetg ground --model` and `load_qwen` read."""
@@ -197,6 +203,7 @@ def save_final(trainer: Any, processor: Any, final_dir: Path) -> Path:
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
+    honour_umask_tree(tmp)  # safetensors writes through a 0600 temp file
     if final_dir.exists():
         import shutil
 
@@ -205,42 +212,85 @@ def save_final(trainer: Any, processor: Any, final_dir: Path) -> Path:
     return final_dir
 
 
-def build_trainer(
-    cfg: TrainConfig, reporter: Reporter | None = None, model: Any = None, processor: Any = None
-) -> tuple[Any, Any, int]:
-    """``(trainer, processor, n_rows)`` for `cfg`, after every cheap check (config, data, videos,
-    the model's video processor). `model`/`processor` skip loading (tests, notebooks)."""
+@dataclass
+class CheckedRun:
+    """What `check_run` found valid: the training rows, the device and TRL's GRPOConfig."""
 
+    data: TrainingData
+    device: str
+    args: Any
+
+
+def check_run(cfg: TrainConfig, reporter: Reporter | None = None) -> CheckedRun:
+    """Every check that needs no model: extras, TRL's internals, data and videos, device, dtype,
+    TRL's config and the keys it only reads later (``loss_type``), the output folder's path.
+    ConfigError naming the key."""
     for module in ("trl", "peft"):
         require_extra(module, "train", "scenetg train")
+    from scenetg.rl.trainer import check_trl_internals  # deferred: pulls torch, trl
+
+    check_trl_internals()
+    check_output_dir(Path(cfg.output_dir))
+    device = checked_device(cfg.device)
+    try:
+        resolve_dtype(cfg.dtype, device)
+    except ModelError as exc:
+        raise ConfigError(f"dtype: {exc}") from None
+    data = load_training_data(cfg.data)
+    (reporter or Reporter()).log(data.load_summary)
+    if cfg.algo == "sft":  # TRL's SFTConfig from ``sft:``, checked here too
+        from scenetg.rl.sft import sft_args  # deferred: pulls torch, trl
+
+        return CheckedRun(data, device, sft_args(cfg, device))
+    args = grpo_args(cfg, device)
+    if args.num_generations < 2:
+        raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
+    if args.loss_type not in LOSS_TYPES:
+        raise ConfigError(f"grpo.loss_type: must be one of {', '.join(LOSS_TYPES)}, got {args.loss_type!r}")
+    if args.use_vllm:  # vLLM present, recent enough, colocate mode: before any model loads
+        check_vllm_for_video(args.vllm_mode)
+    return CheckedRun(data, device, args)
+
+
+def checked_device(device: str) -> str:
+    """`resolve_device`, and ConfigError naming ``device`` when it is not one torch knows or
+    names a GPU this machine does not have."""
+    import torch  # deferred: pulls torch
+
+    resolved = resolve_device(device)
+    try:
+        kind = torch.device(resolved).type
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device: {device!r} is not a device (use auto, cpu or cuda)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r}, but no CUDA GPU is visible here (use auto or cpu)")
+    return resolved
+
+
+def build_trainer(
+    cfg: TrainConfig, reporter: Reporter | None = None, model: Any = None, processor: Any = None,
+    checked: CheckedRun | None = None,
+) -> tuple[Any, Any, int]:
+    """``(trainer, processor, n_rows)`` for `cfg`, after every cheap check (`check_run`, unless
+    `checked` is its result) and the model's video processor. `model`/`processor` skip loading
+    (tests, notebooks). Writes nothing in the run folder (`train` does)."""
+
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from scenetg.rl.curves import (  # deferred: pulls transformers
         MetricsLogCallback,
         StepProgressCallback,
     )
-    from scenetg.rl.trainer import (  # deferred: pulls torch, trl
-        VideoGRPOTrainer,
-        check_trl_internals,
-    )
+    from scenetg.rl.file_modes import CheckpointModesCallback  # deferred: pulls transformers
+    from scenetg.rl.trainer import VideoGRPOTrainer  # deferred: pulls torch, trl
 
     reporter = reporter or Reporter()
-    check_trl_internals()  # also: trl present (the [train] extra)
-    data = load_training_data(cfg.data)
-    reporter.log(data.load_summary)
-    device = resolve_device(cfg.device)
+    checked = checked or check_run(cfg, reporter)
+    data, device, args = checked.data, checked.device, checked.args
     if cfg.algo == "sft":  # the supervised baseline: same rows, frames, policy, run folder
-        trainer = build_sft_trainer(cfg, data.rows, device, reporter, model, processor)
+        trainer = build_sft_trainer(cfg, data.rows, device, reporter, model, processor, args)
         return trainer, trainer.processing_class, len(data.rows)
-    args = grpo_args(cfg, device)
-    if args.num_generations < 2:
-        raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
-    if args.use_vllm:  # vLLM present, recent enough, colocate mode: before any model loads
-
-        check_vllm_for_video(args.vllm_mode)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out)
     if model is None or processor is None:
         model, processor = load_policy(cfg, device)
     suppress_vision_tokens(args, processor)
@@ -253,7 +303,7 @@ def build_trainer(
         train_dataset=datasets.Dataset.from_list(data.rows),
         processing_class=processor,
         peft_config=peft_config(cfg),
-        callbacks=[MetricsLogCallback(out / "metrics.jsonl")],
+        callbacks=[MetricsLogCallback(out / "metrics.jsonl"), CheckpointModesCallback()],
         sampling=FrameSampling(cfg.sampling.fps, cfg.sampling.max_frames, cfg.sampling.max_side),
         beta_timestamp=cfg.kl.beta_timestamp,
         frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
@@ -267,22 +317,22 @@ def build_trainer(
 
 
 def build_sft_trainer(
-    cfg: TrainConfig, rows: list[dict], device: str, reporter: Reporter, model: Any, processor: Any
+    cfg: TrainConfig, rows: list[dict], device: str, reporter: Reporter, model: Any, processor: Any,
+    args: Any = None,
 ) -> Any:
-    """`rl.sft.VideoSFTTrainer` for ``algo: sft``: TRL's SFTConfig from ``cfg.sft`` (checked before
-    the model loads), then the policy, run folder and callbacks as for GRPO."""
+    """`rl.sft.VideoSFTTrainer` for ``algo: sft``: TRL's SFTConfig from ``cfg.sft`` (`args`, as
+    `check_run` made it before the model loads), then the policy and callbacks as for GRPO."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from scenetg.rl.curves import (  # deferred: pulls transformers
         MetricsLogCallback,
         StepProgressCallback,
     )
+    from scenetg.rl.file_modes import CheckpointModesCallback  # deferred: pulls transformers
     from scenetg.rl.sft import VideoSFTTrainer, sft_args  # deferred: pulls torch, trl
 
-    args = sft_args(cfg, device)
+    args = args or sft_args(cfg, device)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out)
     if model is None or processor is None:
         model, processor = load_policy(cfg, device)
     import datasets
@@ -293,7 +343,7 @@ def build_sft_trainer(
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=processor,
         peft_config=peft_config(cfg),
-        callbacks=[MetricsLogCallback(out / "metrics.jsonl")],
+        callbacks=[MetricsLogCallback(out / "metrics.jsonl"), CheckpointModesCallback()],
         sampling=FrameSampling(cfg.sampling.fps, cfg.sampling.max_frames, cfg.sampling.max_side),
         frame_cache=FrameCache(cfg.frame_cache or out / "frame_cache"),
         answer_decimals=answer_decimals(cfg.sft),
@@ -310,21 +360,40 @@ def train(
     reporter: Reporter | None = None,
     model: Any = None,
     processor: Any = None,
+    overwrite: bool = False,
 ) -> TrainSummary:
     """Run GRPO (or SFT, ``algo: sft``) as `cfg` says; see the module docstring for what the run
-    folder holds."""
+    folder holds.
+
+    `resume_from_checkpoint`: a ``checkpoint-N`` folder or ``last``; its run must have had this
+    config (`rl.run_folder.RESUME_FREE_KEYS` may differ). `overwrite`: replace a run already in
+    ``output_dir`` (refused otherwise)."""
     from scenetg.rl.curves import plot_curves, read_metrics  # deferred: pulls transformers
 
     t0 = time.perf_counter()
-    trainer, processor, n_rows = build_trainer(cfg, reporter, model, processor)
+    checked = check_run(cfg, reporter)
     out = Path(cfg.output_dir)
-    metrics_path = out / "metrics.jsonl"
-    if resume_from_checkpoint in ("last", "latest", True):
-        resume_from_checkpoint = _last_checkpoint(out)
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    final_dir = save_final(trainer, processor, out / "final")
-    curves = plot_curves(metrics_path, out / "curves.png", algo=cfg.algo)
-    logs = [r for r in read_metrics(metrics_path) if ("loss" if cfg.algo == "sft" else "reward") in r]
+    checkpoint = resume_point(out, resume_from_checkpoint)
+    max_steps = (cfg.sft if cfg.algo == "sft" else cfg.grpo).get("max_steps")
+    if checkpoint is not None and max_steps and checkpoint_step(checkpoint) >= max_steps:
+        # transformers would train one more step past max_steps when resuming mid-epoch
+        raise ConfigError(
+            f"{cfg.algo}.max_steps: {max_steps}, but {checkpoint} is at step {checkpoint_step(checkpoint)} "
+            f"already; set a larger max_steps (--max-steps) to train on from it"
+        )
+    main = is_main_process()  # other ranks of `accelerate launch` share the main one's folder
+    with lock_folder(out, OUTPUT_FLAG) if main else nullcontext():
+        if main:
+            claim_run_folder(out, cfg.to_dict(), checkpoint, overwrite)
+        trainer, processor, n_rows = build_trainer(cfg, reporter, model, processor, checked)
+        if main:  # the model loaded and the trainer accepted its settings: now the run is this one
+            write_run_config(out, cfg.to_dict())
+        metrics_path = out / "metrics.jsonl"
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        final_dir = save_final(trainer, processor, out / "final") if main else out / "final"
+        curves = plot_curves(metrics_path, out / "curves.png", algo=cfg.algo) if main else out / "curves.png"
+    key = "loss" if cfg.algo == "sft" else "reward"
+    logs = [r for r in read_metrics(metrics_path) if key in r] if metrics_path.is_file() else []
     return TrainSummary(
         output_dir=out,
         final_dir=final_dir,
@@ -336,11 +405,3 @@ def train(
         last_log=logs[-1] if logs else {},
     )
 
-
-def _last_checkpoint(out: Path) -> str:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if last is None:
-        raise ConfigError(f"--resume-from-checkpoint: no checkpoint-N folder in {out}")
-    return last

@@ -86,7 +86,7 @@ def load_training_data(cfg: DataConfig) -> TrainingData:
         raise ConfigError(f"data.video_root: {root}: no such folder")
     records, report = load_annotations(
         source, fmt, metadata_csv=cfg.durations, videos_dir=root,
-        split=cfg.split if fmt == "scenetg" else None,
+        split=cfg.split if fmt == "scenetg" else None, check_values=True,
     )
     if cfg.limit is not None:
         records = records[: cfg.limit]

@@ -48,7 +48,9 @@ from scenetg.models.qwen import (
 )
 from scenetg.models.runner import decode_attention, resolve_decode
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
+from scenetg.models.vision_windows import install_window_batching
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
+from scenetg.rl.resume import FullModelResume
 from scenetg.rl.vllm_sync import GRPO_BUILDS_BACKEND, SYNC_INTERNALS, video_vllm_backend
 from scenetg.rl.vllm_video import VideoLLM, check_vllm_for_video, vllm_video_item
 
@@ -176,10 +178,10 @@ class _VideoForward:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
-class VideoGRPOTrainer(GRPOTrainer):
+class VideoGRPOTrainer(FullModelResume, GRPOTrainer):
     """GRPO on grounding rows (``prompt``, ``video_path``, ``duration_s``, ``start_s``, ``end_s``):
     video through generation and every log-prob pass, token-aware KL. `beta_timestamp` is β_ts;
-    β is ``args.beta``."""
+    β is ``args.beta``. Full fine-tuning resume restores the weights (`rl.resume`)."""
 
     def __init__(
         self,
@@ -204,10 +206,12 @@ class VideoGRPOTrainer(GRPOTrainer):
             engine = self.vllm_generation
             engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class))
         # G rollouts of a prompt carry one video: policy and reference encode it once per pass
-        # (exact; `models.shared_video_encoding`). Also TRL's own reference copy (full
-        # fine-tuning), which it loads itself.
+        # (exact; `models.shared_video_encoding`), and batch their vision windows as `load_qwen`
+        # does (`models.vision_windows`). Also TRL's own reference copy (full fine-tuning),
+        # which it loads itself, not through `load_qwen`.
         for model in (self.model, self.ref_model):
             if model is not None:
+                speedup_or_stock(install_window_batching, model)
                 speedup_or_stock(set_video_sharing, model, enabled=share_video_encoding)
         if self.args.use_liger_kernel:
             raise ConfigError("use_liger_kernel: the token-aware KL loss needs TRL's own loss path")

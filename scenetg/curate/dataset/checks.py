@@ -9,6 +9,7 @@ not), `sample_id` is unique in `data/` and in `audit/`, and `data/` holds exactl
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from scenetg.curate.dataset.tables import AUDIT_SCHEMA, QUERY_SCHEMA, SPLIT_ORDER
 from scenetg.curate.stages.export import INCOMPLETE
 from scenetg.errors import ScenetgError
+from scenetg.grounding.query_values import query_row_problems
 
 SHARD_NAME = re.compile(r"^(?P<prefix>[a-z]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 
@@ -109,12 +111,55 @@ def _card_problems(out: Path, header: dict[str, Any], data_shards: list[Path]) -
     return problems
 
 
+Located = tuple[str, dict[str, Any]]
+"""A row and where it is (``data/train-00000-of-00001.parquet row 3``)."""
+
+
+def _rows(shards: list[Path]) -> list[Located]:
+    return [
+        (f"{p.parent.name}/{p.name} row {i}", row)
+        for p in shards for i, row in enumerate(pq.read_table(p).to_pylist())
+    ]
+
+
+def _value_problems(rows: list[Located]) -> list[str]:
+    """`query_row_problems` of every row; a data row's split must be its shard's."""
+    problems = []
+    for where, row in rows:
+        m = SHARD_NAME.match(where.split("/", 1)[1].split(" ")[0])
+        shard_split = m["prefix"] if where.startswith("data/") and m else None
+        problems += query_row_problems(row, where, shard_split)
+    return problems
+
+
+def _same(a: Any, b: Any) -> bool:
+    both_nan = isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+    return both_nan or a == b
+
+
+def _audit_agreement_problems(data_rows: list[Located], audit_rows: list[Located]) -> list[str]:
+    """Each data row has the values of the audit row it was exported from (same sample_id):
+    an edited query or figure in one of them shows here."""
+    audit = {row["sample_id"]: (where, row) for where, row in audit_rows}
+    problems = []
+    for where, row in data_rows:
+        if row["sample_id"] not in audit:
+            continue
+        a_where, a_row = audit[row["sample_id"]]
+        differ = [c for c in QUERY_SCHEMA.names if c in a_row and not _same(row.get(c), a_row[c])]
+        if differ:
+            problems.append(f"{where}: {', '.join(differ)} differ from {a_where} (same sample_id "
+                            f"{row['sample_id']}); the data was edited after export")
+    return problems
+
+
 def dataset_problems(out_dir: str | Path) -> list[str]:
     """Everything that makes OUT an inconsistent dataset, one line each (empty list: consistent).
 
     An unfinished export, card header vs the splits on disk, shard names/schemas/`-of-N` sets,
-    unique `sample_id` in `data/` and in `audit/`, and `data/` holding exactly the kept rows of
-    `audit/`.
+    each row's values (`grounding.query_values`: times, figures, split vs shard, video paths),
+    unique `sample_id` in `data/` and in `audit/`, `data/` holding exactly the kept rows of
+    `audit/`, with the same values as there.
     """
     out = Path(out_dir)
     problems: list[str] = [p for p in [unfinished_export_problem(out)] if p]
@@ -131,8 +176,12 @@ def dataset_problems(out_dir: str | Path) -> list[str]:
     if header is not None:
         problems += _card_problems(out, header, data_shards)
 
-    data_ids = [i for p in data_shards for i in pq.read_table(p, columns=["sample_id"])["sample_id"].to_pylist()]
-    audit = [r for p in audit_shards for r in pq.read_table(p, columns=["sample_id", "kept"]).to_pylist()]
+    data_rows = _rows(data_shards)
+    audit_rows = _rows(audit_shards)
+    problems += _value_problems(data_rows) + _value_problems(audit_rows)
+    problems += _audit_agreement_problems(data_rows, audit_rows)
+    data_ids = [r["sample_id"] for _, r in data_rows]
+    audit = [r for _, r in audit_rows]
     for where, ids in (("data/", data_ids), ("audit/", [r["sample_id"] for r in audit])):
         dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
         if dupes:

@@ -22,6 +22,7 @@ from scenetg.curate.run.engines import run_ray
 from scenetg.curate.run.export_stage import BuildSummary, export_build
 from scenetg.curate.run.workdir import (
     FORMAT_VERSION,
+    MANIFEST,
     VideoJob,
     WorkDir,
     discover_videos,
@@ -317,18 +318,35 @@ def build(
     cfg: BuildConfig,
     resume: bool = False,
     reporter: Reporter | None = None,
+    overwrite: bool = False,
 ) -> BuildSummary:
     """The whole build: discover videos, check models, run the stages, export Parquet + card.
 
-    Holds the lock on `out_dir` throughout (a second build there fails at once).
+    Holds the lock on `out_dir` throughout (a second build there fails at once). A folder that
+    holds a finished dataset is refused unless `resume` (continue / update it) or `overwrite`
+    (build it again from scratch, replacing its data).
     """
     jobs = _discover(videos_dir, cfg, reporter)
     with lock_out(out_dir):
+        if not (resume or overwrite):
+            refuse_finished_dataset(Path(out_dir))
         b = Build(Path(out_dir), cfg, Path(videos_dir), reporter)
         b.models.check_available()
         b.init_manifest(jobs, resume)
         b.run_videos("filter", resume)
         return b.export()
+
+
+def refuse_finished_dataset(out: Path) -> None:
+    """ScenetgError when `out` holds a finished build (its manifest and data shards): a build
+    without --resume would replace that data, silently."""
+    shards = sorted(p.name for p in (out / "data").glob("*.parquet")) if (out / "data").is_dir() else []
+    if (out / MANIFEST).is_file() and shards:
+        raise ScenetgError(
+            f"{out}: holds a finished dataset ({MANIFEST}, data/ with {len(shards)} shard(s)); pass "
+            f"--resume to continue or update it, --overwrite to build it again from scratch, or "
+            f"another --out"
+        )
 
 
 def export_folder(out_dir: Path, reporter: Reporter | None = None) -> BuildSummary:

@@ -8,24 +8,22 @@ video whose stage file exists (with the same stage fingerprint) is not recompute
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import re
-import socket
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scenetg.atomic_files import read_json, write_json_atomic
 from scenetg.errors import ScenetgError
+from scenetg.folder_lock import LOCK, ensure_folder, lock_folder  # noqa: F401  (LOCK: public here too)
 
 MANIFEST = "manifest.json"
-LOCK = ".scenetg.lock"
 FORMAT_VERSION = 1
 
 
@@ -193,86 +191,13 @@ class WorkDir:
         return manifest
 
 
-# ----- one writer per OUT ---------------------------------------------------------------------
-_held: dict[Path, tuple[int, int]] = {}
-"""Locks this process holds: resolved OUT -> (fd, depth); re-entrant (build -> export)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _holder(lock_path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(lock_path.read_text() or "{}")
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
+# ----- one writer per OUT (`scenetg.folder_lock`, shared with the training run folder) ---------
 def ensure_out_dir(out_dir: Path) -> Path:
     """Create `out_dir` (and parents); an existing file there is a usage error."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ScenetgError(f"{out}: exists and is not a folder (--out)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ScenetgError(f"{out}: a parent exists and is not a folder (--out)") from None
-    return out
+    return ensure_folder(out_dir, "--out")
 
 
-@contextmanager
-def lock_out(out_dir: Path) -> Iterator[None]:
-    """Hold the exclusive lock on `OUT` (`OUT/.scenetg.lock`) for the block.
-
-    Two builds or stage commands on one OUT would overwrite each other's stage files, so the
-    second one fails at once, naming the holder's pid and host. The lock is an `flock` on the
-    file, which the kernel drops when its holder dies, so a killed build leaves no stale lock; the
-    file's pid/host only name the holder. Where the filesystem has no `flock`, a lock file of a
-    dead pid on this host is taken over.
-    """
-    out = ensure_out_dir(out_dir).resolve()
-    if out in _held:
-        fd, depth = _held[out]
-        _held[out] = (fd, depth + 1)
-        try:
-            yield
-        finally:
-            fd, depth = _held[out]
-            _held[out] = (fd, depth - 1)
-        return
-    lock_path = out / LOCK
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    host = socket.gethostname()
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        held_by = _holder(lock_path)
-        # EAGAIN: a live process holds it. Otherwise flock is unsupported here: trust the pid
-        # file, except one left by a dead process of this host.
-        stale = held_by.get("host") == host and not _pid_alive(int(held_by.get("pid") or 0))
-        if exc.errno in (errno.EAGAIN, errno.EACCES) or (held_by and not stale):
-            os.close(fd)
-            raise ScenetgError(
-                f"{out}: in use by another scenetg run (pid {held_by.get('pid', '?')} on host "
-                f"{held_by.get('host', '?')}); wait for it to finish, or remove {lock_path} if it is gone"
-            ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "host": host}).encode())
-    _held[out] = (fd, 1)
-    try:
-        yield
-    finally:
-        _, depth = _held[out]
-        if depth <= 1:
-            del _held[out]
-            os.ftruncate(fd, 0)
-            os.close(fd)  # closing drops the flock
-        else:
-            _held[out] = (fd, depth - 1)
+def lock_out(out_dir: Path) -> AbstractContextManager[None]:
+    """Hold the exclusive lock on `OUT` (`OUT/.scenetg.lock`) for the block: two builds or stage
+    commands on one OUT would overwrite each other's stage files (`folder_lock.lock_folder`)."""
+    return lock_folder(out_dir, "--out")
