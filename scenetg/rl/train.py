@@ -216,7 +216,8 @@ def build_trainer(
         check_vllm_for_video(args.vllm_mode)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out)
+    if args.should_save:  # the main process (accelerate launch: rank 0) writes the run folder
+        write_config(cfg, out)
     if model is None or processor is None:
         model, processor = load_policy(cfg, device)
     suppress_vision_tokens(args, processor)
@@ -259,8 +260,11 @@ def train(
     if resume_from_checkpoint in ("last", "latest", True):
         resume_from_checkpoint = _last_checkpoint(out)
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    final_dir = save_final(trainer, processor, out / "final")
-    curves = plot_curves(metrics_path, out / "curves.png")
+    final_dir, curves = out / "final", out / "curves.png"
+    if trainer.args.should_save:  # one writer under `accelerate launch`: rank 0
+        save_final(trainer, processor, final_dir)
+        plot_curves(metrics_path, curves)
+    trainer.accelerator.wait_for_everyone()  # no rank reports before final/ is in place
     logs = [r for r in read_metrics(metrics_path) if "reward" in r]
     return TrainSummary(
         output_dir=out,
