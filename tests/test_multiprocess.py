@@ -1,8 +1,9 @@
 """`scenetg train` in two processes (`accelerate launch`, DDP over gloo on CPU), checked against
 its own records and a 1-process run (DESIGN.md, RL; issue 18 item 6).
 
-The policy is the shipped toy SFT checkpoint on toy grounding videos, so rewards differ within a
-group and the step has a gradient (a random tiny model gives reward 0, loss 0, grad 0).
+The 2-process tests (marked slow) start from the shipped toy SFT checkpoint on toy grounding
+videos, so rewards differ within a group and the step has a gradient (a random tiny model gives
+reward 0, loss 0, grad 0).
 tests/multiproc_worker.py runs the real `train` on each rank and writes down what the rank was
 given and what its model passes saw. Three launches (about a minute each on 2 cores): a 2-process
 run of 2 steps (checkpoint after each), a 1-process run replaying its first step's rollouts with
@@ -22,8 +23,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "multiproc_worker.py"
@@ -140,6 +139,7 @@ def _metrics(run: Path) -> dict[int, dict]:
 # --------------------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_two_processes_run_and_each_rank_gets_different_prompts(runs):
     ranks = runs["rec"]["two"]
     assert [r["rank"] for r in ranks] == [0, 1]
@@ -186,6 +186,7 @@ def _expected_inputs(runs) -> dict[str, tuple[list[int], str, float]]:
     return out
 
 
+@pytest.mark.slow
 def test_each_rows_video_stays_with_it_through_every_pass_on_both_ranks(runs):
     expected = _expected_inputs(runs)
     for rank in runs["rec"]["two"]:
@@ -209,6 +210,7 @@ def test_each_rows_video_stays_with_it_through_every_pass_on_both_ranks(runs):
                 assert got == qids, f"rank {rank['rank']} step {step} {p['model']}: rows {got} != {qids}"
 
 
+@pytest.mark.slow
 def test_one_step_on_two_processes_equals_one_process_with_the_same_global_batch(runs):
     two, one = runs["rec"]["two"], runs["rec"]["one"][0]
     # the 1-process run took the 2-process run's first step: same prompts, same rollouts
@@ -229,6 +231,7 @@ def _writes(rank: dict) -> list[list[str]]:
     return [w for w in rank["writes"] if not w[-1].startswith(".")]
 
 
+@pytest.mark.slow
 def test_the_run_folder_is_written_by_rank_0_only(runs):
     for name in ("two", "resumed"):
         rank0, rank1 = runs["rec"][name]
@@ -252,6 +255,7 @@ def test_the_run_folder_is_written_by_rank_0_only(runs):
         assert {p.name for p in (run / "checkpoint-2").glob("rng_state_*")} == {"rng_state_0.pth", "rng_state_1.pth"}
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(runs):
     # transformers' own resume loads none of Qwen2.5-VL's full weights (checkpoint-era key names,
     # strict=False): the fix is `models.checkpoint_weights`, on branch train-hardening (issue 15)
@@ -269,3 +273,18 @@ def test_resume_from_a_checkpoint_ends_with_the_uninterrupted_runs_weights(runs)
     m_r, m_u = _metrics(runs["resumed"]), _metrics(runs["two"])
     assert m_r[1] == m_u[1]  # step 1 kept from before the interruption
     assert m_r[2]["reward"] == pytest.approx(m_u[2]["reward"]), "step 2 rolled out differently"
+
+
+def test_fsdp_launch_on_the_cpu_is_refused_in_one_line(grounding_set, tiny_models, tmp_path,
+                                                          monkeypatch, capsys):
+    """accelerate runs FSDP only on GPUs; with use_cpu it runs DDP in its place."""
+    from scenetg.cli import main
+    from tests.train_fixtures import make_cfg
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(make_cfg(grounding_set, tiny_models, tmp_path / "run").to_dict()))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets for FSDP
+    assert main(["train", "-c", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: accelerate launch with") and "cpu_2proc.yaml" in err
+    assert not (tmp_path / "run" / "config.yaml").exists()

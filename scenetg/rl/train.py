@@ -10,6 +10,7 @@ ends with ``final/`` (a plain checkpoint `scenetg ground --model RUN/final` load
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,17 @@ def grpo_args(cfg: TrainConfig, device: str) -> Any:
     except (TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"grpo: {first}") from None
+
+
+def check_launch(args: Any) -> None:
+    """Refuse `accelerate launch` with FSDP on the CPU: accelerate (1.16) shards only on
+    accelerator devices and, with ``use_cpu``, runs plain DDP instead, so the config the user
+    launched would silently not be the one that ran (docs/CHOICES.md, Training)."""
+    if args.use_cpu and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        raise ConfigError(
+            "accelerate launch with FSDP on the CPU: accelerate shards only on GPUs and would run "
+            "plain DDP; launch with pipelines/accelerate/cpu_2proc.yaml, or train on GPUs"
+        )
 
 
 def _has_tensorboard() -> bool:
@@ -209,6 +221,7 @@ def build_trainer(
     reporter.log(data.load_summary)
     device = resolve_device(cfg.device)
     args = grpo_args(cfg, device)
+    check_launch(args)
     if args.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
     if args.use_vllm:  # vLLM present, recent enough, colocate mode: before any model loads
