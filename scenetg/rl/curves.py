@@ -31,13 +31,14 @@ PANELS = {"grpo": PLOTTED, "sft": SFT_PLOTTED}
 
 class MetricsLogCallback(TrainerCallback):
     """Appends each log event (with its step) to `path` as one JSON line. On resume, lines past
-    the checkpoint's step are dropped first, so the file matches the run it continues."""
+    the checkpoint's step are dropped first, so the file matches the run it continues. Only the
+    world's process zero writes (`accelerate launch` runs one callback per process)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and self.path.is_file():
+        if state.is_world_process_zero and self.path.is_file():  # one writer: rank 0
             keep = [
                 line
                 for line in self.path.read_text(encoding="utf-8").splitlines()
@@ -65,12 +66,15 @@ class StepProgressCallback(TrainerCallback):
         self.TASK = task
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # `accelerate launch`: one bar, rank 0's
+            return
         self.reporter.start(self.TASK, state.max_steps or None)
         if state.global_step:  # resumed: the bar starts where the checkpoint left off
             self.reporter.advance(self.TASK, state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.reporter.advance(self.TASK)
+        if state.is_world_process_zero:
+            self.reporter.advance(self.TASK)
 
 
 def _step_of(line: str) -> int:

@@ -13,6 +13,7 @@ check has passed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -124,6 +125,17 @@ def checkpointing_names(options: dict[str, Any], config_cls: Any) -> dict[str, A
         if src in out:
             out.setdefault(dst, out.pop(src))
     return out
+
+
+def check_launch(args: Any) -> None:
+    """Refuse `accelerate launch` with FSDP on the CPU: accelerate (1.16) shards only on
+    accelerator devices and, with ``use_cpu``, runs plain DDP instead, so the config the user
+    launched would silently not be the one that ran (docs/CHOICES.md, Training)."""
+    if args.use_cpu and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        raise ConfigError(
+            "accelerate launch with FSDP on the CPU: accelerate shards only on GPUs and would run "
+            "plain DDP; launch with pipelines/accelerate/cpu_2proc.yaml, or train on GPUs"
+        )
 
 
 def _has_tensorboard() -> bool:
@@ -241,8 +253,11 @@ def check_run(cfg: TrainConfig, reporter: Reporter | None = None) -> CheckedRun:
     if cfg.algo == "sft":  # TRL's SFTConfig from ``sft:``, checked here too
         from scenetg.rl.sft import sft_args  # deferred: pulls torch, trl
 
-        return CheckedRun(data, device, sft_args(cfg, device))
+        sft = sft_args(cfg, device)
+        check_launch(sft)
+        return CheckedRun(data, device, sft)
     args = grpo_args(cfg, device)
+    check_launch(args)
     if args.num_generations < 2:
         raise ConfigError("grpo.num_generations must be >= 2 (GRPO compares rollouts of a prompt)")
     if args.loss_type not in LOSS_TYPES:
@@ -392,6 +407,7 @@ def train(
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         final_dir = save_final(trainer, processor, out / "final") if main else out / "final"
         curves = plot_curves(metrics_path, out / "curves.png", algo=cfg.algo) if main else out / "curves.png"
+        trainer.accelerator.wait_for_everyone()  # no rank reports before final/ is in place
     key = "loss" if cfg.algo == "sft" else "reward"
     logs = [r for r in read_metrics(metrics_path) if key in r] if metrics_path.is_file() else []
     return TrainSummary(
