@@ -164,7 +164,7 @@ def test_grpo_trains_on_a_split_of_fresh_videos_not_the_sft_or_heldout_ones(tmp_
     spans = [[r["relevant_windows"] for r in split.rows] for split in (train, grpo)]
     assert spans[0] != spans[1]  # other videos, not the training ones under new names
     seen = {}
-    monkeypatch.setattr("scenetg.rl.train.train", lambda cfg: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr("scenetg.rl.train.train", lambda cfg, **kw: seen.setdefault("cfg", cfg))
     out = pipeline.grpo_run(sizes, grpo, tmp_path / "sft", pipeline.VARIANTS[0], seed=1)
     assert seen["cfg"].data.dataset == str(grpo.jsonl)
     assert seen["cfg"].data.video_root == str(grpo.videos)

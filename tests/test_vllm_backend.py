@@ -111,7 +111,7 @@ def test_answer_on_vllm_splits_the_gpu_between_two_mllms(videos, tiny_models, tm
     from scenetg.eval.answering import answer
     from scenetg.eval.qa_loaders import QARecord
 
-    llm_cls = vllm_standin.install(monkeypatch)
+    llm_cls = vllm_standin.install(monkeypatch, cpu=True)
     grounder = tmp_path / "grounder"
     shutil.copytree(tiny_models["qwen"], grounder)
     records = [QARecord("m1", "a", "what colour?", ["red", "blue"], 0, "short", 4.0)]
@@ -152,7 +152,7 @@ def test_vllm_memory_that_vllm_cannot_meet_is_one_line_naming_the_setting(
     ConfigError that names the flag to change; other engine errors pass through."""
     from scenetg.models.vllm_runner import VLLMRunner
 
-    llm_cls = vllm_standin.install(monkeypatch)
+    llm_cls = vllm_standin.install(monkeypatch, cpu=True)
     message = ("Available memory on node 0 (2.1/23.4 GiB) on startup is less than desired CPU "
                "memory utilization (0.9, 21.1 GiB). On the CPU backend, ...")
 

@@ -169,16 +169,17 @@ class StandInLLM:
         return outputs
 
 
-def install(monkeypatch, version: str = "0.30.0") -> type[StandInLLM]:
+def install(monkeypatch, version: str = "0.30.0", cpu: bool = False) -> type[StandInLLM]:
     """Put the stand-in where TRL's colocate backend looks for vLLM; a fake `vllm` module gives
-    the version our own check reads."""
+    the version our own check reads, and a platform: a GPU one (TRL's own weight sync) unless
+    `cpu` (vLLM's CPU build: the memory setting's CPU defaults)."""
     import trl.generation.vllm_generation as backend
 
     fake = types.ModuleType("vllm")
     fake.__version__ = version
     fake.LLM, fake.SamplingParams = StandInLLM, SamplingParams
-    platforms = types.ModuleType("vllm.platforms")  # a GPU platform: TRL's own weight sync
-    platforms.current_platform = SimpleNamespace(is_cpu=lambda: False)
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = SimpleNamespace(is_cpu=lambda: cpu)
     fake.platforms = platforms
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
