@@ -129,6 +129,23 @@ def test_generation_continues_after_the_prompt(qwen):
             assert step[:, row, -1].tolist() == [int(expected.max()) + 1 + i] * 3
 
 
+def test_cached_step_uses_the_deltas(qwen):
+    """A step on the cache without ``position_ids`` (transformers' ``compute_3d_position_ids``)
+    places the new token by ``mrope_position_deltas``: at the prompt's largest position + 1."""
+    model, processor = qwen
+    inputs = _batch(processor, [8], [3.0], ["where is the green scene"])
+    with torch.inference_mode():
+        out = model(**inputs, use_cache=True)
+        spy = LanguagePositions(model)
+        try:  # no attention mask: 5.25 builds a full-length position row from one
+            model(input_ids=out.logits[:, -1].argmax(-1, keepdim=True), cache=out.past_key_values)
+        finally:
+            spy.close()
+    (step,) = spy.calls
+    expected, _ = _expected(model, inputs, 0)
+    assert step[:, 0, -1].tolist() == [int(expected.max()) + 1] * 3
+
+
 def test_stock_positions_differ_and_both_generate(tiny_models):
     """Without the fix (transformers' own code) the text after the video starts inside the
     video's temporal positions; removing and reinstalling works, and both generate."""
