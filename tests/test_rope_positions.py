@@ -5,6 +5,8 @@ different fps; the first generated token follows the prompt; stock transformers 
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -137,8 +139,9 @@ def test_cached_step_uses_the_deltas(qwen):
     with torch.inference_mode():
         out = model(**inputs, use_cache=True)
         spy = LanguagePositions(model)
+        cache = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         try:  # no attention mask: 5.25 builds a full-length position row from one
-            model(input_ids=out.logits[:, -1].argmax(-1, keepdim=True), cache=out.past_key_values)
+            model(input_ids=out.logits[:, -1].argmax(-1, keepdim=True), **{cache: out.past_key_values})
         finally:
             spy.close()
     (step,) = spy.calls
