@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from scenetg.models.rope_positions import install_reference_positions
+
 
 @dataclass
 class SamplingParams:
@@ -54,6 +56,7 @@ class StandInLLM:
 
         self.kwargs = kwargs
         self.hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(model, dtype=torch.float32).eval()
+        install_reference_positions(self.hf)  # vLLM numbers the text after a video as Qwen does
         self.processor = AutoProcessor.from_pretrained(model)
         self.video_pad = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
         self.loaded: list[str] = []
