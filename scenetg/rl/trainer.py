@@ -205,7 +205,8 @@ class VideoGRPOTrainer(FullModelResume, GRPOTrainer):
             super().__init__(*args, **kwargs)
         if self.use_vllm:
             engine = self.vllm_generation
-            engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class))
+            engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class),
+                                  self._video_pad_token_id)
         # G rollouts of a prompt carry one video: policy and reference encode it once per pass
         # (exact; `models.shared_video_encoding`), and batch their vision windows as `load_qwen`
         # does (`models.vision_windows`). Also TRL's own reference copy (full fine-tuning),
