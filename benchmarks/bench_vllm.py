@@ -56,8 +56,9 @@ under this load more. On a 2-core CPU shared with other jobs and a ~1M-parameter
 moves with the load (two runs on 2026-12-06: 1.1x and 2.2x, vLLM ahead both times): read it as
 "the vLLM path is not slower here", not as a speedup to expect on a GPU, which is not measured.
 Log-probs: with transformers given Qwen2.5-VL's own M-RoPE positions, the two engines agree to
-float rounding in fp32 (tests/test_vllm_real.py asserts 1e-5). With transformers' own positions
-they differ: transformers >= 5.3 (5.17 and 5.25 alike) restarts the text after a video at the
+float rounding in fp32 (tests/test_vllm_real.py asserts 1e-5); `load_qwen` installs those
+positions (`scenetg.models.rope_positions`), so transformers' own forward agrees as well. Stock
+transformers differs: >= 5.3 (5.17 and 5.25 alike) restarts the text after a video at the
 video's start + max(h, w) instead of after its last temporal position
 (huggingface/transformers#45381), so the query and the answer sit at other positions than in
 Qwen's code and vLLM; the gap grows with the number of temporal grids (16 frames here, 8 in the
@@ -97,6 +98,10 @@ def _timed_ground(records, videos, out: Path, runner) -> float:
 def _parity(vllm_runner, hf_runner, videos, records) -> dict:
     from scenetg.grounding.prompts import grounding_prompt, sample_video_times
     from scenetg.models.engine_parity import compare_greedy, teacher_forced_logprobs, vllm_greedy
+    from scenetg.models.rope_positions import (
+        install_reference_positions,
+        remove_reference_positions,
+    )
     from scenetg.video.frames import read_frames_at
 
     items = []
@@ -105,12 +110,21 @@ def _parity(vllm_runner, hf_runner, videos, records) -> dict:
         frames = read_frames_at(videos / f"{rec.video_id}.mp4", times, max_side=112)
         items.append((frames, times, grounding_prompt(rec.query, rec.duration_s), rec.duration_s))
     paths = vllm_greedy(vllm_runner, *(list(x) for x in zip(*items, strict=True)), MAX_NEW_TOKENS)
-    worst = {}
-    for positions in ("qwen", "transformers"):
-        worst[positions] = max(
+
+    def worst_diff(positions: str) -> float:
+        return max(
             compare_greedy(path, teacher_forced_logprobs(hf_runner.model, hf_runner.processor, *item,
                                                          path.token_ids, positions=positions))
             .max_abs_diff for item, path in zip(items, paths, strict=True))
+
+    # qwen: the reference positions handed in; transformers: the model's own forward (`load_qwen`
+    # installs the reference positions); stock: transformers' own code (transformers#45381)
+    worst = {"qwen": worst_diff("qwen"), "transformers": worst_diff("transformers")}
+    remove_reference_positions(hf_runner.model)
+    try:
+        worst["stock"] = worst_diff("transformers")
+    finally:
+        install_reference_positions(hf_runner.model)
     return worst
 
 
@@ -147,8 +161,10 @@ def measure(quick: bool = False) -> dict:
         "ground on transformers (queries/s)": round(n / hf_s, 2),
         "vLLM / transformers": f"{hf_s / vllm_s:.2f}x",
         "largest log-prob difference, transformers with Qwen's reference positions": f"{worst['qwen']:.1e}",
-        "largest log-prob difference, transformers' own positions (transformers#45381)":
+        "largest log-prob difference, transformers' own forward (reference positions installed)":
             f"{worst['transformers']:.1e}",
+        "largest log-prob difference, stock transformers positions (transformers#45381)":
+            f"{worst['stock']:.1e}",
         "load average (1 min) before / after on "
         f"{os.cpu_count()} CPUs": f"{load_before:.1f} / {load_after:.1f}",
     }

@@ -161,7 +161,10 @@ def test_the_trainers_own_timestamp_mask_on_real_rollouts(tiny_models, grounding
 
 def test_policy_and_reference_both_batch_vision_windows(grounding_set, tiny_models, tmp_path):
     """Full fine-tuning: TRL loads the reference itself; it must run the batched window attention
-    as the policy does (`models.vision_windows`), not the per-window loop."""
+    as the policy does (`models.vision_windows`), not the per-window loop, and Qwen2.5-VL's
+    reference M-RoPE positions (`models.rope_positions`), or its KL term compares the policy with
+    a differently positioned input."""
+    from scenetg.models.rope_positions import has_reference_positions
     from scenetg.models.vision_windows import _is_patched, _is_vision_attention
 
     trainer = _trainer(make_cfg(grounding_set, tiny_models, tmp_path / "run"))
@@ -169,3 +172,4 @@ def test_policy_and_reference_both_batch_vision_windows(grounding_set, tiny_mode
     for model in (trainer.model, trainer.ref_model):
         attention = [m for m in model.modules() if _is_vision_attention(m)]
         assert attention and all(_is_patched(m) for m in attention)
+        assert has_reference_positions(model)

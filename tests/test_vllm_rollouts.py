@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -75,15 +77,34 @@ def test_colocate_step_hands_vllm_our_video_and_trains_on_it(grounding_set, tiny
 
 
 def test_a_wrong_placeholder_run_is_rejected(tiny_models):
-    """The stand-in, like vLLM, refuses a prompt whose <|video_pad|> run differs from the grid."""
+    """vLLM 0.31 expands a prompt's first <|video_pad|> to the grid and reads further pads as
+    text: the stand-in refuses a prompt with more than one (`VideoLLM` collapses TRL's run)."""
     from scenetg.grounding.samples import SampledVideo
     from scenetg.rl.vllm_video import vllm_video_item
 
     llm = vllm_standin.StandInLLM(str(tiny_models["qwen"]))
     video = SampledVideo([np.zeros((36, 64, 3), np.uint8)] * 4, [0.0, 1.0, 2.0, 3.0], 4.0)
     row = {"prompt_token_ids": [llm.video_pad] * 3, "multi_modal_data": {"video": vllm_video_item(video)}}
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match="3 <|video_pad|> tokens: vLLM expands one"):
         llm.generate([row], vllm_standin.SamplingParams(max_tokens=2))
+
+
+def test_video_llm_gives_vllm_one_pad_per_video_and_trl_its_own_prompt_ids():
+    from scenetg.rl.vllm_video import VideoLLM, collapse_video_pads
+
+    assert collapse_video_pads([1, 9, 9, 9, 2, 9, 3], 9) == [1, 9, 2, 9, 3]
+    sent = []
+
+    class Engine:
+        def generate(self, rows, *args, **kwargs):
+            sent.extend(rows)
+            return [SimpleNamespace(prompt_token_ids=list(r["prompt_token_ids"]), outputs=[]) for r in rows]
+
+    llm = VideoLLM(Engine(), {}, video_pad_id=9)
+    llm.videos = ["v"]
+    (out,) = llm.generate([{"prompt_token_ids": [5, 8, 9, 9, 9, 9, 7, 6]}])
+    assert sent[0]["prompt_token_ids"] == [5, 8, 9, 7, 6]
+    assert out.prompt_token_ids == [5, 8, 9, 9, 9, 9, 7, 6]  # what TRL builds the trainer's rows from
 
 
 def test_video_llm_needs_one_video_per_prompt():

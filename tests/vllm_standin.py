@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from scenetg.models.rope_positions import install_reference_positions
+
 
 @dataclass
 class SamplingParams:
@@ -54,6 +56,7 @@ class StandInLLM:
 
         self.kwargs = kwargs
         self.hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(model, dtype=torch.float32).eval()
+        install_reference_positions(self.hf)  # vLLM numbers the text after a video as Qwen does
         self.processor = AutoProcessor.from_pretrained(model)
         self.video_pad = self.processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
         self.loaded: list[str] = []
@@ -100,13 +103,17 @@ class StandInLLM:
         self.seen.append({"frames": frames, "metadata": metadata, "kwargs": kwargs, "prompt": text, **out})
         return out
 
-    def _video_inputs(self, row: dict) -> dict:
+    def _video_inputs(self, row: dict) -> tuple[dict, list[int]]:
+        """The video's processor outputs and the prompt ids as vLLM 0.31 runs them: the prompt's
+        first ``<|video_pad|>`` expanded to the grid's length (vLLM would read any further pads
+        as text; the stand-in refuses them)."""
         out = self._process(row, "<|vision_start|><|video_pad|><|vision_end|>")
         ids = list(row["prompt_token_ids"])
         tokens = int(out["video_grid_thw"].prod()) // self.processor.video_processor.merge_size**2
-        if ids.count(self.video_pad) != tokens:  # vLLM rejects a placeholder/feature mismatch
-            raise ValueError(f"{ids.count(self.video_pad)} <|video_pad|> tokens but {tokens} features")
-        return out
+        if ids.count(self.video_pad) != 1:
+            raise ValueError(f"{ids.count(self.video_pad)} <|video_pad|> tokens: vLLM expands one")
+        at = ids.index(self.video_pad)
+        return out, ids[:at] + [self.video_pad] * tokens + ids[at + 1:]
 
     def _generate_from_text(self, row: dict, sp: SamplingParams) -> SimpleNamespace:
         """An offline-inference row (``prompt`` text with one ``<|video_pad|>``): vLLM's processor
@@ -137,8 +144,8 @@ class StandInLLM:
         eos = set(eos if isinstance(eos, list) else [eos])
         outputs = []
         for row in prompts:
-            video = self._video_inputs(row)
-            ids = torch.tensor([row["prompt_token_ids"]])
+            video, expanded = self._video_inputs(row)
+            ids = torch.tensor([expanded])
             with torch.no_grad():
                 gen = self.hf.generate(
                     input_ids=ids,

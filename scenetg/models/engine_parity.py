@@ -70,7 +70,7 @@ def qwen_reference_positions(
     h, w = h // spatial_merge_size, w // spatial_merge_size
     text = np.broadcast_to(np.arange(start), (3, start))
     grid = np.indices((t, h, w)).reshape(3, -1).astype(np.float64)
-    grid[0] = np.floor(grid[0] * float(second_per_grid_t) * float(tokens_per_second))
+    grid[0] = np.floor(grid[0] * (float(second_per_grid_t) * float(tokens_per_second)))  # vLLM's order
     video = grid.astype(np.int64) + start
     after = len(ids) - start - t * h * w
     tail = np.broadcast_to(np.arange(after), (3, after)) + video.max() + 1
@@ -89,8 +89,9 @@ def teacher_forced_logprobs(
 ) -> np.ndarray:
     """(len(token_ids), vocab) float64 log-softmax of the transformers `model` at each of
     `token_ids`, fed after the prompt (one forward pass over prompt + tokens). `positions`:
-    ``transformers`` (the installed version's own M-RoPE positions) or ``qwen``
-    (`qwen_reference_positions`, what vLLM uses)."""
+    ``transformers`` (the model's own M-RoPE positions: Qwen's reference ones when `load_qwen`
+    installed `models.rope_positions`, else the installed transformers') or ``qwen``
+    (`qwen_reference_positions` handed in, what vLLM uses)."""
     import torch
 
     inputs = batch_video_inputs(processor, [frames], [times_s], [prompt], durations_s=[duration_s])

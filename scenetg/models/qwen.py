@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from scenetg.errors import ModelError
+from scenetg.models.rope_positions import reference_positions_or_stock
 from scenetg.models.vision_windows import install_window_batching
 
 CAPTION_MODEL_FLAG = "--caption-model"
@@ -137,7 +138,9 @@ def load_qwen(
     batch once (`scenetg.models.shared_video_encoding`; exact) unless `share_video_encoding` is
     False. With `batch_vision_windows` (and unless ``SCENETG_VISION_WINDOWS=0``), a Qwen-VL vision
     tower on SDPA or eager attention makes one attention call per window length instead of one per
-    window (`scenetg.models.vision_windows`).
+    window (`scenetg.models.vision_windows`). A Qwen2.5-VL model gets the M-RoPE positions it was
+    trained with after a video (`scenetg.models.rope_positions`; ``SCENETG_ROPE_POSITIONS=0``
+    keeps transformers' own).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -155,6 +158,7 @@ def load_qwen(
     # 5.24 source: on another version a guard refuses them, and the model runs the stock way.
     if batch_vision_windows:
         speedup_or_stock(install_window_batching, model)
+    reference_positions_or_stock(model)  # a fix, not a speed-up: transformers >= 5.3 differ
     model.to(dev).eval()
     from scenetg.models import shared_video_encoding as shared  # deferred: pulls torch
 

@@ -46,6 +46,7 @@ from scenetg.models.qwen import (
     speedup_or_stock,
     video_processor_kwargs,
 )
+from scenetg.models.rope_positions import reference_positions_or_stock
 from scenetg.models.runner import decode_attention, resolve_decode
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
 from scenetg.models.vision_windows import install_window_batching
@@ -204,13 +205,16 @@ class VideoGRPOTrainer(FullModelResume, GRPOTrainer):
             super().__init__(*args, **kwargs)
         if self.use_vllm:
             engine = self.vllm_generation
-            engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class))
+            engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class),
+                                  self._video_pad_token_id)
         # G rollouts of a prompt carry one video: policy and reference encode it once per pass
         # (exact; `models.shared_video_encoding`), and batch their vision windows as `load_qwen`
         # does (`models.vision_windows`). Also TRL's own reference copy (full fine-tuning),
-        # which it loads itself, not through `load_qwen`.
+        # which it loads itself, not through `load_qwen`; that copy also gets Qwen2.5-VL's
+        # reference M-RoPE positions, as the policy has them (`models.rope_positions`).
         for model in (self.model, self.ref_model):
             if model is not None:
+                reference_positions_or_stock(model)
                 speedup_or_stock(install_window_batching, model)
                 speedup_or_stock(set_video_sharing, model, enabled=share_video_encoding)
         if self.args.use_liger_kernel:

@@ -6,8 +6,11 @@ prompt the video our sampler decoded: ``multi_modal_data={"video": (frames, meta
 same uint8 frames (T, H, W, 3) and the `VideoMetadata` fields our processor call uses
 (`models.qwen.video_metadata`: the real sampled fps, so vLLM's HF processor computes the same
 ``second_per_grid_ts``), ``do_sample_frames: False`` (no re-sampling) and our processor kwargs.
-TRL's prompt ids already hold the expanded ``<|video_pad|>`` run of our grid, as they hold the
-image run on TRL's image path.
+TRL's prompt ids already hold the expanded ``<|video_pad|>`` run of our grid; vLLM 0.31 expands
+the first pad of that run again to the grid's length and reads the rest as text (measured: 23
+pads for a 12-token video, the rollouts' log-probs 0.14-0.3 off the trainer's). So `VideoLLM`
+gives vLLM each run collapsed to one pad (`collapse_video_pads`), vLLM expands it to the same
+grid, and the outputs carry TRL's own prompt ids back.
 
 vLLM behaviour followed: a pre-decoded video given as a ``(frames, metadata)`` tuple, metadata
 forwarded to the HF processor as ``video_metadata`` (the Qwen3-VL pattern; for Qwen2.5-VL since
@@ -57,9 +60,10 @@ class VideoLLM:
     call; every other attribute (``llm_engine``, ``sleep``, ``wake_up``, ``reset_prefix_cache``,
     ...) is the wrapped object's."""
 
-    def __init__(self, llm: Any, processor_kwargs: dict[str, Any]):
+    def __init__(self, llm: Any, processor_kwargs: dict[str, Any], video_pad_id: int | None = None):
         self.llm = llm
         self.processor_kwargs = dict(processor_kwargs)
+        self.video_pad_id = video_pad_id
         self.videos: list[tuple[np.ndarray, dict]] | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -74,14 +78,27 @@ class VideoLLM:
         for prompt, video in zip(prompts, videos, strict=True):
             if "multi_modal_data" in prompt:  # an image path of TRL's: never mixed with ours
                 raise RuntimeError("vLLM rollouts: a prompt already carries multi-modal data")
-            rows.append(
-                {
-                    **prompt,
-                    "multi_modal_data": {"video": video},
-                    "mm_processor_kwargs": dict(self.processor_kwargs),
-                }
-            )
-        return self.llm.generate(rows, *args, **kwargs)
+            row = {**prompt, "multi_modal_data": {"video": video},
+                   "mm_processor_kwargs": dict(self.processor_kwargs)}
+            if "prompt_token_ids" in prompt and self.video_pad_id is not None:
+                row["prompt_token_ids"] = collapse_video_pads(prompt["prompt_token_ids"], self.video_pad_id)
+            rows.append(row)
+        outputs = self.llm.generate(rows, *args, **kwargs)
+        if self.video_pad_id is not None:  # TRL builds the trainer's rows from these ids
+            for prompt, out in zip(prompts, outputs, strict=True):
+                if "prompt_token_ids" in prompt:
+                    out.prompt_token_ids = list(prompt["prompt_token_ids"])
+        return outputs
+
+
+def collapse_video_pads(token_ids: Sequence[int], video_pad_id: int) -> list[int]:
+    """`token_ids` with every run of ``<|video_pad|>`` cut to one pad (what vLLM expands)."""
+    out: list[int] = []
+    for t in token_ids:
+        t = int(t)
+        if not (t == video_pad_id and out and out[-1] == video_pad_id):
+            out.append(t)
+    return out
 
 
 def vision_logit_bias(token_ids: Sequence[int]) -> dict[int, float]:
