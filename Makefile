@@ -85,7 +85,8 @@ $(VLLM_STAMP): pyproject.toml .ci/vllm_requirements.py
 # `--backend vllm` (one vLLM engine per actor, tests/test_eval_ray.py).
 # tests/test_shots.py is not even collected: shots.py refuses to import beside vLLM's
 # opencv-python-headless (both own cv2; docs/CHOICES.md).
-VLLM_COMPAT_TESTS := tests/test_models.py tests/test_vision_windows.py tests/test_shared_video_encoding.py
+VLLM_COMPAT_TESTS := tests/test_models.py tests/test_vision_windows.py tests/test_shared_video_encoding.py \
+	tests/test_rope_positions.py
 test-vllm: $(VLLM_STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
 		$(VLLM_BIN)/pytest -q -m vllm --ignore=tests/test_shots.py
