@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from scenetg.errors import ModelError
+from scenetg.errors import ModelError, ScenetgError
 from scenetg.models import rope_positions
 from scenetg.models.engine_parity import qwen_reference_positions
 from scenetg.models.qwen import batch_video_inputs, load_qwen
@@ -183,3 +183,30 @@ def test_env_switch_and_source_guard(tiny_models, monkeypatch):
     with pytest.warns(RuntimeWarning, match="transformers' own M-RoPE positions"):
         assert rope_positions.reference_positions_or_stock(model) == 0
     assert not has_reference_positions(model)
+
+
+def test_a_checkpoint_keeps_the_positions_it_was_trained_with(tiny_models, tmp_path):
+    """config.json's `scenetg_mrope_positions: transformers` (the shipped toy SFT checkpoint, trained
+    before the fix) keeps transformers' own positions, through load, save and reload; an unmarked
+    checkpoint (Qwen's own) gets the reference ones; a bad value is a one-line error."""
+    import json
+    import shutil
+
+    from scenetg.demo_toy import TOY_SFT
+
+    assert json.loads((TOY_SFT / "config.json").read_text())[rope_positions.CONFIG_KEY] == "transformers"
+    marked = tmp_path / "marked"
+    shutil.copytree(tiny_models["qwen"], marked)
+    cfg = json.loads((marked / "config.json").read_text())
+    (marked / "config.json").write_text(json.dumps({**cfg, rope_positions.CONFIG_KEY: "transformers"}))
+    model, processor = load_qwen(marked, dtype="float32", device="cpu")
+    assert not has_reference_positions(model)
+    model.save_pretrained(tmp_path / "again")  # a model trained on from it keeps the marker
+    processor.save_pretrained(tmp_path / "again")
+    again, _ = load_qwen(tmp_path / "again", dtype="float32", device="cpu")
+    assert not has_reference_positions(again)
+    plain, _ = load_qwen(tiny_models["qwen"], dtype="float32", device="cpu")
+    assert has_reference_positions(plain)
+    (marked / "config.json").write_text(json.dumps({**cfg, rope_positions.CONFIG_KEY: "bogus"}))
+    with pytest.raises(ScenetgError, match="scenetg_mrope_positions: expected qwen or transformers"):
+        load_qwen(marked, dtype="float32", device="cpu")

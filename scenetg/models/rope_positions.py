@@ -33,7 +33,7 @@ import os
 import types
 from typing import Any
 
-from scenetg.errors import ModelError
+from scenetg.errors import ModelError, ScenetgError
 
 ENV_SWITCH = "SCENETG_ROPE_POSITIONS"
 """Set to 0 (or false/no/off) to keep transformers' own positions."""
@@ -155,6 +155,23 @@ def reference_rope_index(
 reference_rope_index.__dict__[MARK] = True
 
 
+CONFIG_KEY = "scenetg_mrope_positions"
+"""A checkpoint's config key naming the positions it was trained with: ``qwen`` (the reference,
+also when the key is absent: Qwen's own checkpoints) or ``transformers`` (transformers >= 5.3's
+own, e.g. the toy SFT checkpoint shipped in `scenetg/demo_assets/toy_sft`, trained before this
+fix). A model runs with the positions it was trained with; `save_pretrained` keeps the key, so a
+model trained on from such a checkpoint keeps them too."""
+
+
+def trained_positions(config: Any) -> str:
+    """``qwen`` or ``transformers``: the positions a checkpoint with this config was trained with."""
+    value = str(getattr(config, CONFIG_KEY, None) or "qwen").strip().lower()
+    if value not in ("qwen", "transformers"):
+        # not a ModelError: that one means "transformers' code differs" and falls back to stock
+        raise ScenetgError(f"config.json {CONFIG_KEY}: expected qwen or transformers, got {value!r}")
+    return value
+
+
 def _qwen25_vl_models(model: Any) -> list[Any]:
     module = importlib.import_module(MODULE)
     return [m for m in model.modules() if type(m) is module.Qwen2_5_VLModel]
@@ -162,11 +179,11 @@ def _qwen25_vl_models(model: Any) -> list[Any]:
 
 def install_reference_positions(model: Any) -> int:
     """Give every `Qwen2_5_VLModel` inside `model` (PEFT and accelerate wrappers included) the
-    reference positions; returns how many (0 for other architectures or when
-    ``SCENETG_ROPE_POSITIONS=0``). Raises ModelError when transformers' code differs."""
+    reference positions; returns how many (0 for other architectures, for a checkpoint trained
+    with transformers' own positions (`CONFIG_KEY`), or when ``SCENETG_ROPE_POSITIONS=0``). Raises ModelError when transformers' code differs."""
     if not reference_positions_enabled():
         return 0
-    targets = _qwen25_vl_models(model)
+    targets = [m for m in _qwen25_vl_models(model) if trained_positions(m.config) == "qwen"]
     if targets:
         check_rope_index_source()
     for module in targets:
