@@ -210,3 +210,16 @@ def test_a_checkpoint_keeps_the_positions_it_was_trained_with(tiny_models, tmp_p
     (marked / "config.json").write_text(json.dumps({**cfg, rope_positions.CONFIG_KEY: "bogus"}))
     with pytest.raises(ScenetgError, match="scenetg_mrope_positions: expected qwen or transformers"):
         load_qwen(marked, dtype="float32", device="cpu")
+
+
+def test_vllm_refuses_a_checkpoint_trained_with_stock_positions(tmp_path):
+    """vLLM numbers positions as Qwen does; a checkpoint marked `transformers` is refused in one
+    line before any engine starts; an unmarked one, or a Hub id, passes."""
+    from scenetg.demo_toy import TOY_SFT
+    from scenetg.models.rope_positions import refuse_stock_positions_on_vllm
+
+    with pytest.raises(ScenetgError, match=r"^--model with the vLLM backend: .* trained with transformers' own"):
+        refuse_stock_positions_on_vllm(TOY_SFT, "--model with the vLLM backend")
+    (tmp_path / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    refuse_stock_positions_on_vllm(tmp_path, "x")
+    refuse_stock_positions_on_vllm("Qwen/Qwen2.5-VL-7B-Instruct", "x")

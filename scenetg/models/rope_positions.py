@@ -172,6 +172,26 @@ def trained_positions(config: Any) -> str:
     return value
 
 
+def refuse_stock_positions_on_vllm(model_id_or_path: Any, what: str) -> None:
+    """vLLM always numbers positions as Qwen2.5-VL's code does: a local checkpoint marked as
+    trained with transformers' own positions (`CONFIG_KEY`) would run on other positions there,
+    so it is refused in one line (`what` names the setting)."""
+    import json
+    from pathlib import Path
+
+    config = Path(str(model_id_or_path)) / "config.json"
+    try:
+        marked = json.loads(config.read_text(encoding="utf-8")).get(CONFIG_KEY)
+    except (OSError, ValueError, AttributeError):
+        return
+    if str(marked or "qwen").strip().lower() == "transformers":
+        raise ScenetgError(
+            f"{what}: {model_id_or_path} was trained with transformers' own M-RoPE positions "
+            f"(config.json {CONFIG_KEY}: transformers), which vLLM does not implement; use the "
+            "transformers backend for it"
+        )
+
+
 def _qwen25_vl_models(model: Any) -> list[Any]:
     module = importlib.import_module(MODULE)
     return [m for m in model.modules() if type(m) is module.Qwen2_5_VLModel]

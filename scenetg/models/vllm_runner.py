@@ -37,6 +37,7 @@ from scenetg.models.qwen import (
     video_processor_kwargs,
     video_prompt_texts,
 )
+from scenetg.models.rope_positions import refuse_stock_positions_on_vllm
 
 VLLM_MIN_VERSION = "0.30.0"
 """First vLLM minor release after vllm-project/vllm#47736 (Qwen2.5-VL keeps video metadata)."""
@@ -196,6 +197,7 @@ class VLLMRunner:
 
         vllm = check_vllm_version("--backend vllm", "use --backend transformers")
         check_qwen_available(model_id_or_path, flag)
+        refuse_stock_positions_on_vllm(model_id_or_path, f"{flag} with the vLLM backend")
         src = model_source(model_id_or_path)
         with model_load_errors(model_id_or_path, flag):
             processor = AutoProcessor.from_pretrained(src, trust_remote_code=trust_remote_code)

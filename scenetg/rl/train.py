@@ -26,6 +26,7 @@ from scenetg.extras import require_extra
 from scenetg.folder_lock import lock_folder
 from scenetg.grounding.samples import FrameSampling
 from scenetg.models.qwen import load_qwen, resolve_device, resolve_dtype
+from scenetg.models.rope_positions import refuse_stock_positions_on_vllm
 from scenetg.progress import Reporter
 from scenetg.rl.config import TrainConfig
 from scenetg.rl.rewards import REWARD_FUNCTIONS, REWARD_NAMES
@@ -264,6 +265,7 @@ def check_run(cfg: TrainConfig, reporter: Reporter | None = None) -> CheckedRun:
         raise ConfigError(f"grpo.loss_type: must be one of {', '.join(LOSS_TYPES)}, got {args.loss_type!r}")
     if args.use_vllm:  # vLLM present, recent enough, colocate mode: before any model loads
         check_vllm_for_video(args.vllm_mode)
+        refuse_stock_positions_on_vllm(cfg.model, "grpo.use_vllm")
     return CheckedRun(data, device, args)
 
 
