@@ -35,7 +35,7 @@ def _setup(root: Path, n_videos: int):
 
 
 def _run(records, videos, out: Path, runner, sorted_batches: bool) -> dict:
-    from scenetg.eval import grounding
+    from scenetg.eval import ground_model, grounding
 
     frames_per_batch: list[list[int]] = []
     real_generate = runner.generate
@@ -45,16 +45,16 @@ def _run(records, videos, out: Path, runner, sorted_batches: bool) -> dict:
         return real_generate(vids, times_s, prompts, durations_s, max_new_tokens)
 
     runner.generate = counting
-    saved = grounding.by_visual_size
+    saved = ground_model.by_visual_size  # the model method's batch order
     if not sorted_batches:
-        grounding.by_visual_size = lambda groups, sampling: list(groups.items())
+        ground_model.by_visual_size = lambda groups, sampling: list(groups.items())
     try:
         t0 = time.perf_counter()
         grounding.ground(records, videos, out, model=runner, fps=2.0, max_frames=32,
                          batch_size=4, max_side=112)
         wall = time.perf_counter() - t0
     finally:
-        grounding.by_visual_size = saved
+        ground_model.by_visual_size = saved
         runner.generate = real_generate
     padded = sum(max(b) * len(b) - sum(b) for b in frames_per_batch)
     total = sum(max(b) * len(b) for b in frames_per_batch)

@@ -11,6 +11,7 @@ import pytest
 from scenetg.errors import ConfigError, ScenetgError
 from scenetg.eval import baselines as B
 from scenetg.eval import grounding as G
+from scenetg.eval.ground_rows import read_done_rows
 from scenetg.eval.predictions import read_predictions
 from scenetg.grounding.parsing import parse_answer
 from scenetg.grounding.prompts import (
@@ -256,13 +257,13 @@ def test_resume_limit_and_torn_line(videos, tmp_path):
 
 def test_read_done_rows(tmp_path):
     p = tmp_path / "x.jsonl"
-    assert G.read_done_rows(p) == {}
+    assert read_done_rows(p) == {}
     p.write_text('{"qid": 1, "pred": null, "raw": "a"}\n\n{"qid": "2", "pred": [1, 2], "raw": "b"}')
-    rows = G.read_done_rows(p)  # complete last row that lost its newline: kept, newline added
+    rows = read_done_rows(p)  # complete last row that lost its newline: kept, newline added
     assert set(rows) == {"1", "2"} and p.read_text().endswith("\n")
     p.write_text('not json\n{"qid": "2", "pred": null, "raw": ""}\n')
     with pytest.raises(ScenetgError, match=r"x.jsonl:1"):
-        G.read_done_rows(p)
+        read_done_rows(p)
 
 
 def test_ground_validates_before_loading(tmp_path, videos):

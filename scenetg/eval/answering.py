@@ -14,25 +14,31 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scenetg.atomic_files import write_bytes_atomic
 from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
-from scenetg.errors import ConfigError, VideoError
+from scenetg.errors import ConfigError
+from scenetg.eval.answer_job import (
+    DEFAULT_ANSWER_TOKENS,
+    DEFAULT_CONTEXT_FRACTION,
+    DEFAULT_CONTEXT_S,
+    DEFAULT_N_FRAMES,
+    GROUNDERS,
+    AnswerJob,
+    answer_chunks,
+    answer_window,  # noqa: F401  (public here too)
+)
 from scenetg.eval.answer_summary import format_answer_summary, summarize_answers  # noqa: F401
 from scenetg.eval.baselines import (
     CLIP_SCALES,
     CLIP_STRIDE,
-    clip_frame_embeddings,
-    clip_frame_times,
-    clip_ground_video,
 )
-from scenetg.eval.grounding import ERROR_PREFIX, by_visual_size, group_by_video, read_done_rows
+from scenetg.eval.ground_model import by_visual_size
+from scenetg.eval.ground_rows import group_by_video, read_done_rows
 from scenetg.eval.producer import describe_model, prepare_output, prompt_version, with_fingerprint
 from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` callers load QA here
     DURATION_GROUPS,
@@ -42,22 +48,14 @@ from scenetg.eval.qa_loaders import (  # noqa: F401 - re-exported: `answer` call
     load_qa,
 )
 from scenetg.eval.sharding import EvalEngineConfig, run_on_ray
-from scenetg.grounding.parsing import parse_answer, parse_choice
 from scenetg.grounding.prompts import (
     DEFAULT_FPS,
     DEFAULT_MAX_FRAMES,
     DEFAULT_MAX_SIDE,
-    mcq_prompt,
-    span_times,
 )
 from scenetg.grounding.samples import (
     FrameSampling,
-    GroundingInput,
-    SampledVideo,
-    generate_grounding,
-    generate_texts,
 )
-from scenetg.models.batch_size import runner_batch_size
 from scenetg.models.runner import (
     BACKENDS,
     DEFAULT_BATCH_SIZE,
@@ -69,45 +67,6 @@ from scenetg.models.runner import (
 )
 from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
-from scenetg.video.frames import read_frames_at
-from scenetg.video.lookup import find_video, missing_video_message
-from scenetg.video.probe import probe_video
-
-GROUNDERS = ("model", "clip")
-
-DEFAULT_N_FRAMES = 16
-DEFAULT_CONTEXT_FRACTION = 0.5
-"""The grounded span is widened on each side by this fraction of its own length..."""
-DEFAULT_CONTEXT_S = 0.0
-"""...plus this many seconds, then clipped to the video."""
-DEFAULT_ANSWER_TOKENS = 32
-
-
-# ---------------------------------------------------------------------------------- windows
-
-
-def answer_window(
-    span: tuple[float, float] | None,
-    duration_s: float,
-    context_fraction: float = DEFAULT_CONTEXT_FRACTION,
-    context_s: float = DEFAULT_CONTEXT_S,
-) -> tuple[float, float] | None:
-    """The span the answerer's frames come from, or None when the grounding is unusable.
-
-    The span is clipped to ``[0, D]``; when empty after that (unparsable, ``start >= end``, all
-    outside the video) the result is None and the caller falls back to the whole video. Else it
-    is widened on each side by ``context_fraction · length + context_s`` and clipped again.
-    """
-    if span is None:
-        return None
-    s, e = (min(max(float(x), 0.0), duration_s) for x in span)
-    if not (math.isfinite(s) and math.isfinite(e)) or e <= s:
-        return None
-    pad = context_fraction * (e - s) + context_s
-    return max(0.0, s - pad), min(duration_s, e + pad)
-
-
-# ------------------------------------------------------------------------------------ answer
 
 
 def answer(
@@ -210,7 +169,7 @@ def answer(
             ground_engine = as_runner(grounder_model, dtype, device, max_new_tokens_ground,
                                       "--grounder-model", backend=backend,
                                       vllm_memory=vllm_memory, vllm_engines=engines)
-        job = _Job(
+        job = AnswerJob(
             runner=runner,
             ground_engine=ground_engine,
             grounder=grounder,
@@ -229,7 +188,7 @@ def answer(
         reporter.start("answer", len(pending))
         sampling = FrameSampling(float(fps), int(max_frames), max_side)
         order = by_visual_size(group_by_video(pending), sampling)
-        chunks = _chunks(job, videos_dir, order)
+        chunks = answer_chunks(job, videos_dir, order)
         # The model grounder's frames decode in a thread while the model runs (a CLIP grounder
         # runs its model while preparing, so it stays in this thread).
         ahead = Prefetch(chunks, 1) if grounder == "model" else contextlib.nullcontext(chunks)
@@ -289,7 +248,7 @@ def _answer_on_ray(pending, videos_dir, out: Path, settings: dict, answerer, gro
         if model is not None and not isinstance(model, (str, Path)):
             raise ConfigError(f"--engine ray loads the models in each actor: give {name} as an "
                               "id or folder, not a loaded runner")
-    job = _Job(runner=None, ground_engine=None, **settings)
+    job = AnswerJob(runner=None, ground_engine=None, **settings)
     sampling = FrameSampling(job.fps, job.max_frames, job.max_side)
     order = by_visual_size(group_by_video(pending), sampling)
     items = [{"group": i, "video_id": vid, "recs": recs} for i, (vid, recs) in enumerate(order)]
@@ -306,16 +265,16 @@ def _answer_on_ray(pending, videos_dir, out: Path, settings: dict, answerer, gro
             fh.flush()
 
 
-def _prepare_on_ray(item: dict, job: _Job, videos_dir: str) -> dict:
+def _prepare_on_ray(item: dict, job: AnswerJob, videos_dir: str) -> dict:
     """A Ray CPU task: the video's grounding and uniform frames (or its error rows)."""
     return {**item, "video": job.prepare(videos_dir, item["video_id"], item["recs"])}
 
 
 class AnswerWorker:
     """A Ray actor's work: loads the answerer (and a separate grounder) once; each call runs both
-    stages on prepared videos, batched across them (`_Job.chunk_rows`), one result per video."""
+    stages on prepared videos, batched across them (`AnswerJob.chunk_rows`), one result per video."""
 
-    def __init__(self, job: _Job, answerer: str, grounder_model: str | None, dtype: str,
+    def __init__(self, job: AnswerJob, answerer: str, grounder_model: str | None, dtype: str,
                  device: str, backend: str, vllm_memory: float | str = "auto"):
         two = grounder_model not in (None, answerer)
         engines = 2 if two else 1  # two vLLM engines in one actor split the memory setting
@@ -338,200 +297,5 @@ class AnswerWorker:
                 results.append({"group": it["group"], "rows": rows[:n]})
                 rows = rows[n:]
         return results
-
-
-ANSWER_CHUNK_ITEMS = 32
-"""Questions gathered (over consecutive videos) before their batches run: batches span videos
-while the frames held stay bounded (one chunk's videos)."""
-
-
-@dataclass
-class _Video:
-    """One video's questions with the frames both stages need (decoded once)."""
-
-    path: Path
-    recs: Sequence[QARecord]
-    duration: float
-    uniform: SampledVideo
-    ground_video: SampledVideo | None = None
-    spans: list | None = None
-    raw_ground: list[str] | None = None
-
-
-@dataclass
-class _Job:
-    """One `answer` run's settings and loaded models; `chunk_rows` does consecutive videos,
-    batching their grounding and answering items across videos."""
-
-    runner: Any
-    ground_engine: Any
-    grounder: str
-    n_frames: int
-    context_fraction: float
-    context_s: float
-    fps: float
-    max_frames: int
-    batch_size: int | str
-    max_side: int | None
-    max_new_tokens_ground: int
-    max_new_tokens_answer: int
-    clip_scales: tuple[float, ...]
-    clip_stride: float
-
-    def prepare(self, videos_dir, video_id: str, recs: Sequence[QARecord]) -> _Video | list[dict]:
-        """The video's frames (and its CLIP grounding), or one error row per question."""
-        try:
-            path = find_video(videos_dir, video_id)
-            if path is None:
-                message = f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}"
-                return [_error_row(r, message) for r in recs]
-            return self._decode(path, recs)
-        except VideoError as exc:
-            return [_error_row(r, f"{ERROR_PREFIX} {exc}") for r in recs]
-
-    def _batched(self, items: list, frames_of, fn) -> list:
-        """`fn` over `items` in batches (``auto``: sized by each batch's first item's frames)."""
-        out: list = []
-        i = 0
-        while i < len(items):
-            size = runner_batch_size(self.runner, self.batch_size, frames_of(items[i]))
-            out.extend(fn(items[i : i + size]))
-            i += size
-        return out
-
-    def _decode(self, path: Path, recs: Sequence[QARecord]) -> _Video:
-
-        duration = float(probe_video(path).duration_s)
-        # Frames for the model start at each span's start (`span_times`), as grounding's do.
-        uniform_times = span_times(0.0, duration, self.n_frames)
-        if self.grounder == "clip":
-            emb = clip_frame_embeddings(
-                self.ground_engine, path, clip_frame_times(duration, self.fps, self.max_frames)
-            )
-            found = clip_ground_video(
-                self.ground_engine, emb, duration, [r.question for r in recs],
-                self.clip_scales, self.clip_stride,
-            )
-            uniform_frames = read_frames_at(path, uniform_times, max_side=self.max_side)
-            return _Video(
-                path, recs, duration, SampledVideo(uniform_frames, uniform_times, duration),
-                spans=[(s, e) for s, e, _ in found],
-                raw_ground=[f"clip window score={score:.4f}" for _, _, score in found],
-            )
-        times_g = FrameSampling(self.fps, self.max_frames, self.max_side).times(duration)
-        frames = read_frames_at(path, list(times_g) + list(uniform_times), self.max_side)
-        return _Video(
-            path, recs, duration,
-            SampledVideo(frames[len(times_g) :], uniform_times, duration),
-            ground_video=SampledVideo(frames[: len(times_g)], times_g, duration),
-        )
-
-    def chunk_rows(self, videos: list[_Video]) -> list[dict]:
-        """Rows for every question of `videos` (in their order); items batched across videos."""
-        # Stage 1: ground every question (model grounder; CLIP grounded at decode time).
-        items = [(v, GroundingInput(v.ground_video, r.question))
-                 for v in videos if v.spans is None for r in v.recs]
-        raw = self._batched(
-            items, lambda it: it[1].video.frames,
-            lambda b: generate_grounding(
-                self.ground_engine, [g for _, g in b], self.max_new_tokens_ground),
-        )
-        for v in videos:
-            if v.spans is None:
-                v.raw_ground = raw[: len(v.recs)]
-                raw = raw[len(v.recs) :]
-                v.spans = [parse_answer(t) for t in v.raw_ground]
-                v.ground_video = None  # its frames are no longer needed
-        # Stage 2: frames inside each widened span (whole video when grounding is unusable).
-        answer_items: list[tuple[SampledVideo, str]] = []
-        windows_of = []
-        for v in videos:
-            windows = [answer_window(s, v.duration, self.context_fraction, self.context_s)
-                       for s in v.spans]
-            used = [w if w is not None else (0.0, v.duration) for w in windows]
-            times_q = [span_times(a, b, self.n_frames) for a, b in used]
-            flat = read_frames_at(v.path, [t for ts in times_q for t in ts], self.max_side)
-            n = self.n_frames
-            for k, (rec, (a, b)) in enumerate(zip(v.recs, used, strict=True)):
-                prompt = mcq_prompt(rec.question, rec.options)
-                answer_items.append((SampledVideo(flat[k * n : (k + 1) * n], times_q[k], b - a), prompt))
-                answer_items.append((v.uniform, prompt))
-            windows_of.append((windows, used))
-        texts = self._batched(
-            answer_items, lambda it: it[0].frames,
-            lambda b: generate_texts(
-                self.runner, [v for v, _ in b], [p for _, p in b], self.max_new_tokens_answer
-            ),
-        )
-        rows = []
-        for v, (windows, used) in zip(videos, windows_of, strict=True):
-            for k, rec in enumerate(v.recs):
-                raw_gta, raw_uni = texts[0], texts[1]
-                texts = texts[2:]
-                rows.append(_row(rec, v, k, windows, used, raw_gta, raw_uni))
-        return rows
-
-
-def _row(rec: QARecord, v: _Video, k: int, windows, used, raw_gta: str, raw_uni: str) -> dict:
-    n_opt = len(rec.options)
-    choice_gta = parse_choice(raw_gta, n_opt, rec.options)
-    choice_uni = parse_choice(raw_uni, n_opt, rec.options)
-    span = v.spans[k]
-    return {
-        "qid": rec.qid,
-        "video_id": rec.video_id,
-        "duration_group": rec.duration_group,
-        "answer_index": rec.answer_index,
-        "duration_s": v.duration,
-        "span": None if span is None else [float(span[0]), float(span[1])],
-        "window": [float(used[k][0]), float(used[k][1])],
-        "fallback": windows[k] is None,
-        "choice_gta": choice_gta,
-        "correct_gta": choice_gta == rec.answer_index,
-        "choice_uniform": choice_uni,
-        "correct_uniform": choice_uni == rec.answer_index,
-        "raw_ground": v.raw_ground[k],
-        "raw_gta": raw_gta,
-        "raw_uniform": raw_uni,
-        "error": None,
-    }
-
-
-def _chunks(job: _Job, videos_dir, order) -> Iterator[list[dict] | list[_Video]]:
-    """Error rows of a bad video at once; else prepared videos in chunks of about
-    `ANSWER_CHUNK_ITEMS` questions."""
-    chunk: list[_Video] = []
-    for video_id, recs in order:
-        prepared = job.prepare(videos_dir, video_id, recs)
-        if isinstance(prepared, list):
-            yield prepared
-            continue
-        chunk.append(prepared)
-        if sum(len(v.recs) for v in chunk) >= ANSWER_CHUNK_ITEMS:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _error_row(rec: QARecord, message: str) -> dict:
-    return {
-        "qid": rec.qid,
-        "video_id": rec.video_id,
-        "duration_group": rec.duration_group,
-        "answer_index": rec.answer_index,
-        "duration_s": None,
-        "span": None,
-        "window": None,
-        "fallback": False,
-        "choice_gta": None,
-        "correct_gta": False,
-        "choice_uniform": None,
-        "correct_uniform": False,
-        "raw_ground": None,
-        "raw_gta": None,
-        "raw_uniform": None,
-        "error": message,
-    }
 
 

@@ -21,19 +21,14 @@ whose ``raw`` starts with ``"error:"`` (a missing or broken video), which are re
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import time
-import zlib
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scenetg.atomic_files import write_bytes_atomic
 from scenetg.config_fields import coerce_batch_size, coerce_float, coerce_int
-from scenetg.errors import ConfigError, ScenetgError, VideoError
+from scenetg.errors import ConfigError, VideoError
 from scenetg.eval.baselines import (
     CLIP_SCALES,
     CLIP_STRIDE,
@@ -44,21 +39,22 @@ from scenetg.eval.baselines import (
     clip_ground_video,
     mean_relative_length,
 )
+from scenetg.eval.ground_model import run_model, run_model_ray
+from scenetg.eval.ground_rows import (
+    METHODS,
+    Emit,
+    GroundStats,
+    error_rows_for,
+    find_video_or_error_rows,
+    group_by_video,
+    resume_rows,
+)
 from scenetg.eval.predictions import append_prediction
 from scenetg.eval.producer import describe_model, prepare_output, prompt_version, with_fingerprint
-from scenetg.eval.sharding import EvalEngineConfig, run_on_ray
-from scenetg.grounding.candidates import DEFAULT_NMS_IOU, DEFAULT_TEMPERATURE, rank_candidates
-from scenetg.grounding.parsing import parse_answer
+from scenetg.eval.sharding import EvalEngineConfig
+from scenetg.grounding.candidates import DEFAULT_NMS_IOU, DEFAULT_TEMPERATURE
 from scenetg.grounding.prompts import DEFAULT_FPS, DEFAULT_MAX_FRAMES, DEFAULT_MAX_SIDE
 from scenetg.grounding.records import GroundingRecord
-from scenetg.grounding.samples import (
-    FrameSampling,
-    GroundingInput,
-    generate_grounding,
-    sample_grounding,
-    sample_video,
-)
-from scenetg.models.batch_size import expected_frames, runner_batch_size
 from scenetg.models.runner import (
     BACKENDS,
     DECODE_MODES,
@@ -69,125 +65,8 @@ from scenetg.models.runner import (
     as_runner,
     coerce_vllm_memory,
 )
-from scenetg.prefetch import Prefetch
 from scenetg.progress import Reporter
-from scenetg.video.lookup import find_video, missing_video_message, video_duration
-
-METHODS = ("model", "center", "clip")
-ERROR_PREFIX = "error:"
-
-
-@dataclass
-class GroundStats:
-    """Counts of one `ground` run (the CLI prints `summary()`)."""
-
-    method: str
-    total: int = 0
-    """Records considered (after `limit`)."""
-    skipped: int = 0
-    """Already in the predictions file (resume)."""
-    written: int = 0
-    parsed: int = 0
-    """Rows written with a prediction."""
-    invalid: int = 0
-    """Rows written with pred null because the output could not be parsed."""
-    missing_videos: int = 0
-    """Queries whose video file was not found (pred null, raw "error: ...")."""
-    video_errors: int = 0
-    """Queries whose video could not be read (pred null, raw "error: ...")."""
-    videos: int = 0
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> int:
-        """Queries written as error rows (video missing or unreadable); the CLI exits 3."""
-        return self.missing_videos + self.video_errors
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        line = (
-            f"{self.method}: {self.written} predictions written ({self.parsed} parsed, "
-            f"{self.invalid} unparsable) from {self.videos} videos in {self.seconds:.1f} s"
-        )
-        if self.skipped:
-            line += f"; {self.skipped} already done"
-        if self.missing_videos:
-            line += f"; {self.missing_videos} queries with no video file"
-        if self.video_errors:
-            line += f"; {self.video_errors} queries with an unreadable video"
-        return line
-
-
-def group_by_video(records: Iterable[Any]) -> dict[str, list[Any]]:
-    """Records grouped by ``video_id``, videos in order of first appearance."""
-    groups: dict[str, list[Any]] = {}
-    for rec in records:
-        groups.setdefault(rec.video_id, []).append(rec)
-    return groups
-
-
-# ------------------------------------------------------------------------------ output file
-
-
-def read_done_rows(path: str | Path) -> dict[str, dict]:
-    """qid (as a string) -> last row of an existing JSONL output, for resuming.
-
-    A last line that is not valid JSON (a write torn by a kill) is cut from the file so the next
-    append starts on a fresh line; a bad line elsewhere raises `ScenetgError("FILE:LINE: ...")`.
-    A missing file gives ``{}``.
-    """
-    p = Path(path)
-    if not p.is_file():
-        return {}
-    data = p.read_bytes()
-    lines = data.split(b"\n")
-    # Offsets of each line's start, to cut a torn tail.
-    starts, pos = [], 0
-    for raw in lines:
-        starts.append(pos)
-        pos += len(raw) + 1
-    rows: dict[str, dict] = {}
-    last_content = max((i for i, raw in enumerate(lines) if raw.strip()), default=-1)
-    for i, raw in enumerate(lines):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict) or obj.get("qid") is None:
-            if i == last_content:
-                with p.open("r+b") as fh:
-                    fh.truncate(starts[i])
-                break
-            raise ScenetgError(
-                f"{p}:{i + 1}: not a JSON object with a 'qid'; fix the line or delete the file to start over"
-            )
-        rows[str(obj["qid"])] = obj
-    if data and not data.endswith(b"\n") and p.stat().st_size == len(data):
-        with p.open("ab") as fh:  # a complete last row that lost only its newline
-            fh.write(b"\n")
-    return rows
-
-
-def is_error_row(row: dict, key: str = "raw") -> bool:
-    value = row.get(key)
-    return isinstance(value, str) and value.startswith(ERROR_PREFIX)
-
-
-def resume_rows(out: Path) -> set[str]:
-    """qids finished in `out`. Error rows (to be retried) are dropped from the file first, in one
-    atomic rewrite, so a retried qid never appears twice (`read_predictions` refuses a qid with
-    two different predictions)."""
-    rows = read_done_rows(out)
-    if not any(is_error_row(row) for row in rows.values()):
-        return set(rows)
-    keep = [line for line in out.read_bytes().splitlines(keepends=True)
-            if line.strip() and not is_error_row(json.loads(line))]
-    write_bytes_atomic(out, b"".join(keep))
-    return {q for q, row in rows.items() if not is_error_row(row)}
+from scenetg.video.lookup import video_duration
 
 
 def grounding_producer(
@@ -349,10 +228,10 @@ def ground(
             settings = dict(fps=fps, max_frames=max_frames, max_side=max_side, dtype=dtype,
                             device=device, max_new_tokens=max_new_tokens, decode=decode,
                             backend=backend, vllm_memory=vllm_memory, vllm_engines=vllm_engines)
-            _run_model_ray(groups, videos_dir, model, settings, batch_size, emit, stats, engine)
+            run_model_ray(groups, videos_dir, model, settings, batch_size, emit, stats, engine)
         else:
             ranked = None if candidates <= 1 else (candidates, temperature, nms_iou, seed)
-            _run_model(
+            run_model(
                 groups, videos_dir, loaded, fps, max_frames, max_side, batch_size, emit, stats,
                 ranked,
             )
@@ -387,31 +266,6 @@ def _center_fraction(value: float | str, records: Sequence[GroundingRecord]) -> 
     return float(value)
 
 
-Emit = Callable[..., None]
-
-
-def _open_video(
-    videos_dir: str | Path, video_id: str, recs: Sequence[GroundingRecord], emit: Emit
-) -> Path | None:
-    """The video's path, or None after writing an error row for each of its queries."""
-    try:
-        path = find_video(videos_dir, video_id)
-    except VideoError as exc:
-        for rec in recs:
-            emit(rec, None, f"{ERROR_PREFIX} {exc}", "error")
-        return None
-    if path is None:
-        message = f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}"
-        for rec in recs:
-            emit(rec, None, message, "missing")
-    return path
-
-
-def _video_failed(recs: Sequence[GroundingRecord], exc: Exception, emit: Emit) -> None:
-    for rec in recs:
-        emit(rec, None, f"{ERROR_PREFIX} {exc}", "error")
-
-
 def _run_center(groups, videos_dir, fraction: float, emit: Emit, stats: GroundStats) -> None:
     raw = f"center prior (fraction={fraction:.4f})"
     for video_id, recs in groups.items():
@@ -422,13 +276,13 @@ def _run_center(groups, videos_dir, fraction: float, emit: Emit, stats: GroundSt
         unknown = [r for r in recs if not r.duration_s]
         if not unknown:
             continue
-        path = _open_video(videos_dir, video_id, unknown, emit)
+        path = find_video_or_error_rows(videos_dir, video_id, unknown, emit)
         if path is None:
             continue
         try:
             duration = video_duration(path)
         except VideoError as exc:
-            _video_failed(unknown, exc, emit)
+            error_rows_for(unknown, exc, emit)
             continue
         for rec in unknown:
             emit(rec, center_window(duration, fraction), raw)
@@ -440,7 +294,7 @@ def _run_clip(
 ) -> None:
     for video_id, recs in groups.items():
         stats.videos += 1
-        path = _open_video(videos_dir, video_id, recs, emit)
+        path = find_video_or_error_rows(videos_dir, video_id, recs, emit)
         if path is None:
             continue
         try:
@@ -448,7 +302,7 @@ def _run_clip(
             times = clip_frame_times(duration, fps, max_frames)
             frame_emb = clip_frame_embeddings(encoder, path, times)
         except (VideoError, ValueError) as exc:
-            _video_failed(recs, exc, emit)
+            error_rows_for(recs, exc, emit)
             continue
         results = clip_ground_video(
             encoder, frame_emb, duration, [r.query for r in recs], scales, stride,
@@ -462,190 +316,3 @@ def _run_clip(
                 continue
             s, e, score = result
             emit(rec, (s, e), f"clip window score={score:.4f}")
-
-
-PREFETCH_VIDEOS = 2
-"""Decoded videos kept ready while the model runs (bounded: each holds up to max_frames frames)."""
-
-
-def decode_video(videos_dir, video_id: str, durations: Iterable[float | None], sampling: FrameSampling):
-    """A video's frames for grounding (`SampledVideo`), or ``(error text, kind)`` when its file
-    is missing or unreadable: what the local prefetch thread and Ray's CPU tasks both run."""
-    try:
-        path = find_video(videos_dir, video_id)
-    except VideoError as exc:
-        return f"{ERROR_PREFIX} {exc}", "error"
-    if path is None:
-        return f"{ERROR_PREFIX} {missing_video_message(videos_dir, video_id)}", "missing"
-    try:
-        return sample_video(path, video_duration(path, durations), sampling)
-    except (VideoError, ValueError) as exc:
-        return f"{ERROR_PREFIX} {exc}", "error"
-
-
-def _decoded_videos(order, videos_dir, sampling: FrameSampling):
-    """(video_id, recs, outcome) per video (`decode_video`). Runs in the prefetch thread, so it
-    writes nothing (the consumer emits)."""
-    for video_id, recs in order:
-        yield video_id, recs, decode_video(videos_dir, video_id, [r.duration_s for r in recs], sampling)
-
-
-def batched_grounding(runner, batch_size, entries: Iterable[tuple[Any, GroundingInput]]):
-    """(key, text) per entry, generated in batches that span videos: a batch's size is set by
-    its first item's frames (``auto``), it runs when full and at the end. The one batching of
-    both engines, so they put the same items in one ``generate`` call."""
-    batch: list[tuple[Any, GroundingInput]] = []
-    size = 0
-    for key, item in entries:
-        if not batch:
-            size = runner_batch_size(runner, batch_size, item.video.frames)
-        batch.append((key, item))
-        if len(batch) >= size:
-            yield from zip([k for k, _ in batch], generate_grounding(runner, [i for _, i in batch]), strict=True)
-            batch = []
-    if batch:
-        yield from zip([k for k, _ in batch], generate_grounding(runner, [i for _, i in batch]), strict=True)
-
-
-def by_visual_size(groups: dict[str, list], sampling: FrameSampling) -> list[tuple[str, list]]:
-    """Videos with the most frames first (stable): a batch holds items of similar visual token
-    count, so it pads little, and ``auto`` sizes each batch by its largest item."""
-    def frames(item: tuple[str, list]) -> int:
-        known = [r.duration_s for r in item[1] if r.duration_s]
-        return expected_frames(known[0] if known else None, sampling.times, sampling.max_frames)
-
-    return sorted(groups.items(), key=lambda kv: -frames(kv))
-
-
-def _run_model(
-    groups, videos_dir, runner, fps, max_frames, max_side, batch_size, emit, stats, ranked=None
-) -> None:
-    """Batches across videos, frames decoded in a prefetch thread while the model generates;
-    rows are keyed by qid (written in the order batches finish). `ranked`: None (greedy, one
-    window) or (K, temperature, nms_iou, seed) for ranked candidates."""
-    sampling = FrameSampling(fps=fps, max_frames=max_frames, max_side=max_side)
-    if ranked is None:
-        _run_greedy(groups, videos_dir, runner, sampling, batch_size, emit, stats)
-        return
-    batch: list[tuple[GroundingRecord, GroundingInput]] = []
-    size = 0
-
-    def flush() -> None:
-        if not batch:
-            return
-        if ranked is not None:
-            _emit_ranked(runner, batch, ranked, emit)
-            batch.clear()
-            return
-        texts = generate_grounding(runner, [item for _, item in batch])
-        for (rec, _), text in zip(batch, texts, strict=True):
-            emit(rec, parse_answer(text), text)
-        batch.clear()
-
-    order = by_visual_size(groups, sampling)
-    with Prefetch(_decoded_videos(order, videos_dir, sampling), PREFETCH_VIDEOS) as videos:
-        for _video_id, recs, video in videos:
-            stats.videos += 1
-            if isinstance(video, tuple):
-                message, kind = video
-                for rec in recs:
-                    emit(rec, None, message, kind)
-                continue
-            for rec in recs:
-                if not batch:
-                    size = runner_batch_size(runner, batch_size, video.frames)
-                    if ranked is not None and batch_size == "auto":  # K + 1 sequences a query
-                        size = max(1, size // (ranked[0] + 1))
-                batch.append((rec, GroundingInput(video, rec.query)))
-                if len(batch) >= size:
-                    flush()
-        flush()
-
-
-def _emit_ranked(runner, batch, ranked, emit) -> None:
-    """Ranked candidates for one batch: greedy + K samples per query, ranked and NMS'd."""
-    k, temperature, nms_iou, seed = ranked
-    batch_seed = (int(seed) + zlib.crc32(str(batch[0][0].qid).encode())) % (1 << 31)
-    outputs = sample_grounding(runner, [item for _, item in batch], k, temperature, batch_seed)
-    for (rec, _), scored in zip(batch, outputs, strict=True):
-        kept = rank_candidates(scored, k, nms_iou)
-        if kept:
-            emit(rec, kept[0].window, kept[0].text, ranked=[c.window for c in kept],
-                 scores=[c.score for c in kept])
-        else:  # nothing parsable: the greedy text explains why
-            emit(rec, None, scored[0][0] if scored else "", ranked=[], scores=[])
-
-
-def _run_greedy(groups, videos_dir, runner, sampling: FrameSampling, batch_size, emit, stats) -> None:
-    """Greedy answers, batched across videos by `batched_grounding` (as Ray's actors batch)."""
-    order = by_visual_size(groups, sampling)
-
-    def entries(videos):
-        for _video_id, recs, video in videos:
-            stats.videos += 1
-            if isinstance(video, tuple):
-                for rec in recs:
-                    emit(rec, None, *video)
-                continue
-            for rec in recs:
-                yield rec, GroundingInput(video, rec.query)
-
-    with Prefetch(_decoded_videos(order, videos_dir, sampling), PREFETCH_VIDEOS) as videos:
-        for rec, text in batched_grounding(runner, batch_size, entries(videos)):
-            emit(rec, parse_answer(text), text)
-
-
-class GroundingWorker:
-    """A Ray actor's work (`scenetg.eval.sharding`): it loads the MLLM once; each call takes
-    prepared videos (`prepare_video`) and returns, per video, its texts or its error."""
-
-    def __init__(self, model: str, dtype: str, device: str, max_new_tokens: int, decode: str,
-                 backend: str, batch_size: int | str, vllm_memory: float | str = "auto",
-                 vllm_engines: int = 1):
-        self.runner = as_runner(model, dtype, device, max_new_tokens, decode=decode, backend=backend,
-                                vllm_memory=vllm_memory, vllm_engines=vllm_engines)
-        self.batch_size = batch_size
-
-    def __call__(self, items: list[dict]) -> list[dict]:
-        results = [{"group": it["group"]} for it in items]
-        entries = []
-        for n, it in enumerate(items):
-            if isinstance(it["video"], tuple):
-                results[n]["error"] = it["video"]
-            else:
-                results[n]["texts"] = [None] * len(it["queries"])
-                entries += [((n, k), GroundingInput(it["video"], q)) for k, q in enumerate(it["queries"])]
-        for (n, k), text in batched_grounding(self.runner, self.batch_size, entries):
-            results[n]["texts"][k] = text
-        return results
-
-
-def prepare_video(item: dict, videos_dir: str, sampling: FrameSampling) -> dict:
-    """A Ray CPU task: the item's video decoded (`decode_video`)."""
-    return {**item, "video": decode_video(videos_dir, item["video_id"], item["durations"], sampling)}
-
-
-def _run_model_ray(groups, videos_dir, model, settings: dict, batch_size, emit, stats, engine) -> None:
-    """`_run_model` on Ray: videos decoded in CPU tasks, queries batched in model actors."""
-    if not isinstance(model, (str, Path)):
-        raise ConfigError("--engine ray loads the model in each actor: give a model id or folder, "
-                          "not a loaded runner")
-    sampling = FrameSampling(fps=settings["fps"], max_frames=settings["max_frames"],
-                             max_side=settings["max_side"])
-    order = by_visual_size(groups, sampling)
-    items = [{"group": i, "video_id": vid, "durations": [r.duration_s for r in recs],
-              "queries": [r.query for r in recs]} for i, (vid, recs) in enumerate(order)]
-    prepare = functools.partial(prepare_video, videos_dir=str(videos_dir), sampling=sampling)
-    make_worker = functools.partial(
-        GroundingWorker, str(model), settings["dtype"], settings["device"],
-        settings["max_new_tokens"], settings["decode"], settings["backend"], batch_size,
-        settings["vllm_memory"], settings["vllm_engines"])
-    for result in run_on_ray(items, prepare, make_worker, engine):
-        recs = order[result["group"]][1]
-        stats.videos += 1
-        if "error" in result:
-            for rec in recs:
-                emit(rec, None, *result["error"])
-            continue
-        for rec, text in zip(recs, result["texts"], strict=True):
-            emit(rec, parse_answer(text), text)

@@ -34,157 +34,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from itertools import chain, repeat
 
 import numpy as np
 
 from scenetg.errors import ScenetgError
+from scenetg.eval.ground_truth import (
+    BUCKET_EDGES,
+    BUCKET_NAMES,
+    MISSING,
+    NAN_PAIR,
+    THRESHOLDS,
+    UNKNOWN_BUCKET,
+    GroundTruth,
+    gt_best_iou,
+    gt_ranks,
+    gt_windows,
+    protocol_hits,
+    scored_spans,
+)
 from scenetg.eval.predictions import PredictionSet
 from scenetg.eval.protocols import Protocol, get_protocol
 from scenetg.eval.uncertainty import DEFAULT_SEED, LEVEL, interval_dict
 from scenetg.grounding.iou import best_iou, clip_to_video, span_iou, temporal_iou_matrix  # noqa: F401  (best_iou, temporal_iou_matrix: public here too)
 from scenetg.grounding.records import GroundingRecord
-
-THRESHOLDS = (0.3, 0.5, 0.7)
-BUCKET_EDGES = (0.1, 0.3)
-BUCKET_NAMES = ("short", "medium", "long")
-UNKNOWN_BUCKET = "unknown"
-
-_MISSING = object()
-_NAN_PAIR = (math.nan, math.nan)
-
-
-@dataclass
-class GroundTruth:
-    """Annotation records as arrays, built once per annotation set and protocol (`from_records`).
-
-    `starts`, `ends`, `lengths` (K,) hold every GT window (clipped as `clip_gt` says) rank-major:
-    the first window of every record (N entries, record order), then the second windows of the
-    records in `rank_rows[0]`, the third of those in `rank_rows[1]`, ... So the common one-window
-    case is plain (N,) vector work, and a record with many windows costs no padding for the others.
-    `durations` (N,) with inf where unknown; `rel_length` (N,) longest GT window / duration,
-    NaN where unknown; `degenerate` counts records with no window of positive length (kept; they
-    score IoU 0).
-    """
-
-    qids: list[str]
-    starts: np.ndarray
-    ends: np.ndarray
-    lengths: np.ndarray
-    rank_rows: list[np.ndarray]
-    durations: np.ndarray
-    rel_length: np.ndarray
-    clip_gt: str = "both"
-    degenerate: int = 0
-    _buckets: dict = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def n(self) -> int:
-        return len(self.qids)
-
-    def buckets(self, bucket_edges: Sequence[float]) -> np.ndarray:
-        """Bucket index per record (N,): how many edges its relative length reaches, or
-        `len(BUCKET_NAMES)` (`unknown`) when the duration is unknown. Cached per edges."""
-        key = tuple(float(x) for x in bucket_edges)
-        if key not in self._buckets:
-            bucket = np.zeros(self.n, dtype=np.intp)
-            for edge in key:
-                bucket += self.rel_length >= edge
-            bucket[np.isnan(self.rel_length)] = len(BUCKET_NAMES)
-            self._buckets[key] = bucket
-        return self._buckets[key]
-
-    @classmethod
-    def from_records(
-        cls, records: Sequence[GroundingRecord], protocol: str | Protocol = "default"
-    ) -> GroundTruth:
-        clip_gt = get_protocol(protocol).clip_gt
-        n = len(records)
-        if n == 0:
-            raise ScenetgError("no annotation records to evaluate")
-        qids = [r.qid for r in records]
-        if len(set(qids)) != n:
-            raise ScenetgError("annotation qids are not unique; predictions cannot be matched")
-        windows = [r.windows if r.raw_windows is None else r.raw_windows for r in records]
-        counts = np.fromiter(map(len, windows), np.int64, count=n)
-        if counts.min() == 0:
-            bad = records[int(np.argmin(counts))].qid
-            raise ScenetgError(f"annotation record {bad!r} has no GT window")
-        flat = np.fromiter(
-            chain.from_iterable(chain.from_iterable(windows)),
-            np.float64,
-            count=2 * int(counts.sum()),
-        ).reshape(-1, 2)
-        offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        rank_rows = [np.flatnonzero(counts > j) for j in range(1, int(counts.max()))]
-        row_of = np.concatenate([np.arange(n)] + rank_rows)
-        order = np.concatenate(
-            [offsets] + [offsets[rows] + j for j, rows in enumerate(rank_rows, 1)]
-        )
-        starts, ends = flat[order, 0], flat[order, 1]
-        durations = np.fromiter(
-            (math.inf if r.duration_s is None else r.duration_s for r in records),
-            np.float64,
-            count=n,
-        )
-        if clip_gt == "both":
-            starts = np.maximum(starts, 0.0)
-        if clip_gt != "none":
-            ends = np.minimum(ends, durations[row_of])
-        lengths = ends - starts
-        longest = lengths[:n].copy()
-        for part, rows in _ranks(n, rank_rows):
-            longest[rows] = np.maximum(longest[rows], lengths[part])
-        with np.errstate(invalid="ignore"):
-            rel = np.where(np.isinf(durations), np.nan, longest / durations)
-        degenerate = int(np.count_nonzero(longest <= 0))
-        return cls(qids, starts, ends, lengths, rank_rows, durations, rel, clip_gt, degenerate)
-
-
-def _ranks(n: int, rank_rows: list[np.ndarray]):
-    """(slice into the flat window arrays, rows it belongs to) for each rank after the first."""
-    pos = n
-    for rows in rank_rows:
-        yield slice(pos, pos + len(rows)), rows
-        pos += len(rows)
-
-
-def _gt_windows(gt: GroundTruth, dtype) -> tuple[np.ndarray, np.ndarray]:
-    return gt.starts.astype(dtype, copy=False), gt.ends.astype(dtype, copy=False)
-
-
-def _gt_best_iou(s: np.ndarray, e: np.ndarray, gt: GroundTruth) -> np.ndarray:
-    """Predictions against a `GroundTruth`: best IoU per record (N,), in the dtype of `s`."""
-    n = gt.n
-    starts, ends = _gt_windows(gt, s.dtype)
-    best = span_iou(s, e, starts[:n], ends[:n])
-    for part, rows in _ranks(n, gt.rank_rows):
-        iou = span_iou(s[rows], e[rows], starts[part], ends[part])
-        best[rows] = np.maximum(best[rows], iou)
-    return best
-
-
-def _scored(preds: np.ndarray, gt: GroundTruth, protocol: Protocol, durations=None):
-    """Prediction starts and ends as the protocol scores them (clipped or as given; float32
-    when the protocol computes in float32). `durations`: per row (default: the records')."""
-    if protocol.clip_pred:
-        s, e = clip_to_video(preds, gt.durations if durations is None else durations)
-    else:
-        s, e = preds[:, 0].copy(), preds[:, 1].copy()
-    if protocol.float32:
-        return s.astype(np.float32), e.astype(np.float32)
-    return s, e
-
-
-def _threshold(m: float, protocol: Protocol):
-    """Threshold `m` in the protocol's dtype (float32: 0.3 -> 0.30000001, as torch.tensor)."""
-    return np.float32(m) if protocol.float32 else m
-
-
-def _hit(iou: np.ndarray, m: float, protocol: Protocol) -> np.ndarray:
-    t = _threshold(m, protocol)
-    return (iou > t) if protocol.strict else (iou >= t)
 
 
 def ranked_iou(
@@ -192,11 +65,11 @@ def ranked_iou(
 ) -> np.ndarray:
     """IoU (T,) of ranked windows (T, 2) with the GT of the record each belongs to (`owner`),
     best GT window, under the protocol's clipping and dtype."""
-    s, e = _scored(windows, gt, protocol, gt.durations[owner])
-    starts, ends = _gt_windows(gt, s.dtype)
+    s, e = scored_spans(windows, gt, protocol, gt.durations[owner])
+    starts, ends = gt_windows(gt, s.dtype)
     n = gt.n
     best = span_iou(s, e, starts[:n][owner], ends[:n][owner])
-    for part, rows in _ranks(n, gt.rank_rows):
+    for part, rows in gt_ranks(n, gt.rank_rows):
         where = np.full(n, -1, dtype=np.int64)
         where[rows] = np.arange(part.start, part.stop)
         w = where[owner]
@@ -222,7 +95,7 @@ def recall_at_k(
     iou = ranked_iou(windows, owner, gt, protocol)
     out: dict = {}
     for m in protocol.recall_thresholds:
-        ok = _hit(iou, m, protocol) & keep
+        ok = protocol_hits(iou, m, protocol) & keep
         o, r = owner[ok], rank[ok]
         first_rank = np.full(gt.n, np.iinfo(np.int64).max)
         if o.size:
@@ -267,11 +140,11 @@ def align_predictions(
     if len(predictions) == n and list(predictions) == qids:  # in annotation order, as written
         values, missing = list(predictions.values()), np.zeros(n, dtype=bool)  # by `ground`
     else:
-        values = list(map(predictions.get, qids, repeat(_MISSING, n)))
-        missing = np.fromiter((v is _MISSING for v in values), bool, count=n)
+        values = list(map(predictions.get, qids, repeat(MISSING, n)))
+        missing = np.fromiter((v is MISSING for v in values), bool, count=n)
     arr = None
     if set(map(type, values)) <= _FAST_TYPES:  # what read_predictions gives: tuples and None
-        pairs = [v if v.__class__ is tuple else _NAN_PAIR for v in values]
+        pairs = [v if v.__class__ is tuple else NAN_PAIR for v in values]
         if set(map(len, pairs)) <= {2}:
             try:
                 flat = np.fromiter(chain.from_iterable(pairs), np.float64, count=2 * n)
@@ -286,17 +159,17 @@ def align_predictions(
 
 def _coerce(value) -> tuple[float, float]:
     """A prediction value as two floats, or NaNs when it is not a pair of finite numbers."""
-    if value is None or value is _MISSING or isinstance(value, (str, bytes)):
-        return _NAN_PAIR
+    if value is None or value is MISSING or isinstance(value, (str, bytes)):
+        return NAN_PAIR
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
         value = value[0]  # a ranked list: its top-1 window
     try:
         s, e = value
         s, e = float(s), float(e)
     except (TypeError, ValueError):
-        return _NAN_PAIR
+        return NAN_PAIR
     if not (math.isfinite(s) and math.isfinite(e)):
-        return _NAN_PAIR
+        return NAN_PAIR
     return s, e
 
 
@@ -318,8 +191,8 @@ def metrics_from_arrays(
     the 95 % intervals (0: none), drawn with `seed`."""
     _check_edges(bucket_edges)
     protocol = _protocol_for(gt, protocol, strict)
-    s, e = _scored(preds, gt, protocol)
-    iou = _gt_best_iou(s, e, gt)
+    s, e = scored_spans(preds, gt, protocol)
+    iou = gt_best_iou(s, e, gt)
     invalid = np.isnan(s)  # a NaN row stays NaN through clipping
     if missing is None or protocol.denominator == "annotations":
         counted = None
@@ -332,7 +205,7 @@ def metrics_from_arrays(
     def per_bucket(values: np.ndarray) -> np.ndarray:
         return np.bincount(bucket, weights=values, minlength=n_buckets)
 
-    hits = [_hit(iou, m, protocol) for m in thresholds]
+    hits = [protocol_hits(iou, m, protocol) for m in thresholds]
     n_all = gt.n if counted is None else int(np.count_nonzero(counted))
     n_b = np.bincount(bucket, weights=counted, minlength=n_buckets).astype(np.int64)
     hits_b = [per_bucket(h) for h in hits]
@@ -482,8 +355,8 @@ def per_query_iou(
         else GroundTruth.from_records(records, protocol)
     )
     preds, _ = align_predictions(gt.qids, predictions)
-    s, e = _scored(preds, gt, _protocol_for(gt, protocol, False))
-    return _gt_best_iou(s, e, gt)
+    s, e = scored_spans(preds, gt, _protocol_for(gt, protocol, False))
+    return gt_best_iou(s, e, gt)
 
 
 def match_warnings(metrics: dict, predictions_name: object = "predictions") -> tuple[list[str], str | None]:

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from scenetg.errors import ScenetgError
+from scenetg.eval.ground_truth import MISSING as _MISSING
 from scenetg.eval.metrics import (
-    _MISSING,
     BUCKET_EDGES,
     BUCKET_NAMES,
     THRESHOLDS,
