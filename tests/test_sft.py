@@ -309,3 +309,13 @@ def test_cli_errors_name_the_key_before_any_model_loads(grounding_set, tiny_mode
         assert main(["train", "-c", str(config), *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]  # after the data summary line
         assert err.startswith(f"error: {message}"), err
+
+
+def test_trl_sft_guard_fails_loudly_on_other_internals(monkeypatch):
+    """The collator relies on two lines of TRL's SFTTrainer; code without them is refused."""
+    from scenetg.rl import sft
+
+    sft.check_trl_sft_internals()  # the pinned TRL passes
+    monkeypatch.setitem(sft.SFT_INTERNALS, "compute_loss", ("a line TRL never had",))
+    with pytest.raises(RuntimeError, match=r"SFTTrainer.compute_loss no longer contains .*video collator"):
+        sft.check_trl_sft_internals()

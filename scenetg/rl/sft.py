@@ -21,7 +21,6 @@ fails loudly on a TRL whose code differs where this relies on it.
 from __future__ import annotations
 
 import importlib.util
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +34,7 @@ from scenetg.models.qwen import processor_video_inputs, render_chat
 from scenetg.rl.config import TrainConfig
 from scenetg.rl.resume import FullModelResume
 from scenetg.rl.sft_config import trl_sft_kwargs
-from scenetg.rl.trainer import TRL_VERSION
+from scenetg.rl.trainer import check_trl_source
 
 IGNORE_INDEX = -100
 """Label of a token the loss skips (the prompt, its video and padding)."""
@@ -53,21 +52,8 @@ SFT_INTERNALS = {
 def check_trl_sft_internals() -> None:
     """RuntimeError when the installed TRL is not the version whose `SFTTrainer` this was written
     against, or its code differs where the collator relies on it (every batch key to the model)."""
-    import trl
-
-    if not trl.__version__.startswith(TRL_VERSION + "."):
-        raise RuntimeError(
-            f"scenetg's SFT trainer relies on TRL {TRL_VERSION}.x internals; installed TRL is "
-            f"{trl.__version__}: install trl~={TRL_VERSION}.0"
-        )
-    for name, fragments in SFT_INTERNALS.items():
-        source = inspect.getsource(getattr(SFTTrainer, name))
-        for fragment in fragments:
-            if fragment not in source:
-                raise RuntimeError(
-                    f"TRL {trl.__version__}: SFTTrainer.{name} no longer contains {fragment!r}; "
-                    "the video collator must be revisited"
-                )
+    check_trl_source("SFT trainer", [(SFTTrainer, name, frags) for name, frags in SFT_INTERNALS.items()],
+                     "the video collator")
 
 
 def sft_args(cfg: TrainConfig, device: str) -> SFTConfig:

@@ -84,15 +84,30 @@ VLLM_INTERNALS = {
 GRPO_VLLM_CALL = ("_generate_single_turn", "self.vllm_generation.generate(\n                prompts=prompt_ids,")
 
 
-def check_trl_internals() -> None:
-    """Raise RuntimeError when the installed TRL is not the version the overrides target."""
+def check_trl_source(what: str, checks: Sequence[tuple[type, str, Sequence[str]]], revisit: str) -> None:
+    """RuntimeError unless the installed TRL is `TRL_VERSION`.x and each ``(class, method,
+    fragments)`` still contains its fragments: the one guard of every TRL override (`what` and
+    `revisit` name ours in the message)."""
     import trl
 
     if not trl.__version__.startswith(TRL_VERSION + "."):
         raise RuntimeError(
-            f"scenetg's GRPO trainer overrides TRL {TRL_VERSION}.x internals; installed TRL is "
+            f"scenetg's {what} relies on TRL {TRL_VERSION}.x internals; installed TRL is "
             f"{trl.__version__}: install trl~={TRL_VERSION}.0"
         )
+    for cls, name, fragments in checks:
+        source = inspect.getsource(getattr(cls, name))
+        for fragment in fragments:
+            if fragment not in source:
+                raise RuntimeError(
+                    f"TRL {trl.__version__}: {cls.__name__}.{name} no longer contains {fragment!r}; "
+                    f"{revisit} must be revisited"
+                )
+
+
+def check_trl_internals() -> None:
+    """Raise RuntimeError when the installed TRL is not the version the overrides target."""
+    check_trl_source("GRPO trainer", [], "the video/KL overrides")  # the version, before its internals
     from trl.generation.vllm_generation import VLLMGeneration
 
     checks = [(GRPOTrainer, name, frags) for name, frags in TRL_OVERRIDES.items()]
@@ -100,14 +115,7 @@ def check_trl_internals() -> None:
     checks += [(VLLMGeneration, name, frags) for name, frags in SYNC_INTERNALS.items()]
     checks.append((GRPOTrainer, GRPO_VLLM_CALL[0], (GRPO_VLLM_CALL[1],)))
     checks.append((GRPOTrainer, GRPO_BUILDS_BACKEND[0], (GRPO_BUILDS_BACKEND[1],)))
-    for cls, name, fragments in checks:
-        source = inspect.getsource(getattr(cls, name))
-        for fragment in fragments:
-            if fragment not in source:
-                raise RuntimeError(
-                    f"TRL {trl.__version__}: {cls.__name__}.{name} no longer contains {fragment!r}; "
-                    "the video/KL overrides must be revisited"
-                )
+    check_trl_source("GRPO trainer", checks, "the video/KL overrides")
 
 
 class TokenBeta(float):
