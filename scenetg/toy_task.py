@@ -86,8 +86,11 @@ def query_text(colour: str) -> str:
     return f"the {colour} scene"
 
 
-def write_toy_video(path: Path, spec: ToyVideo) -> None:
-    """An H.264 MP4 of flat-colour scenes (written to a temp name, then renamed)."""
+def write_toy_video(path: Path, spec: ToyVideo,
+                    palette: dict[str, tuple[int, int, int]] | None = None) -> None:
+    """An H.264 MP4 of flat-colour scenes (written to a temp name, then renamed); `palette` maps
+    the spec's colour names to RGB (default `PALETTE`; the claim regimes add filler greys)."""
+    palette = PALETTE if palette is None else palette
     import av
 
     tmp = path.with_name(path.name + ".tmp.mp4")
@@ -102,7 +105,7 @@ def write_toy_video(path: Path, spec: ToyVideo) -> None:
         for i in range(spec.duration_s * FPS):
             t = i / FPS
             scene = int(np.searchsorted(spec.bounds_s, t, side="right")) - 1
-            frame_rgb[:] = PALETTE[spec.colours[scene]]
+            frame_rgb[:] = palette[spec.colours[scene]]
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode(None):
