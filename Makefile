@@ -14,7 +14,7 @@ DEMO_OUT ?= demo_out
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test test-fast demo build train eval bench lint clean setup-vllm test-vllm
+.PHONY: setup test test-fast demo build train eval bench bench-claims lint clean setup-vllm test-vllm
 
 setup: $(STAMP)
 
@@ -47,6 +47,11 @@ eval: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/run_all.py --out docs/BENCHMARKS.md
+
+# The seed's claims on three toy regimes (issue 16): about an hour of one CPU thread from nothing,
+# seconds when cached (.cache/toy_claims); docs/toy_grounding/*.md
+bench-claims: $(STAMP)
+	cd benchmarks && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ../$(BIN)/python -m toy_claims
 
 lint: $(STAMP)
 	$(BIN)/ruff check scenetg tests benchmarks
