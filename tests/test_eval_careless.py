@@ -154,6 +154,30 @@ def test_eval_suite_keys_predictions_by_producer(tmp_path, tiny_models, videos, 
     assert not (bench / "cache" / f"model-{fp_a}.jsonl").exists()
 
 
+@pytest.mark.slow
+def test_eval_suite_exits_3_when_a_video_is_missing(tmp_path, tiny_models, videos, monkeypatch, capsys):
+    """A query whose video is missing is an error row and a miss; the suite still writes its
+    report, then says which benchmark/method failed and exits 3, as `ground` does."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "anno.jsonl").write_text("".join(json.dumps(
+        {"qid": q, "vid": v, "duration": 4.0, "query": "x", "relevant_windows": [[0, 2]]}) + "\n"
+        for q, v in ((1, "a"), (2, "gone"))))
+    (tmp_path / "eval.yaml").write_text(
+        f"out: out\nmethods: [model, center]\nmodel: {tiny_models['qwen']}\nfps: 1.0\nmax_frames: 4\n"
+        "max_new_tokens: 8\ndevice: cpu\n"
+        f"benchmarks:\n  - {{name: a, annotations: anno.jsonl, videos: {videos}}}\n")
+    assert main(["eval-suite", "-c", "eval.yaml"]) == 3
+    assert "finished; queries failed (a/model: 1)" in capsys.readouterr().err.splitlines()[-1]
+    assert (tmp_path / "out" / "report.md").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "out" / "a" / "model.jsonl").read_text().splitlines()]
+    assert {r["qid"]: r["raw"].startswith("error:") for r in rows} == {"1": False, "2": True}
+    shutil.copy(videos / "a.mp4", videos / "gone.mp4")
+    try:  # the video is back: the rerun retries the error row and succeeds
+        assert main(["eval-suite", "-c", "eval.yaml"]) == 0
+    finally:
+        (videos / "gone.mp4").unlink()
+
+
 # ---------------------------------------------------------------------------- 5. nothing silent
 
 

@@ -230,10 +230,18 @@ def eval_suite(
     model: Annotated[str | None, typer.Option("--model", help="Grounding MLLM (overrides model).")] = None,
     engine: Annotated[str | None, typer.Option("--engine", help="local or ray (overrides engine.name; engine.model_actors etc. in the config).")] = None,
 ) -> None:
-    """Ground and score every benchmark x method in a config; writes report.md + IoU PNG."""
+    """Ground and score every benchmark x method in a config; writes report.md + IoU PNG.
+
+    Exit 3 when some queries failed (video missing or unreadable; they score as misses and their
+    prediction rows say why; a rerun retries them)."""
 
     cfg = load_eval_config(config, {"out": out, "model": model, "engine.name": engine})
     with rich_reporter(console) as reporter:
-        _, report = run_eval_suite(cfg, reporter)
+        results, report = run_eval_suite(cfg, reporter)
     out_console.print(report.read_text(), highlight=False)
     console.print(f"report: {report}")
+    failed = [f"{r.benchmark}/{r.method}: {r.failed}" for r in results if r.failed]
+    if failed:
+        console.print(f"finished; queries failed ({', '.join(failed)}); see the rows starting "
+                      f"'error:' in the predictions files")
+        raise typer.Exit(3)

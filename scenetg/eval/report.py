@@ -27,6 +27,8 @@ class EvalResult:
     predictions: Path
     counted: np.ndarray | None = None
     """(N,) the queries in the metrics' denominator (None: all)."""
+    failed: int = 0
+    """Queries written as error rows in this run (video missing or unreadable)."""
 
     def hits(self, m: float) -> np.ndarray:
         """(N,) per-query R1 hit at threshold `m`, as the protocol counts it (>= or >, in the

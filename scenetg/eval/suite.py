@@ -279,7 +279,7 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
             producer = grounding_producer(kind, models[method], model_name=names.get(method),
                                           center_fraction=DEFAULT_CENTER_FRACTION, **settings)
             preds_path = keyed_predictions(out / spec.name, method, producer)
-            ground(records, spec.videos, preds_path, method=kind, model=models[method],
+            stats = ground(records, spec.videos, preds_path, method=kind, model=models[method],
                    model_name=names.get(method), batch_size=cfg.batch_size, reporter=reporter,
                    device=cfg.device, engine=cfg.engine if kind == "model" else None,
                    vllm_memory=cfg.vllm_memory, vllm_engines=len(mllms), **settings)
@@ -290,6 +290,7 @@ def run_eval_suite(cfg: EvalConfig, reporter: Reporter | None = None):
             ious = per_query_iou(records, predictions, protocol=protocol)
             counted = (np.ones(len(records), dtype=bool) if protocol.denominator == "annotations"
                        else ~predictions.rows([r.qid for r in records])[1])
-            results.append(EvalResult(spec.name, method, metrics, ious, preds_path, counted))
+            results.append(EvalResult(spec.name, method, metrics, ious, preds_path, counted,
+                                      failed=stats.failed))
     write_json_atomic(out / "paired.json", paired_tests(results))
     return results, write_eval_report(results, out)
