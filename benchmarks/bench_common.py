@@ -4,7 +4,9 @@ and the command line every `bench_*.py` offers when run on its own."""
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -120,3 +122,14 @@ def standalone_main(run: Callable[[bool], dict], doc: str, argv: list[str] | Non
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """(fastest of `repeats` calls of `fn` in seconds, the last call's result); a GC before each."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        gc.collect()
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result

@@ -22,14 +22,13 @@ to count newlines from the start of the file, quadratic: minutes to an hour at t
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import best_time
 
 from scenetg.eval.metrics import (
     GroundTruth,
@@ -130,8 +129,8 @@ def run_mad_load(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         full = write_mad_like(Path(tmp) / "mad_full.json", n)
         part = write_mad_like(Path(tmp) / "mad_quarter.json", n // 4)
-        full_s, (records, _) = _best_time(lambda: load_annotations(full, "mad"), 1)
-        part_s, _ = _best_time(lambda: load_annotations(part, "mad"), 1)
+        full_s, (records, _) = best_time(lambda: load_annotations(full, "mad"), 1)
+        part_s, _ = best_time(lambda: load_annotations(part, "mad"), 1)
     assert len(records) == n
     markdown = (
         f"Loading a MAD-layout file (one-line JSON): {n:,} queries in {full_s:.2f} s "
@@ -142,34 +141,24 @@ def run_mad_load(quick: bool = False) -> dict:
             "markdown": markdown}
 
 
-def _best_time(fn, repeats: int):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        gc.collect()
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
-
-
 def run(quick: bool = False) -> dict:
     """Time the loop and the vectorised paths; return figures and a Markdown table."""
     n = 100_000 if quick else 1_000_000
     repeats = 1 if quick else 3
     records, preds = synthetic(n)
 
-    script_s, script = _best_time(lambda: reference_script_loop(records, preds), 1)
-    loop_s, loop = _best_time(lambda: reference_metrics_loop(records, preds), repeats)
+    script_s, script = best_time(lambda: reference_script_loop(records, preds), 1)
+    loop_s, loop = best_time(lambda: reference_metrics_loop(records, preds), repeats)
     # The loops get the dict the reference scripts build; the vectorised paths get what
     # `read_predictions` returns for the same file (its parsing cost is the same per line).
     pset = PredictionSet.from_mapping(preds)
-    e2e_s, e2e = _best_time(lambda: compute_metrics(records, pset), repeats)
-    gt_s, gt = _best_time(lambda: GroundTruth.from_records(records), repeats)
-    compute_s, vec = _best_time(lambda: compute_metrics(gt, pset), repeats)
-    dict_s, from_dict = _best_time(lambda: compute_metrics(gt, preds), repeats)
+    e2e_s, e2e = best_time(lambda: compute_metrics(records, pset), repeats)
+    gt_s, gt = best_time(lambda: GroundTruth.from_records(records), repeats)
+    compute_s, vec = best_time(lambda: compute_metrics(gt, pset), repeats)
+    dict_s, from_dict = best_time(lambda: compute_metrics(gt, preds), repeats)
     assert from_dict == vec
     aligned, _ = align_predictions(gt.qids, pset)
-    math_s, _ = _best_time(lambda: metrics_from_arrays(aligned, gt), repeats)
+    math_s, _ = best_time(lambda: metrics_from_arrays(aligned, gt), repeats)
 
     for key in ("n", "invalid", "missing", "extra", "empty", "R1@0.3", "R1@0.5", "R1@0.7"):
         assert loop[key] == vec[key] == e2e[key], key  # same rules, same answer

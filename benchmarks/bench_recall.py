@@ -14,10 +14,9 @@ rank). Rows (best of `repeats`):
 from __future__ import annotations
 
 import argparse
-import gc
-import time
 
 import numpy as np
+from bench_common import best_time
 
 from scenetg.eval.metrics import GroundTruth, compute_metrics
 from scenetg.eval.metrics_loop import reference_metrics_loop
@@ -50,28 +49,18 @@ def synthetic(n: int, seed: int = 0):
     return records, PredictionSet(index, windows[offsets[:-1]].copy(), (windows, offsets))
 
 
-def _best(fn, repeats):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
-
-
 def run(quick: bool = False) -> dict:
     n = 7_200 if quick else 72_000
     repeats = 1 if quick else 3
     records, preds = synthetic(n)
     gt = GroundTruth.from_records(records, "mad")
-    vec_s, vec = _best(lambda: compute_metrics(gt, preds, protocol="mad"), repeats)
-    boot_s, boot = _best(lambda: compute_metrics(gt, preds, protocol="mad", bootstrap=1000), repeats)
+    vec_s, vec = best_time(lambda: compute_metrics(gt, preds, protocol="mad"), repeats)
+    boot_s, boot = best_time(lambda: compute_metrics(gt, preds, protocol="mad", bootstrap=1000), repeats)
 
     sub = records[:LOOP_QUERIES]
     gt_sub = GroundTruth.from_records(sub, "mad")
-    sub_vec_s, sub_vec = _best(lambda: compute_metrics(gt_sub, preds, protocol="mad"), repeats)
-    loop_s, loop = _best(lambda: reference_metrics_loop(sub, preds, protocol="mad"), 1)
+    sub_vec_s, sub_vec = best_time(lambda: compute_metrics(gt_sub, preds, protocol="mad"), repeats)
+    loop_s, loop = best_time(lambda: reference_metrics_loop(sub, preds, protocol="mad"), 1)
     keys = [k for k in sub_vec if k.startswith("R")]
     assert {k: sub_vec[k] for k in keys} == {k: loop[k] for k in keys}  # same answers
     assert all(boot[k] == vec[k] for k in keys)
