@@ -14,10 +14,16 @@ policy that samples.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
+
+SHARDED_HEAD_WARNING = (
+    "the LM head is sharded (FSDP 2 / ZeRO-3): the log-prob passes run without vLLM's logit bias, "
+    "so the importance-sampling ratio also carries the suppressed tokens' probability"
+)
 
 
 def sampling_logit_bias(args: Any) -> dict[int, float]:
@@ -40,6 +46,10 @@ def lm_head_bias(model: Any, bias: Mapping[int, float]) -> Iterator[None]:
     head = model.get_output_embeddings()
     head = getattr(head, "base_layer", head)  # a PEFT-wrapped head: the Linear it wraps
     weight = head.weight
+    if sharded(weight):
+        warnings.warn(SHARDED_HEAD_WARNING, RuntimeWarning, stacklevel=3)
+        yield
+        return
     added = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
     added[torch.tensor(list(bias), device=weight.device)] = torch.tensor(
         list(bias.values()), dtype=weight.dtype, device=weight.device
@@ -51,3 +61,12 @@ def lm_head_bias(model: Any, bias: Mapping[int, float]) -> Iterator[None]:
         yield
     finally:
         head._parameters["bias"] = own
+
+
+def sharded(weight: Any) -> bool:
+    """A weight that FSDP 2 (a DTensor) or DeepSpeed ZeRO-3 (``ds_id``) holds in shards: TRL's
+    fused LM head gathers ``lm_head.bias`` with it, which a plain tensor cannot take part in."""
+    from torch.distributed.tensor import DTensor  # what TRL's fused head checks
+
+    return hasattr(weight, "ds_id") or isinstance(weight, DTensor)
+
