@@ -61,7 +61,13 @@ def test_colocate_step_hands_vllm_our_video_and_trains_on_it(grounding_set, tiny
     assert llm.encoder_cache_resets == 0  # a frozen vision tower keeps vLLM's encoder cache
     metrics = trainer.state.log_history[0]
     assert "sampling/sampling_logp_difference/mean" in metrics
-    assert 0 <= metrics["sampling/sampling_logp_difference/mean"] < 0.1  # same weights, same video
+    # same weights, same video, and the trainer scores the distribution vLLM samples from (the
+    # vision placeholders' logit bias included: without it 6.4e-3 mean, ratio 0.949-0.952);
+    # measured 9.5e-7, the stand-in decoding with a KV cache
+    assert metrics["sampling/sampling_logp_difference/max"] < 1e-5
+    assert 1 - 1e-5 <= metrics["sampling/importance_sampling_ratio/min"] <= 1 + 1e-5
+    assert 1 - 1e-5 <= metrics["sampling/importance_sampling_ratio/max"] <= 1 + 1e-5
+    assert trainer.model.lm_head.bias is None  # the bias is the passes', not the saved model's
     # the same video rows vLLM was given reach the vision tower in the old, reference and loss passes
     # (each distinct video once: rollouts of a prompt share one encoding, models.shared_video_encoding)
     from scenetg.models.shared_video_encoding import shares_video_encoding
@@ -333,3 +339,55 @@ def test_engine_is_built_in_the_policy_dtype(monkeypatch):
         engine._init_vllm()
         assert built[-1] == {"model": "m", "dtype": name}
     assert trl_vllm.LLM is stock
+
+
+def _fused_logps(model, ids):
+    import torch
+
+    labels = ids.clone()
+    labels[:, :1] = -100
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, fused_lm_head=True).log_probs
+
+
+def test_log_prob_passes_score_the_distribution_vllm_samples_from(tiny_models):
+    """Under `lm_head_bias`, TRL's fused LM head (what every GRPO log-prob pass runs) gives the
+    log-probs of the biased logits, as vLLM's processed log-probs do; outside it, the model's own."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from trl.trainer.utils import add_fused_lm_head
+
+    from scenetg.rl.logit_bias import lm_head_bias, sampling_logit_bias
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_models["qwen"], dtype=torch.float32).eval()
+    add_fused_lm_head(model)
+    args = SimpleNamespace(use_vllm=True, generation_kwargs={"logit_bias": {"3": -100.0, 5: 2.5}})
+    bias = sampling_logit_bias(args)
+    assert bias == {3: -100.0, 5: 2.5}
+    assert sampling_logit_bias(SimpleNamespace(**{**vars(args), "use_vllm": False})) == {}
+    ids = torch.tensor([[7, 5, 9, 5, 11, 3, 12]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1]
+        shifted = logits.clone()
+        shifted[:, 3] -= 100.0
+        shifted[:, 5] += 2.5
+        want = torch.log_softmax(shifted, -1)[torch.arange(6), ids[0, 1:]]
+        plain = torch.log_softmax(logits, -1)[torch.arange(6), ids[0, 1:]]
+        with lm_head_bias(model, bias):
+            got = _fused_logps(model, ids)[0]
+        after = _fused_logps(model, ids)[0]
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, plain, atol=1e-3)
+    assert torch.allclose(after, plain, atol=1e-5) and model.lm_head.bias is None
+
+
+def test_a_sharded_lm_head_runs_unbiased_with_a_warning(tiny_models):
+    """FSDP 2 / ZeRO-3 heads are gathered by TRL with their bias: a plain tensor there would fail,
+    so the passes run as TRL's own and say what the IS ratio then carries."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from scenetg.rl.logit_bias import lm_head_bias
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_models["qwen"], dtype=torch.float32)
+    model.lm_head.weight.ds_id = 0  # how DeepSpeed ZeRO-3 marks a partitioned parameter
+    with pytest.warns(RuntimeWarning, match="sharded"), lm_head_bias(model, {3: -100.0}):
+        assert model.lm_head.bias is None

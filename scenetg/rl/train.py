@@ -174,7 +174,8 @@ VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video
 
 def suppress_vision_tokens(args: Any, processor: Any) -> None:
     """Rollouts must not emit vision placeholders: a sampled ``<|video_pad|>`` in a completion
-    would be taken for a video slot in the log-prob passes (placeholder count != features)."""
+    would be taken for a video slot in the log-prob passes (placeholder count != features).
+    vLLM's bias reaches its reported log-probs, so the trainer's passes add it too (`rl.logit_bias`)."""
     tokenizer = getattr(processor, "tokenizer", processor)
     ids = [tokenizer.convert_tokens_to_ids(t) for t in VISION_TOKENS]
     ids = [i for i in ids if i is not None and i != tokenizer.unk_token_id]

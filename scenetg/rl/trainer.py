@@ -20,7 +20,9 @@
    frames and metadata (`rl.vllm_video`). Server mode is refused (its API carries no video).
    The engine and its weight sync are TRL's with the changes of `rl.vllm_sync` (the policy's
    dtype, vLLM's layerwise reload on its CPU build, the encoder cache reset after a sync that
-   can change the vision tower).
+   can change the vision tower). The log-prob passes add the logit bias vLLM samples with
+   (`rl.logit_bias`: the vision placeholders' -100), so TRL's importance-sampling ratio compares
+   one distribution computed by two engines.
 
 Overridden TRL internals (`TRL_OVERRIDES`, and `VLLM_INTERNALS` of TRL's vLLM backend) are
 checked by `check_trl_internals`, which fails loudly on a TRL version whose code differs where we
@@ -51,6 +53,7 @@ from scenetg.models.runner import decode_attention, resolve_decode
 from scenetg.models.shared_video_encoding import share_video_encoding as set_video_sharing
 from scenetg.models.vision_windows import install_window_batching
 from scenetg.rl.kl import kl_coefficients, timestamp_token_mask
+from scenetg.rl.logit_bias import lm_head_bias, sampling_logit_bias
 from scenetg.rl.resume import FullModelResume
 from scenetg.rl.vllm_sync import GRPO_BUILDS_BACKEND, SYNC_INTERNALS, video_vllm_backend
 from scenetg.rl.vllm_video import VideoLLM, check_vllm_for_video, vllm_video_item
@@ -215,6 +218,8 @@ class VideoGRPOTrainer(FullModelResume, GRPOTrainer):
             engine = self.vllm_generation
             engine.llm = VideoLLM(engine.llm, video_processor_kwargs(self.processing_class),
                                   self._video_pad_token_id)
+        # the log-prob passes score the distribution vLLM samples from (`rl.logit_bias`)
+        self.sampling_logit_bias = sampling_logit_bias(self.args)
         # G rollouts of a prompt carry one video: policy and reference encode it once per pass
         # (exact; `models.shared_video_encoding`), and batch their vision windows as `load_qwen`
         # does (`models.vision_windows`). Also TRL's own reference copy (full fine-tuning),
@@ -318,11 +323,13 @@ class VideoGRPOTrainer(FullModelResume, GRPOTrainer):
         return [item for rank_items in gathered for item in rank_items]
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        head_bias = lm_head_bias(self.accelerator.unwrap_model(model), self.sampling_logit_bias)
         if self._video is not None:
             model = _VideoForward(model, self._video, self._video_pad_token_id)
-        return super()._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-        )
+        with head_bias:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
 
     def _generate_and_score_completions(self, inputs):
         self._rows_videos = self._sample_videos(inputs)
