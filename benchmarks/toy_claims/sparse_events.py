@@ -325,13 +325,13 @@ def run(quick: bool = False) -> dict:
                 SHIPPED_SFT, grpo, out, SAMPLING, rewards=rewards, beta=BETA, beta_timestamp=BETA_TS,
                 steps=sizes.steps, prompts=sizes.prompts, seed=seed, lr=sizes.lr, save_steps=sizes.save_steps,
                 frame_cache=frames), done=(out / "final" / "config.json").is_file())
-            curve = {0: scores(start_ious)}
+            curve = {0: scores(start_ious) | answer_stats(regime, start_tag, held)}
             for step in eval_steps:
                 tag = f"{out.name}_step{step}_h{sizes.heldout_videos}"
                 ious = clock(f"eval {name} seed {seed} step {step}", lambda out=out, step=step, tag=tag: ground_ious(
                     held, eval_folder(out, step, sizes.steps), tag, SAMPLING, regime),
                     done=_preds_done(regime, tag, len(held.rows)))
-                curve[step] = scores(ious)
+                curve[step] = scores(ious) | answer_stats(regime, tag, held)
             final_ious.setdefault(name, {})[seed] = ious
             runs.setdefault(name, {})[str(seed)] = {"curve": {str(k): v for k, v in curve.items()},
                                                     "train": _train_rows(out)}
@@ -340,6 +340,34 @@ def run(quick: bool = False) -> dict:
     write_json(docs / REGIME / "results.json", results)
     write_doc(results, docs)
     return {"regime": REGIME, "claim": results["claim"], "readme_rows": results["readme_rows"]}
+
+
+def answer_stats(regime: str, tag: str, split: ToySplit) -> dict:
+    """Where the greedy answers of ``preds/<tag>.jsonl`` sit: mean centre error |c_pred − c_gt| / D
+    (1 − CenDist), mean width in seconds, share of answers that parse."""
+    from scenetg.eval.predictions import read_predictions
+
+    preds = read_predictions(CACHE / regime / "preds" / f"{tag}.jsonl")
+    errs, widths = [], []
+    for r in split.rows:
+        p = preds.get(str(r["qid"]))
+        if p is None:
+            continue
+        gs, ge = r["relevant_windows"][0]
+        errs.append(abs((p[0] + p[1]) / 2 - (gs + ge) / 2) / r["duration"])
+        widths.append(p[1] - p[0])
+    return {"centre_err": float(np.mean(errs)) if errs else None,
+            "width_s": float(np.mean(widths)) if widths else None, "valid": len(errs) / len(split.rows)}
+
+
+def middle_baseline(split: ToySplit) -> dict:
+    """The prior alone: a 2-s answer at the middle of every video (no look at the frames)."""
+    from scenetg.grounding.iou import temporal_iou
+
+    ious = {str(r["qid"]): temporal_iou((r["duration"] / 2 - 1, r["duration"] / 2 + 1),
+                                        tuple(r["relevant_windows"][0]), r["duration"]) for r in split.rows}
+    err = [abs(r["duration"] / 2 - sum(r["relevant_windows"][0]) / 2) / r["duration"] for r in split.rows]
+    return {**scores(ious), "centre_err": float(np.mean(err)), "width_s": 2.0}
 
 
 def _preds_done(regime: str, tag: str, n: int) -> bool:
@@ -413,7 +441,9 @@ def _summarise(sizes, grpo, held, start_ious, overlap, runs, final_ious, seconds
                      "duration_s": list(DURATION_S), "event_s": EVENT_S,
                      "event_share": {"min": min(shares), "mean": float(np.mean(shares)), "max": max(shares)},
                      "grpo_seed": GRPO_SEED, "heldout_seed": HELDOUT_SEED},
-            "start": {"model": "scenetg/demo_assets/toy_sft", "heldout": scores(start_ious), "rollouts": overlap},
+            "start": {"model": "scenetg/demo_assets/toy_sft", "heldout": runs[A][seeds[0]]["curve"]["0"],
+                      "rollouts": overlap},
+            "middle_baseline": middle_baseline(held),
             "runs": runs, "final": final, "mechanism": mech, "paired": paired_out, "vs_start": vs_start,
             "compute": {"stage_seconds": seconds, "wall_s_total": round(sum(seconds.values()), 1),
                         "grpo_step_seconds_total": round(step_s, 1)},
@@ -432,7 +462,7 @@ def _plots(res: dict, folder: Path) -> list[str]:
     """Held-out curves per seed at the checkpoints; per-step mechanism and training IoU reward
     (mean over seeds, 4-step moving average)."""
     names = []
-    for metric in ("R1@0.3", "R1@0.5", "mIoU"):
+    for metric in ("R1@0.3", "R1@0.5", "mIoU", "centre_err"):
         series = {f"{v} (seed {s})": sorted((int(k), c[metric]) for k, c in r["curve"].items())
                   for v, per in res["runs"].items() for s, r in per.items()}
         name = f"heldout_{metric.replace('@', '_')}.png"
@@ -495,21 +525,30 @@ def write_doc(res: dict, docs: Path) -> Path:
          f"{100 * ov['groups_with_overlap']:.0f} % of groups have at least one that does, "
          f"{100 * ov['valid_rate']:.0f} % parse, mean IoU {_f(ov['mean_iou'])}.", "",
          "## Held-out scores at the final step, per seed", "",
-         "| seed | variant | R1@0.3 | R1@0.5 | R1@0.7 | mIoU |", "| --- | --- | --- | --- | --- | --- |"]
+         "Centre error: mean |c_pred − c_gt| / D of the answers that parse (1 − CenDist); width: their mean "
+         "length in seconds (the target is 2 s).", "",
+         "| seed | variant | R1@0.3 | R1@0.5 | R1@0.7 | mIoU | centre error | width s |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cols = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "centre_err")
+
+    def row(label, v, c):
+        return f"| {label} | {v} | " + " | ".join(_f(c[m]) for m in cols) + f" | {_f(c['width_s'], 1)} |"
+
     for s in seeds:
         for v in res["runs"]:
-            c = res["runs"][v][s]["curve"][str(sz["steps"])]
-            L.append(f"| {s} | {v} | {_f(c['R1@0.3'])} | {_f(c['R1@0.5'])} | {_f(c['R1@0.7'])} | {_f(c['mIoU'])} |")
-    L.append(f"| start | – | {_f(st['R1@0.3'])} | {_f(st['R1@0.5'])} | {_f(st['R1@0.7'])} | {_f(st['mIoU'])} |")
+            L.append(row(s, v, res["runs"][v][s]["curve"][str(sz["steps"])]))
+    L.append(row("start", "–", st))
+    L.append(row("baseline", "2-s answer at the video's middle (no frames)", res["middle_baseline"]))
     for v, f in res["final"].items():
         L.append(f"| mean ± sd | {v} | " + " | ".join(f"{_f(f[m]['mean'])} ± {_f(f[m]['sd'])}"
-                                                     for m in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")) + " |")
+                                                     for m in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")) + " | | |")
+    curve_cols = ("R1@0.3", "R1@0.5", "mIoU", "centre_err")
     L += ["", "Held-out curves (mean over seeds):", "", "| step | " + " | ".join(
-        f"{v} {m}" for v in res["runs"] for m in ("R1@0.3", "R1@0.5", "mIoU")) + " |",
-        "| --- |" + " --- |" * (3 * len(res["runs"]))]
+        f"{v} {m}" for v in res["runs"] for m in curve_cols) + " |",
+        "| --- |" + " --- |" * (len(curve_cols) * len(res["runs"]))]
     for k in next(iter(next(iter(res["runs"].values())).values()))["curve"]:
         L.append(f"| {k} | " + " | ".join(_f(float(np.mean([res['runs'][v][s]['curve'][k][m] for s in seeds])))
-                                         for v in res["runs"] for m in ("R1@0.3", "R1@0.5", "mIoU")) + " |")
+                                         for v in res["runs"] for m in curve_cols) + " |")
     L += ["", f"## Paired: IoU+CenDist against IoU only at step {sz['steps']} (same held-out queries, same seed)", "",
           "Hits gained / lost by IoU+CenDist at IoU ≥ 0.3 and ≥ 0.5, and queries whose IoU it raises / lowers; "
           "exact two-sided sign test.", "",
