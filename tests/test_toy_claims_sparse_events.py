@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from toy_claims import common  # noqa: E402
 from toy_claims import sparse_events as se  # noqa: E402
+from toy_claims import sparse_events_report as rep  # noqa: E402
 
 from scenetg.grounding.samples import FrameSampling  # noqa: E402
 from scenetg.toy_task import PALETTE, ToyVideo, luma, write_toy_video  # noqa: E402
@@ -93,13 +94,13 @@ def test_the_event_colour_is_in_the_decoded_frame(tmp_path):
 
 
 def test_verdict_and_iou_updown_by_hand():
-    assert se._iou_updown({"a": 0.1, "b": 0.5, "c": 0.0}, {"a": 0.2, "b": 0.5, "c": 0.0})["gained"] == 1
-    d = se._iou_updown({"a": 0.3, "b": 0.5}, {"a": 0.2, "b": 0.1})
+    assert rep._iou_updown({"a": 0.1, "b": 0.5, "c": 0.0}, {"a": 0.2, "b": 0.5, "c": 0.0})["gained"] == 1
+    d = rep._iou_updown({"a": 0.3, "b": 0.5}, {"a": 0.2, "b": 0.1})
     assert (d["gained"], d["lost"], d["p"]) == (0, 2, 0.5)
-    assert se._shows({"gained": 20, "lost": 3, "p": 0.001, "seeds_ahead": 4, "seeds_behind": 1}) == "yes"
-    assert se._shows({"gained": 20, "lost": 3, "p": 0.001, "seeds_ahead": 2, "seeds_behind": 3}) == "mixed"
-    assert se._shows({"gained": 8, "lost": 3, "p": 0.23, "seeds_ahead": 4, "seeds_behind": 1}) == "no"
-    assert se._shows({"gained": 3, "lost": 20, "p": 0.001, "seeds_ahead": 0, "seeds_behind": 5}) == "no"
+    assert rep._shows({"gained": 20, "lost": 3, "p": 0.001, "seeds_ahead": 4, "seeds_behind": 1}) == "yes"
+    assert rep._shows({"gained": 20, "lost": 3, "p": 0.001, "seeds_ahead": 2, "seeds_behind": 3}) == "mixed"
+    assert rep._shows({"gained": 8, "lost": 3, "p": 0.23, "seeds_ahead": 4, "seeds_behind": 1}) == "no"
+    assert rep._shows({"gained": 3, "lost": 20, "p": 0.001, "seeds_ahead": 0, "seeds_behind": 5}) == "no"
 
 
 @pytest.mark.slow

@@ -31,12 +31,10 @@ from toy_claims.common import (
     ground_ious,
     grpo_run,
     logged_steps,
-    paired,
-    plot_lines,
-    pooled,
     scores,
     write_json,
 )
+from toy_claims.sparse_events_report import summarise, write_doc
 
 GREYS: dict[str, tuple[int, int, int]] = {
     "grey30": (30, 30, 30),
@@ -280,15 +278,6 @@ def _train_rows(run_dir: Path) -> list[dict]:
             for i, r in enumerate(logged_steps(run_dir))]
 
 
-def _iou_updown(a: dict[str, float], b: dict[str, float]) -> dict:
-    """Queries whose IoU `b` raises / lowers against `a` (same queries), with the sign test."""
-    from scenetg.eval.uncertainty import sign_test_p
-
-    up = sum(b[q] > a[q] + 1e-9 for q in a)
-    down = sum(b[q] < a[q] - 1e-9 for q in a)
-    return {"n": len(a), "gained": up, "lost": down, "p": sign_test_p(up, down)}
-
-
 def run(quick: bool = False) -> dict:
     """Every stage (cached): data, the start's held-out scores and rollout overlap, GRPO runs of
     both variants × seeds with checkpoints, held-out evals along the way, paired tests; writes
@@ -335,7 +324,15 @@ def run(quick: bool = False) -> dict:
             final_ious.setdefault(name, {})[seed] = ious
             runs.setdefault(name, {})[str(seed)] = {"curve": {str(k): v for k, v in curve.items()},
                                                     "train": _train_rows(out)}
-    results = _summarise(sizes, grpo, held, start_ious, overlap, runs, final_ious, clock.seconds)
+    shares = [(r["relevant_windows"][0][1] - r["relevant_windows"][0][0]) / r["duration"] for r in held.rows]
+    setup = {"regime": REGIME, "expected": EXPECTED, "sampling": SAMPLING, "variants": VARIANTS, "beta": BETA,
+             "beta_timestamp": BETA_TS,
+             "data": {"grpo_queries": len(grpo.rows), "heldout_queries": len(held.rows),
+                      "duration_s": list(DURATION_S), "event_s": EVENT_S,
+                      "event_share": {"min": min(shares), "mean": float(np.mean(shares)), "max": max(shares)},
+                      "grpo_seed": GRPO_SEED, "heldout_seed": HELDOUT_SEED},
+             "middle_baseline": middle_baseline(held)}
+    results = summarise(sizes, setup, start_ious, overlap, runs, final_ious, clock.seconds)
     docs = CACHE / "quick_docs" if quick else DOCS
     write_json(docs / REGIME / "results.json", results)
     write_doc(results, docs)
@@ -373,233 +370,3 @@ def middle_baseline(split: ToySplit) -> dict:
 def _preds_done(regime: str, tag: str, n: int) -> bool:
     path = CACHE / regime / "preds" / f"{tag}.jsonl"
     return path.is_file() and sum(1 for line in path.read_text().splitlines() if line.strip()) >= n
-
-
-CLAIM = "CenDist (a dense reward) helps where the queried event is sparse"
-A, B = "iou only", "iou+cendist"
-
-
-def _shows(pool: dict) -> str:
-    """yes: B gains significantly more hits than it loses (pooled p < 0.05) and more seeds are
-    ahead than behind; mixed: significant pooled but not ahead per seed; no: otherwise."""
-    if pool["gained"] > pool["lost"] and pool["p"] < 0.05:
-        return "yes" if pool["seeds_ahead"] > pool["seeds_behind"] else "mixed"
-    return "no"
-
-
-def _mean_sd(vals: list[float]) -> dict:
-    v = np.asarray(vals, dtype=float)
-    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0}
-
-
-def _summarise(sizes, grpo, held, start_ious, overlap, runs, final_ious, seconds) -> dict:
-    from dataclasses import asdict
-
-    shares = [(r["relevant_windows"][0][1] - r["relevant_windows"][0][0]) / r["duration"] for r in held.rows]
-    seeds = [str(s) for s in sizes.seeds]
-    final = {v: {m: _mean_sd([runs[v][s]["curve"][str(sizes.steps)][m] for s in seeds])
-                 for m in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")} for v in VARIANTS}
-    mech = {}
-    for v in VARIANTS:
-        rows = [r for s in seeds for r in runs[v][s]["train"]]
-        def mean_of(key, rows=rows, lo=1, hi=sizes.steps):
-            vals = [r[key] for r in rows if r[key] is not None and lo <= r["step"] <= hi]
-            return float(np.mean(vals)) if vals else None
-        q = max(1, sizes.steps // 4)
-        mech[v] = {"zero_std_all": mean_of("zero_std"), "zero_std_first": mean_of("zero_std", hi=q),
-                   "zero_std_last": mean_of("zero_std", lo=sizes.steps - q + 1),
-                   "train_iou_first": mean_of("iou", hi=q), "train_iou_last": mean_of("iou", lo=sizes.steps - q + 1),
-                   "kl_ts_last": mean_of("kl_ts", lo=sizes.steps - q + 1),
-                   "kl_other_last": mean_of("kl_other", lo=sizes.steps - q + 1), "window_steps": q}
-    paired_out = {}
-    for t in (0.3, 0.5):
-        per = {s: paired(final_ious[A][int(s)], final_ious[B][int(s)], t) for s in seeds}
-        paired_out[f"R1@{t}"] = {"per_seed": per, "pooled": pooled(list(per.values()))}
-    per = {s: _iou_updown(final_ious[A][int(s)], final_ious[B][int(s)]) for s in seeds}
-    paired_out["IoU"] = {"per_seed": per, "pooled": pooled(list(per.values()))}
-    vs_start = {v: {f"R1@{t}": pooled([paired(start_ious, final_ious[v][int(s)], t) for s in seeds])
-                    for t in (0.3, 0.5)} | {"IoU": pooled([_iou_updown(start_ious, final_ious[v][int(s)])
-                                                            for s in seeds])} for v in VARIANTS}
-    step_s = sum(r["step_time"] or 0.0 for v in VARIANTS for s in seeds for r in runs[v][s]["train"])
-    rows = []
-    for metric, key in (("R1@0.3", "R1@0.3"), ("R1@0.5", "R1@0.5"), ("mIoU", "IoU")):
-        pool = paired_out[key]["pooled"]
-        unit = "hits" if key != "IoU" else "queries' IoU up / down"
-        rows.append({"comparison": f"IoU+CenDist vs IoU only, {sizes.steps} GRPO steps, {len(seeds)} seeds",
-                     "metric": f"held-out {metric}", "a": round(final[A][metric]["mean"], 3),
-                     "b": round(final[B][metric]["mean"], 3),
-                     "paired": f"+{pool['gained']} / −{pool['lost']} {unit}, p={pool['p']:.2g}",
-                     "shows": _shows(pool)})
-    za, zb = mech[A]["zero_std_all"], mech[B]["zero_std_all"]
-    rows.append({"comparison": "mechanism: groups with zero advantage (all rewards equal)",
-                 "metric": "frac_reward_zero_std, mean over steps", "a": round(za, 3) if za is not None else None,
-                 "b": round(zb, 3) if zb is not None else None, "paired": "",
-                 "shows": "yes" if za is not None and zb is not None and zb < za else "no"})
-    return {"regime": REGIME, "claim": CLAIM, "sizes": asdict(sizes), "sampling": SAMPLING,
-            "variants": VARIANTS, "beta": BETA, "beta_timestamp": BETA_TS,
-            "data": {"grpo_queries": len(grpo.rows), "heldout_queries": len(held.rows),
-                     "duration_s": list(DURATION_S), "event_s": EVENT_S,
-                     "event_share": {"min": min(shares), "mean": float(np.mean(shares)), "max": max(shares)},
-                     "grpo_seed": GRPO_SEED, "heldout_seed": HELDOUT_SEED},
-            "start": {"model": "scenetg/demo_assets/toy_sft", "heldout": runs[A][seeds[0]]["curve"]["0"],
-                      "rollouts": overlap},
-            "middle_baseline": middle_baseline(held),
-            "runs": runs, "final": final, "mechanism": mech, "paired": paired_out, "vs_start": vs_start,
-            "compute": {"stage_seconds": seconds, "wall_s_total": round(sum(seconds.values()), 1),
-                        "grpo_step_seconds_total": round(step_s, 1)},
-            "readme_rows": rows}
-
-
-def _f(x, nd=3) -> str:
-    return "–" if x is None else f"{x:.{nd}f}"
-
-
-def _pair_text(p: dict) -> str:
-    return f"+{p['gained']} / −{p['lost']} (p={p['p']:.2g})"
-
-
-def _plots(res: dict, folder: Path) -> list[str]:
-    """Held-out curves per seed at the checkpoints; per-step mechanism and training IoU reward
-    (mean over seeds, 4-step moving average)."""
-    names = []
-    for metric in ("R1@0.3", "R1@0.5", "mIoU", "centre_err"):
-        series = {f"{v} (seed {s})": sorted((int(k), c[metric]) for k, c in r["curve"].items())
-                  for v, per in res["runs"].items() for s, r in per.items()}
-        name = f"heldout_{metric.replace('@', '_')}.png"
-        plot_lines(series, folder / name, f"held-out {metric} (start = step 0)", "GRPO step", metric)
-        names.append(name)
-    for key, label in (("zero_std", "share of groups with all rewards equal"), ("iou", "training IoU reward")):
-        series = {}
-        for v, per in res["runs"].items():
-            steps = sorted({r["step"] for r in next(iter(per.values()))["train"]})
-            by_step = [np.mean([r[key] for s in per for r in per[s]["train"] if r["step"] == st and r[key] is not None]
-                               or [np.nan]) for st in steps]
-            smooth = np.convolve(np.asarray(by_step), np.ones(4) / 4, mode="valid") if len(by_step) >= 4 else by_step
-            series[v] = list(zip(steps[len(steps) - len(smooth):], map(float, smooth), strict=True))
-        name = f"train_{key}.png"
-        plot_lines(series, folder / name, f"{label} (mean over seeds, 4-step average)", "GRPO step", key)
-        names.append(name)
-    return names
-
-
-def write_doc(res: dict, docs: Path) -> Path:
-    """``docs/REGIME.md`` and its PNGs under ``docs/REGIME/``, every number from `res`."""
-    folder = docs / REGIME
-    pngs = _plots(res, folder)
-    sz, d, st, ov = res["sizes"], res["data"], res["start"]["heldout"], res["start"]["rollouts"]
-    seeds = list(next(iter(res["runs"].values())))
-    cs = res["compute"]["stage_seconds"]
-    grpo_s = sum(v for k, v in cs.items() if k.startswith("grpo"))
-    eval_s = sum(v for k, v in cs.items() if k.startswith("eval"))
-    L = [f"# Sparse events: {res['claim']} (issue 16, claim 1)", "",
-         "Generated by `benchmarks/toy_claims/sparse_events.py` (`run()`); every number below comes from "
-         f"[`{REGIME}/results.json`]({REGIME}/results.json).", "",
-         "## Expected, written before the runs", "", EXPECTED, "",
-         "## Setup", "",
-         f"- **Data** (`make_sparse_split`, an extension of `scenetg.toy_task`): videos of D ∈ "
-         f"[{d['duration_s'][0]}, {d['duration_s'][1]}] s of grey filler scenes (2–6 s, five greys ≥ 40 luma apart "
-         f"from their neighbours) with 1–3 events of {d['event_s']} s in distinct palette colours; the query names "
-         f"one event (\"the green scene\"). Event share of the video: {100 * d['event_share']['min']:.1f}–"
-         f"{100 * d['event_share']['max']:.1f} %. GRPO prompts: {d['grpo_queries']} (seed {d['grpo_seed']}); "
-         f"held-out: {d['heldout_queries']} queries on other videos (seed {d['heldout_seed']}).",
-         f"- **Frames**: {res['sampling']['max_frames']} frames at i·D/{res['sampling']['max_frames']} "
-         f"(≤ 2 s apart, so every event holds a sampled frame), {res['sampling']['max_side']} px.",
-         "- **Start**: the shipped toy SFT checkpoint (`scenetg/demo_assets/toy_sft`: 8-cell videos of 24–48 s, "
-         "16 frames), no further SFT: it answers in the format on the new videos.",
-         f"- **Variants**: GRPO with rewards {res['variants'][A]} (IoU only) vs {res['variants'][B]} (IoU+CenDist); "
-         f"β = {res['beta']}, β_ts = {res['beta_timestamp']} (token-aware KL, the project default), lr "
-         f"{sz['lr']:g} constant, 8 generations at T = 1, full fine-tuning fp32; {sz['steps']} steps × "
-         f"{sz['prompts']} prompts per run (each prompt seen once); seeds {', '.join(seeds)} (same seed = same "
-         "prompts in the same order and the same sampling seed for both variants).",
-         f"- **Evals**: held-out greedy answers at steps 0 (the start), "
-         f"{', '.join(str(s) for s in range(sz['save_steps'], sz['steps'] + 1, sz['save_steps']))}.",
-         f"- **Compute**: {res['compute']['wall_s_total']:.0f} s wall in all on the shared 2-core machine, one torch "
-         f"thread (GRPO {grpo_s:.0f} s, of which {res['compute']['grpo_step_seconds_total']:.0f} s in steps; "
-         f"held-out evals {eval_s:.0f} s). "
-         "The issue allows ~90 min per regime; this run was sized to ~20 min of one idle core (today's budget), "
-         "see *Size* below.", "",
-         "## The start", "",
-         f"Held-out: R1@0.3 {_f(st['R1@0.3'])}, R1@0.5 {_f(st['R1@0.5'])}, R1@0.7 {_f(st['R1@0.7'])}, "
-         f"mIoU {_f(st['mIoU'])} (n = {st['n']}). Rollouts at T = 1 on {ov['prompts']} GRPO prompts × "
-         f"{ov['rollouts_per_prompt']}: {100 * ov['overlap_rate']:.1f} % overlap the target (IoU > 0), "
-         f"{100 * ov['groups_with_overlap']:.0f} % of groups have at least one that does, "
-         f"{100 * ov['valid_rate']:.0f} % parse, mean IoU {_f(ov['mean_iou'])}.", "",
-         "## Held-out scores at the final step, per seed", "",
-         "Centre error: mean |c_pred − c_gt| / D of the answers that parse (1 − CenDist); width: their mean "
-         "length in seconds (the target is 2 s).", "",
-         "| seed | variant | R1@0.3 | R1@0.5 | R1@0.7 | mIoU | centre error | width s |",
-         "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    cols = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "centre_err")
-
-    def row(label, v, c):
-        return f"| {label} | {v} | " + " | ".join(_f(c[m]) for m in cols) + f" | {_f(c['width_s'], 1)} |"
-
-    for s in seeds:
-        for v in res["runs"]:
-            L.append(row(s, v, res["runs"][v][s]["curve"][str(sz["steps"])]))
-    L.append(row("start", "–", st))
-    L.append(row("baseline", "2-s answer at the video's middle (no frames)", res["middle_baseline"]))
-    for v, f in res["final"].items():
-        L.append(f"| mean ± sd | {v} | " + " | ".join(f"{_f(f[m]['mean'])} ± {_f(f[m]['sd'])}"
-                                                     for m in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")) + " | | |")
-    curve_cols = ("R1@0.3", "R1@0.5", "mIoU", "centre_err")
-    L += ["", "Held-out curves (mean over seeds):", "", "| step | " + " | ".join(
-        f"{v} {m}" for v in res["runs"] for m in curve_cols) + " |",
-        "| --- |" + " --- |" * (len(curve_cols) * len(res["runs"]))]
-    for k in next(iter(next(iter(res["runs"].values())).values()))["curve"]:
-        L.append(f"| {k} | " + " | ".join(_f(float(np.mean([res['runs'][v][s]['curve'][k][m] for s in seeds])))
-                                         for v in res["runs"] for m in curve_cols) + " |")
-    L += ["", f"## Paired: IoU+CenDist against IoU only at step {sz['steps']} (same held-out queries, same seed)", "",
-          "Hits gained / lost by IoU+CenDist at IoU ≥ 0.3 and ≥ 0.5, and queries whose IoU it raises / lowers; "
-          "exact two-sided sign test.", "",
-          "| seed | R1@0.3 | R1@0.5 | IoU up / down |", "| --- | --- | --- | --- |"]
-    P = res["paired"]
-    for s in seeds:
-        L.append(f"| {s} | " + " | ".join(_pair_text(P[k]["per_seed"][s]) for k in ("R1@0.3", "R1@0.5", "IoU")) + " |")
-    L.append("| pooled | " + " | ".join(
-        f"{_pair_text(P[k]['pooled'])}; seeds ahead / behind {P[k]['pooled']['seeds_ahead']} / "
-        f"{P[k]['pooled']['seeds_behind']}" for k in ("R1@0.3", "R1@0.5", "IoU")) + " |")
-    L += ["", "Each variant against the start (pooled over seeds):", "",
-          "| variant | R1@0.3 | R1@0.5 | IoU up / down |", "| --- | --- | --- | --- |"]
-    for v, vs in res["vs_start"].items():
-        L.append(f"| {v} | " + " | ".join(_pair_text(vs[k]) for k in ("R1@0.3", "R1@0.5", "IoU")) + " |")
-    M = res["mechanism"]
-    q = M[A]["window_steps"]
-    L += ["", "## Mechanism: groups with zero advantage", "",
-          f"Share of 8-rollout groups whose rewards are all equal (`frac_reward_zero_std`), and the training IoU "
-          f"reward, mean over seeds (first / last {q} steps):", "",
-          "| variant | zero-std all steps | first | last | train IoU first | last | KL ts / other (last) |",
-          "| --- | --- | --- | --- | --- | --- | --- |"]
-    for v, m in M.items():
-        L.append(f"| {v} | {_f(m['zero_std_all'])} | {_f(m['zero_std_first'])} | {_f(m['zero_std_last'])} | "
-                 f"{_f(m['train_iou_first'])} | {_f(m['train_iou_last'])} | {_f(m['kl_ts_last'])} / "
-                 f"{_f(m['kl_other_last'], 4)} |")
-    L += ["", "## Curves", ""] + [f"![{p}]({REGIME}/{p})" for p in pngs]
-    L += ["", "## Reading", "", _reading(res), "",
-          "## Size", "", SIZE_NOTE, ""]
-    path = docs / f"{REGIME}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(L))
-    return path
-
-
-SIZE_NOTE = """\
-Sized to today's budget (~20 min of one idle core for the whole regime): 32 frames and D ≤ 64 s
-(64 frames took ~3 s per GRPO step against ~1.5 s), 48 steps × 4 prompts per run, 160 held-out
-queries (the standard error of one R1 near 0.1 is ≈ 0.024 at n = 160). A run at the issue's
-~90 min would take 64 frames and D up to ~128 s (events 1.5–3 %), ~200 steps per run and ~400
-held-out queries; `Sizes` holds each of these."""
-
-
-def _reading(res: dict) -> str:
-    """The reading, its verdict from the pooled paired tests (see `_shows`)."""
-    rows = {r["metric"]: r for r in res["readme_rows"]}
-    M = res["mechanism"]
-    parts = [f"Mechanism: over all steps {_f(M[A]['zero_std_all'])} of IoU-only groups had all rewards equal "
-             f"(zero advantage) against {_f(M[B]['zero_std_all'])} with CenDist added."]
-    for metric in ("held-out R1@0.3", "held-out R1@0.5", "held-out mIoU"):
-        r = rows[metric]
-        verdict = {"yes": "shows", "mixed": "shows pooled but not per seed", "no": "does not show"}[r["shows"]]
-        parts.append(f"{metric}: IoU only {r['a']} vs IoU+CenDist {r['b']}, paired {r['paired']}: the claim "
-                     f"{verdict} on this metric.")
-    return " ".join(parts)
