@@ -341,11 +341,12 @@ def run(quick: bool = False) -> dict:
 
 def answer_stats(regime: str, tag: str, split: ToySplit) -> dict:
     """Where the greedy answers of ``preds/<tag>.jsonl`` sit: mean centre error |c_pred − c_gt| / D
-    (1 − CenDist), mean width in seconds, share of answers that parse."""
+    (1 − CenDist), correlation of answer centres with event centres (relative to D; near 0: the
+    answer does not follow the event), mean width in seconds, share of answers that parse."""
     from scenetg.eval.predictions import read_predictions
 
     preds = read_predictions(CACHE / regime / "preds" / f"{tag}.jsonl")
-    errs, widths = [], []
+    errs, widths, centres = [], [], []
     for r in split.rows:
         p = preds.get(str(r["qid"]))
         if p is None:
@@ -353,7 +354,10 @@ def answer_stats(regime: str, tag: str, split: ToySplit) -> dict:
         gs, ge = r["relevant_windows"][0]
         errs.append(abs((p[0] + p[1]) / 2 - (gs + ge) / 2) / r["duration"])
         widths.append(p[1] - p[0])
-    return {"centre_err": float(np.mean(errs)) if errs else None,
+        centres.append(((p[0] + p[1]) / 2 / r["duration"], (gs + ge) / 2 / r["duration"]))
+    c = np.asarray(centres, dtype=float).reshape(-1, 2)
+    corr = float(np.corrcoef(c[:, 0], c[:, 1])[0, 1]) if len(c) > 2 and c[:, 0].std() > 0 else None
+    return {"centre_err": float(np.mean(errs)) if errs else None, "centre_corr": corr,
             "width_s": float(np.mean(widths)) if widths else None, "valid": len(errs) / len(split.rows)}
 
 
@@ -364,7 +368,7 @@ def middle_baseline(split: ToySplit) -> dict:
     ious = {str(r["qid"]): temporal_iou((r["duration"] / 2 - 1, r["duration"] / 2 + 1),
                                         tuple(r["relevant_windows"][0]), r["duration"]) for r in split.rows}
     err = [abs(r["duration"] / 2 - sum(r["relevant_windows"][0]) / 2) / r["duration"] for r in split.rows]
-    return {**scores(ious), "centre_err": float(np.mean(err)), "width_s": 2.0}
+    return {**scores(ious), "centre_err": float(np.mean(err)), "centre_corr": None, "width_s": 2.0}
 
 
 def _preds_done(regime: str, tag: str, n: int) -> bool:

@@ -64,16 +64,21 @@ def summarise(sizes, setup: dict, start_ious, overlap, runs, final_ious, seconds
     for metric, key in (("R1@0.3", "R1@0.3"), ("R1@0.5", "R1@0.5"), ("mIoU", "IoU")):
         pool = paired_out[key]["pooled"]
         unit = "hits" if key != "IoU" else "queries' IoU up / down"
-        rows.append({"comparison": f"IoU+CenDist vs IoU only, {sizes.steps} GRPO steps, {len(seeds)} seeds",
+        rows.append({"comparison": f"a: IoU only, b: IoU+CenDist ({sizes.steps} GRPO steps, {len(seeds)} seeds)",
                      "metric": f"held-out {metric}", "a": round(final[A][metric]["mean"], 3),
                      "b": round(final[B][metric]["mean"], 3),
                      "paired": f"+{pool['gained']} / −{pool['lost']} {unit}, p={pool['p']:.2g}",
                      "shows": _shows(pool)})
     za, zb = mech[A]["zero_std_all"], mech[B]["zero_std_all"]
-    rows.append({"comparison": "mechanism: groups with zero advantage (all rewards equal)",
+    per = {s: _step_pairs(runs[A][s]["train"], runs[B][s]["train"]) for s in seeds}
+    paired_out["zero_std_steps"] = {"per_seed": per, "pooled": pooled(list(per.values()))}
+    pool = paired_out["zero_std_steps"]["pooled"]
+    rows.append({"comparison": "mechanism, a: IoU only, b: IoU+CenDist: share of groups with zero advantage "
+                               "(all rewards equal)",
                  "metric": "frac_reward_zero_std, mean over steps", "a": round(za, 3) if za is not None else None,
-                 "b": round(zb, 3) if zb is not None else None, "paired": "",
-                 "shows": "yes" if za is not None and zb is not None and zb < za else "no"})
+                 "b": round(zb, 3) if zb is not None else None,
+                 "paired": f"+{pool['gained']} / −{pool['lost']} steps with fewer such groups, p={pool['p']:.2g}",
+                 "shows": _shows(pool)})
     return {**setup, "claim": CLAIM, "sizes": asdict(sizes),
             "start": {"model": "scenetg/demo_assets/toy_sft", "heldout": runs[A][seeds[0]]["curve"]["0"],
                       "rollouts": overlap},
@@ -160,10 +165,11 @@ def write_doc(res: dict, docs: Path) -> Path:
          f"{100 * ov['valid_rate']:.0f} % parse, mean IoU {_f(ov['mean_iou'])}.", "",
          "## Held-out scores at the final step, per seed", "",
          "Centre error: mean |c_pred − c_gt| / D of the answers that parse (1 − CenDist); width: their mean "
-         "length in seconds (the target is 2 s).", "",
-         "| seed | variant | R1@0.3 | R1@0.5 | R1@0.7 | mIoU | centre error | width s |",
-         "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    cols = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "centre_err")
+         "length in seconds (the target is 2 s); centre corr.: correlation of the answer's centre with the event's, "
+         "both relative to D (near 0: the answer does not follow the event).", "",
+         "| seed | variant | R1@0.3 | R1@0.5 | R1@0.7 | mIoU | centre error | centre corr. | width s |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    cols = ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "centre_err", "centre_corr")
 
     def row(label, v, c):
         return f"| {label} | {v} | " + " | ".join(_f(c[m]) for m in cols) + f" | {_f(c['width_s'], 1)} |"
@@ -175,7 +181,7 @@ def write_doc(res: dict, docs: Path) -> Path:
     L.append(row("baseline", "2-s answer at the video's middle (no frames)", res["middle_baseline"]))
     for v, f in res["final"].items():
         L.append(f"| mean ± sd | {v} | " + " | ".join(f"{_f(f[m]['mean'])} ± {_f(f[m]['sd'])}"
-                                                     for m in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")) + " | | |")
+                                                     for m in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")) + " | | | |")
     curve_cols = ("R1@0.3", "R1@0.5", "mIoU", "centre_err")
     L += ["", "Held-out curves (mean over seeds):", "", "| step | " + " | ".join(
         f"{v} {m}" for v in res["runs"] for m in curve_cols) + " |",
@@ -208,6 +214,10 @@ def write_doc(res: dict, docs: Path) -> Path:
         L.append(f"| {v} | {_f(m['zero_std_all'])} | {_f(m['zero_std_first'])} | {_f(m['zero_std_last'])} | "
                  f"{_f(m['train_iou_first'])} | {_f(m['train_iou_last'])} | {_f(m['kl_ts_last'])} / "
                  f"{_f(m['kl_other_last'], 4)} |")
+    zp = res["paired"]["zero_std_steps"]
+    L += ["", "Paired by step (same seed: the same prompts at the same step): steps where IoU+CenDist had fewer / "
+          "more zero-advantage groups than IoU only, pooled " + _pair_text(zp["pooled"]) + "; per seed "
+          + ", ".join(f"{s}: {_pair_text(p)}" for s, p in zp["per_seed"].items()) + "."]
     L += ["", "## Curves", ""] + [f"![{p}]({REGIME}/{p})" for p in pngs]
     L += ["", "## Reading", "", _reading(res), "",
           "## Size", "", _size_note(res), ""]
@@ -252,6 +262,7 @@ def _reading(res: dict) -> str:
         return float(np.mean(vals)) if vals else None
 
     ca, cb = final_mean(A, "centre_err"), final_mean(B, "centre_err")
+    ra, rb = final_mean(A, "centre_corr"), final_mean(B, "centre_corr")
     wa, wb = final_mean(A, "width_s"), final_mean(B, "width_s")
     weak = "**The start is as weak as planned.** " if ov["overlap_rate"] < 0.1 else "**The start.** "
     out = [f"{weak}{100 * ov['overlap_rate']:.1f} % of its T = 1 rollouts overlap "
@@ -263,7 +274,8 @@ def _reading(res: dict) -> str:
               if st["centre_err"] > mid["centre_err"] else ".")]
     za, zb = M[A]["zero_std_all"], M[B]["zero_std_all"]
     if za is not None and zb is not None:
-        out.append(("**The mechanism shows.**" if zb < za else "**The mechanism does not show.**") + f" Over all steps {100 * za:.0f} % of IoU-only groups had every reward "
+        zp = res["paired"]["zero_std_steps"]["pooled"]
+        out.append(("**The mechanism shows.**" if _shows(zp) == "yes" else "**The mechanism does not show.**") + f" Over all steps {100 * za:.0f} % of IoU-only groups had every reward "
                    f"equal (zero advantage: nothing to learn from that prompt) against {100 * zb:.0f} % with CenDist "
                    f"added, which ranks any two valid answers by their centres; the training IoU reward moved from "
                    f"{_f(M[A]['train_iou_first'])} to {_f(M[A]['train_iou_last'])} (IoU only) and from "
@@ -290,7 +302,9 @@ def _reading(res: dict) -> str:
                f"({_f(mid['centre_err'])}): what the dense reward taught first is where events lie on average "
                "(the middle), not where this event is; "
                if near_middle else f"(the middle-of-the-video answer: {_f(mid['centre_err'])}); ")
-            + f"answers are {_f(wb, 1)} s wide on average. With IoU only the centre error is {_f(ca)} and answers "
+            + f"answers are {_f(wb, 1)} s wide on average"
+            + (f", and their centres correlate with the event's at {_f(rb, 2)} (start {_f(st.get('centre_corr'), 2)})"
+               if rb is not None else "") + f". With IoU only the centre error is {_f(ca)} (correlation {_f(ra, 2)}) and answers "
             f"are {_f(wa, 1)} s wide (start: {_f(st['width_s'], 1)})"
             + (": when nothing overlaps, the rare rollout that does is most often a wide one, so IoU alone "
                "rewards covering more of the video." if wa > 2 * max(wb, st["width_s"]) else "."))
@@ -314,3 +328,16 @@ def _iou_updown(a: dict[str, float], b: dict[str, float]) -> dict:
     up = sum(b[q] > a[q] + 1e-9 for q in a)
     down = sum(b[q] < a[q] - 1e-9 for q in a)
     return {"n": len(a), "gained": up, "lost": down, "p": sign_test_p(up, down)}
+
+
+def _step_pairs(a_rows: list[dict], b_rows: list[dict]) -> dict:
+    """Steps (same seed: same prompts at the same step) where `b` has a smaller / larger share of
+    zero-advantage groups than `a`, with the sign test."""
+    from scenetg.eval.uncertainty import sign_test_p
+
+    a = {r["step"]: r["zero_std"] for r in a_rows if r["zero_std"] is not None}
+    b = {r["step"]: r["zero_std"] for r in b_rows if r["zero_std"] is not None}
+    steps = sorted(set(a) & set(b))
+    fewer = sum(b[s] < a[s] for s in steps)
+    more = sum(b[s] > a[s] for s in steps)
+    return {"n": len(steps), "gained": fewer, "lost": more, "p": sign_test_p(fewer, more)}
