@@ -84,6 +84,10 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(train_videos=6, heldout_videos=4, steps=1, prompts=2, seeds=2)
+PILOT_LRS = (1e-3, 3e-4)
+PILOT_STEPS = 40
+"""The learning-rate pilot run before the full runs: GRPO on the filtered set, seed 0, this many
+steps at each rate, scored on the held-out split (part of the regime, cached)."""
 MARGIN_SWEEP = (0.0, 0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 
 
@@ -312,6 +316,25 @@ def length_ratio(split: ToySplit, tag: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def lr_pilot(data: dict, start: dict[str, float], sizes: Sizes) -> list[dict]:
+    """GRPO on the filtered set (seed 0) for `PILOT_STEPS` at each of `PILOT_LRS`: how the full
+    runs' learning rate was chosen (the larger one is kept unless it loses held-out hits)."""
+    from .common import window_mean
+
+    out = []
+    for lr in PILOT_LRS:
+        run_dir = CACHE / REGIME / "pilot" / sizes.key / f"lr{lr:g}"
+        grpo_run(SHIPPED_SFT, data["sets"]["filtered"], run_dir, SAMPLING, rewards=REWARDS, beta=BETA,
+                 beta_timestamp=BETA_TS, steps=PILOT_STEPS, prompts=sizes.prompts, seed=0, lr=lr)
+        ious = ground_ious(data["heldout"], run_dir / "final", f"pilot_{sizes.key}_lr{lr:g}", SAMPLING, REGIME)
+        steps = logged_steps(run_dir)
+        out.append({"lr": lr, "steps": PILOT_STEPS, "scores": scores(ious), "vs_start": paired(start, ious),
+                    "reward_first10": window_mean(steps, "reward", first=10),
+                    "reward_last10": window_mean(steps, "reward", last=10),
+                    "train_wall_s": float(sum(r.get("step_time", 0.0) for r in steps))})
+    return out
+
+
 def curve(rows: list[dict], key: str, window: int) -> list[tuple[float, float]]:
     """Running mean of `key` over the last `window` logged steps, per step."""
     vals = [(r.get("step", i + 1), r[key]) for i, r in enumerate(rows) if r.get(key) is not None]
@@ -349,6 +372,7 @@ def run(quick: bool = False) -> dict:
                            ground_ious, held, SHIPPED_SFT, f"start_{sizes.key}", SAMPLING, REGIME)
     probe, probe_t = timed(base / "timing" / f"probe_{sizes.key}.json",
                            probe_start, data["ambiguous_probe"], sizes)
+    pilot = [] if quick else lr_pilot(data, start, sizes)
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     compute = {"start_eval": start_t, "probe_eval": probe_t, "train": [], "eval": []}
     for seed in range(sizes.seeds):
@@ -381,7 +405,7 @@ def run(quick: bool = False) -> dict:
                                                                  if k not in ("sets", "heldout", "ambiguous_probe")},
         "settings": {"sampling": SAMPLING, "rewards": REWARDS, "beta": BETA, "beta_timestamp": BETA_TS,
                      "generations": 8, "start": str(SHIPPED_SFT.relative_to(SHIPPED_SFT.parents[2]))},
-        "start": scores(start), "start_probe": probe,
+        "start": scores(start), "start_probe": probe, "lr_pilot": pilot,
         "per_seed": {v: [{k: r[k] for k in r if k not in ("ious", "steps")} for r in runs[v]]
                      for v in VARIANTS},
         "mean": {v: {m: float(np.mean([r["scores"][m] for r in runs[v]])) for m in ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")}

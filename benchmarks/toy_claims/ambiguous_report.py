@@ -80,6 +80,7 @@ def write_report(res: dict, runs: dict, target: Path) -> Path:
           f"evals {(sum(t['cpu_s'] for t in comp['eval']) + comp['start_eval']['cpu_s'] + comp['probe_eval']['cpu_s']) / 60:.1f}. "
           "The issue allows ~90 min per regime; today's budget was ~20 CPU-min, so the runs are "
           "about a quarter of the toy benchmark's 400-step GRPO (see the reading for what a larger run needs).",
+          *pilot_lines(res),
           "", "## Where the start lands on an ambiguous query", "",
           f"The start's greedy answer to {res['start_probe']['n']} ambiguous training queries hits "
           f"(IoU ≥ 0.5) the annotated scene {_f(res['start_probe']['annotated_scene'])}, its twin "
@@ -118,6 +119,20 @@ def write_report(res: dict, runs: dict, target: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(L) + "\n")
     return path
+
+
+def pilot_lines(res: dict) -> list[str]:
+    if not res["lr_pilot"]:
+        return []
+    parts = [f"lr {p['lr']:g}: R1@0.5 {_f(p['scores']['R1@0.5'])}, mIoU {_f(p['scores']['mIoU'])}, hits vs "
+             f"start {_pair(p['vs_start'])}, training reward {_f(p['reward_first10'])} → "
+             f"{_f(p['reward_last10'])} (first / last 10 steps)" for p in res["lr_pilot"]]
+    steps = res["lr_pilot"][0]["steps"]
+    wall = sum(p["train_wall_s"] for p in res["lr_pilot"]) / 60
+    return [f"- **Learning rate**: chosen by a pilot before the full runs, GRPO on the filtered set "
+            f"(seed 0, {steps} steps) at each rate, scored on the held-out split: " + "; ".join(parts)
+            + f". The full runs use the rate that did not lose held-out hits (pilot training "
+            f"{wall:.1f} min wall, not in the compute figure above)."]
 
 
 def reading(res: dict, verdict: str) -> str:
