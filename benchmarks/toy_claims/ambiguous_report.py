@@ -78,9 +78,14 @@ def write_report(res: dict, runs: dict, target: Path) -> Path:
           f"wall) for the whole regime as it ran (one torch thread; wall on a 2-core machine shared with "
           f"three other training jobs); training {sum(t['cpu_s'] for t in comp['train']) / 60:.1f} CPU-min, "
           f"evals {(sum(t['cpu_s'] for t in comp['eval']) + comp['start_eval']['cpu_s'] + comp['probe_eval']['cpu_s']) / 60:.1f}. "
-          "The issue allows ~90 min per regime; today's budget was ~20 CPU-min, so the runs are "
-          "about a quarter of the toy benchmark's 400-step GRPO (see the reading for what a larger run needs).",
+          "The issue allows ~90 min per regime; today's budget was ~20 CPU-min (idle single core), so "
+          f"each run has {s['steps']} steps, {s['steps'] / 400:.0%} of the toy benchmark's 400-step GRPO "
+          "(see the reading for what a larger run needs).",
           *pilot_lines(res),
+          "", "The filter at other margins (same training queries):", "",
+          "| min_margin | dropped | of them unambiguous | precision | recall |", "| --- | --- | --- | --- | --- |",
+          *[f"| {w['min_margin']:g} | {w['dropped']} | {w['dropped_unambiguous']} | {_f(w['precision'])} | "
+            f"{_f(w['recall'])} |" for w in flt["sweep"]],
           "", "## Where the start lands on an ambiguous query", "",
           f"The start's greedy answer to {res['start_probe']['n']} ambiguous training queries hits "
           f"(IoU ≥ 0.5) the annotated scene {_f(res['start_probe']['annotated_scene'])}, its twin "
