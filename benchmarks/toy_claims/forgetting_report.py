@@ -1,0 +1,216 @@
+"""The forgetting regime's outputs from its results (`forgetting.run`): results.json, the PNG
+curves and docs/toy_grounding/forgetting.md. Every number in the doc is read from the results;
+the expected outcome (written before the runs) and the reading are quoted from their own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import logged_steps, plot_lines, write_json
+
+README_ROWS = (
+    # (comparison key, metric, label, claim's direction)
+    ("a vs start", "qa", "(a) SFT vs start", "lower"),
+    ("b vs start", "qa", "(b) GRPO β_ts=0 vs start", "not lower"),
+    ("b vs a", "qa", "(b) GRPO β_ts=0 vs (a) SFT", "higher"),
+    ("b vs start", "grounding", "(b) GRPO β_ts=0 vs start", "higher"),
+    ("b vs a", "grounding", "(b) GRPO β_ts=0 vs (a) SFT", "not lower"),
+    ("b vs c", "grounding", "(b) β_ts=0 vs (c) β_ts=β", "higher"),
+    ("b vs c", "qa", "(b) β_ts=0 vs (c) β_ts=β", "not lower"),
+    ("b vs d", "qa", "(b) β=0.04 vs (d) β=0", "higher"),
+)
+METRIC = {"qa": "colour-QA accuracy", "grounding": "R1@0.5"}
+KEY = {"qa": "qa_acc", "grounding": "R1@0.5"}
+
+
+def fmt(x, nd=3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.1e}"
+    return str(x)
+
+
+def pair_text(p: dict) -> str:
+    return f"+{p['gained']} / −{p['lost']}, p={p['p']:.2g}"
+
+
+def side(results: dict, name: str, metric: str) -> float:
+    """Mean of `metric` for a variant key or ``start``."""
+    return results["start"][KEY[metric]] if name == "start" else results["means"][name][KEY[metric]]
+
+
+def readme_rows(results: dict) -> list[dict]:
+    from .forgetting import verdict
+
+    rows = []
+    for comp, metric, label, want in README_ROWS:
+        fav, other = comp.split(" vs ")
+        pool = results["paired"][f"{comp}|{metric}"]["pooled"]
+        rows.append({"comparison": label, "metric": f"{METRIC[metric]} (held-out, mean over seeds)",
+                     "a": round(side(results, other, metric), 3), "b": round(side(results, fav, metric), 3),
+                     "paired": pair_text(pool), "shows": verdict(pool, want), "claim": want})
+    return rows
+
+
+def plots(curves: dict, out: Path, names: dict) -> list[str]:
+    """Per-step training curves (GRPO reward, logged KL on timestamp / other tokens; SFT loss)."""
+    from scenetg.rl.curves import read_metrics
+
+    made = []
+    for key, ylabel in (("reward", "mean reward"), ("kl_timestamp", "KL, timestamp tokens (k3)"),
+                        ("kl_other", "KL, other tokens (k3)")):
+        series = {}
+        for run, c in curves.items():
+            if c["algo"] == "grpo":
+                rows = logged_steps(c["dir"])
+                series[f"{names[run[0]]} (seed {run[1:]})"] = [(r["step"], r[key]) for r in rows
+                                                               if r.get(key) is not None]
+        plot_lines(series, out / f"{key}.png", f"GRPO from the two-skill start: {key}", "step", ylabel)
+        made.append(f"{key}.png")
+    series = {f"{names[run[0]]} (seed {run[1:]})": [(r["step"], r["loss"]) for r in read_metrics(c["dir"] / "metrics.jsonl")
+                                                     if "loss" in r]
+              for run, c in curves.items() if c["algo"] == "sft"}
+    plot_lines(series, out / "sft_loss.png", "(a) SFT on grounding rows: loss", "step", "loss")
+    made.append("sft_loss.png")
+    return made
+
+
+def tradeoff_plot(results: dict, path: Path) -> None:
+    """Held-out colour-QA accuracy against R1@0.5, one point per run, the start as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for v, rs in results["runs"].items():
+        ax.scatter([r["R1@0.5"] for r in rs.values()], [r["qa_acc"] for r in rs.values()],
+                   label=results["variants"][v], alpha=0.8)
+    ax.scatter([results["start"]["R1@0.5"]], [results["start"]["qa_acc"]], marker="*", s=200, c="k", label="start")
+    ax.set(xlabel="held-out grounding R1@0.5", ylabel="held-out colour-QA accuracy",
+           title="What each run kept (QA) and learnt (grounding)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(results: dict, curves: dict, docs: Path, expected: Path) -> dict:
+    """results.json, PNGs and forgetting.md under `docs`; returns the README summary."""
+    from .forgetting import REGIME
+
+    folder = docs / REGIME
+    write_json(folder / "results.json", results)
+    pngs = plots(curves, folder, results["variants"])
+    tradeoff_plot(results, folder / "tradeoff.png")
+    pngs.insert(0, "tradeoff.png")
+    rows = readme_rows(results)
+    reading = folder / "reading.md"
+    text = doc(results, rows, pngs, expected.read_text() if expected.is_file() else "(missing)",
+               reading.read_text() if reading.is_file() else "(not written yet)")
+    (docs / f"{REGIME}.md").write_text(text)
+    return {"regime": REGIME,
+            "claim": "claims 2 and 3: GRPO learns grounding without SFT's forgetting; token-aware KL "
+                     "lets timestamps move while other knowledge stays",
+            "readme_rows": [{k: r[k] for k in ("comparison", "metric", "a", "b", "paired", "shows")} for r in rows]}
+
+
+def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: str) -> str:
+    sz, st, names = res["sizes"], res["settings"], res["variants"]
+    c = res["compute"]
+    out = [
+        "# Forgetting: GRPO vs SFT, token-aware KL (issue 16, claims 2 and 3)",
+        "",
+        "Generated by `benchmarks/toy_claims/forgetting.py` (`run()`) from "
+        "[forgetting/results.json](forgetting/results.json); do not edit by hand.",
+        "",
+        "## Expected, written before the runs",
+        "",
+        expected.strip(),
+        "",
+        "## Setup",
+        "",
+        "- **Task**: the standard toy videos (`scenetg.toy_task`, 8 cells, 4–6 flat-colour scenes, "
+        "16 frames at 64 px). Skill 1, grounding: \"the green scene\" → `<answer>S - E</answer>`. "
+        "Skill 2, colour questions: \"What colour is the scene at T s?\" (T a whole second strictly "
+        "inside a scene) → the colour's name; right when the answer names that colour and no other "
+        "palette colour (chance: 1/4–1/6 among the video's colours, 1/8 among the palette).",
+        f"- **Data**: {sz['train_videos']} training videos × {sz['per_video']} grounding queries and "
+        f"{sz['per_video']} colour questions; held out: {sz['heldout_videos']} other videos × 1 grounding "
+        f"query and 1 colour question ({res['start']['n_ground']} + {res['start']['n_qa']} held-out items).",
+        f"- **Start**: the shipped toy SFT checkpoint, then an SFT stage of {sz['stage_steps']} steps "
+        f"(batch {st['sft_batch']}, lr {sz['stage_lr']:g} cosine) on the mix of grounding rows and colour "
+        f"questions (`scenetg train --algo sft` with `sft.questions`).",
+        f"- **Variants** (grounding rows only, from the start): (a) SFT, {sz['sft_steps']} steps × batch "
+        f"{st['sft_batch']}, lr {sz['sft_lr']:g} constant; (b–d) GRPO, {sz['grpo_steps']} steps × "
+        f"{sz['prompts']} prompts × {st['generations']} rollouts, lr {st['grpo_lr']:g} constant, rewards "
+        f"{st['rewards']}: (b) β={st['beta']}, β_ts=0; (c) β_ts=β={st['beta']}; (d) β=0.",
+        f"- **Equal training compute** = the same number of sequences through the training loss: "
+        f"{sz['sequences_per_run']} per run (GRPO: steps × prompts × rollouts; SFT: steps × batch). "
+        f"Per sequence the loss's forward and backward cost about the same in both; GRPO also spends "
+        f"generation and a reference pass on them, so it gets more wall time.",
+        f"- **Seeds**: {', '.join(map(str, sz['seeds']))} (training seed and data order; same data and start).",
+        f"- **KL to the start** (held-out, every variant): exact KL(π‖π_start) per answer token, "
+        f"on each model's own greedy answers to the first {sz['kl_queries']} held-out grounding "
+        f"queries, averaged over timestamp tokens (`timestamp_token_mask`) and over the other answer "
+        f"tokens. GRPO's logged `kl_timestamp` / `kl_other` (k3 on its training rollouts, last 10 steps) "
+        f"are given beside it.",
+        f"- **Compute used**: {c['cpu_s']:.0f} s CPU ({c['cpu_s'] / 60:.1f} min, one torch thread), "
+        f"{c['wall_s']:.0f} s wall under the day's shared load (data, start stage, "
+        f"{len(res['runs']) * len(sz['seeds'])} runs, {len(res['runs']) * len(sz['seeds']) + 2} evals).",
+        "",
+        "## The start",
+        "",
+        "| model | R1@0.5 | R1@0.3 | mIoU | colour-QA acc |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, s in (("shipped toy SFT (before the stage)", res["shipped"]), ("start (after the stage)", res["start"])):
+        out.append(f"| {label} | {fmt(s['R1@0.5'])} | {fmt(s['R1@0.3'])} | {fmt(s['mIoU'])} | {fmt(s['qa_acc'])} |")
+    out += ["", f"Start's first held-out colour answers: {', '.join(repr(a) for a in res['start_qa_sample'])}.",
+            "", "## Per seed", "",
+            "| variant | seed | R1@0.5 | mIoU | colour-QA acc | KL ts (held-out) | KL other (held-out) "
+            "| KL ts (train, last 10) | KL other (train, last 10) | reward first→last 10 | SFT loss first→last |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| start | – | {fmt(res['start']['R1@0.5'])} | {fmt(res['start']['mIoU'])} | "
+            f"{fmt(res['start']['qa_acc'])} | 0 | 0 | – | – | – | – |"]
+    for v, rs in res["runs"].items():
+        for seed, r in rs.items():
+            rew = (f"{fmt(r.get('reward_first'))} → {fmt(r.get('reward_last'))}" if r.get("reward_first") is not None
+                   else "–")
+            loss = f"{fmt(r.get('loss_first'))} → {fmt(r.get('loss_last'))}" if r.get("loss_first") is not None else "–"
+            out.append(f"| {names[v]} | {seed} | {fmt(r['R1@0.5'])} | {fmt(r['mIoU'])} | {fmt(r['qa_acc'])} | "
+                       f"{fmt(r.get('kl_timestamp'))} | {fmt(r.get('kl_other'))} | {fmt(r.get('kl_timestamp_last'))} | "
+                       f"{fmt(r.get('kl_other_last'))} | {rew} | {loss} |")
+    out += ["", "Means over seeds:", "",
+            "| variant | R1@0.5 | mIoU | colour-QA acc | KL ts (held-out) | KL other (held-out) |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for v, m in res["means"].items():
+        out.append(f"| {names[v]} | {fmt(m.get('R1@0.5'))} | {fmt(m.get('mIoU'))} | {fmt(m.get('qa_acc'))} | "
+                   f"{fmt(m.get('kl_timestamp'))} | {fmt(m.get('kl_other'))} |")
+    out += ["", "## Paired tests (same held-out items; hits gained / lost by the first against the second)", "",
+            "Grounding: hit = IoU ≥ 0.5. Colour QA: hit = a right answer. Exact two-sided sign test on the "
+            "discordant items; pooled = the sums over seeds (seeds ahead / behind in brackets).", "",
+            "| comparison | metric | " + " | ".join(f"seed {s}" for s in sz["seeds"]) + " | pooled |",
+            "| --- | --- | " + " | ".join("---" for _ in sz["seeds"]) + " | --- |"]
+    for key, t in res["paired"].items():
+        comp, metric = key.split("|")
+        fav, other = comp.split(" vs ")
+        label = f"{names[fav]} vs {names.get(other, other)}"
+        pool = t["pooled"]
+        out.append(f"| {label} | {METRIC[metric]} | " + " | ".join(pair_text(p) for p in t["per_seed"])
+                   + f" | **{pair_text(pool)}** ({pool['seeds_ahead']}↑ {pool['seeds_behind']}↓) |")
+    out += ["", "## Summary rows (for the README)", "",
+            "| comparison | metric | a (second) | b (first) | paired, pooled | claim's direction | shows |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r['comparison']} | {r['metric']} | {fmt(r['a'])} | {fmt(r['b'])} | {r['paired']} | "
+                   f"{r['claim']} | {r['shows']} |")
+    out += ["", "`shows`: *higher* / *lower* — yes when the pooled sign test has the claimed sign at p < 0.05, "
+            "mixed when the sign is right but p ≥ 0.05, no otherwise; *not lower* — yes unless the first loses "
+            "significantly (p < 0.05).", "", "## Curves", ""]
+    out += [f"![{p}](forgetting/{p})" for p in pngs]
+    out += ["", "## Reading", "", reading.strip(), ""]
+    return "\n".join(out)
