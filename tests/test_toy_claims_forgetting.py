@@ -1,5 +1,5 @@
-"""The forgetting regime (benchmarks/toy_claims/forgetting.py): the colour questions (the second
-skill) against hand-computed values, equal training compute, the verdict rule, and the quick run
+"""The forgetting regime (benchmarks/toy_claims/forgetting.py): the palette-order questions (the
+second skill) and the colour-at-time questions tried first, against hand-computed values, equal training compute, the verdict rule, and the quick run
 end to end."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 import pytest
+from toy_claims import forgetting as fg
 
 from scenetg.toy_task import ToyVideo, split_specs
-from toy_claims import forgetting as fg
 
 SPEC = ToyVideo("v", 24, ("red", "blue", "yellow", "green"), (0, 6, 9, 18, 24))
 """Scenes [0, 6) red, [6, 9) blue, [9, 18) yellow, [18, 24) green."""
@@ -65,10 +65,37 @@ def test_question_rows_ask_distinct_scenes_of_the_splits_own_videos():
     assert len({r["colour"] for r in rows}) == 8
 
 
+def test_palette_order_facts():
+    assert fg.ORDER == ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
+    assert fg.order_answer("green", "after") == "cyan"
+    assert fg.order_answer("green", "before") == "yellow"
+    assert fg.order_answer("pink", "after") == "red"  # a circle
+    assert fg.order_answer("red", "before") == "pink"
+    rows = fg.fact_rows("fq", 40, 2, 6, seed=3)
+    assert len(rows) == 240 and len({r["qid"] for r in rows}) == 240
+    for r in rows:
+        relation, colour = r["fact"].split()
+        assert r["question"] == f"Which colour comes {relation} {colour}?"
+        assert r["answer"] == r["colour"] == fg.order_answer(colour, relation)
+        assert fg.qa_correct(r["answer"], r["colour"])
+    assert len({r["fact"] for r in rows}) == 16  # all 8 x 2 facts drawn
+    specs = {spec.vid: spec for spec, _ in split_specs("fq", 40, 2, 3)}  # the videos make_split writes
+    assert [r["vid"] for r in rows] == [v for v in specs for _ in range(6)]
+    assert all(r["duration"] == specs[r["vid"]].duration_s for r in rows)
+    assert rows == fg.fact_rows("fq", 40, 2, 6, seed=3)
+
+
+def test_facts_kept_counts_facts_right_on_half_their_questions():
+    qs = [{"qid": "1", "fact": "after red"}, {"qid": "2", "fact": "after red"},
+          {"qid": "3", "fact": "before red"}, {"qid": "4", "fact": "before red"}, {"qid": "5", "fact": "before red"}]
+    evals = {"m": {"qa_correct": {"1": True, "2": False, "3": True, "4": False, "5": False}}}
+    assert fg.fact_accuracy(qs, evals) == {"n_facts": 2, "kept": {"m": 1}}  # 1/2 kept, 1/3 not
+
+
 def test_equal_training_compute_is_equal_sequences_through_the_loss():
-    # FULL: GRPO 50 steps x 4 prompts x 8 rollouts = 1600 sequences = SFT 100 steps x batch 16
-    assert fg.FULL.grpo_steps * fg.FULL.prompts * fg.GENERATIONS == 1600
-    assert fg.FULL.sft_steps == 100
+    # FULL: GRPO 30 steps x 4 prompts x 8 rollouts = 960 sequences = SFT 60 steps x batch 16
+    assert fg.FULL.grpo_steps * fg.FULL.prompts * fg.GENERATIONS == 960
+    assert fg.FULL.sft_steps == 60
     for sizes in (fg.FULL, fg.QUICK):
         assert sizes.sft_steps * fg.SFT_BATCH == sizes.grpo_steps * sizes.prompts * fg.GENERATIONS
     assert [(v.key, v.beta, v.beta_timestamp) for v in fg.VARIANTS if v.algo == "grpo"] == [

@@ -2,13 +2,17 @@
 forgetting of SFT, and does token-aware KL (β_ts = 0) let timestamps move while the rest stays?
 
 The start model knows two skills on the standard toy videos (`scenetg.toy_task`): grounding
-("the green scene" -> ``<answer>S - E</answer>``) and a second one, colour questions ("What colour
-is the scene at 12 s?" -> ``green``), trained into it by an SFT stage (`scenetg train --algo sft`
-with ``sft.questions``) from the shipped toy SFT checkpoint on a mix of both. From that start,
+("the green scene" -> ``<answer>S - E</answer>``) and a second one, palette-order knowledge asked
+with the video in the prompt ("Which colour comes after green?" -> ``cyan``: 16 facts, the toy
+stand-in for the text knowledge a pretrained MLLM has and grounding does not use), trained into it
+by an SFT stage (`scenetg train --algo sft` with ``sft.questions``) from the shipped toy SFT
+checkpoint on a mix of both. A video question ("What colour is the scene at 12 s?") was tried first
+as the second skill: 400 mixed SFT steps did not teach it (the start answered one colour to
+everything); that stage is kept and reported (``TRIED_AT_TIME``). From that start,
 four variants train on grounding rows only, at equal training compute (the same number of
 sequences through the training loss: a GRPO step of P prompts x G rollouts counts P·G, an SFT
 step its batch): (a) more SFT, (b) GRPO β = 0.04, β_ts = 0 (token-aware), (c) GRPO β_ts = β,
-(d) GRPO β = 0. Held-out grounding and held-out colour-question accuracy are scored against the
+(d) GRPO β = 0. Held-out grounding and held-out palette-question accuracy are scored against the
 start with paired sign tests, per seed and pooled; the KL to the start is measured on timestamp
 and on other tokens for every variant (SFT included) on the same held-out completions.
 
@@ -57,16 +61,21 @@ EXPECTED = DOCS / "forgetting" / "expected.md"
 class Sizes:
     train_videos: int = 400
     per_video: int = 2
-    """Grounding queries and colour questions per training video (each)."""
+    """Grounding queries (and tried colour-at-time questions) per training video."""
+    facts_per_video: int = 6
+    """Palette-order questions per training video in the SFT stage (3 to 1 against grounding
+    rows: the questions' answers are 2–3 tokens against ~19 of a grounding answer)."""
     heldout_videos: int = 200
-    """One grounding query and one colour question per held-out video."""
-    stage_steps: int = 600
-    stage_lr: float = 1e-3
-    grpo_steps: int = 50
+    """One grounding query and one palette-order question per held-out video."""
+    stage_steps: int = 500
+    stage_lr: float = 3e-3
+    grpo_steps: int = 30
     prompts: int = 4
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     kl_queries: int = 64
     sft_lr: float = 1e-3
+    tried_at_time: bool = True
+    """Evaluate the kept stage that tried colour-at-time questions as the second skill."""
 
     @property
     def sft_steps(self) -> int:
@@ -75,13 +84,16 @@ class Sizes:
 
     @property
     def key(self) -> str:
-        return (f"t{self.train_videos}x{self.per_video}_h{self.heldout_videos}_st{self.stage_steps}"
-                f"lr{self.stage_lr:g}")
+        return (f"facts{self.facts_per_video}_t{self.train_videos}x{self.per_video}_h{self.heldout_videos}"
+                f"_st{self.stage_steps}lr{self.stage_lr:g}")
 
 
 FULL = Sizes()
-QUICK = Sizes(train_videos=8, heldout_videos=6, stage_steps=3, grpo_steps=1, prompts=2, seeds=(0, 1),
-              kl_queries=4)
+QUICK = Sizes(train_videos=8, facts_per_video=2, heldout_videos=6, stage_steps=3, grpo_steps=1, prompts=2,
+              seeds=(0, 1), kl_queries=4, tried_at_time=False)
+TRIED_AT_TIME = {"steps": 400, "lr": 1e-3, "key": "t400x2_h200_st400lr0.001"}
+"""The first attempt at a second skill (colour-at-time questions, 2 per video beside 2 grounding
+queries, SFT lr 1e-3 cosine, seed 0): its stage folder and eval tag under the regime's cache."""
 
 
 @dataclass(frozen=True)
@@ -145,27 +157,61 @@ def question_rows(name: str, n_videos: int, per_video: int, seed: int) -> list[d
     return rows
 
 
+ORDER = tuple(PALETTE)
+"""The palette's order (red, orange, yellow, green, cyan, blue, purple, pink), read as a circle."""
+
+
+def order_answer(colour: str, relation: str) -> str:
+    """The colour after / before `colour` in `ORDER` (circular)."""
+    step = {"after": 1, "before": -1}[relation]
+    return ORDER[(ORDER.index(colour) + step) % len(ORDER)]
+
+
+def fact_rows(name: str, n_videos: int, grounding_per_video: int, per_video: int, seed: int) -> list[dict]:
+    """`per_video` palette-order questions ("Which colour comes after green?" -> ``cyan``) asked
+    with each video of the toy split `name` that `make_split` made with `grounding_per_video` and
+    `seed`; ``sft.questions`` rows with ``colour`` (the answer). 16 facts (8 colours x after /
+    before), drawn uniformly."""
+    rng = np.random.default_rng(seed + 9)
+    rows = []
+    for spec, _ in split_specs(name, n_videos, grounding_per_video, seed):
+        for k in range(per_video):
+            colour, relation = ORDER[int(rng.integers(len(ORDER)))], ("after", "before")[int(rng.integers(2))]
+            answer = order_answer(colour, relation)
+            rows.append({"qid": f"{spec.vid}_{relation}_{colour}_{k}", "vid": spec.vid,
+                         "duration": float(spec.duration_s), "question": f"Which colour comes {relation} {colour}?",
+                         "answer": answer, "colour": answer, "fact": f"{relation} {colour}"})
+    return rows
+
+
 @dataclass(frozen=True)
 class Data:
     train: ToySplit
-    train_questions: Path
+    train_facts: Path
     heldout: ToySplit
-    heldout_questions: list[dict]
+    heldout_facts: list[dict]
+    train_at_time: Path
+    heldout_at_time: list[dict]
+
+
+def _jsonl(path: Path, make) -> list[dict]:
+    if not path.is_file():
+        path.write_text("".join(json.dumps(r) + "\n" for r in make()))
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def make_data(root: Path, sizes: Sizes) -> Data:
     train = make_split(root, "fg_train", sizes.train_videos, sizes.per_video, TRAIN_SEED)
     held = make_split(root, "fg_heldout", sizes.heldout_videos, 1, HELDOUT_SEED)
-    out = {}
-    for split, name, n, per, seed in ((train, "fg_train", sizes.train_videos, sizes.per_video, TRAIN_SEED),
-                                      (held, "fg_heldout", sizes.heldout_videos, 1, HELDOUT_SEED)):
-        path = split.jsonl.with_name(f"{name}_questions.jsonl")
-        if not path.is_file():
-            rows = question_rows(name, n, per, seed)
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        out[name] = path
-    held_q = [json.loads(line) for line in out["fg_heldout"].read_text().splitlines() if line.strip()]
-    return Data(train, out["fg_train"], held, held_q)
+    at_train = train.jsonl.with_name("fg_train_questions.jsonl")
+    _jsonl(at_train, lambda: question_rows("fg_train", sizes.train_videos, sizes.per_video, TRAIN_SEED))
+    at_held = _jsonl(held.jsonl.with_name("fg_heldout_questions.jsonl"),
+                     lambda: question_rows("fg_heldout", sizes.heldout_videos, 1, HELDOUT_SEED))
+    facts_train = train.jsonl.with_name(f"fg_train_facts{sizes.facts_per_video}.jsonl")
+    _jsonl(facts_train, lambda: fact_rows("fg_train", sizes.train_videos, sizes.per_video, sizes.facts_per_video, TRAIN_SEED))
+    facts_held = _jsonl(held.jsonl.with_name("fg_heldout_facts.jsonl"),
+                        lambda: fact_rows("fg_heldout", sizes.heldout_videos, 1, 1, HELDOUT_SEED))
+    return Data(train, facts_train, held, facts_held, at_train, at_held)
 
 
 # ------------------------------------------------------------------------------ training
@@ -279,16 +325,19 @@ def kl_to_start(model: Path, start: Path, split: ToySplit, tag: str, regime: str
             "tokens_timestamp": counts["ts"], "tokens_other": counts["other"], "queries": len(rows)}
 
 
-def evaluate(model: Path, tag: str, data: Data, regime: str, start: Path | None, sizes: Sizes) -> dict:
-    """Held-out grounding IoUs and colour-question answers of `model` (and its KL to `start`)."""
+def evaluate(model: Path, tag: str, data: Data, regime: str, start: Path | None, sizes: Sizes,
+             questions: list[dict] | None = None) -> dict:
+    """Held-out grounding IoUs and second-skill answers (`questions`, default the palette-order
+    ones) of `model`, and its KL to `start`."""
     log = CACHE / regime / "evals" / f"{tag}.json"
     if log.is_file():
         return json.loads(log.read_text())
+    questions = data.heldout_facts if questions is None else questions
     ious = ground_ious(data.heldout, model, tag, SAMPLING, regime)
-    answers = qa_answers(data.heldout_questions, data.heldout.videos, model, tag, regime)
-    correct = {q["qid"]: qa_correct(answers[q["qid"]], q["colour"]) for q in data.heldout_questions}
+    answers = qa_answers(questions, data.heldout.videos, model, tag, regime)
+    correct = {q["qid"]: qa_correct(answers[q["qid"]], q["colour"]) for q in questions}
     out = {"ious": ious, "qa_correct": correct,
-           "qa_raw_sample": [answers[q["qid"]] for q in data.heldout_questions[:5]],
+           "qa_raw_sample": [answers[q["qid"]] for q in questions[:5]],
            "kl": kl_to_start(model, start, data.heldout, tag, regime, sizes.kl_queries) if start else None}
     from .common import write_json
 
@@ -354,8 +403,22 @@ def run(quick: bool = False) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     times = root / "timings.json"
     data = timed(times, "data", make_data, root / "data" / f"t{sizes.train_videos}_h{sizes.heldout_videos}", sizes)
+    tried = None
+    if sizes.tried_at_time:  # the first attempt at a second skill, kept and reported
+        key = TRIED_AT_TIME["key"]
+        at = timed(times, "tried: colour-at-time SFT stage", sft_run, SHIPPED_SFT, data.train, root / key / "start",
+                   steps=TRIED_AT_TIME["steps"], lr=TRIED_AT_TIME["lr"], seed=0, questions=data.train_at_time,
+                   schedule="cosine")
+        shipped_at = timed(times, "tried: eval shipped", evaluate, SHIPPED_SFT, f"{key}_shipped", data, regime, None,
+                           sizes, data.heldout_at_time)
+        at_ev = timed(times, "tried: eval stage", evaluate, at / "final", f"{key}_start", data, regime, None, sizes,
+                      data.heldout_at_time)
+        tried = {"steps": TRIED_AT_TIME["steps"], "lr": TRIED_AT_TIME["lr"], "shipped": summary(shipped_at),
+                 "stage": summary(at_ev), "stage_sample": at_ev["qa_raw_sample"],
+                 "answers": dict(sorted(_counts(qa_answers(data.heldout_at_time, data.heldout.videos, at / "final",
+                                                           f"{key}_start", regime)).items(), key=lambda kv: -kv[1])[:5])}
     stage = timed(times, "start (SFT stage)", sft_run, SHIPPED_SFT, data.train, work / "start",
-                  steps=sizes.stage_steps, lr=sizes.stage_lr, seed=0, questions=data.train_questions,
+                  steps=sizes.stage_steps, lr=sizes.stage_lr, seed=0, questions=data.train_facts,
                   schedule="cosine")
     start = stage / "final"
     evals = {"shipped": timed(times, "eval shipped", evaluate, SHIPPED_SFT, f"{sizes.key}_shipped", data, regime,
@@ -381,10 +444,33 @@ def run(quick: bool = False) -> dict:
             evals[f"{v.key}{seed}"] = ev
             curves[f"{v.key}{seed}"] = {"dir": out, "algo": v.algo}
     results = assemble(sizes, evals, runs, json.loads(times.read_text()) if times.is_file() else {})
+    results["tried_at_time"] = tried
+    results["facts"] = fact_accuracy(data.heldout_facts, evals)
     docs = CACHE / "quick_docs" if quick else DOCS
     from .forgetting_report import write_report
 
     return write_report(results, curves, docs, EXPECTED)
+
+
+def _counts(answers: dict[str, str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for a in answers.values():
+        out[a] = out.get(a, 0) + 1
+    return out
+
+
+def fact_accuracy(questions: list[dict], evals: dict) -> dict:
+    """Per model: how many of the 16 facts are answered right on at least half of their held-out
+    questions (the held-out questions repeat the same 16 facts with other videos)."""
+    facts = sorted({q["fact"] for q in questions})
+    out = {}
+    for name, ev in evals.items():
+        kept = 0
+        for fact in facts:
+            hits = [ev["qa_correct"][q["qid"]] for q in questions if q["fact"] == fact]
+            kept += bool(hits) and sum(hits) * 2 >= len(hits)
+        out[name] = kept
+    return {"n_facts": len(facts), "kept": out}
 
 
 def assemble(sizes: Sizes, evals: dict, runs: dict, timings: dict) -> dict:

@@ -19,7 +19,7 @@ README_ROWS = (
     ("b vs c", "qa", "(b) β_ts=0 vs (c) β_ts=β", "not lower"),
     ("b vs d", "qa", "(b) β=0.04 vs (d) β=0", "higher"),
 )
-METRIC = {"qa": "colour-QA accuracy", "grounding": "R1@0.5"}
+METRIC = {"qa": "palette-QA accuracy", "grounding": "R1@0.5"}
 KEY = {"qa": "qa_acc", "grounding": "R1@0.5"}
 
 
@@ -77,7 +77,7 @@ def plots(curves: dict, out: Path, names: dict) -> list[str]:
 
 
 def tradeoff_plot(results: dict, path: Path) -> None:
-    """Held-out colour-QA accuracy against R1@0.5, one point per run, the start as a star."""
+    """Held-out palette-QA accuracy against R1@0.5, one point per run, the start as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +88,7 @@ def tradeoff_plot(results: dict, path: Path) -> None:
         ax.scatter([r["R1@0.5"] for r in rs.values()], [r["qa_acc"] for r in rs.values()],
                    label=results["variants"][v], alpha=0.8)
     ax.scatter([results["start"]["R1@0.5"]], [results["start"]["qa_acc"]], marker="*", s=200, c="k", label="start")
-    ax.set(xlabel="held-out grounding R1@0.5", ylabel="held-out colour-QA accuracy",
+    ax.set(xlabel="held-out grounding R1@0.5", ylabel="held-out palette-QA accuracy",
            title="What each run kept (QA) and learnt (grounding)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -135,14 +135,19 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
         "",
         "- **Task**: the standard toy videos (`scenetg.toy_task`, 8 cells, 4–6 flat-colour scenes, "
         "16 frames at 64 px). Skill 1, grounding: \"the green scene\" → `<answer>S - E</answer>`. "
-        "Skill 2, colour questions: \"What colour is the scene at T s?\" (T a whole second strictly "
-        "inside a scene) → the colour's name; right when the answer names that colour and no other "
-        "palette colour (chance: 1/4–1/6 among the video's colours, 1/8 among the palette).",
-        f"- **Data**: {sz['train_videos']} training videos × {sz['per_video']} grounding queries and "
-        f"{sz['per_video']} colour questions; held out: {sz['heldout_videos']} other videos × 1 grounding "
-        f"query and 1 colour question ({res['start']['n_ground']} + {res['start']['n_qa']} held-out items).",
+        "Skill 2, palette-order knowledge asked with the video in the prompt: \"Which colour comes "
+        "after green?\" → `cyan` (the palette red, orange, yellow, green, cyan, blue, purple, pink read "
+        "as a circle; 8 colours × after/before = 16 facts; the toy stand-in for the text knowledge of a "
+        "pretrained MLLM that grounding does not use). Right when the answer names that colour and no "
+        "other palette colour (chance 1/8). Held-out questions repeat the 16 facts with other videos, so "
+        "the paired tests' items are not independent facts; the number of facts kept (right on at least "
+        "half of their held-out questions) is given beside the accuracy.",
+        f"- **Data**: {sz['train_videos']} training videos × {sz['per_video']} grounding queries "
+        f"(+ {sz['facts_per_video']} palette questions each in the SFT stage only); held out: "
+        f"{sz['heldout_videos']} other videos × 1 grounding query and 1 palette question "
+        f"({res['start']['n_ground']} + {res['start']['n_qa']} held-out items).",
         f"- **Start**: the shipped toy SFT checkpoint, then an SFT stage of {sz['stage_steps']} steps "
-        f"(batch {st['sft_batch']}, lr {sz['stage_lr']:g} cosine) on the mix of grounding rows and colour "
+        f"(batch {st['sft_batch']}, lr {sz['stage_lr']:g} cosine) on the mix of grounding rows and palette "
         f"questions (`scenetg train --algo sft` with `sft.questions`).",
         f"- **Variants** (grounding rows only, from the start): (a) SFT, {sz['sft_steps']} steps × batch "
         f"{st['sft_batch']}, lr {sz['sft_lr']:g} constant; (b–d) GRPO, {sz['grpo_steps']} steps × "
@@ -164,14 +169,27 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
         "",
         "## The start",
         "",
-        "| model | R1@0.5 | R1@0.3 | mIoU | colour-QA acc |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | R1@0.5 | R1@0.3 | mIoU | palette-QA acc | facts kept |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for label, s in (("shipped toy SFT (before the stage)", res["shipped"]), ("start (after the stage)", res["start"])):
-        out.append(f"| {label} | {fmt(s['R1@0.5'])} | {fmt(s['R1@0.3'])} | {fmt(s['mIoU'])} | {fmt(s['qa_acc'])} |")
-    out += ["", f"Start's first held-out colour answers: {', '.join(repr(a) for a in res['start_qa_sample'])}.",
+    kept, nf = res["facts"]["kept"], res["facts"]["n_facts"]
+    for label, s, k in (("shipped toy SFT (before the stage)", res["shipped"], "shipped"),
+                        ("start (after the stage)", res["start"], "start")):
+        out.append(f"| {label} | {fmt(s['R1@0.5'])} | {fmt(s['R1@0.3'])} | {fmt(s['mIoU'])} | {fmt(s['qa_acc'])} | "
+                   f"{kept[k]}/{nf} |")
+    out += ["", f"Start's first held-out palette answers: {', '.join(repr(a) for a in res['start_qa_sample'])}."]
+    tried = res.get("tried_at_time")
+    if tried:
+        out += ["", "**Tried first, not learnt**: colour-at-time questions (\"What colour is the scene at 12 s?\", "
+                "a whole second strictly inside a scene; 2 per training video beside 2 grounding queries) as the "
+                f"second skill, SFT stage of {tried['steps']} steps at lr {tried['lr']:g} (cosine). Held-out "
+                f"accuracy: shipped {fmt(tried['shipped']['qa_acc'])}, after the stage "
+                f"{fmt(tried['stage']['qa_acc'])} (chance 1/4–1/6 among the video's colours); most frequent "
+                f"answers {tried['answers']}; grounding R1@0.5 {fmt(tried['stage']['R1@0.5'])}. The tiny model "
+                "learnt the answer's prior, not to read the colour at a time, so the regime uses the palette facts."]
+    out += [
             "", "## Per seed", "",
-            "| variant | seed | R1@0.5 | mIoU | colour-QA acc | KL ts (held-out) | KL other (held-out) "
+            "| variant | seed | R1@0.5 | mIoU | palette-QA acc | KL ts (held-out) | KL other (held-out) "
             "| KL ts (train, last 10) | KL other (train, last 10) | reward first→last 10 | SFT loss first→last |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| start | – | {fmt(res['start']['R1@0.5'])} | {fmt(res['start']['mIoU'])} | "
@@ -185,13 +203,14 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
                        f"{fmt(r.get('kl_timestamp'))} | {fmt(r.get('kl_other'))} | {fmt(r.get('kl_timestamp_last'))} | "
                        f"{fmt(r.get('kl_other_last'))} | {rew} | {loss} |")
     out += ["", "Means over seeds:", "",
-            "| variant | R1@0.5 | mIoU | colour-QA acc | KL ts (held-out) | KL other (held-out) |",
-            "| --- | --- | --- | --- | --- | --- |"]
+            "| variant | R1@0.5 | mIoU | palette-QA acc | facts kept (per seed) | KL ts (held-out) | KL other (held-out) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for v, m in res["means"].items():
+        per_seed = ", ".join(str(kept[f"{v}{s}"]) for s in sz["seeds"])
         out.append(f"| {names[v]} | {fmt(m.get('R1@0.5'))} | {fmt(m.get('mIoU'))} | {fmt(m.get('qa_acc'))} | "
-                   f"{fmt(m.get('kl_timestamp'))} | {fmt(m.get('kl_other'))} |")
+                   f"{per_seed} of {nf} | {fmt(m.get('kl_timestamp'))} | {fmt(m.get('kl_other'))} |")
     out += ["", "## Paired tests (same held-out items; hits gained / lost by the first against the second)", "",
-            "Grounding: hit = IoU ≥ 0.5. Colour QA: hit = a right answer. Exact two-sided sign test on the "
+            "Grounding: hit = IoU ≥ 0.5. Palette QA: hit = a right answer. Exact two-sided sign test on the "
             "discordant items; pooled = the sums over seeds (seeds ahead / behind in brackets).", "",
             "| comparison | metric | " + " | ".join(f"seed {s}" for s in sz["seeds"]) + " | pooled |",
             "| --- | --- | " + " | ".join("---" for _ in sz["seeds"]) + " | --- |"]
