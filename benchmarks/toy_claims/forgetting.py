@@ -242,7 +242,8 @@ def sft_run(start: Path, split: ToySplit, out: Path, *, steps: int, lr: float, s
 
 
 def timed(log: Path, name: str, fn, *args, **kwargs):
-    """`fn(...)`, recording its CPU and wall seconds in `log` the first time it does work."""
+    """`fn(...)`, recording its CPU and wall seconds in `log` under `name` the first time it does
+    work (a cached stage returns in well under a second and is not recorded again)."""
     done = json.loads(log.read_text()) if log.is_file() else {}
     t0, c0 = time.perf_counter(), time.process_time()
     result = fn(*args, **kwargs)
@@ -417,13 +418,13 @@ def run(quick: bool = False) -> dict:
                  "stage": summary(at_ev), "stage_sample": at_ev["qa_raw_sample"],
                  "answers": dict(sorted(_counts(qa_answers(data.heldout_at_time, data.heldout.videos, at / "final",
                                                            f"{key}_start", regime)).items(), key=lambda kv: -kv[1])[:5])}
-    stage = timed(times, "start (SFT stage)", sft_run, SHIPPED_SFT, data.train, work / "start",
+    stage = timed(times, f"{sizes.key}: start (SFT stage)", sft_run, SHIPPED_SFT, data.train, work / "start",
                   steps=sizes.stage_steps, lr=sizes.stage_lr, seed=0, questions=data.train_facts,
                   schedule="cosine")
     start = stage / "final"
-    evals = {"shipped": timed(times, "eval shipped", evaluate, SHIPPED_SFT, f"{sizes.key}_shipped", data, regime,
+    evals = {"shipped": timed(times, f"{sizes.key}: eval shipped", evaluate, SHIPPED_SFT, f"{sizes.key}_shipped", data, regime,
                               None, sizes),
-             "start": timed(times, "eval start", evaluate, start, f"{sizes.key}_start", data, regime, None, sizes)}
+             "start": timed(times, f"{sizes.key}: eval start", evaluate, start, f"{sizes.key}_start", data, regime, None, sizes)}
     runs: dict[str, dict[int, dict]] = {}
     curves: dict[str, dict] = {}
     for v in VARIANTS:
@@ -431,19 +432,22 @@ def run(quick: bool = False) -> dict:
         for seed in sizes.seeds:
             if v.algo == "sft":
                 out = work / f"a_s{seed}_n{sizes.sft_steps}_lr{sizes.sft_lr:g}"
-                timed(times, out.name, sft_run, start, data.train, out, steps=sizes.sft_steps, lr=sizes.sft_lr,
+                timed(times, f"{sizes.key}: {out.name}", sft_run, start, data.train, out, steps=sizes.sft_steps, lr=sizes.sft_lr,
                       seed=seed)
             else:
                 out = work / f"{v.key}_s{seed}_n{sizes.grpo_steps}x{sizes.prompts}"
-                timed(times, out.name, grpo_run, start, data.train, out, SAMPLING, rewards=REWARDS, beta=v.beta,
+                timed(times, f"{sizes.key}: {out.name}", grpo_run, start, data.train, out, SAMPLING, rewards=REWARDS, beta=v.beta,
                       beta_timestamp=v.beta_timestamp, steps=sizes.grpo_steps, prompts=sizes.prompts, seed=seed,
                       generations=GENERATIONS, lr=GRPO_LR, frame_cache=root / "frames")
             tag = f"{sizes.key}_{out.name}"
-            ev = timed(times, f"eval {out.name}", evaluate, out / "final", tag, data, regime, start, sizes)
+            ev = timed(times, f"{sizes.key}: eval {out.name}", evaluate, out / "final", tag, data, regime, start, sizes)
             runs[v.key][seed] = {**summary(ev), **train_stats(out, v.algo)}
             evals[f"{v.key}{seed}"] = ev
             curves[f"{v.key}{seed}"] = {"dir": out, "algo": v.algo}
-    results = assemble(sizes, evals, runs, json.loads(times.read_text()) if times.is_file() else {})
+    timings = json.loads(times.read_text()) if times.is_file() else {}
+    results = assemble(sizes, evals, runs, {k: v for k, v in timings.items() if k == "data" or k.startswith(sizes.key)})
+    tried_s = [v for k, v in timings.items() if k.startswith("tried:")]
+    results["compute"]["tried_cpu_s"] = round(sum(v["cpu_s"] for v in tried_s), 1)
     results["tried_at_time"] = tried
     results["facts"] = fact_accuracy(data.heldout_facts, evals)
     docs = CACHE / "quick_docs" if quick else DOCS
