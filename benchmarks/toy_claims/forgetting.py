@@ -499,6 +499,10 @@ def assemble(sizes: Sizes, evals: dict, runs: dict, timings: dict) -> dict:
                  if all(r.get(k) is not None for r in rs.values())} for v, rs in runs.items()}
     cpu = sum(t["cpu_s"] for t in timings.values())
     wall = sum(t["wall_s"] for t in timings.values())
+    parts = {"grpo": lambda k: k.split(": ")[-1][:2] in ("b_", "c_", "d_"), "sft": lambda k: ": a_s" in k,
+             "eval": lambda k: ": eval" in k, "stage": lambda k: "start (SFT stage)" in k}
+    by_part = {f"{name}_cpu_s": round(sum(t["cpu_s"] for k, t in timings.items() if match(k)), 1)
+               for name, match in parts.items()}
     return {"regime": REGIME, "sizes": {**asdict(sizes), "sft_steps": sizes.sft_steps,
                                         "sequences_per_run": sizes.grpo_steps * sizes.prompts * GENERATIONS},
             "settings": {"sampling": SAMPLING, "rewards": REWARDS, "beta": BETA, "grpo_lr": GRPO_LR,
@@ -507,5 +511,5 @@ def assemble(sizes: Sizes, evals: dict, runs: dict, timings: dict) -> dict:
             "shipped": summary(evals["shipped"]), "start": summary(start),
             "start_qa_sample": start["qa_raw_sample"],
             "runs": {v: {str(s): r for s, r in rs.items()} for v, rs in runs.items()}, "means": means,
-            "paired": paired_tests, "compute": {"cpu_s": round(cpu, 1), "wall_s": round(wall, 1), "stages": timings},
+            "paired": paired_tests, "compute": {"cpu_s": round(cpu, 1), "wall_s": round(wall, 1), **by_part, "stages": timings},
             "sign_test": "exact two-sided sign test (McNemar) on discordant queries; pooled = sums over seeds"}

@@ -164,8 +164,16 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
         f"tokens. GRPO's logged `kl_timestamp` / `kl_other` (k3 on its training rollouts, last 10 steps) "
         f"are given beside it.",
         f"- **Compute used**: {c['cpu_s']:.0f} s CPU ({c['cpu_s'] / 60:.1f} min, one torch thread), "
-        f"{c['wall_s']:.0f} s wall under the day's shared load (data, start stage, "
-        f"{len(res['runs']) * len(sz['seeds'])} runs, {len(res['runs']) * len(sz['seeds']) + 2} evals).",
+        f"{c['wall_s']:.0f} s wall under the day's shared load: start stage {c.get('stage_cpu_s', 0):.0f} s, "
+        f"{len(sz['seeds']) * 3} GRPO runs {c.get('grpo_cpu_s', 0):.0f} s, {len(sz['seeds'])} SFT runs "
+        f"{c.get('sft_cpu_s', 0):.0f} s, {len(res['runs']) * len(sz['seeds']) + 2} evals {c.get('eval_cpu_s', 0):.0f} s, "
+        f"data the rest. The tried colour-at-time stage and its evals took {c.get('tried_cpu_s', 0):.0f} s CPU more "
+        "(the other probes named in the expected outcome are not counted).",
+        f"- **Size against the budget**: sized to today's ~20 min of single-thread CPU, not the issue's ~90 min. "
+        f"A GRPO step here costs ~{c.get('grpo_cpu_s', 0) / max(1, 3 * len(sz['seeds']) * sz['grpo_steps']):.2f} s CPU "
+        f"(4 prompts × 8 rollouts, with the reference pass), so {sz['grpo_steps']} steps per run is little "
+        "training; a 90-min run would give each run ~4× the steps (120 GRPO steps, 240 SFT steps) at the "
+        "same 5 seeds, or twice the steps and twice the held-out set.",
         "",
         "## The start",
         "",
