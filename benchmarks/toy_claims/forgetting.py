@@ -76,6 +76,8 @@ class Sizes:
     sft_lr: float = 1e-3
     tried_at_time: bool = True
     """Evaluate the kept stage that tried colour-at-time questions as the second skill."""
+    extra_sft_seeds: tuple[int, ...] = (0, 1)
+    """Seeds of the follow-up added after the runs: SFT with `EXTRA_SFT_MULT` times the steps."""
 
     @property
     def sft_steps(self) -> int:
@@ -90,7 +92,10 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(train_videos=8, facts_per_video=2, heldout_videos=6, stage_steps=3, grpo_steps=1, prompts=2,
-              seeds=(0, 1), kl_queries=4, tried_at_time=False)
+              seeds=(0, 1), kl_queries=4, tried_at_time=False, extra_sft_seeds=())
+EXTRA_SFT_MULT = 4
+"""The follow-up (decided after the main runs, not in the expected outcome): does SFT on grounding
+rows forget the facts with 4x the equal-compute steps?"""
 TRIED_AT_TIME = {"steps": 400, "lr": 1e-3, "key": "t400x2_h200_st400lr0.001"}
 """The first attempt at a second skill (colour-at-time questions, 2 per video beside 2 grounding
 queries, SFT lr 1e-3 cosine, seed 0): its stage folder and eval tag under the regime's cache."""
@@ -444,12 +449,27 @@ def run(quick: bool = False) -> dict:
             runs[v.key][seed] = {**summary(ev), **train_stats(out, v.algo)}
             evals[f"{v.key}{seed}"] = ev
             curves[f"{v.key}{seed}"] = {"dir": out, "algo": v.algo}
+    extra = {}
+    for seed in sizes.extra_sft_seeds:
+        out = work / f"ax{EXTRA_SFT_MULT}_s{seed}_n{sizes.sft_steps * EXTRA_SFT_MULT}_lr{sizes.sft_lr:g}"
+        timed(times, f"{sizes.key}: {out.name}", sft_run, start, data.train, out,
+              steps=sizes.sft_steps * EXTRA_SFT_MULT, lr=sizes.sft_lr, seed=seed)
+        ev = timed(times, f"{sizes.key}: eval {out.name}", evaluate, out / "final", f"{sizes.key}_{out.name}", data,
+                   regime, start, sizes)
+        extra[str(seed)] = {**summary(ev), **train_stats(out, "sft"),
+                            "vs_start_qa": qa_paired(evals["start"]["qa_correct"], ev["qa_correct"]),
+                            "vs_start_grounding": paired(evals["start"]["ious"], ev["ious"]),
+                            "facts_kept": fact_accuracy(data.heldout_facts, {"x": ev})["kept"]["x"]}
     timings = json.loads(times.read_text()) if times.is_file() else {}
     results = assemble(sizes, evals, runs, {k: v for k, v in timings.items() if k == "data" or k.startswith(sizes.key)})
     tried_s = [v for k, v in timings.items() if k.startswith("tried:")]
     results["compute"]["tried_cpu_s"] = round(sum(v["cpu_s"] for v in tried_s), 1)
     results["tried_at_time"] = tried
     results["facts"] = fact_accuracy(data.heldout_facts, evals)
+    results["b_equals_d_per_item"] = all(evals[f"b{s}"]["ious"] == evals[f"d{s}"]["ious"]
+                                         and evals[f"b{s}"]["qa_correct"] == evals[f"d{s}"]["qa_correct"]
+                                         for s in sizes.seeds)
+    results["extra_sft"] = {"mult": EXTRA_SFT_MULT, "steps": sizes.sft_steps * EXTRA_SFT_MULT, "runs": extra}
     docs = CACHE / "quick_docs" if quick else DOCS
     from .forgetting_report import write_report
 
@@ -500,7 +520,8 @@ def assemble(sizes: Sizes, evals: dict, runs: dict, timings: dict) -> dict:
     cpu = sum(t["cpu_s"] for t in timings.values())
     wall = sum(t["wall_s"] for t in timings.values())
     parts = {"grpo": lambda k: k.split(": ")[-1][:2] in ("b_", "c_", "d_"), "sft": lambda k: ": a_s" in k,
-             "eval": lambda k: ": eval" in k, "stage": lambda k: "start (SFT stage)" in k}
+             "eval": lambda k: ": eval" in k, "stage": lambda k: "start (SFT stage)" in k,
+             "extra_sft": lambda k: f": ax{EXTRA_SFT_MULT}_" in k}
     by_part = {f"{name}_cpu_s": round(sum(t["cpu_s"] for k, t in timings.items() if match(k)), 1)
                for name, match in parts.items()}
     return {"regime": REGIME, "sizes": {**asdict(sizes), "sft_steps": sizes.sft_steps,

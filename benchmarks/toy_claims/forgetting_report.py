@@ -50,6 +50,16 @@ def readme_rows(results: dict) -> list[dict]:
         rows.append({"comparison": label, "metric": f"{METRIC[metric]} (held-out, mean over seeds)",
                      "a": round(side(results, other, metric), 3), "b": round(side(results, fav, metric), 3),
                      "paired": pair_text(pool), "shows": verdict(pool, want), "claim": want})
+    ex = (results.get("extra_sft") or {}).get("runs") or {}
+    if ex:  # the follow-up: does SFT forget with more steps?
+        from .common import pooled
+
+        pool = pooled([r["vs_start_qa"] for r in ex.values()])
+        rows.append({"comparison": f"(a) SFT at {results['extra_sft']['mult']}× steps vs start (follow-up, "
+                                   f"{len(ex)} seeds)",
+                     "metric": f"{METRIC['qa']} (held-out, mean over seeds)", "a": round(results["start"]["qa_acc"], 3),
+                     "b": round(sum(r["qa_acc"] for r in ex.values()) / len(ex), 3), "paired": pair_text(pool),
+                     "shows": verdict(pool, "lower"), "claim": "lower"})
     return rows
 
 
@@ -87,6 +97,10 @@ def tradeoff_plot(results: dict, path: Path) -> None:
     for v, rs in results["runs"].items():
         ax.scatter([r["R1@0.5"] for r in rs.values()], [r["qa_acc"] for r in rs.values()],
                    label=results["variants"][v], alpha=0.8)
+    ex = (results.get("extra_sft") or {}).get("runs") or {}
+    if ex:
+        ax.scatter([r["R1@0.5"] for r in ex.values()], [r["qa_acc"] for r in ex.values()], marker="x", s=60,
+                   label=f"(a) SFT, {results['extra_sft']['mult']}× steps (follow-up)")
     ax.scatter([results["start"]["R1@0.5"]], [results["start"]["qa_acc"]], marker="*", s=200, c="k", label="start")
     ax.set(xlabel="held-out grounding R1@0.5", ylabel="held-out palette-QA accuracy",
            title="What each run kept (QA) and learnt (grounding)")
@@ -96,6 +110,32 @@ def tradeoff_plot(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def reading_values(res: dict) -> dict:
+    """The numbers the reading (``forgetting/reading.md``, a format string) quotes, from the results:
+    ``{a_qa}`` is variant a's mean palette-QA accuracy, ``{p_a_vs_start_qa}`` its pooled paired test
+    against the start, and so on."""
+    out = {"shipped_r1": fmt(res["shipped"]["R1@0.5"]), "start_r1": fmt(res["start"]["R1@0.5"]),
+           "shipped_qa": fmt(res["shipped"]["qa_acc"]), "start_qa": fmt(res["start"]["qa_acc"]),
+           "n_facts": res["facts"]["n_facts"], "start_facts": res["facts"]["kept"]["start"]}
+    for v, m in res["means"].items():
+        for k in ("R1@0.5", "mIoU", "qa_acc", "kl_timestamp", "kl_other", "kl_timestamp_last", "kl_other_last"):
+            out[f"{v}_{k.replace('R1@0.5', 'r1').replace('qa_acc', 'qa')}"] = fmt(m.get(k))
+    for key, t in res["paired"].items():
+        comp, metric = key.split("|")
+        out[f"p_{comp.replace(' ', '_')}_{metric}"] = pair_text(t["pooled"])
+    ex = (res.get("extra_sft") or {}).get("runs") or {}
+    out["x_steps"] = (res.get("extra_sft") or {}).get("steps")
+    out["x_qa"] = ", ".join(fmt(r["qa_acc"]) for r in ex.values())
+    out["x_r1"] = ", ".join(fmt(r["R1@0.5"]) for r in ex.values())
+    out["x_facts"] = ", ".join(str(r["facts_kept"]) for r in ex.values())
+    out["x_p_qa"] = "; ".join(pair_text(r["vs_start_qa"]) for r in ex.values())
+    out["b_equals_d"] = ("the same score on every held-out item in every seed" if res.get("b_equals_d_per_item")
+                         else "different scores on some held-out items")
+    tried = res.get("tried_at_time") or {}
+    out["tried_qa"] = fmt(tried.get("stage", {}).get("qa_acc"))
+    return out
 
 
 def write_report(results: dict, curves: dict, docs: Path, expected: Path) -> dict:
@@ -110,7 +150,7 @@ def write_report(results: dict, curves: dict, docs: Path, expected: Path) -> dic
     rows = readme_rows(results)
     reading = folder / "reading.md"
     text = doc(results, rows, pngs, expected.read_text() if expected.is_file() else "(missing)",
-               reading.read_text() if reading.is_file() else "(not written yet)")
+               reading.read_text().format_map(reading_values(results)) if reading.is_file() else "(not written yet)")
     (docs / f"{REGIME}.md").write_text(text)
     return {"regime": REGIME,
             "claim": "claims 2 and 3: GRPO learns grounding without SFT's forgetting; token-aware KL "
@@ -167,13 +207,13 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
         f"{c['wall_s']:.0f} s wall under the day's shared load: start stage {c.get('stage_cpu_s', 0):.0f} s, "
         f"{len(sz['seeds']) * 3} GRPO runs {c.get('grpo_cpu_s', 0):.0f} s, {len(sz['seeds'])} SFT runs "
         f"{c.get('sft_cpu_s', 0):.0f} s, {len(res['runs']) * len(sz['seeds']) + 2} evals {c.get('eval_cpu_s', 0):.0f} s, "
-        f"data the rest. The tried colour-at-time stage and its evals took {c.get('tried_cpu_s', 0):.0f} s CPU more "
+        f"the follow-up SFT runs {c.get('extra_sft_cpu_s', 0):.0f} s, data the rest. The tried colour-at-time stage and its evals took {c.get('tried_cpu_s', 0):.0f} s CPU more "
         "(the other probes named in the expected outcome are not counted).",
         f"- **Size against the budget**: sized to today's ~20 min of single-thread CPU, not the issue's ~90 min. "
         f"A GRPO step here costs ~{c.get('grpo_cpu_s', 0) / max(1, 3 * len(sz['seeds']) * sz['grpo_steps']):.2f} s CPU "
         f"(4 prompts × 8 rollouts, with the reference pass), so {sz['grpo_steps']} steps per run is little "
-        "training; a 90-min run would give each run ~4× the steps (120 GRPO steps, 240 SFT steps) at the "
-        "same 5 seeds, or twice the steps and twice the held-out set.",
+        f"training; a 90-min run would give each run ~4× the steps ({4 * sz['grpo_steps']} GRPO steps, "
+        f"{4 * sz['sft_steps']} SFT steps) at the same seeds, or twice the steps and twice the held-out set.",
         "",
         "## The start",
         "",
@@ -235,6 +275,18 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
     for r in rows:
         out.append(f"| {r['comparison']} | {r['metric']} | {fmt(r['a'])} | {fmt(r['b'])} | {r['paired']} | "
                    f"{r['claim']} | {r['shows']} |")
+    ex = res.get("extra_sft") or {}
+    if ex.get("runs"):
+        out += ["", f"## After the runs: {ex['mult']}× more SFT (a follow-up, not in the expected outcome)", "",
+                f"Decided after the main runs, to see whether SFT on grounding rows forgets the facts at all: "
+                f"(a) with {ex['steps']} steps ({ex['mult']}× the equal-compute budget), same lr, seeds "
+                f"{', '.join(ex['runs'])}. Paired against the start.", "",
+                "| seed | R1@0.5 | mIoU | palette-QA acc | facts kept | KL ts | KL other | palette QA vs start "
+                "| grounding vs start |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for seed, r in ex["runs"].items():
+            out.append(f"| {seed} | {fmt(r['R1@0.5'])} | {fmt(r['mIoU'])} | {fmt(r['qa_acc'])} | "
+                       f"{r['facts_kept']}/{res['facts']['n_facts']} | {fmt(r.get('kl_timestamp'))} | "
+                       f"{fmt(r.get('kl_other'))} | {pair_text(r['vs_start_qa'])} | {pair_text(r['vs_start_grounding'])} |")
     out += ["", "`shows`: *higher* / *lower* — yes when the pooled sign test has the claimed sign at p < 0.05, "
             "mixed when the sign is right but p ≥ 0.05, no otherwise; *not lower* — yes unless the first loses "
             "significantly (p < 0.05).", "", "## Curves", ""]
