@@ -136,6 +136,59 @@ def test_a_row_with_its_own_target_is_taught_that_text(sft_trainer):
     assert tok.decode(batch["labels"][0][kept]).endswith("</answer><|im_end|>")
 
 
+QUESTIONS = [
+    {"qid": "qa1", "vid": "a", "duration": 6.0, "question": "What colour is the scene at 3 s?", "answer": "green"},
+    {"qid": "qb1", "vid": "b", "duration": 4.0, "question": "What colour is the scene at 1 s?", "answer": "blue"},
+]
+
+
+def test_question_rows_train_beside_the_grounding_rows(grounding_set, tiny_models, tmp_path):
+    """``sft.questions``: a second task on the same videos. Its rows come after the grounding rows
+    with the same columns; the prompt is the question with the video, the labels only the answer
+    text and end-of-turn, and the video reaches the loss."""
+    from scenetg.rl.train import build_trainer
+
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    cfg = sft_cfg(grounding_set, tiny_models, tmp_path / "run", questions=str(questions))
+    assert "questions" not in cfg.sft or cfg.sft["questions"] == str(questions)
+    torch.manual_seed(0)
+    trainer, processor, n_rows = build_trainer(cfg)
+    assert n_rows == 6
+    rows = [trainer.train_dataset[i] for i in range(6)]
+    assert [r["qid"] for r in rows] == ["a1", "a2", "b1", "b2", "qa1", "qb1"]
+    assert rows[4]["target"] == "green" and rows[0]["target"] is None  # the column survives datasets
+    assert rows[4]["video_path"].endswith("a.mp4") and rows[4]["start_s"] is None
+    batch = trainer.data_collator([rows[0], rows[4], rows[5]])
+    tok = processor.tokenizer
+    for i, answer in ((1, "green"), (2, "blue")):
+        kept = batch["labels"][i] != -100
+        assert tok.decode(batch["labels"][i][kept]) == answer + "<|im_end|>"
+        prompt = tok.decode(batch["input_ids"][i][batch["attention_mask"][i].bool() & ~kept])
+        assert QUESTIONS[i - 1]["question"] in prompt and "<|video_pad|>" in prompt
+        assert "<answer>" not in prompt  # not the grounding instruction
+    assert tok.decode(batch["labels"][0][batch["labels"][0] != -100]).endswith("</answer><|im_end|>")
+    qa = trainer.data_collator(rows[4:])
+    loss = _trainer_loss(trainer, qa)
+    zeroed = {**qa, "pixel_values_videos": torch.zeros_like(qa["pixel_values_videos"])}
+    assert abs(_trainer_loss(trainer, zeroed) - loss) > 1e-4
+    assert loss == pytest.approx(float(_hand_loss(trainer.model, qa)), rel=1e-5)
+
+
+def test_question_rows_errors_name_the_key(grounding_set, tmp_path):
+    from scenetg.rl.sft import question_rows
+
+    with pytest.raises(ConfigError, match=r"^sft.questions: .*nope.jsonl: no such file"):
+        question_rows(tmp_path / "nope.jsonl", grounding_set / "videos")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**QUESTIONS[0], "answer": ""}) + "\n")
+    with pytest.raises(ConfigError, match=r"^sft.questions: .*bad.jsonl:1: no answer"):
+        question_rows(bad, grounding_set / "videos")
+    bad.write_text(json.dumps({**QUESTIONS[0], "vid": "zz"}) + "\n")
+    with pytest.raises(ConfigError, match=r"no video 'zz'"):
+        question_rows(bad, grounding_set / "videos")
+
+
 def _hand_loss(model, batch) -> torch.Tensor:
     """Mean cross-entropy of the next-token predictions at the labelled positions."""
     with torch.no_grad():

@@ -10,6 +10,11 @@ so ``second_per_grid_ts`` is GRPO's and ground's). The target, `grounding_answer
 reads), and the end-of-turn token are tokenized apart from the prompt and appended to it, as a
 generated completion follows the prompt; labels are -100 on the prompt, the video and padding.
 
+Rows of a second task on the same videos (``sft.questions``: a JSONL of questions with free-text
+answers, `question_rows`) carry their own chat prompt (the question with the video) and ``target``
+(the answer text); the collator treats them as it treats grounding rows: loss on the answer and
+end-of-turn tokens only, the video in the prompt.
+
 `SFTTrainer` itself is unchanged: its ``compute_loss`` calls ``model(**inputs, fused_lm_head=True)``
 with every key of the batch, so ``pixel_values_videos``, ``video_grid_thw``,
 ``second_per_grid_ts`` and ``mm_token_type_ids`` reach the policy, and the loss is TRL's: the
@@ -21,7 +26,9 @@ fails loudly on a TRL whose code differs where this relies on it.
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,11 +37,12 @@ from trl import SFTConfig, SFTTrainer
 from scenetg.errors import ConfigError
 from scenetg.grounding.prompts import ANSWER_DECIMALS, grounding_answer
 from scenetg.grounding.samples import FrameSampling, SampledVideo, sample_video
-from scenetg.models.qwen import processor_video_inputs, render_chat
+from scenetg.models.qwen import processor_video_inputs, render_chat, video_messages
 from scenetg.rl.config import TrainConfig
 from scenetg.rl.resume import FullModelResume
 from scenetg.rl.sft_config import trl_sft_kwargs
 from scenetg.rl.trainer import check_trl_source
+from scenetg.video.lookup import find_video
 
 IGNORE_INDEX = -100
 """Label of a token the loss skips (the prompt, its video and padding)."""
@@ -81,6 +89,43 @@ def sft_args(cfg: TrainConfig, device: str) -> SFTConfig:
     except (TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"sft: {first}") from None
+
+
+QUESTION_FIELDS = ("qid", "vid", "duration", "question", "answer")
+"""Keys of a row of ``sft.questions`` (JSONL): its id, the video id under ``data.video_root``, the
+video's duration in seconds, the question text and the answer text the model is taught."""
+
+
+def question_rows(path: str | Path, video_root: str | Path) -> list[dict]:
+    """Training rows of ``sft.questions``: prompt = the question with its video (`video_messages`),
+    ``target`` = the answer text. ConfigError naming ``sft.questions`` and the line for a missing
+    file, a missing key or a video not under `video_root`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"sft.questions: {path}: no such file")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        missing = [k for k in QUESTION_FIELDS if rec.get(k) in (None, "")]
+        if missing:
+            raise ConfigError(f"sft.questions: {path}:{n}: no {', '.join(missing)}")
+        video = find_video(Path(video_root), str(rec["vid"]))
+        if video is None:
+            raise ConfigError(f"sft.questions: {path}:{n}: no video {rec['vid']!r} under {video_root}")
+        rows.append({"qid": str(rec["qid"]), "prompt": video_messages(str(rec["question"])),
+                     "video_path": str(video), "duration_s": float(rec["duration"]),
+                     "start_s": None, "end_s": None, "query": str(rec["question"]),
+                     "target": str(rec["answer"])})
+    return rows
+
+
+def with_question_rows(rows: list[dict], questions: list[dict]) -> list[dict]:
+    """Grounding `rows` then `questions`, every row with the same keys (``datasets`` takes its
+    columns from the first row: a key only later rows have would be dropped)."""
+    keys = dict.fromkeys([k for r in [*rows, *questions] for k in r])
+    return [{k: r.get(k) for k in keys} for r in [*rows, *questions]]
 
 
 COLLATOR_SETTINGS: dict[str, Any] = {

@@ -20,6 +20,10 @@ ALGOS = ("grpo", "sft")
 SFT_OWN_KEYS = {"answer_decimals": {"min": 0, "max": 3}}
 """``sft.`` keys this project reads itself (not TRL's): the target's decimals (`grounding_answer`)."""
 
+SFT_PATH_KEYS = ("questions",)
+"""``sft.`` path keys this project reads itself: ``questions``, a JSONL of question rows on the
+training videos trained beside the grounding rows (`rl.sft.question_rows`)."""
+
 SFT_REFUSED_KEYS = {
     "output_dir": "set it as output_dir instead",
     "packing": "video batches are not packed (each row carries its own video tensors)",
@@ -40,6 +44,9 @@ def check_sft_section(sft: dict[str, Any]) -> dict[str, Any]:
     for key, meta in SFT_OWN_KEYS.items():
         if key in sft:
             sft[key] = coerce_value(f"sft.{key}", sft[key], int, meta)
+    for key in SFT_PATH_KEYS:
+        if sft.get(key) is not None:
+            sft[key] = coerce_value(f"sft.{key}", sft[key], str)
     if "max_steps" in sft:  # TRL reads 0 or less as "no limit": one epoch, not what was asked
         sft["max_steps"] = coerce_value("sft.max_steps", sft["max_steps"], int, {"min": 1})
     return sft
@@ -51,4 +58,4 @@ def answer_decimals(sft: dict[str, Any]) -> int:
 
 def trl_sft_kwargs(sft: dict[str, Any]) -> dict[str, Any]:
     """The ``sft:`` keys that go to TRL's `SFTConfig`."""
-    return {k: v for k, v in sft.items() if k not in SFT_OWN_KEYS}
+    return {k: v for k, v in sft.items() if k not in SFT_OWN_KEYS and k not in SFT_PATH_KEYS}

@@ -253,9 +253,15 @@ def check_run(cfg: TrainConfig, reporter: Reporter | None = None) -> CheckedRun:
     data = load_training_data(cfg.data)
     (reporter or Reporter()).log(data.load_summary)
     if cfg.algo == "sft":  # TRL's SFTConfig from ``sft:``, checked here too
-        from scenetg.rl.sft import sft_args  # deferred: pulls torch, trl
+        from scenetg.rl.sft import (  # deferred: pulls torch, trl
+            question_rows,
+            sft_args,
+            with_question_rows,
+        )
 
         sft = sft_args(cfg, device)
+        if cfg.sft.get("questions"):  # a second task's rows on the training videos
+            data.rows = with_question_rows(data.rows, question_rows(cfg.sft["questions"], data.video_root))
         check_launch(sft)
         return CheckedRun(data, device, sft)
     args = grpo_args(cfg, device)
