@@ -184,6 +184,12 @@ def test_question_rows_errors_name_the_key(grounding_set, tmp_path):
     bad.write_text(json.dumps({**QUESTIONS[0], "answer": ""}) + "\n")
     with pytest.raises(ConfigError, match=r"^sft.questions: .*bad.jsonl:1: no answer"):
         question_rows(bad, grounding_set / "videos")
+    bad.write_text(json.dumps(QUESTIONS[0]) + "\n{not json\n")
+    with pytest.raises(ConfigError, match=r"^sft.questions: .*bad.jsonl:2: not JSON"):
+        question_rows(bad, grounding_set / "videos")
+    bad.write_text("[1, 2]\n")
+    with pytest.raises(ConfigError, match=r"^sft.questions: .*bad.jsonl:1: expected a JSON object"):
+        question_rows(bad, grounding_set / "videos")
     bad.write_text(json.dumps({**QUESTIONS[0], "vid": "zz"}) + "\n")
     with pytest.raises(ConfigError, match=r"no video 'zz'"):
         question_rows(bad, grounding_set / "videos")

@@ -107,7 +107,12 @@ def question_rows(path: str | Path, video_root: str | Path) -> list[dict]:
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        rec = json.loads(line)
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"sft.questions: {path}:{n}: not JSON ({exc.msg})") from None
+        if not isinstance(rec, dict):
+            raise ConfigError(f"sft.questions: {path}:{n}: expected a JSON object")
         missing = [k for k in QUESTION_FIELDS if rec.get(k) in (None, "")]
         if missing:
             raise ConfigError(f"sft.questions: {path}:{n}: no {', '.join(missing)}")
