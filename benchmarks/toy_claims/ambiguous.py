@@ -436,8 +436,9 @@ def readme_rows(res: dict) -> list[dict]:
         return f"+{p['gained']} / −{p['lost']}, p={p['p']:.3g}"
 
     m, pool = res["mean"], res["paired_filtered_vs_unfiltered"]["pooled"]
-    rows = [{"comparison": "GRPO on filtered vs unfiltered queries (same size, seeds pooled)",
-             "metric": "held-out R1@0.5 (unambiguous queries)", "a": round(m["filtered"]["R1@0.5"], 3),
-             "b": round(m["unfiltered"]["R1@0.5"], 3), "paired": fmt(pool),
+    # a: the reference (unfiltered), b: the claim's side (filtered); `paired` is b against a
+    rows = [{"comparison": "a: GRPO on unfiltered queries, b: on filtered ones (same size, 5 seeds)",
+             "metric": "held-out R1@0.5 (unambiguous queries)", "a": round(m["unfiltered"]["R1@0.5"], 3),
+             "b": round(m["filtered"]["R1@0.5"], 3), "paired": fmt(pool),
              "shows": shows(pool, m["filtered"]["R1@0.5"], m["unfiltered"]["R1@0.5"])}]
     return rows

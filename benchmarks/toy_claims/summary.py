@@ -21,9 +21,12 @@ def summary_table(results: list[dict]) -> str:
 
 def write_summary(results: list[dict], path: Path = DOCS / "claims.md") -> Path:
     text = ("# The seed's claims on toy regimes: summary\n\n"
-            "Written by `make bench-claims` (`python -m toy_claims` from benchmarks/). `a` and `b` are the "
-            "two sides of each comparison as the regime's doc names them; `paired` is held-out hits "
-            "gained / lost by `b` against `a` summed over seeds, with the exact sign test.\n\n"
+            "Written by `make bench-claims` (`python -m toy_claims` from benchmarks/). `a` is the "
+            "reference side of each comparison and `b` the side the claim favours (for \"X vs Y\": b = X, "
+            "a = Y); `paired` is what `b` gains / loses against `a` on the same held-out queries, summed "
+            "over seeds, with the exact sign test; `shows`: whether the difference the claim predicts "
+            "is there (yes), absent (no) or partly or against a stricter check (mixed; the regime's "
+            "doc says which).\n\n"
             + summary_table(results))
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
