@@ -76,8 +76,10 @@ class Sizes:
     sft_lr: float = 1e-3
     tried_at_time: bool = True
     """Evaluate the kept stage that tried colour-at-time questions as the second skill."""
-    extra_sft_seeds: tuple[int, ...] = (0, 1)
-    """Seeds of the follow-up added after the runs: SFT with `EXTRA_SFT_MULT` times the steps."""
+    followup_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """Seeds of the follow-up at `FOLLOWUP_MULT` times the compute: (a) SFT and (b) GRPO with
+    `FOLLOWUP_MULT` times the steps each (SFT seeds 0, 1 were run first, after the main runs; the
+    rest and the GRPO side after the follow-up's expected outcome was committed)."""
 
     @property
     def sft_steps(self) -> int:
@@ -92,10 +94,13 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(train_videos=8, facts_per_video=2, heldout_videos=6, stage_steps=3, grpo_steps=1, prompts=2,
-              seeds=(0, 1), kl_queries=4, tried_at_time=False, extra_sft_seeds=())
-EXTRA_SFT_MULT = 4
-"""The follow-up (decided after the main runs, not in the expected outcome): does SFT on grounding
-rows forget the facts with 4x the equal-compute steps?"""
+              seeds=(0, 1), kl_queries=4, tried_at_time=False, followup_seeds=(0,))
+FOLLOWUP_MULT = 4
+"""The follow-up at 4x compute (decided after the main runs; its expected outcome was written
+before its GRPO runs): does SFT on grounding rows forget the facts with 4x the equal-compute steps,
+and does GRPO (b) with 4x its steps (the same sequences through the loss) gain grounding without?"""
+FOLLOWUP_VARIANT = "b"
+"""The GRPO variant of the follow-up: (b) β = 0.04, β_ts = 0."""
 TRIED_AT_TIME = {"steps": 400, "lr": 1e-3, "key": "t400x2_h200_st400lr0.001"}
 """The first attempt at a second skill (colour-at-time questions, 2 per video beside 2 grounding
 queries, SFT lr 1e-3 cosine, seed 0): its stage folder and eval tag under the regime's cache."""
@@ -449,17 +454,7 @@ def run(quick: bool = False) -> dict:
             runs[v.key][seed] = {**summary(ev), **train_stats(out, v.algo)}
             evals[f"{v.key}{seed}"] = ev
             curves[f"{v.key}{seed}"] = {"dir": out, "algo": v.algo}
-    extra = {}
-    for seed in sizes.extra_sft_seeds:
-        out = work / f"ax{EXTRA_SFT_MULT}_s{seed}_n{sizes.sft_steps * EXTRA_SFT_MULT}_lr{sizes.sft_lr:g}"
-        timed(times, f"{sizes.key}: {out.name}", sft_run, start, data.train, out,
-              steps=sizes.sft_steps * EXTRA_SFT_MULT, lr=sizes.sft_lr, seed=seed)
-        ev = timed(times, f"{sizes.key}: eval {out.name}", evaluate, out / "final", f"{sizes.key}_{out.name}", data,
-                   regime, start, sizes)
-        extra[str(seed)] = {**summary(ev), **train_stats(out, "sft"),
-                            "vs_start_qa": qa_paired(evals["start"]["qa_correct"], ev["qa_correct"]),
-                            "vs_start_grounding": paired(evals["start"]["ious"], ev["ious"]),
-                            "facts_kept": fact_accuracy(data.heldout_facts, {"x": ev})["kept"]["x"]}
+    followup = run_followup(sizes, data, work, start, evals, times, regime)
     timings = json.loads(times.read_text()) if times.is_file() else {}
     results = assemble(sizes, evals, runs, {k: v for k, v in timings.items() if k == "data" or k.startswith(sizes.key)})
     tried_s = [v for k, v in timings.items() if k.startswith("tried:")]
@@ -469,11 +464,62 @@ def run(quick: bool = False) -> dict:
     results["b_equals_d_per_item"] = all(evals[f"b{s}"]["ious"] == evals[f"d{s}"]["ious"]
                                          and evals[f"b{s}"]["qa_correct"] == evals[f"d{s}"]["qa_correct"]
                                          for s in sizes.seeds)
-    results["extra_sft"] = {"mult": EXTRA_SFT_MULT, "steps": sizes.sft_steps * EXTRA_SFT_MULT, "runs": extra}
+    results["followup"] = followup
     docs = CACHE / "quick_docs" if quick else DOCS
     from .forgetting_report import write_report
 
     return write_report(results, curves, docs, EXPECTED)
+
+
+def run_followup(sizes: Sizes, data: Data, work: Path, start: Path, evals: dict, times: Path,
+                 regime: str) -> dict:
+    """The follow-up at `FOLLOWUP_MULT` times the compute, seed by seed: (a) SFT with that many
+    times the steps, then GRPO `FOLLOWUP_VARIANT` likewise; scores, KL to the start, facts kept and
+    the paired tests (each against the start, GRPO against SFT; per seed and pooled)."""
+    v = next(x for x in VARIANTS if x.key == FOLLOWUP_VARIANT)
+    sft_steps, grpo_steps = sizes.sft_steps * FOLLOWUP_MULT, sizes.grpo_steps * FOLLOWUP_MULT
+    runs: dict[str, dict[str, dict]] = {"a": {}, "b": {}}
+    fevals: dict[str, dict] = {}
+    for seed in sizes.followup_seeds:
+        out = work / f"ax{FOLLOWUP_MULT}_s{seed}_n{sft_steps}_lr{sizes.sft_lr:g}"
+        timed(times, f"{sizes.key}: {out.name}", sft_run, start, data.train, out, steps=sft_steps, lr=sizes.sft_lr,
+              seed=seed)
+        ev = timed(times, f"{sizes.key}: eval {out.name}", evaluate, out / "final", f"{sizes.key}_{out.name}", data,
+                   regime, start, sizes)
+        runs["a"][str(seed)] = {**summary(ev), **train_stats(out, "sft")}
+        fevals[f"a{seed}"] = ev
+        out = work / f"{v.key}x{FOLLOWUP_MULT}_s{seed}_n{grpo_steps}x{sizes.prompts}"
+        timed(times, f"{sizes.key}: {out.name}", grpo_run, start, data.train, out, SAMPLING, rewards=REWARDS,
+              beta=v.beta, beta_timestamp=v.beta_timestamp, steps=grpo_steps, prompts=sizes.prompts, seed=seed,
+              generations=GENERATIONS, lr=GRPO_LR, frame_cache=work.parent / "frames")
+        ev = timed(times, f"{sizes.key}: eval {out.name}", evaluate, out / "final", f"{sizes.key}_{out.name}", data,
+                   regime, start, sizes)
+        runs["b"][str(seed)] = {**summary(ev), **train_stats(out, "grpo")}
+        fevals[f"b{seed}"] = ev
+    kept = fact_accuracy(data.heldout_facts, fevals)["kept"]
+    for key, rs in runs.items():
+        for seed, r in rs.items():
+            r["facts_kept"] = kept[f"{key}{seed}"]
+    st = evals["start"]
+    paired_tests = {}
+    for comp in ("a vs start", "b vs start", "b vs a"):
+        fav, other = comp.split(" vs ")
+        for metric in ("grounding", "qa"):
+            per_seed = []
+            for s in map(str, sizes.followup_seeds):
+                before = st if other == "start" else fevals[f"{other}{s}"]
+                after = fevals[f"{fav}{s}"]
+                per_seed.append(paired(before["ious"], after["ious"]) if metric == "grounding"
+                                else qa_paired(before["qa_correct"], after["qa_correct"]))
+            paired_tests[f"{comp}|{metric}"] = {"per_seed": per_seed, "pooled": pooled(per_seed)}
+    keys = ("R1@0.5", "R1@0.3", "mIoU", "qa_acc", "kl_timestamp", "kl_other", "kl_timestamp_last", "kl_other_last",
+            "reward_first", "reward_last", "loss_first", "loss_last", "facts_kept")
+    means = {k: {m: float(np.mean([r[m] for r in rs.values()])) for m in keys
+                 if rs and all(r.get(m) is not None for r in rs.values())} for k, rs in runs.items()}
+    return {"mult": FOLLOWUP_MULT, "sft_steps": sft_steps, "grpo_steps": grpo_steps,
+            "sequences_per_run": grpo_steps * sizes.prompts * GENERATIONS, "seeds": list(sizes.followup_seeds),
+            "variants": {"a": f"(a) SFT {FOLLOWUP_MULT}×", "b": f"{v.name} {FOLLOWUP_MULT}×"},
+            "runs": runs, "means": means, "paired": paired_tests}
 
 
 def _counts(answers: dict[str, str]) -> dict[str, int]:
@@ -521,7 +567,8 @@ def assemble(sizes: Sizes, evals: dict, runs: dict, timings: dict) -> dict:
     wall = sum(t["wall_s"] for t in timings.values())
     parts = {"grpo": lambda k: k.split(": ")[-1][:2] in ("b_", "c_", "d_"), "sft": lambda k: ": a_s" in k,
              "eval": lambda k: ": eval" in k, "stage": lambda k: "start (SFT stage)" in k,
-             "extra_sft": lambda k: f": ax{EXTRA_SFT_MULT}_" in k}
+             "followup_sft": lambda k: f": ax{FOLLOWUP_MULT}_" in k,
+             "followup_grpo": lambda k: f": {FOLLOWUP_VARIANT}x{FOLLOWUP_MULT}_" in k}
     by_part = {f"{name}_cpu_s": round(sum(t["cpu_s"] for k, t in timings.items() if match(k)), 1)
                for name, match in parts.items()}
     return {"regime": REGIME, "sizes": {**asdict(sizes), "sft_steps": sizes.sft_steps,
