@@ -164,6 +164,7 @@ def followup_values(res: dict) -> dict:
         pool = t["pooled"]
         out[f"f_p_{comp.replace(' ', '_')}_{metric}"] = pair_text(pool)
         out[f"f_s_{comp.replace(' ', '_')}_{metric}"] = f"{pool['seeds_ahead']} seeds ahead, {pool['seeds_behind']} behind"
+        out[f"f_nsig_{comp.replace(' ', '_')}_{metric}"] = sum(p["p"] < 0.05 for p in t["per_seed"])
     shows = {f"{comp}|{metric}": verdict(fu["paired"][f"{comp}|{metric}"]["pooled"], want)
              for comp, metric, want in FOLLOWUP_ROWS} if fu.get("paired") else {}
     need = ("a vs start|qa", "b vs start|qa", "b vs start|grounding", "b vs a|qa")
@@ -251,11 +252,12 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
         f"the follow-up's SFT runs {c.get('followup_sft_cpu_s', 0):.0f} s and GRPO runs "
         f"{c.get('followup_grpo_cpu_s', 0):.0f} s, data the rest. The tried colour-at-time stage and its evals took {c.get('tried_cpu_s', 0):.0f} s CPU more "
         "(the other probes named in the expected outcome are not counted).",
-        f"- **Size against the budget**: sized to today's ~20 min of single-thread CPU, not the issue's ~90 min. "
+        f"- **Size against the budget**: the main runs were sized to ~20 min of single-thread CPU, not the issue's ~90 min. "
         f"A GRPO step here costs ~{c.get('grpo_cpu_s', 0) / max(1, 3 * len(sz['seeds']) * sz['grpo_steps']):.2f} s CPU "
         f"(4 prompts × 8 rollouts, with the reference pass), so {sz['grpo_steps']} steps per run is little "
         f"training; a 90-min run would give each run ~4× the steps ({4 * sz['grpo_steps']} GRPO steps, "
-        f"{4 * sz['sft_steps']} SFT steps) at the same seeds, or twice the steps and twice the held-out set.",
+        f"{4 * sz['sft_steps']} SFT steps) at the same seeds, or twice the steps and twice the held-out set; the "
+        f"follow-up below runs that 4× size for (a) and (b).",
         "",
         "## The start",
         "",
