@@ -19,6 +19,14 @@ README_ROWS = (
     ("b vs c", "qa", "(b) β_ts=0 vs (c) β_ts=β", "not lower"),
     ("b vs d", "qa", "(b) β=0.04 vs (d) β=0", "higher"),
 )
+FOLLOWUP_ROWS = (
+    # (comparison key in the follow-up's paired tests, metric, claim's direction): claim 3 at 4x
+    ("a vs start", "qa", "lower"),
+    ("b vs start", "qa", "not lower"),
+    ("b vs start", "grounding", "higher"),
+    ("b vs a", "qa", "higher"),
+    ("b vs a", "grounding", "not lower"),
+)
 METRIC = {"qa": "palette-QA accuracy", "grounding": "R1@0.5"}
 KEY = {"qa": "qa_acc", "grounding": "R1@0.5"}
 
@@ -41,8 +49,6 @@ def side(results: dict, name: str, metric: str) -> float:
 
 
 def readme_rows(results: dict) -> list[dict]:
-    from .forgetting import verdict
-
     rows = []
     for comp, metric, label, want in README_ROWS:
         fav, other = comp.split(" vs ")
@@ -50,16 +56,17 @@ def readme_rows(results: dict) -> list[dict]:
         rows.append({"comparison": label, "metric": f"{METRIC[metric]} (held-out, mean over seeds)",
                      "a": round(side(results, other, metric), 3), "b": round(side(results, fav, metric), 3),
                      "paired": pair_text(pool), "shows": verdict(pool, want), "claim": want})
-    ex = (results.get("extra_sft") or {}).get("runs") or {}
-    if ex:  # the follow-up: does SFT forget with more steps?
-        from .common import pooled
-
-        pool = pooled([r["vs_start_qa"] for r in ex.values()])
-        rows.append({"comparison": f"(a) SFT at {results['extra_sft']['mult']}× steps vs start (follow-up, "
-                                   f"{len(ex)} seeds)",
-                     "metric": f"{METRIC['qa']} (held-out, mean over seeds)", "a": round(results["start"]["qa_acc"], 3),
-                     "b": round(sum(r["qa_acc"] for r in ex.values()) / len(ex), 3), "paired": pair_text(pool),
-                     "shows": verdict(pool, "lower"), "claim": "lower"})
+    fu = results.get("followup") or {}
+    if fu.get("runs", {}).get("b"):  # the follow-up at 4x compute, both sides
+        names, n = fu["variants"], len(fu["seeds"])
+        for comp, metric, want in FOLLOWUP_ROWS:
+            fav, other = comp.split(" vs ")
+            pool = fu["paired"][f"{comp}|{metric}"]["pooled"]
+            a = results["start"][KEY[metric]] if other == "start" else fu["means"][other][KEY[metric]]
+            rows.append({"comparison": f"{names[fav]} vs {names.get(other, other)} (follow-up, {n} seeds)",
+                         "metric": f"{METRIC[metric]} (held-out, mean over seeds)", "a": round(a, 3),
+                         "b": round(fu["means"][fav][KEY[metric]], 3), "paired": pair_text(pool),
+                         "shows": verdict(pool, want), "claim": want})
     return rows
 
 
@@ -97,10 +104,12 @@ def tradeoff_plot(results: dict, path: Path) -> None:
     for v, rs in results["runs"].items():
         ax.scatter([r["R1@0.5"] for r in rs.values()], [r["qa_acc"] for r in rs.values()],
                    label=results["variants"][v], alpha=0.8)
-    ex = (results.get("extra_sft") or {}).get("runs") or {}
-    if ex:
-        ax.scatter([r["R1@0.5"] for r in ex.values()], [r["qa_acc"] for r in ex.values()], marker="x", s=60,
-                   label=f"(a) SFT, {results['extra_sft']['mult']}× steps (follow-up)")
+    fu = results.get("followup") or {}
+    for v, marker in (("a", "x"), ("b", "+")):
+        rs = (fu.get("runs") or {}).get(v) or {}
+        if rs:
+            ax.scatter([r["R1@0.5"] for r in rs.values()], [r["qa_acc"] for r in rs.values()], marker=marker, s=70,
+                       label=f"{fu['variants'][v]} steps (follow-up)")
     ax.scatter([results["start"]["R1@0.5"]], [results["start"]["qa_acc"]], marker="*", s=200, c="k", label="start")
     ax.set(xlabel="held-out grounding R1@0.5", ylabel="held-out palette-QA accuracy",
            title="What each run kept (QA) and learnt (grounding)")
@@ -125,17 +134,49 @@ def reading_values(res: dict) -> dict:
     for key, t in res["paired"].items():
         comp, metric = key.split("|")
         out[f"p_{comp.replace(' ', '_')}_{metric}"] = pair_text(t["pooled"])
-    ex = (res.get("extra_sft") or {}).get("runs") or {}
-    out["x_steps"] = (res.get("extra_sft") or {}).get("steps")
-    out["x_qa"] = ", ".join(fmt(r["qa_acc"]) for r in ex.values())
-    out["x_r1"] = ", ".join(fmt(r["R1@0.5"]) for r in ex.values())
-    out["x_facts"] = ", ".join(str(r["facts_kept"]) for r in ex.values())
-    out["x_p_qa"] = "; ".join(pair_text(r["vs_start_qa"]) for r in ex.values())
+    out.update(followup_values(res))
     out["b_equals_d"] = ("the same score on every held-out item in every seed" if res.get("b_equals_d_per_item")
                          else "different scores on some held-out items")
     tried = res.get("tried_at_time") or {}
     out["tried_qa"] = fmt(tried.get("stage", {}).get("qa_acc"))
     return out
+
+
+def followup_values(res: dict) -> dict:
+    """The follow-up's numbers for the reading: ``{f_a_qa}`` (SFT 4x's mean palette-QA accuracy),
+    ``{f_b_qa_seeds}`` (GRPO 4x's per seed), ``{f_p_b_vs_a_qa}`` (pooled paired test), ...,
+    and ``{f_claim3}``: whether claim 3 shows at 4x by the summary rows' rule."""
+    fu = res.get("followup") or {}
+    out: dict = {"f_sft_steps": fu.get("sft_steps"), "f_grpo_steps": fu.get("grpo_steps"),
+                 "f_sequences": fu.get("sequences_per_run"), "f_n": len(fu.get("seeds") or [])}
+    for v, rs in (fu.get("runs") or {}).items():
+        m = fu["means"][v]
+        for k, name in (("R1@0.5", "r1"), ("mIoU", "miou"), ("qa_acc", "qa"), ("kl_timestamp", "kl_timestamp"),
+                        ("kl_other", "kl_other"), ("kl_timestamp_last", "kl_timestamp_last"),
+                        ("kl_other_last", "kl_other_last"), ("reward_first", "reward_first"),
+                        ("reward_last", "reward_last")):
+            out[f"f_{v}_{name}"] = fmt(m.get(k))
+            out[f"f_{v}_{name}_seeds"] = ", ".join(fmt(r.get(k)) for r in rs.values())
+        out[f"f_{v}_facts_seeds"] = ", ".join(str(r["facts_kept"]) for r in rs.values())
+        out[f"f_{v}_all_facts_seeds"] = sum(r["facts_kept"] == res["facts"]["n_facts"] for r in rs.values())
+    for key, t in (fu.get("paired") or {}).items():
+        comp, metric = key.split("|")
+        pool = t["pooled"]
+        out[f"f_p_{comp.replace(' ', '_')}_{metric}"] = pair_text(pool)
+        out[f"f_s_{comp.replace(' ', '_')}_{metric}"] = f"{pool['seeds_ahead']} seeds ahead, {pool['seeds_behind']} behind"
+        out[f"f_nsig_{comp.replace(' ', '_')}_{metric}"] = sum(p["p"] < 0.05 for p in t["per_seed"])
+    shows = {f"{comp}|{metric}": verdict(fu["paired"][f"{comp}|{metric}"]["pooled"], want)
+             for comp, metric, want in FOLLOWUP_ROWS} if fu.get("paired") else {}
+    need = ("a vs start|qa", "b vs start|qa", "b vs start|grounding", "b vs a|qa")
+    out["f_claim3"] = ("shows" if shows and all(shows[k] == "yes" for k in need) else "does not show")
+    out["f_claim3_rows"] = "; ".join(f"{k.replace('|', ', ')}: {v}" for k, v in shows.items())
+    return out
+
+
+def verdict(pool: dict, want: str) -> str:
+    from .forgetting import verdict as rule
+
+    return rule(pool, want)
 
 
 def write_report(results: dict, curves: dict, docs: Path, expected: Path) -> dict:
@@ -206,14 +247,17 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
         f"- **Compute used**: {c['cpu_s']:.0f} s CPU ({c['cpu_s'] / 60:.1f} min, one torch thread), "
         f"{c['wall_s']:.0f} s wall under the day's shared load: start stage {c.get('stage_cpu_s', 0):.0f} s, "
         f"{len(sz['seeds']) * 3} GRPO runs {c.get('grpo_cpu_s', 0):.0f} s, {len(sz['seeds'])} SFT runs "
-        f"{c.get('sft_cpu_s', 0):.0f} s, {len(res['runs']) * len(sz['seeds']) + 2} evals {c.get('eval_cpu_s', 0):.0f} s, "
-        f"the follow-up SFT runs {c.get('extra_sft_cpu_s', 0):.0f} s, data the rest. The tried colour-at-time stage and its evals took {c.get('tried_cpu_s', 0):.0f} s CPU more "
+        f"{c.get('sft_cpu_s', 0):.0f} s, {len(res['runs']) * len(sz['seeds']) + 2 + 2 * len(sz.get('followup_seeds') or ())} evals "
+        f"{c.get('eval_cpu_s', 0):.0f} s, "
+        f"the follow-up's SFT runs {c.get('followup_sft_cpu_s', 0):.0f} s and GRPO runs "
+        f"{c.get('followup_grpo_cpu_s', 0):.0f} s, data the rest. The tried colour-at-time stage and its evals took {c.get('tried_cpu_s', 0):.0f} s CPU more "
         "(the other probes named in the expected outcome are not counted).",
-        f"- **Size against the budget**: sized to today's ~20 min of single-thread CPU, not the issue's ~90 min. "
+        f"- **Size against the budget**: the main runs were sized to ~20 min of single-thread CPU, not the issue's ~90 min. "
         f"A GRPO step here costs ~{c.get('grpo_cpu_s', 0) / max(1, 3 * len(sz['seeds']) * sz['grpo_steps']):.2f} s CPU "
         f"(4 prompts × 8 rollouts, with the reference pass), so {sz['grpo_steps']} steps per run is little "
         f"training; a 90-min run would give each run ~4× the steps ({4 * sz['grpo_steps']} GRPO steps, "
-        f"{4 * sz['sft_steps']} SFT steps) at the same seeds, or twice the steps and twice the held-out set.",
+        f"{4 * sz['sft_steps']} SFT steps) at the same seeds, or twice the steps and twice the held-out set; the "
+        f"follow-up below runs that 4× size for (a) and (b).",
         "",
         "## The start",
         "",
@@ -275,21 +319,56 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
     for r in rows:
         out.append(f"| {r['comparison']} | {r['metric']} | {fmt(r['a'])} | {fmt(r['b'])} | {r['paired']} | "
                    f"{r['claim']} | {r['shows']} |")
-    ex = res.get("extra_sft") or {}
-    if ex.get("runs"):
-        out += ["", f"## After the runs: {ex['mult']}× more SFT (a follow-up, not in the expected outcome)", "",
-                f"Decided after the main runs, to see whether SFT on grounding rows forgets the facts at all: "
-                f"(a) with {ex['steps']} steps ({ex['mult']}× the equal-compute budget), same lr, seeds "
-                f"{', '.join(ex['runs'])}. Paired against the start.", "",
-                "| seed | R1@0.5 | mIoU | palette-QA acc | facts kept | KL ts | KL other | palette QA vs start "
-                "| grounding vs start |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for seed, r in ex["runs"].items():
-            out.append(f"| {seed} | {fmt(r['R1@0.5'])} | {fmt(r['mIoU'])} | {fmt(r['qa_acc'])} | "
-                       f"{r['facts_kept']}/{res['facts']['n_facts']} | {fmt(r.get('kl_timestamp'))} | "
-                       f"{fmt(r.get('kl_other'))} | {pair_text(r['vs_start_qa'])} | {pair_text(r['vs_start_grounding'])} |")
+    out += followup_section(res)
     out += ["", "`shows`: *higher* / *lower* — yes when the pooled sign test has the claimed sign at p < 0.05, "
             "mixed when the sign is right but p ≥ 0.05, no otherwise; *not lower* — yes unless the first loses "
             "significantly (p < 0.05).", "", "## Curves", ""]
     out += [f"![{p}](forgetting/{p})" for p in pngs]
     out += ["", "## Reading", "", reading.strip(), ""]
     return "\n".join(out)
+
+
+def followup_section(res: dict) -> list[str]:
+    """The doc's section on the follow-up at 4x compute: per seed, means, paired tests."""
+    fu = res.get("followup") or {}
+    if not (fu.get("runs") or {}).get("b"):
+        return []
+    names, nf = fu["variants"], res["facts"]["n_facts"]
+    out = ["", f"## Follow-up at {fu['mult']}× compute: SFT and GRPO (b), {len(fu['seeds'])} seeds", "",
+           f"Decided after the main runs (SFT seeds 0, 1 first; its expected outcome, above, was written before "
+           f"the GRPO runs and SFT seeds 2–4). From the same start, on the same grounding rows and held-out sets: "
+           f"{names['a']} = {fu['sft_steps']} steps × batch {res['settings']['sft_batch']} at lr "
+           f"{res['sizes']['sft_lr']:g}; {names['b']} = {fu['grpo_steps']} steps × {res['sizes']['prompts']} prompts "
+           f"× {res['settings']['generations']} rollouts at lr {res['settings']['grpo_lr']:g}; both "
+           f"{fu['sequences_per_run']} sequences through the loss. Seeds {', '.join(map(str, fu['seeds']))}.", "",
+           "| variant | seed | R1@0.5 | mIoU | palette-QA acc | facts kept | KL ts (held-out) | KL other (held-out) "
+           "| KL ts (train, last 10) | KL other (train, last 10) | reward first→last 10 | SFT loss first→last |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+           f"| start | – | {fmt(res['start']['R1@0.5'])} | {fmt(res['start']['mIoU'])} | {fmt(res['start']['qa_acc'])} "
+           f"| {res['facts']['kept']['start']}/{nf} | 0 | 0 | – | – | – | – |"]
+    for v in ("a", "b"):
+        for seed, r in fu["runs"][v].items():
+            rew = (f"{fmt(r.get('reward_first'))} → {fmt(r.get('reward_last'))}" if r.get("reward_first") is not None
+                   else "–")
+            loss = f"{fmt(r.get('loss_first'))} → {fmt(r.get('loss_last'))}" if r.get("loss_first") is not None else "–"
+            out.append(f"| {names[v]} | {seed} | {fmt(r['R1@0.5'])} | {fmt(r['mIoU'])} | {fmt(r['qa_acc'])} | "
+                       f"{r['facts_kept']}/{nf} | {fmt(r.get('kl_timestamp'))} | {fmt(r.get('kl_other'))} | "
+                       f"{fmt(r.get('kl_timestamp_last'))} | {fmt(r.get('kl_other_last'))} | {rew} | {loss} |")
+    for v in ("a", "b"):
+        m = fu["means"][v]
+        out.append(f"| {names[v]} | mean | {fmt(m.get('R1@0.5'))} | {fmt(m.get('mIoU'))} | {fmt(m.get('qa_acc'))} | "
+                   f"{fmt(m.get('facts_kept'), 1)}/{nf} | {fmt(m.get('kl_timestamp'))} | {fmt(m.get('kl_other'))} | "
+                   f"{fmt(m.get('kl_timestamp_last'))} | {fmt(m.get('kl_other_last'))} | – | – |")
+    seeds = fu["seeds"]
+    out += ["", "Paired tests of the follow-up (hits gained / lost by the first against the second, seed k against "
+            "seed k; pooled = sums over seeds, seeds ahead / behind in brackets):", "",
+            "| comparison | metric | " + " | ".join(f"seed {s}" for s in seeds) + " | pooled |",
+            "| --- | --- | " + " | ".join("---" for _ in seeds) + " | --- |"]
+    for key, t in fu["paired"].items():
+        comp, metric = key.split("|")
+        fav, other = comp.split(" vs ")
+        pool = t["pooled"]
+        out.append(f"| {names[fav]} vs {names.get(other, other)} | {METRIC[metric]} | "
+                   + " | ".join(pair_text(p) for p in t["per_seed"])
+                   + f" | **{pair_text(pool)}** ({pool['seeds_ahead']}↑ {pool['seeds_behind']}↓) |")
+    return out
