@@ -170,7 +170,7 @@ def write_doc(res: dict, docs: Path) -> Path:
     if "followup_sparse_sft" in res:
         from toy_claims.sparse_events_followup import followup_section
 
-        L += followup_section(res["followup_sparse_sft"], docs)
+        L += followup_section(res["followup_sparse_sft"], docs, res)
     path = docs / f"{REGIME}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(L))
@@ -267,7 +267,9 @@ def _reading(res: dict) -> str:
     centre error and width are computed here from `res`, so a rerun with other numbers reads
     true."""
     A, B = list(res["variants"])
-    rows = {r["metric"]: r for r in res["readme_rows"]}
+    rows: dict = {}
+    for r in res["readme_rows"]:  # the main runs' rows come first (the follow-up's after them)
+        rows.setdefault(r["metric"], r)
     M, st, ov, mid = res["mechanism"], res["start"]["heldout"], res["start"]["rollouts"], res["middle_baseline"]
     steps = str(res["sizes"]["steps"])
     seeds = list(res["runs"][A])

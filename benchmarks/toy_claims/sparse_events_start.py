@@ -34,7 +34,7 @@ RULE = ("the start should be weak but not blind: held-out R1@0.3 roughly 0.05–
         "overlap")
 SEEDS = (0, 1, 2, 3, 4)
 """GRPO seeds of the follow-up (the main runs'; a seed missing at the deadline is dropped here)."""
-EXPECTED_DATE = "2026-12-06, 20:30 UTC"
+EXPECTED_DATE = "2026-12-06, committed in d9bc7b1 at 20:29 UTC, before any follow-up GRPO run"
 EXPECTED = """\
 From the 25-step sparse-SFT start (held-out R1@0.3 0.031, the same as the frame-blind 2-s answer
 at the middle of the video; centre correlation 0.06, so it does not yet read the colour; 17.7 % of
