@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from toy_claims import common  # noqa: E402
 from toy_claims import sparse_events as se  # noqa: E402
 from toy_claims import sparse_events_report as rep  # noqa: E402
+from toy_claims import sparse_events_start as ss  # noqa: E402
 
 from scenetg.grounding.samples import FrameSampling  # noqa: E402
 from scenetg.toy_task import PALETTE, ToyVideo, luma, write_toy_video  # noqa: E402
@@ -117,6 +118,25 @@ def test_quick_run_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "quick_docs" / "sparse_events" / "heldout_R1_0.5.png").is_file()
     res = common.json.loads((tmp_path / "quick_docs" / "sparse_events" / "results.json").read_text())
     assert set(res["runs"]) == set(se.VARIANTS) and list(res["runs"]["iou only"]["0"]["curve"]) == ["0", "1", "2"]
+    fu = res["followup_sparse_sft"]  # the same comparison from the sparse-SFT start
+    assert fu["start"]["sft"]["sft_steps"] == ss.QUICK_STEPS and set(fu["runs"]) == set(se.VARIANTS)
+    assert fu["expected"] == ss.EXPECTED and ss.EXPECTED in doc and "sparse-SFT start" in doc
+    assert [r["comparison"].startswith("sparse-SFT start") for r in rows] == [False] * 4 + [True] * 4
+    assert (tmp_path / "quick_docs" / "sparse_events" / "sparse_start" / "heldout_R1_0.5.png").is_file()
     assert 0 <= res["start"]["rollouts"]["overlap_rate"] <= 1
     # the zero-advantage share: CenDist ranks every pair of valid answers, IoU only rarely
     assert res["mechanism"]["iou+cendist"]["zero_std_all"] <= res["mechanism"]["iou only"]["zero_std_all"]
+
+
+def test_sparse_sft_split_is_disjoint_from_the_grpo_and_heldout_splits():
+    def layouts(name, n, per_video, seed):
+        return {(s.duration_s, s.colours, s.bounds_s): s.vid for s, _ in se.sparse_specs(name, n, per_video, seed)}
+
+    sft = layouts(f"sft_s{ss.SFT_SEED}_{ss.SFT_VIDEOS}", ss.SFT_VIDEOS, ss.SFT_PER_VIDEO, ss.SFT_SEED)
+    grpo = layouts(f"grpo_s{se.GRPO_SEED}_{se.FULL.grpo_videos}", se.FULL.grpo_videos, 1, se.GRPO_SEED)
+    held = layouts(f"heldout_s{se.HELDOUT_SEED}_{se.FULL.heldout_videos}", se.FULL.heldout_videos, 1,
+                   se.HELDOUT_SEED)
+    assert len({ss.SFT_SEED, se.GRPO_SEED, se.HELDOUT_SEED}) == 3
+    assert len(sft) == ss.SFT_VIDEOS  # no video repeats inside the split either
+    assert not set(sft) & set(grpo) and not set(sft) & set(held)  # no shared video layout
+    assert not set(sft.values()) & (set(grpo.values()) | set(held.values()))  # nor video id

@@ -18,7 +18,7 @@ gained/lost at the final step per seed and pooled.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,12 @@ from toy_claims.common import (
     logged_steps,
     scores,
     write_json,
+)
+from toy_claims.sparse_events_measures import (
+    answer_stats,
+    hit_positions,
+    middle_baseline,
+    rollout_overlap,
 )
 from toy_claims.sparse_events_report import summarise, write_doc
 
@@ -201,37 +207,6 @@ def data(root: Path, sizes: Sizes) -> tuple[ToySplit, ToySplit]:
     return grpo, held
 
 
-def rollout_overlap(model: Path, split: ToySplit, n_prompts: int, n: int = 8, seed: int = 0) -> dict:
-    """The share of T=1 rollouts (`n` per prompt, as GRPO draws them) whose IoU with the target is
-    > 0, and of groups with at least one such rollout, on the first `n_prompts` prompts."""
-    from scenetg.grounding.iou import temporal_iou
-    from scenetg.grounding.parsing import parse_answer
-    from scenetg.grounding.samples import (
-        FrameSampling,
-        GroundingInput,
-        sample_grounding,
-        sample_video,
-    )
-    from scenetg.models.runner import load_runner
-
-    runner = load_runner(model, dtype="float32", device="cpu", max_new_tokens=24)
-    rows = split.rows[:n_prompts]
-    sampling = FrameSampling(**SAMPLING)
-    items = [GroundingInput(sample_video(split.videos / f"{r['vid']}.mp4", r["duration"], sampling), r["query"])
-             for r in rows]
-    ious, valid = [], []
-    for i in range(0, len(items), 4):
-        outs = sample_grounding(runner, items[i:i + 4], n=n, temperature=1.0, seed=seed + i, max_new_tokens=24)
-        for r, cands in zip(rows[i:i + 4], outs, strict=True):
-            preds = [parse_answer(text) for text, _ in cands[1:]]
-            valid.append([p is not None for p in preds])
-            ious.append([temporal_iou(p, tuple(r["relevant_windows"][0]), r["duration"]) for p in preds])
-    iou = np.asarray(ious)
-    return {"prompts": len(rows), "rollouts_per_prompt": n, "overlap_rate": float(np.mean(iou > 0)),
-            "groups_with_overlap": float(np.mean((iou > 0).any(axis=1))),
-            "valid_rate": float(np.mean(valid)), "mean_iou": float(iou.mean())}
-
-
 def eval_folder(run_dir: Path, step: int, steps: int) -> Path:
     """The model of `run_dir` after `step` steps: ``final/`` at the last step, else
     ``checkpoint-<step>/``'s weights with ``final/``'s config, tokenizer and processor (a
@@ -280,26 +255,49 @@ def _train_rows(run_dir: Path) -> list[dict]:
 
 def run(quick: bool = False) -> dict:
     """Every stage (cached): data, the start's held-out scores and rollout overlap, GRPO runs of
-    both variants × seeds with checkpoints, held-out evals along the way, paired tests; writes
+    both variants × seeds with checkpoints, held-out evals along the way, paired tests, first from
+    the shipped SFT, then the follow-up from the sparse-SFT start (`sparse_events_start`); writes
     the doc, JSON and PNGs (quick: tiny sizes, written under CACHE/quick_docs) and returns the
-    README summary rows."""
+    README summary rows (the follow-up's labelled "sparse-SFT start")."""
     import torch
+
+    from toy_claims import sparse_events_start as ss
 
     torch.set_num_threads(1)
     sizes = QUICK if quick else FULL
+    results = regime_results(sizes, quick, "shipped")
+    fu = regime_results(sizes, quick, ss.START_NAME)
+    results["followup_sparse_sft"] = fu
+    results["readme_rows"] = results["readme_rows"] + fu["readme_rows"]
+    docs = CACHE / "quick_docs" if quick else DOCS
+    write_json(docs / REGIME / "results.json", results)
+    write_doc(results, docs)
+    return {"regime": REGIME, "claim": results["claim"], "readme_rows": results["readme_rows"]}
+
+
+def regime_results(sizes: Sizes, quick: bool, start: str = "shipped") -> dict:
+    """The regime's results JSON from `start`: "shipped" (the shipped toy SFT, the main runs) or
+    "sparse_sft" (the follow-up: `sparse_events_start.start_model`, its runs and evals named with
+    a ``sft<steps>_`` prefix in the same cache, on the same prompts and held-out queries)."""
+    from toy_claims import sparse_events_start as ss
+
     regime = REGIME + ("_quick" if quick else "")
     root = CACHE / regime
-    clock = _Clock(root / f"compute_{sizes.key}.json")
-    grpo, held = clock("data", lambda: data(root / "data", sizes),
-                       done=all((root / "data" / n).is_dir() for n in (f"grpo_s{GRPO_SEED}_{sizes.grpo_videos}",
-                                                                       f"heldout_s{HELDOUT_SEED}_{sizes.heldout_videos}")))
+    grpo, held = data(root / "data", sizes)
+    model, prefix, start_info, expected = SHIPPED_SFT, "", None, EXPECTED
+    seeds = sizes.seeds
+    if start != "shipped":
+        model, start_info = ss.start_model(root, quick)
+        prefix, expected = f"sft{start_info['sft_steps']}_", ss.EXPECTED
+        seeds = tuple(s for s in seeds if s in ss.SEEDS) if not quick else seeds
+    clock = _Clock(root / f"compute_{prefix}{sizes.key}.json")
     frames = root / "frames"
-    start_tag = f"start_h{sizes.heldout_videos}"
-    start_ious = clock("eval start", lambda: ground_ious(held, SHIPPED_SFT, start_tag, SAMPLING, regime),
+    start_tag = f"start_{prefix}h{sizes.heldout_videos}"
+    start_ious = clock("eval start", lambda: ground_ious(held, model, start_tag, SAMPLING, regime),
                        done=_preds_done(regime, start_tag, len(held.rows)))
-    overlap_path = root / f"overlap_{sizes.key}.json"
+    overlap_path = root / f"overlap_{prefix}{sizes.key}.json"
     if not overlap_path.is_file():
-        ov = clock("start rollouts", lambda: rollout_overlap(SHIPPED_SFT, grpo, sizes.rollout_prompts), done=False)
+        ov = clock("start rollouts", lambda: rollout_overlap(model, grpo, sizes.rollout_prompts), done=False)
         write_json(overlap_path, ov)
     overlap = json.loads(overlap_path.read_text())
     eval_steps = list(range(sizes.save_steps, sizes.steps + 1, sizes.save_steps))
@@ -307,11 +305,11 @@ def run(quick: bool = False) -> dict:
         eval_steps.append(sizes.steps)
     runs: dict = {}
     final_ious: dict = {}
-    for seed in sizes.seeds:  # seed-major: a killed run leaves whole seeds of both variants
+    for seed in seeds:  # seed-major: a killed run leaves whole seeds of both variants
         for name, rewards in VARIANTS.items():
-            out = root / "runs" / f"{sizes.key}_{name.replace('+', '_').replace(' ', '_')}_seed{seed}"
+            out = root / "runs" / f"{prefix}{sizes.key}_{name.replace('+', '_').replace(' ', '_')}_seed{seed}"
             clock(f"grpo {name} seed {seed}", lambda out=out, rewards=rewards, seed=seed: grpo_run(
-                SHIPPED_SFT, grpo, out, SAMPLING, rewards=rewards, beta=BETA, beta_timestamp=BETA_TS,
+                model, grpo, out, SAMPLING, rewards=rewards, beta=BETA, beta_timestamp=BETA_TS,
                 steps=sizes.steps, prompts=sizes.prompts, seed=seed, lr=sizes.lr, save_steps=sizes.save_steps,
                 frame_cache=frames), done=(out / "final" / "config.json").is_file())
             curve = {0: scores(start_ious) | answer_stats(regime, start_tag, held)}
@@ -325,62 +323,21 @@ def run(quick: bool = False) -> dict:
             runs.setdefault(name, {})[str(seed)] = {"curve": {str(k): v for k, v in curve.items()},
                                                     "train": _train_rows(out)}
     shares = [(r["relevant_windows"][0][1] - r["relevant_windows"][0][0]) / r["duration"] for r in held.rows]
-    setup = {"regime": REGIME, "expected": EXPECTED, "sampling": SAMPLING, "variants": VARIANTS, "beta": BETA,
+    setup = {"regime": REGIME, "expected": expected, "sampling": SAMPLING, "variants": VARIANTS, "beta": BETA,
              "beta_timestamp": BETA_TS,
              "data": {"grpo_queries": len(grpo.rows), "heldout_queries": len(held.rows),
                       "duration_s": list(DURATION_S), "event_s": EVENT_S,
                       "event_share": {"min": min(shares), "mean": float(np.mean(shares)), "max": max(shares)},
                       "grpo_seed": GRPO_SEED, "heldout_seed": HELDOUT_SEED},
              "middle_baseline": middle_baseline(held), "hits_at_0.3": hit_positions(final_ious, held)}
-    results = summarise(sizes, setup, start_ious, overlap, runs, final_ious, clock.seconds)
-    docs = CACHE / "quick_docs" if quick else DOCS
-    write_json(docs / REGIME / "results.json", results)
-    write_doc(results, docs)
-    return {"regime": REGIME, "claim": results["claim"], "readme_rows": results["readme_rows"]}
-
-
-def answer_stats(regime: str, tag: str, split: ToySplit) -> dict:
-    """Where the greedy answers of ``preds/<tag>.jsonl`` sit: mean centre error |c_pred − c_gt| / D
-    (1 − CenDist), correlation of answer centres with event centres (relative to D; near 0: the
-    answer does not follow the event), mean width in seconds, share of answers that parse."""
-    from scenetg.eval.predictions import read_predictions
-
-    preds = read_predictions(CACHE / regime / "preds" / f"{tag}.jsonl")
-    errs, widths, centres = [], [], []
-    for r in split.rows:
-        p = preds.get(str(r["qid"]))
-        if p is None:
-            continue
-        gs, ge = r["relevant_windows"][0]
-        errs.append(abs((p[0] + p[1]) / 2 - (gs + ge) / 2) / r["duration"])
-        widths.append(p[1] - p[0])
-        centres.append(((p[0] + p[1]) / 2 / r["duration"], (gs + ge) / 2 / r["duration"]))
-    c = np.asarray(centres, dtype=float).reshape(-1, 2)
-    corr = float(np.corrcoef(c[:, 0], c[:, 1])[0, 1]) if len(c) > 2 and c[:, 0].std() > 0 else None
-    return {"centre_err": float(np.mean(errs)) if errs else None, "centre_corr": corr,
-            "width_s": float(np.mean(widths)) if widths else None, "valid": len(errs) / len(split.rows)}
-
-
-def middle_baseline(split: ToySplit) -> dict:
-    """The prior alone: a 2-s answer at the middle of every video (no look at the frames)."""
-    from scenetg.grounding.iou import temporal_iou
-
-    ious = {str(r["qid"]): temporal_iou((r["duration"] / 2 - 1, r["duration"] / 2 + 1),
-                                        tuple(r["relevant_windows"][0]), r["duration"]) for r in split.rows}
-    err = [abs(r["duration"] / 2 - sum(r["relevant_windows"][0]) / 2) / r["duration"] for r in split.rows]
-    return {**scores(ious), "centre_err": float(np.mean(err)), "centre_corr": None, "width_s": 2.0}
-
-
-def hit_positions(final_ious: dict, split: ToySplit, threshold: float = 0.3) -> dict:
-    """Where the events sit that each variant's final answers hit (IoU ≥ `threshold`, pooled over
-    seeds): mean |c_gt / D − 0.5| of the hit events against that of all held-out events (a hit
-    found by moving answers to the middle lands on events near the middle)."""
-    offset = {str(r["qid"]): abs(sum(r["relevant_windows"][0]) / 2 / r["duration"] - 0.5) for r in split.rows}
-    out = {"all_events_offset": float(np.mean(list(offset.values())))}
-    for v, per_seed in final_ious.items():
-        hits = [offset[q] for ious in per_seed.values() for q, iou in ious.items() if iou >= threshold]
-        out[v] = {"hits": len(hits), "event_offset": float(np.mean(hits)) if hits else None}
-    return out
+    sz = sizes if start == "shipped" else replace(sizes, seeds=seeds)
+    res = summarise(sz, setup, start_ious, overlap, runs, final_ious, clock.seconds)
+    if start_info is not None:
+        res["start"] |= {"model": start_info.pop("model"), "sft": start_info}
+        res["probe"], res["expected_date"] = ss.probe_results(root, quick), ss.EXPECTED_DATE
+        for row in res["readme_rows"]:
+            row["comparison"] = f"sparse-SFT start ({start_info['sft_steps']} SFT steps), {row['comparison']}"
+    return res
 
 
 def _preds_done(regime: str, tag: str, n: int) -> bool:

@@ -126,8 +126,6 @@ def _plots(res: dict, folder: Path) -> list[str]:
 def write_doc(res: dict, docs: Path) -> Path:
     """``docs/<regime>.md`` and its PNGs under ``docs/<regime>/``, every number from `res`."""
     REGIME, (A, B) = res["regime"], list(res["variants"])
-    folder = docs / REGIME
-    pngs = _plots(res, folder)
     sz, d, st, ov = res["sizes"], res["data"], res["start"]["heldout"], res["start"]["rollouts"]
     seeds = list(next(iter(res["runs"].values())))
     cs = res["compute"]["stage_seconds"]
@@ -165,8 +163,27 @@ def write_doc(res: dict, docs: Path) -> Path:
          f"mIoU {_f(st['mIoU'])} (n = {st['n']}). Rollouts at T = 1 on {ov['prompts']} GRPO prompts × "
          f"{ov['rollouts_per_prompt']}: {100 * ov['overlap_rate']:.1f} % overlap the target (IoU > 0), "
          f"{100 * ov['groups_with_overlap']:.0f} % of groups have at least one that does, "
-         f"{100 * ov['valid_rate']:.0f} % parse, mean IoU {_f(ov['mean_iou'])}.", "",
-         "## Held-out scores at the final step, per seed", "",
+         f"{100 * ov['valid_rate']:.0f} % parse, mean IoU {_f(ov['mean_iou'])}.", ""]
+    L += result_tables(res, docs / REGIME, REGIME)
+    L += ["", "## Reading", "", _reading(res), "",
+          "## Size", "", _size_note(res), ""]
+    if "followup_sparse_sft" in res:
+        from toy_claims.sparse_events_followup import followup_section
+
+        L += followup_section(res["followup_sparse_sft"], docs, res)
+    path = docs / f"{REGIME}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(L))
+    return path
+
+
+def result_tables(res: dict, folder: Path, link: str, h: str = "##") -> list[str]:
+    """The per-seed, curve, paired and mechanism tables and the curve PNGs (written to `folder`,
+    linked as ``link/<png>``) of one set of runs; `h`: the level of their headings."""
+    A, sz, st = list(res["variants"])[0], res["sizes"], res["start"]["heldout"]
+    seeds = list(next(iter(res["runs"].values())))
+    pngs = _plots(res, folder)
+    L = [f"{h} Held-out scores at the final step, per seed", "",
          "Centre error: mean |c_pred − c_gt| / D of the answers that parse, as given (not clipped to the video: "
          "answers that run past its end score above 1); width: their mean "
          "length in seconds (the target is 2 s); centre corr.: correlation of the answer's centre with the event's, "
@@ -193,7 +210,7 @@ def write_doc(res: dict, docs: Path) -> Path:
     for k in next(iter(next(iter(res["runs"].values())).values()))["curve"]:
         L.append(f"| {k} | " + " | ".join(_f(float(np.mean([res['runs'][v][s]['curve'][k][m] for s in seeds])))
                                          for v in res["runs"] for m in curve_cols) + " |")
-    L += ["", f"## Paired: IoU+CenDist against IoU only at step {sz['steps']} (same held-out queries, same seed)", "",
+    L += ["", f"{h} Paired: IoU+CenDist against IoU only at step {sz['steps']} (same held-out queries, same seed)", "",
           "Hits gained / lost by IoU+CenDist at IoU ≥ 0.3 and ≥ 0.5, and queries whose IoU it raises / lowers; "
           "exact two-sided sign test.", "",
           "| seed | R1@0.3 | R1@0.5 | IoU up / down |", "| --- | --- | --- | --- |"]
@@ -209,7 +226,7 @@ def write_doc(res: dict, docs: Path) -> Path:
         L.append(f"| {v} | " + " | ".join(_pair_text(vs[k]) for k in ("R1@0.3", "R1@0.5", "IoU")) + " |")
     M = res["mechanism"]
     q = M[A]["window_steps"]
-    L += ["", "## Mechanism: groups with zero advantage", "",
+    L += ["", f"{h} Mechanism: groups with zero advantage", "",
           f"Share of 8-rollout groups whose rewards are all equal (`frac_reward_zero_std`), and the training IoU "
           f"reward, mean over seeds (first / last {q} steps):", "",
           "| variant | zero-std all steps | first | last | train IoU first | last | KL ts / other (last) |",
@@ -222,13 +239,8 @@ def write_doc(res: dict, docs: Path) -> Path:
     L += ["", "Paired by step (same seed: the same prompts at the same step): steps where IoU+CenDist had fewer / "
           "more zero-advantage groups than IoU only, pooled " + _pair_text(zp["pooled"]) + "; per seed "
           + ", ".join(f"{s}: {_pair_text(p)}" for s, p in zp["per_seed"].items()) + "."]
-    L += ["", "## Curves", ""] + [f"![{p}]({REGIME}/{p})" for p in pngs]
-    L += ["", "## Reading", "", _reading(res), "",
-          "## Size", "", _size_note(res), ""]
-    path = docs / f"{REGIME}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(L))
-    return path
+    L += ["", f"{h} Curves", ""] + [f"![{p}]({link}/{p})" for p in pngs]
+    return L
 
 
 def _size_note(res: dict) -> str:
@@ -255,7 +267,9 @@ def _reading(res: dict) -> str:
     centre error and width are computed here from `res`, so a rerun with other numbers reads
     true."""
     A, B = list(res["variants"])
-    rows = {r["metric"]: r for r in res["readme_rows"]}
+    rows: dict = {}
+    for r in res["readme_rows"]:  # the main runs' rows come first (the follow-up's after them)
+        rows.setdefault(r["metric"], r)
     M, st, ov, mid = res["mechanism"], res["start"]["heldout"], res["start"]["rollouts"], res["middle_baseline"]
     steps = str(res["sizes"]["steps"])
     seeds = list(res["runs"][A])
