@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from toy_claims import ambiguous as A  # noqa: E402
+from toy_claims import ambiguous_data as D  # noqa: E402
 from toy_claims.ambiguous_report import EXPECTED  # noqa: E402
 
 from scenetg.toy_task import CELLS, MIN_LUMA_STEP, PALETTE, ToyVideo, luma  # noqa: E402
@@ -21,7 +22,7 @@ HAND = ToyVideo("v0", 24, ("red", "yellow", "blue", "red"), (0, 6, 12, 18, 24))
 
 
 def test_every_video_repeats_one_colour_in_two_non_adjacent_scenes():
-    for spec in A.split_specs("t", 300, seed=3):
+    for spec in D.split_specs("t", 300, seed=3):
         n = len(spec.colours)
         assert 4 <= n <= 6
         counts = {c: spec.colours.count(c) for c in spec.colours}
@@ -36,15 +37,15 @@ def test_every_video_repeats_one_colour_in_two_non_adjacent_scenes():
 
 
 def test_ambiguous_share_is_two_scenes_per_video():
-    specs = A.split_specs("t", 200, seed=0)
-    rows = [r for s in specs for r in A.scene_queries(s)]
+    specs = D.split_specs("t", 200, seed=0)
+    rows = [r for s in specs for r in D.scene_queries(s)]
     share = sum(r["ambiguous"] for r in rows) / len(rows)
     assert share == pytest.approx(2 * 200 / sum(len(s.colours) for s in specs))
     assert 0.35 < share < 0.45
 
 
 def test_scene_queries_by_hand():
-    rows = A.scene_queries(HAND)
+    rows = D.scene_queries(HAND)
     assert [r["qid"] for r in rows] == ["v0_s0", "v0_s1", "v0_s2", "v0_s3"]
     assert [r["query"] for r in rows] == ["the red scene", "the yellow scene", "the blue scene", "the red scene"]
     assert [r["ambiguous"] for r in rows] == [True, False, False, True]
@@ -54,19 +55,19 @@ def test_scene_queries_by_hand():
 
 
 def test_filter_drops_exactly_the_twins_on_palette_embeddings():
-    rows = A.scene_queries(HAND)
-    scenes = A.query_embeddings(rows)  # a flat scene's mean colour is its palette colour
-    figs = A.filter_video(rows, scenes, 0.02)
+    rows = D.scene_queries(HAND)
+    scenes = D.query_embeddings(rows)  # a flat scene's mean colour is its palette colour
+    figs = D.filter_video(rows, scenes, 0.02)
     assert [f["kept"] for f in figs] == [False, True, True, False]
     assert [f["drop_reason"] for f in figs] == ["ambiguous", None, None, "ambiguous"]
     assert figs[0]["clip_margin"] == 0.0 and figs[0]["confusers"] == [3]
     # by hand: cos(yellow, red) = 66925 / (√126125 · √53075) = 0.8180; cos(blue, yellow) = 0.4367
     assert figs[1]["clip_margin"] == pytest.approx(1 - 0.8180, abs=1e-3)
     assert figs[2]["clip_margin"] == pytest.approx(1 - 0.4367, abs=1e-3)
-    q = A.filter_quality(rows, [not f["kept"] for f in figs])
+    q = D.filter_quality(rows, [not f["kept"] for f in figs])
     assert (q["precision"], q["recall"], q["dropped_unambiguous"]) == (1.0, 1.0, 0)
-    assert A.filter_quality(rows, [True, True, False, False])["precision"] == 0.5
-    assert A.filter_quality(rows, [True, True, False, False])["recall"] == 0.5
+    assert D.filter_quality(rows, [True, True, False, False])["precision"] == 0.5
+    assert D.filter_quality(rows, [True, True, False, False])["recall"] == 0.5
 
 
 def test_decoded_scene_embeddings_separate_colours(tmp_path):
@@ -74,11 +75,11 @@ def test_decoded_scene_embeddings_separate_colours(tmp_path):
 
     path = tmp_path / "v0.mp4"
     write_toy_video(path, HAND)
-    emb = A.scene_embeddings(path, HAND, keyframes=4)
+    emb = D.scene_embeddings(path, HAND, keyframes=4)
     assert emb.shape == (4, 3)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(emb, A.query_embeddings(A.scene_queries(HAND)), atol=0.02)
-    figs = A.filter_video(A.scene_queries(HAND), emb, 0.02)
+    np.testing.assert_allclose(emb, D.query_embeddings(D.scene_queries(HAND)), atol=0.02)
+    figs = D.filter_video(D.scene_queries(HAND), emb, 0.02)
     assert [f["kept"] for f in figs] == [False, True, True, False]
 
 
