@@ -14,11 +14,13 @@ Used by the toy benchmark (benchmarks/toy_grounding: the SFT checkpoint the demo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from scenetg.atomic_files import write_bytes_atomic
 from scenetg.grounding.prompts import grounding_answer
 
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -60,13 +62,20 @@ class ToyVideo:
         return self.bounds_s[i], self.bounds_s[i + 1]
 
 
-def make_video_spec(rng: np.random.Generator, vid: str) -> ToyVideo:
-    """One random video layout: duration, scene cuts on cell boundaries, a colour per scene."""
+def cell_layout(rng: np.random.Generator) -> tuple[int, tuple[int, ...]]:
+    """A random duration and 4-6 scene boundaries on its cell grid (0 ... D): the part of a layout
+    the toy task's variants share (the claim regimes colour it their own way)."""
     duration = int(rng.choice(DURATIONS_S))
     n = int(rng.integers(SCENES[0], SCENES[1] + 1))
     cuts = sorted(rng.choice(np.arange(1, CELLS), size=n - 1, replace=False).tolist())
     cell = duration // CELLS
-    bounds = (0, *(c * cell for c in cuts), duration)
+    return duration, (0, *(c * cell for c in cuts), duration)
+
+
+def make_video_spec(rng: np.random.Generator, vid: str) -> ToyVideo:
+    """One random video layout: duration, scene cuts on cell boundaries, a colour per scene."""
+    duration, bounds = cell_layout(rng)
+    n = len(bounds) - 1
     names = list(PALETTE)
     while True:  # rejection: unique colours, adjacent lumas far apart
         pick = [names[i] for i in rng.permutation(len(names))[:n]]
@@ -135,23 +144,44 @@ def split_specs(name: str, n_videos: int, per_video: int, seed: int):
 def make_split(root: Path, name: str, n_videos: int, per_video: int, seed: int) -> ToySplit:
     """`n_videos` videos with `per_video` queries each (distinct colours) under ``root/name``;
     cached: an existing complete split (its JSONL written last) is read back, not rebuilt."""
+    return write_split(root, name, lambda: split_specs(name, n_videos, per_video, seed))
+
+
+def write_missing_videos(videos: Path, specs: Iterable[ToyVideo],
+                         palette: dict[str, tuple[int, int, int]] | None = None) -> Path:
+    """Each spec's MP4 under `videos` (those already there are kept: the name is the layout's)."""
+    videos.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        path = videos / f"{spec.vid}.mp4"
+        if not path.is_file():
+            write_toy_video(path, spec, palette)
+    return videos
+
+
+def write_jsonl(path: Path, rows: Sequence[dict]) -> Path:
+    """`rows` as JSON lines, atomically."""
+    write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return path
+
+
+def write_split(root: Path, name: str, layouts: Callable[[], Iterable[tuple[ToyVideo, list[str]]]],
+                palette: dict[str, tuple[int, int, int]] | None = None) -> ToySplit:
+    """A split of `layouts()` (``(video spec, [queried colour, ...])`` per video: videos and
+    Moment-DETR JSONL under ``root/name``), cached: an existing JSONL (written last) is read back
+    and `layouts` is not called."""
     videos = root / name / "videos"
     jsonl = root / name / f"{name}.jsonl"
     if jsonl.is_file():
         rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
         return ToySplit(jsonl, videos, rows)
-    videos.mkdir(parents=True, exist_ok=True)
+    pairs = list(layouts())
+    write_missing_videos(videos, [spec for spec, _ in pairs], palette)
     rows = []
-    for spec, colours in split_specs(name, n_videos, per_video, seed):
-        path = videos / f"{spec.vid}.mp4"
-        if not path.is_file():
-            write_toy_video(path, spec)
+    for spec, colours in pairs:
         for colour in colours:
             s, e = spec.span(colour)
             rows.append({"qid": f"{spec.vid}_{colour}", "vid": spec.vid,
                          "duration": float(spec.duration_s), "query": query_text(colour),
                          "relevant_windows": [[float(s), float(e)]]})
-    tmp = jsonl.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(jsonl)
+    write_jsonl(jsonl, rows)
     return ToySplit(jsonl, videos, rows)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenetg.toy_task import ToySplit
+from scenetg.toy_task import ToySplit, write_jsonl, write_missing_videos
 
 from .ambiguous_data import (
     filter_quality,
@@ -31,8 +31,6 @@ from .ambiguous_data import (
     scene_embeddings,
     scene_queries,
     split_specs,
-    write_jsonl,
-    write_videos,
 )
 from .common import (
     CACHE,
@@ -114,7 +112,7 @@ def prepare_data(sizes: Sizes, root: Path) -> dict:
 
 def _build_data(sizes: Sizes, root: Path) -> dict:
     specs = split_specs("train", sizes.train_videos, sizes.data_seed)
-    videos = write_videos(root / "train", specs)
+    videos = write_missing_videos(root / "train" / "videos", specs)
     rows, figures, embs = [], [], {}
     for spec in specs:
         q = scene_queries(spec)
@@ -145,7 +143,7 @@ def _build_data(sizes: Sizes, root: Path) -> dict:
     probe = [r for r in rows if r["ambiguous"]][: min(100, len(amb_margins))]
     write_jsonl(root / "ambiguous_probe.jsonl", probe)
     held_specs = split_specs("heldout", sizes.heldout_videos, sizes.data_seed + 10_000)
-    write_videos(root / "heldout", held_specs)
+    write_missing_videos(root / "heldout" / "videos", held_specs)
     hrng = np.random.default_rng(sizes.data_seed + 10_001)
     held = []
     for spec in held_specs:

@@ -4,33 +4,19 @@ colour embeddings (scene = mean RGB of decoded keyframes, query = the named colo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from scenetg.toy_task import (
-    CELLS,
-    DURATIONS_S,
-    MIN_LUMA_STEP,
-    PALETTE,
-    SCENES,
-    ToyVideo,
-    luma,
-    query_text,
-    write_toy_video,
-)
+from scenetg.toy_task import MIN_LUMA_STEP, PALETTE, ToyVideo, cell_layout, luma, query_text
 
 
 def make_ambiguous_spec(rng: np.random.Generator, vid: str) -> ToyVideo:
     """A toy video layout (duration, cuts on the 8 cells, as `toy_task.make_video_spec`) whose
     n scenes show n − 1 colours: one colour twice, in two scenes at least one scene apart; every
     two adjacent scenes differ in luma by >= `MIN_LUMA_STEP`."""
-    duration = int(rng.choice(DURATIONS_S))
-    n = int(rng.integers(SCENES[0], SCENES[1] + 1))
-    cuts = sorted(rng.choice(np.arange(1, CELLS), size=n - 1, replace=False).tolist())
-    cell = duration // CELLS
-    bounds = (0, *(c * cell for c in cuts), duration)
+    duration, bounds = cell_layout(rng)
+    n = len(bounds) - 1
     names = list(PALETTE)
     pairs = [(i, j) for i in range(n) for j in range(i + 2, n)]
     while True:  # rejection: the repeat not adjacent, adjacent lumas far apart
@@ -60,24 +46,6 @@ def scene_queries(spec: ToyVideo) -> list[dict]:
 def split_specs(name: str, n_videos: int, seed: int) -> list[ToyVideo]:
     rng = np.random.default_rng(seed)
     return [make_ambiguous_spec(rng, f"{name}{v:05d}") for v in range(n_videos)]
-
-
-def write_videos(root: Path, specs: list[ToyVideo]) -> Path:
-    videos = root / "videos"
-    videos.mkdir(parents=True, exist_ok=True)
-    for spec in specs:
-        path = videos / f"{spec.vid}.mp4"
-        if not path.is_file():
-            write_toy_video(path, spec)
-    return videos
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
-    return path
 
 
 def scene_embeddings(video: Path, spec: ToyVideo, keyframes: int) -> np.ndarray:

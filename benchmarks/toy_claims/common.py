@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from scenetg.atomic_files import save_png, write_bytes_atomic
 from scenetg.eval.uncertainty import paired_comparison
 from scenetg.grounding.iou import temporal_iou
 
@@ -141,15 +142,9 @@ def plot_lines(series: dict[str, list[tuple[float, float]]], path: Path, title: 
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    tmp.replace(path)
+    """`obj` as indented JSON, atomically (numpy scalars as floats)."""
+    write_bytes_atomic(path, json.dumps(obj, indent=1, default=float).encode())

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scenetg.atomic_files import save_png
+
 from .common import logged_steps, plot_lines, write_json
 
 README_ROWS = (
@@ -115,10 +117,7 @@ def tradeoff_plot(results: dict, path: Path) -> None:
            title="What each run kept (QA) and learnt (grounding)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def reading_values(res: dict) -> dict:

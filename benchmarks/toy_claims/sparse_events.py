@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenetg.toy_task import PALETTE, ToySplit, ToyVideo, luma, query_text, write_toy_video
+from scenetg.toy_task import PALETTE, ToySplit, ToyVideo, luma, write_split
 from toy_claims.common import (
     CACHE,
     DOCS,
@@ -129,26 +129,7 @@ def sparse_specs(name: str, n_videos: int, per_video: int, seed: int):
 def make_sparse_split(root: Path, name: str, n_videos: int, per_video: int, seed: int) -> ToySplit:
     """`toy_task.make_split` for sparse videos: videos + Moment-DETR JSONL under ``root/name``,
     cached (the JSONL is written last)."""
-    videos = root / name / "videos"
-    jsonl = root / name / f"{name}.jsonl"
-    if jsonl.is_file():
-        rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
-        return ToySplit(jsonl, videos, rows)
-    videos.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for spec, colours in sparse_specs(name, n_videos, per_video, seed):
-        path = videos / f"{spec.vid}.mp4"
-        if not path.is_file():
-            write_toy_video(path, spec, SPARSE_PALETTE)
-        for colour in colours:
-            s, e = spec.span(colour)
-            rows.append({"qid": f"{spec.vid}_{colour}", "vid": spec.vid,
-                         "duration": float(spec.duration_s), "query": query_text(colour),
-                         "relevant_windows": [[float(s), float(e)]]})
-    tmp = jsonl.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(jsonl)
-    return ToySplit(jsonl, videos, rows)
+    return write_split(root, name, lambda: sparse_specs(name, n_videos, per_video, seed), SPARSE_PALETTE)
 
 
 @dataclass(frozen=True)

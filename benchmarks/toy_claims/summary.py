@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scenetg.atomic_files import write_bytes_atomic
 from toy_claims.common import DOCS
 
 COLUMNS = ("comparison", "metric", "a", "b", "paired", "shows")
@@ -28,7 +29,5 @@ def write_summary(results: list[dict], path: Path = DOCS / "claims.md") -> Path:
             "is there (yes), absent (no) or partly or against a stricter check (mixed; the regime's "
             "doc says which).\n\n"
             + summary_table(results))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_bytes_atomic(path, text.encode())
     return path
