@@ -50,6 +50,18 @@ def side(results: dict, name: str, metric: str) -> float:
     return results["start"][KEY[metric]] if name == "start" else results["means"][name][KEY[metric]]
 
 
+def first_last(r: dict, key: str) -> str:
+    """``first → last`` of a run's logged `key` (``key_first``, ``key_last``), or – when not logged."""
+    return f"{fmt(r.get(key + '_first'))} → {fmt(r.get(key + '_last'))}" if r.get(key + "_first") is not None else "–"
+
+
+def kl_and_training_cells(r: dict) -> str:
+    """A run's last six table cells: held-out KL (timestamp, other), training KL (last 10 steps),
+    reward and SFT loss first → last."""
+    return (f"{fmt(r.get('kl_timestamp'))} | {fmt(r.get('kl_other'))} | {fmt(r.get('kl_timestamp_last'))} | "
+            f"{fmt(r.get('kl_other_last'))} | {first_last(r, 'reward')} | {first_last(r, 'loss')} |")
+
+
 def readme_rows(results: dict) -> list[dict]:
     rows = []
     for comp, metric, label, want in README_ROWS:
@@ -287,12 +299,8 @@ def doc(res: dict, rows: list[dict], pngs: list[str], expected: str, reading: st
             f"{fmt(res['start']['qa_acc'])} | 0 | 0 | – | – | – | – |"]
     for v, rs in res["runs"].items():
         for seed, r in rs.items():
-            rew = (f"{fmt(r.get('reward_first'))} → {fmt(r.get('reward_last'))}" if r.get("reward_first") is not None
-                   else "–")
-            loss = f"{fmt(r.get('loss_first'))} → {fmt(r.get('loss_last'))}" if r.get("loss_first") is not None else "–"
             out.append(f"| {names[v]} | {seed} | {fmt(r['R1@0.5'])} | {fmt(r['mIoU'])} | {fmt(r['qa_acc'])} | "
-                       f"{fmt(r.get('kl_timestamp'))} | {fmt(r.get('kl_other'))} | {fmt(r.get('kl_timestamp_last'))} | "
-                       f"{fmt(r.get('kl_other_last'))} | {rew} | {loss} |")
+                       f"{kl_and_training_cells(r)}")
     out += ["", "Means over seeds:", "",
             "| variant | R1@0.5 | mIoU | palette-QA acc | facts kept (per seed) | KL ts (held-out) | KL other (held-out) |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -347,12 +355,8 @@ def followup_section(res: dict) -> list[str]:
            f"| {res['facts']['kept']['start']}/{nf} | 0 | 0 | – | – | – | – |"]
     for v in ("a", "b"):
         for seed, r in fu["runs"][v].items():
-            rew = (f"{fmt(r.get('reward_first'))} → {fmt(r.get('reward_last'))}" if r.get("reward_first") is not None
-                   else "–")
-            loss = f"{fmt(r.get('loss_first'))} → {fmt(r.get('loss_last'))}" if r.get("loss_first") is not None else "–"
             out.append(f"| {names[v]} | {seed} | {fmt(r['R1@0.5'])} | {fmt(r['mIoU'])} | {fmt(r['qa_acc'])} | "
-                       f"{r['facts_kept']}/{nf} | {fmt(r.get('kl_timestamp'))} | {fmt(r.get('kl_other'))} | "
-                       f"{fmt(r.get('kl_timestamp_last'))} | {fmt(r.get('kl_other_last'))} | {rew} | {loss} |")
+                       f"{r['facts_kept']}/{nf} | {kl_and_training_cells(r)}")
     for v in ("a", "b"):
         m = fu["means"][v]
         out.append(f"| {names[v]} | mean | {fmt(m.get('R1@0.5'))} | {fmt(m.get('mIoU'))} | {fmt(m.get('qa_acc'))} | "
